@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+// Cloud Hypervisor in Swift: a KVM virtual machine monitor built from small modules
+// that other VMMs can embed one by one (see ARCHITECTURE.md beside the repository).
+import PackageDescription
+
+let package = Package(
+    name: "cloud-hypervisor-swift",
+    products: [
+        .library(name: "CLinux", targets: ["CLinux"]),
+        .library(name: "HostSystem", targets: ["HostSystem"]),
+        .library(name: "GuestMemory", targets: ["GuestMemory"]),
+        .library(name: "VMAllocator", targets: ["VMAllocator"]),
+        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "HypervisorTesting", targets: ["HypervisorTesting"]),
+        .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
+    ],
+    targets: [
+        // Layer 0: the Linux kernel ABI (KVM, virtio, boot headers) and the few C shims Swift needs.
+        .target(name: "CLinux"),
+        // Layer 1: owned descriptors, errno, mmap, eventfd, epoll, threads, signals.
+        .target(name: "HostSystem", dependencies: ["CLinux"], exclude: ["README.md"]),
+        // Layer 2: guest physical memory over host mappings.
+        .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
+        // Address-space, GSI and ID allocators (pure Swift, no host access).
+        .target(name: "VMAllocator", exclude: ["README.md"]),
+        // Hypervisor protocols and the KVM backend.
+        .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"]),
+        // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
+        .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
+
+        // Benchmark: one million port-I/O exits through the Swift KVM backend and through a C floor.
+        .target(name: "KVMExitFloor", path: "Benchmarks/KVMExitFloor"),
+        .executableTarget(
+            name: "KVMExitBench",
+            dependencies: ["Hypervisor", "HypervisorTesting", "HostSystem", "KVMExitFloor"],
+            path: "Benchmarks/KVMExitBench"),
+
+        .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
+        .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,136 @@
+// CLinux: the Linux kernel ABI that the VMM speaks, for Swift.
+//
+// Swift imports C structures and plain constants but not function-like macros, variadic
+// functions or C11 atomics. This umbrella header brings in the kernel headers (KVM, virtio,
+// the x86 boot protocol), exports every KVM ioctl request number as a constant (ioctls.h),
+// and declares the few non-variadic shims the Swift layers above call.
+#ifndef CLINUX_H
+#define CLINUX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <linux/kvm.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_ring.h>
+#include <linux/virtio_pci.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_net.h>
+#include <linux/virtio_console.h>
+#include <linux/virtio_rng.h>
+#include <linux/if_tun.h>
+#if defined(__x86_64__)
+#include <asm/bootparam.h>
+#endif
+
+#include "ioctls.h"
+
+// MARK: - ioctl
+
+/// Calls `ioctl(fd, request, arg)` with a pointer argument (Swift cannot call the variadic
+/// `ioctl`). Returns the kernel's result; on failure -1 with `errno` set.
+int clinux_ioctl_ptr(int fd, unsigned long request, void *arg);
+
+/// Calls `ioctl(fd, request, value)` with an integer argument (for example
+/// `KVM_CHECK_EXTENSION` or `KVM_CREATE_VCPU`).
+int clinux_ioctl_val(int fd, unsigned long request, unsigned long value);
+
+/// Calls `open(path, flags)`; Swift cannot call the variadic `open`.
+int clinux_open(const char *path, int flags);
+
+/// Calls `open(path, flags, mode)` for a file that may be created.
+int clinux_open_mode(const char *path, int flags, unsigned int mode);
+
+/// Calls `fcntl(fd, command, value)` with an integer argument.
+int clinux_fcntl_val(int fd, int command, long value);
+
+/// Returns the current thread's `errno`.
+int clinux_errno(void);
+
+/// Sets the current thread's `errno`.
+void clinux_set_errno(int value);
+
+// MARK: - Layouts Swift cannot compute
+
+/// `offsetof(struct kvm_run, mmio.data)`: the MMIO data bytes sit inside an anonymous union,
+/// which Swift's `MemoryLayout.offset(of:)` cannot see through.
+static inline size_t clinux_kvm_run_mmio_data_offset(void) { return offsetof(struct kvm_run, mmio.data); }
+
+// MARK: - Signals
+
+/// `SIGRTMIN` (a function in glibc, hence not importable as a constant).
+int clinux_sigrtmin(void);
+
+/// `SIGRTMAX`.
+int clinux_sigrtmax(void);
+
+/// Installs a handler for `signo` that does nothing, without `SA_RESTART`, so that a
+/// blocking system call (such as `KVM_RUN`) in the receiving thread returns `EINTR`.
+/// Returns 0 or -1 with `errno` set.
+int clinux_install_noop_handler(int signo);
+
+/// Unblocks `signo` in the calling thread's signal mask. Returns 0 or an error number.
+int clinux_unblock_signal(int signo);
+
+/// Blocks `signo` in the calling thread's signal mask. Returns 0 or an error number.
+int clinux_block_signal(int signo);
+
+/// The kernel thread id of the calling thread (`gettid`).
+int clinux_gettid(void);
+
+// MARK: - Threads
+
+/// A thread body: called once with the context pointer handed to `clinux_thread_spawn`.
+typedef void (*clinux_thread_body)(void *context);
+
+/// Starts a joinable POSIX thread running `body(context)`. Stores its handle in `thread`.
+/// Returns 0 or an error number.
+int clinux_thread_spawn(pthread_t *thread, clinux_thread_body body, void *context);
+
+/// Sets the calling thread's name as `ps`/`top` show it (15 bytes at most are kept).
+void clinux_thread_set_name(const char *name);
+
+// MARK: - Atomics
+// Loads with acquire ordering and stores with release ordering, for memory shared with a
+// guest (virtqueue indices) or with the kernel (kvm_run.immediate_exit). The address must be
+// naturally aligned for the width.
+
+/// Loads 8 bits with acquire ordering.
+uint8_t clinux_load_acquire_u8(const void *address);
+/// Loads 16 bits with acquire ordering.
+uint16_t clinux_load_acquire_u16(const void *address);
+/// Loads 32 bits with acquire ordering.
+uint32_t clinux_load_acquire_u32(const void *address);
+/// Loads 64 bits with acquire ordering.
+uint64_t clinux_load_acquire_u64(const void *address);
+/// Stores 8 bits with release ordering.
+void clinux_store_release_u8(void *address, uint8_t value);
+/// Stores 16 bits with release ordering.
+void clinux_store_release_u16(void *address, uint16_t value);
+/// Stores 32 bits with release ordering.
+void clinux_store_release_u32(void *address, uint32_t value);
+/// Stores 64 bits with release ordering.
+void clinux_store_release_u64(void *address, uint64_t value);
+/// Atomically ORs `bits` into the 64-bit word at `address` (sequentially consistent).
+void clinux_fetch_or_u64(void *address, uint64_t bits);
+/// Atomically swaps the 64-bit word at `address` with `value`, returning the old value.
+uint64_t clinux_exchange_u64(void *address, uint64_t value);
+/// A full memory fence.
+void clinux_fence_seq_cst(void);
+
+#endif

@@ -1,0 +1,74 @@
+// The non-variadic shims declared in CLinux.h.
+#define _GNU_SOURCE
+#include "CLinux.h"
+
+int clinux_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int clinux_ioctl_val(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
+int clinux_open(const char *path, int flags) { return open(path, flags); }
+int clinux_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
+int clinux_fcntl_val(int fd, int command, long value) { return fcntl(fd, command, value); }
+int clinux_errno(void) { return errno; }
+void clinux_set_errno(int value) { errno = value; }
+
+int clinux_sigrtmin(void) { return SIGRTMIN; }
+int clinux_sigrtmax(void) { return SIGRTMAX; }
+
+static void clinux_noop_handler(int signo) { (void)signo; }
+
+int clinux_install_noop_handler(int signo) {
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = clinux_noop_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; // no SA_RESTART: the interrupted ioctl must return EINTR
+    return sigaction(signo, &action, NULL);
+}
+
+static int clinux_change_mask(int how, int signo) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    return pthread_sigmask(how, &set, NULL);
+}
+
+int clinux_unblock_signal(int signo) { return clinux_change_mask(SIG_UNBLOCK, signo); }
+int clinux_block_signal(int signo) { return clinux_change_mask(SIG_BLOCK, signo); }
+int clinux_gettid(void) { return (int)syscall(SYS_gettid); }
+
+struct clinux_thread_start { clinux_thread_body body; void *context; };
+
+static void *clinux_thread_trampoline(void *raw) {
+    struct clinux_thread_start start = *(struct clinux_thread_start *)raw;
+    free(raw);
+    start.body(start.context);
+    return NULL;
+}
+
+int clinux_thread_spawn(pthread_t *thread, clinux_thread_body body, void *context) {
+    struct clinux_thread_start *start = malloc(sizeof(*start));
+    if (start == NULL) return ENOMEM;
+    start->body = body;
+    start->context = context;
+    int result = pthread_create(thread, NULL, clinux_thread_trampoline, start);
+    if (result != 0) free(start);
+    return result;
+}
+
+void clinux_thread_set_name(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, sizeof(short_name) - 1);
+    short_name[sizeof(short_name) - 1] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}
+
+uint8_t clinux_load_acquire_u8(const void *a) { return __atomic_load_n((const uint8_t *)a, __ATOMIC_ACQUIRE); }
+uint16_t clinux_load_acquire_u16(const void *a) { return __atomic_load_n((const uint16_t *)a, __ATOMIC_ACQUIRE); }
+uint32_t clinux_load_acquire_u32(const void *a) { return __atomic_load_n((const uint32_t *)a, __ATOMIC_ACQUIRE); }
+uint64_t clinux_load_acquire_u64(const void *a) { return __atomic_load_n((const uint64_t *)a, __ATOMIC_ACQUIRE); }
+void clinux_store_release_u8(void *a, uint8_t v) { __atomic_store_n((uint8_t *)a, v, __ATOMIC_RELEASE); }
+void clinux_store_release_u16(void *a, uint16_t v) { __atomic_store_n((uint16_t *)a, v, __ATOMIC_RELEASE); }
+void clinux_store_release_u32(void *a, uint32_t v) { __atomic_store_n((uint32_t *)a, v, __ATOMIC_RELEASE); }
+void clinux_store_release_u64(void *a, uint64_t v) { __atomic_store_n((uint64_t *)a, v, __ATOMIC_RELEASE); }
+void clinux_fetch_or_u64(void *a, uint64_t bits) { __atomic_fetch_or((uint64_t *)a, bits, __ATOMIC_SEQ_CST); }
+uint64_t clinux_exchange_u64(void *a, uint64_t v) { return __atomic_exchange_n((uint64_t *)a, v, __ATOMIC_SEQ_CST); }
+void clinux_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
