@@ -24,7 +24,7 @@ let package = Package(
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
         // Hypervisor protocols and the KVM backend.
-        .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"]),
+        .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
         .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
 

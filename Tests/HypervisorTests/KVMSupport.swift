@@ -5,14 +5,16 @@ import Testing
 
 /// Whether this host's /dev/kvm can be used, and why not.
 enum KVMSupport {
-    static let opened: Result<KVMHypervisor, HypervisorError> = Result { () throws(HypervisorError) in try KVMHypervisor() }
+    /// The device node; `CH_KVM_DEVICE` overrides it (to exercise the skip path).
+    static let path = ProcessInfo.processInfo.environment["CH_KVM_DEVICE"] ?? "/dev/kvm"
+    static let opened: Result<KVMHypervisor, HypervisorError> = Result { () throws(HypervisorError) in try KVMHypervisor(path: path) }
 
     static var hypervisor: KVMHypervisor? { try? opened.get() }
     static var available: Bool { hypervisor != nil }
     static var reason: Comment {
         switch opened {
         case .success: return "KVM available"
-        case .failure(let error): return "skipped: /dev/kvm is not usable here: \(error)"
+        case .failure(let error): return "skipped: \(path) is not usable here: \(error)"
         }
     }
     /// `CH_REQUIRE_KVM=1` (set by .ci/run) turns a missing /dev/kvm into a failure.

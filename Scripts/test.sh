@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's test command (README "Set-up"): installs what is missing, builds, runs every test.
+#
+# KVM tests run on this host's /dev/kvm and are skipped, with the reason, where it cannot be
+# opened; CH_REQUIRE_KVM=1 (set by .ci/run) turns a missing /dev/kvm into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x /opt/swift/usr/bin/swift ] && case ":$PATH:" in *":/opt/swift/usr/bin:"*) ;; *) PATH="$PATH:/opt/swift/usr/bin" ;; esac
+Scripts/install-deps.sh
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift build --build-tests 2>&1 | tail -n 20
+status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then
+  swift test --skip-build 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+fi
+set -e
+
+# One plain closing line with the Swift Testing totals.
+summary=$(grep -E 'Test run with [0-9]+ tests?' "$log" | tail -n 1 || true)
+total=$(sed -nE 's/.*Test run with ([0-9]+) tests?.*/\1/p' <<<"$summary")
+failed=$(grep -cE '✘ Test .* failed' "$log" || true)
+skipped=$(grep -cE '➜ Test .* skipped' "$log" || true)
+if [ -n "$total" ]; then
+  echo "swift-testing: $((total - failed - skipped)) passed, $failed failed, $skipped skipped"
+fi
+exit "$status"
