@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "HypervisorTesting", targets: ["HypervisorTesting"]),
+        .library(name: "DeviceModel", targets: ["DeviceModel"]),
+        .library(name: "Devices", targets: ["Devices"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
     ],
     targets: [
@@ -27,6 +29,10 @@ let package = Package(
         .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
         .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
+        // The bus layer devices plug into: BusDevice, Bus (port I/O and MMIO), InterruptLine.
+        .target(name: "DeviceModel", exclude: ["README.md"]),
+        // Legacy platform devices as passive state machines (16550 UART, i8042, CMOS RTC, debug port).
+        .target(name: "Devices", dependencies: ["DeviceModel"], exclude: ["README.md"]),
 
         // Benchmark: one million port-I/O exits through the Swift KVM backend and through a C floor.
         .target(name: "KVMExitFloor", path: "Benchmarks/KVMExitFloor"),
@@ -38,6 +44,8 @@ let package = Package(
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
+        .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),
     ],
     swiftLanguageModes: [.v6]

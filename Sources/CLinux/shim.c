@@ -10,6 +10,15 @@ int clinux_fcntl_val(int fd, int command, long value) { return fcntl(fd, command
 int clinux_errno(void) { return errno; }
 void clinux_set_errno(int value) { errno = value; }
 
+int clinux_open_pty(char *path, size_t size) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (grantpt(fd) != 0 || unlockpt(fd) != 0) { int saved = errno; close(fd); errno = saved; return -1; }
+    int result = ptsname_r(fd, path, size);
+    if (result != 0) { close(fd); errno = result; return -1; }
+    return fd;
+}
+
 int clinux_sigrtmin(void) { return SIGRTMIN; }
 int clinux_sigrtmax(void) { return SIGRTMAX; }
 

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
 
 #include <linux/kvm.h>
 #include <linux/virtio_config.h>
@@ -92,6 +94,13 @@ int clinux_block_signal(int signo);
 
 /// The kernel thread id of the calling thread (`gettid`).
 int clinux_gettid(void);
+
+// MARK: - Terminals
+
+/// Opens a new pseudo-terminal (`posix_openpt`, `grantpt`, `unlockpt`) and writes the path
+/// of its terminal side into `path` (`ptsname_r`). Returns the controlling descriptor, or -1
+/// with `errno` set. (The glibc declarations need feature macros Swift does not set.)
+int clinux_open_pty(char *path, size_t size);
 
 // MARK: - Threads
 

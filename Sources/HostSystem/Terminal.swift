@@ -1,0 +1,62 @@
+import CLinux
+
+/// A terminal switched to raw mode (no echo, no line editing, no signal keys), put back as it
+/// was by `restore()` or when the object goes away.
+///
+/// The VMM uses it for `--serial tty`: every key goes to the guest, including Ctrl-C.
+public final class RawTerminal: @unchecked Sendable {
+    /// The terminal's descriptor (not owned: usually standard input).
+    public let descriptor: Int32
+    private let saved: termios
+    private var restored = false
+
+    /// Switches `descriptor` to raw mode. Fails with `ENOTTY` if it is not a terminal.
+    public init(descriptor: Int32 = 0) throws(SystemError) {
+        self.descriptor = descriptor
+        var original = termios()
+        _ = try checked("tcgetattr(fd \(descriptor))") { tcgetattr(descriptor, &original) }
+        saved = original
+        var raw = original
+        cfmakeraw(&raw)
+        // Keep output post-processing so that "\n" from the VMM's own messages still starts a line.
+        raw.c_oflag |= tcflag_t(OPOST)
+        _ = try checked("tcsetattr(fd \(descriptor))") { tcsetattr(descriptor, TCSANOW, &raw) }
+    }
+
+    /// Whether `descriptor` is a terminal.
+    public static func isTerminal(_ descriptor: Int32) -> Bool { isatty(descriptor) == 1 }
+
+    /// Puts the terminal back as it was. Idempotent.
+    public func restore() {
+        if restored { return }
+        restored = true
+        var original = saved
+        _ = tcsetattr(descriptor, TCSANOW, &original)
+    }
+
+    deinit { restore() }
+}
+
+/// A new pseudo-terminal pair: the VMM keeps the controlling side, a user attaches to
+/// `path` (for example with `screen <path>`).
+///
+/// The corresponding calls are `posix_openpt`, `grantpt`, `unlockpt` and `ptsname_r`.
+public final class PseudoTerminal: Sendable {
+    /// The controlling (master) side, read and written by the VMM.
+    public let controller: OwnedFileDescriptor
+    /// The path of the terminal side (`/dev/pts/N`).
+    public let path: String
+
+    /// Opens a new pseudo-terminal in raw mode.
+    public init() throws(SystemError) {
+        var buffer = [CChar](repeating: 0, count: 128)
+        let fd = try checked("posix_openpt") { clinux_open_pty(&buffer, buffer.count) }
+        controller = OwnedFileDescriptor(adopting: fd)
+        path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var settings = termios()
+        if tcgetattr(fd, &settings) == 0 {
+            cfmakeraw(&settings)
+            _ = tcsetattr(fd, TCSANOW, &settings)
+        }
+    }
+}
