@@ -14,7 +14,14 @@ let package = Package(
         .library(name: "HypervisorTesting", targets: ["HypervisorTesting"]),
         .library(name: "DeviceModel", targets: ["DeviceModel"]),
         .library(name: "Devices", targets: ["Devices"]),
+        .library(name: "Arch", targets: ["Arch"]),
+        .library(name: "VMM", targets: ["VMM"]),
+        .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Layer 0: the Linux kernel ABI (KVM, virtio, boot headers) and the few C shims Swift needs.
@@ -33,6 +40,19 @@ let package = Package(
         .target(name: "DeviceModel", exclude: ["README.md"]),
         // Legacy platform devices as passive state machines (16550 UART, i8042, CMOS RTC, debug port).
         .target(name: "Devices", dependencies: ["DeviceModel"], exclude: ["README.md"]),
+        // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
+        .target(name: "Arch", dependencies: ["GuestMemory", "Hypervisor"], exclude: ["README.md"]),
+        // Configuration, the VM builder, vCPU threads and the lifecycle.
+        .target(name: "VMM", dependencies: [
+            "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "DeviceModel", "Devices",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The cloud-hypervisor command.
+        .executableTarget(name: "CloudHypervisor", dependencies: [
+            "VMM", "HostSystem", "CLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // Benchmark: one million port-I/O exits through the Swift KVM backend and through a C floor.
         .target(name: "KVMExitFloor", path: "Benchmarks/KVMExitFloor"),
@@ -46,6 +66,7 @@ let package = Package(
         .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
+        .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),
     ],
     swiftLanguageModes: [.v6]

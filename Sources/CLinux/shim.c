@@ -1,6 +1,7 @@
 // The non-variadic shims declared in CLinux.h.
 #define _GNU_SOURCE
 #include "CLinux.h"
+#include <sys/signalfd.h>
 
 int clinux_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int clinux_ioctl_val(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
@@ -42,6 +43,25 @@ static int clinux_change_mask(int how, int signo) {
 
 int clinux_unblock_signal(int signo) { return clinux_change_mask(SIG_UNBLOCK, signo); }
 int clinux_block_signal(int signo) { return clinux_change_mask(SIG_BLOCK, signo); }
+int clinux_signalfd_termination(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    int result = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (result != 0) { errno = result; return -1; }
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int clinux_read_signalfd(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof(info));
+    if (n == (ssize_t)sizeof(info)) return (int)info.ssi_signo;
+    if (n < 0 && errno == EAGAIN) return 0;
+    return -1;
+}
+
 int clinux_gettid(void) { return (int)syscall(SYS_gettid); }
 
 struct clinux_thread_start { clinux_thread_body body; void *context; };

@@ -92,6 +92,14 @@ int clinux_unblock_signal(int signo);
 /// Blocks `signo` in the calling thread's signal mask. Returns 0 or an error number.
 int clinux_block_signal(int signo);
 
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (threads it creates later inherit
+/// the mask) and returns a non-blocking signalfd that reports them, or -1 with `errno` set.
+int clinux_signalfd_termination(void);
+
+/// Reads one signal from a signalfd made by `clinux_signalfd_termination`; returns its
+/// number, 0 when none is pending, or -1 on error.
+int clinux_read_signalfd(int fd);
+
 /// The kernel thread id of the calling thread (`gettid`).
 int clinux_gettid(void);
 

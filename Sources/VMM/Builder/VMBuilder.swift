@@ -1,0 +1,122 @@
+import Arch
+import DeviceModel
+import Devices
+import GuestMemory
+import HostSystem
+import Hypervisor
+import Logging
+
+/// A VM built from a configuration and ready to run: memory, vCPUs, buses and devices.
+final class BuiltVM {
+    let config: VMConfig
+    let vm: KVMVirtualMachine
+    let memory: GuestMemory
+    let vcpus: [KVMVCPU]
+    let pio: Bus
+    let mmio: Bus
+    let devices: LegacyDevices
+    let events: EventManager
+    let exits: ExitSignal
+
+    init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
+         devices: LegacyDevices, events: EventManager, exits: ExitSignal) {
+        self.config = config
+        self.vm = vm
+        self.memory = memory
+        self.vcpus = vcpus
+        self.pio = pio
+        self.mmio = mmio
+        self.devices = devices
+        self.events = events
+        self.exits = exits
+    }
+}
+
+/// Builds a VM step by step, each step one short function (Firecracker's builder shape).
+struct VMBuilder {
+    let hypervisor: KVMHypervisor
+    let logger: Logger
+
+    func build(_ config: VMConfig, events: EventManager, exits: ExitSignal) throws -> BuiltVM {
+        let vm = try createVM()
+        let memory = try createMemory(config.memory)
+        try vm.registerMemory(memory)
+        let vcpuCount = Int(config.cpus.bootVCPUs)
+        let topology = Self.topology(config.cpus)
+
+        let pio = Bus(name: "I/O port bus")
+        let mmio = Bus(name: "MMIO bus")
+        var devices = LegacyDevices()
+        (devices.serial, devices.serialHost) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
+        devices.i8042 = try LegacyDeviceAttach.attachI8042(pio: pio, exits: exits)
+        let below4G = min(memory.totalSize, X86Layout.mem32BitReservedStart.rawValue)
+        devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, exits: exits)
+        devices.debugPort = try LegacyDeviceAttach.attachDebugPort(pio: pio, logger: logger)
+
+        let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount, topology: topology)
+        logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
+
+        let supported = try hypervisor.supportedCPUID()
+        var vcpus: [KVMVCPU] = []
+        for id in 0..<UInt32(vcpuCount) {
+            let vcpu = try vm.createKVMVCPU(id: id)
+            try configureVCPU(vcpu, id: id, count: vcpuCount, topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits)
+            if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
+            vcpus.append(vcpu)
+        }
+        return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices, events: events, exits: exits)
+    }
+
+    /// The VM with KVM's x86 helpers placed in the reserved hole, the in-kernel irqchip and PIT.
+    func createVM() throws -> KVMVirtualMachine {
+        let vm = try hypervisor.createKVMVirtualMachine()
+        try vm.setIdentityMapAddress(X86Layout.kvmIdentityMapStart.rawValue)
+        try vm.setTSSAddress(X86Layout.kvmTSSStart.rawValue)
+        try vm.createIRQChip()
+        try vm.createPIT()
+        return vm
+    }
+
+    /// Guest RAM split around the 32-bit hole, with the backing options of `--memory`.
+    func createMemory(_ config: MemoryConfig) throws -> GuestMemory {
+        var options: MemoryMapping.Options = [.noReserve]
+        if config.shared { options.insert(.shared) }
+        if config.hugepages { options.insert(.hugePages) }
+        if config.prefault { options.insert(.populate) }
+        let regions = try X86Layout.ramRegions(size: config.size).map { (start: $0.0, size: $0.1) }
+        let memory = try GuestMemory.anonymous(regions, options: options)
+        if config.mergeable {
+            for region in memory.regions { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
+        }
+        return memory
+    }
+
+    static func topology(_ cpus: CpusConfig) -> CPUTopology {
+        if let t = cpus.topology {
+            return CPUTopology(threadsPerCore: UInt16(t.threadsPerCore), coresPerDie: UInt16(t.coresPerDie),
+                               diesPerPackage: UInt16(t.diesPerPackage), packages: UInt16(t.packages))
+        }
+        return .flat(vcpus: UInt16(cpus.bootVCPUs))
+    }
+
+    /// CPUID, MSRs, FPU and the LAPIC's LINT0/LINT1 wiring, for every vCPU.
+    func configureVCPU(_ vcpu: KVMVCPU, id: UInt32, count: Int, topology: CPUTopology, supported: [CPUIDEntry], maxPhysBits: UInt8) throws {
+        let tscDeadline = hypervisor.checkExtension(72 /* KVM_CAP_TSC_DEADLINE_TIMER */) > 0
+        let cpuid = try CPUIDBuilder.build(supported: supported, vcpuID: id, topology: topology, totalVCPUs: UInt32(count),
+                                           options: CPUIDOptions(tscDeadline: tscDeadline, physicalAddressBits: maxPhysBits))
+        try vcpu.setCPUID(cpuid)
+        try vcpu.setMSRs(X86BootCPU.bootMSRs())
+        try vcpu.setFPU(X86BootCPU.bootFPU())
+        var lapic = try vcpu.lapic()
+        X86BootCPU.configureLocalInterrupts(&lapic)
+        try vcpu.setLAPIC(lapic)
+    }
+
+    /// The boot vCPU's registers for entering the kernel (application processors wait for
+    /// INIT/SIPI from the guest, handled by the in-kernel LAPIC).
+    func configureBootVCPU(_ vcpu: KVMVCPU, plan: BootPlan, memory: GuestMemory) throws {
+        let state = try X86BootCPU.bootState(for: plan.bootProtocol, entry: plan.entry, memory: memory, base: vcpu.specialRegisters())
+        try vcpu.setSpecialRegisters(state.specialRegisters)
+        try vcpu.setRegisters(state.registers)
+    }
+}

@@ -1,0 +1,59 @@
+extension VMConfig {
+    /// Checks that the configuration can be built, naming the option at fault.
+    public func validate() throws(ConfigError) {
+        guard let payload else { throw ConfigError(option: "--kernel", "no kernel to boot: give --kernel <vmlinux or bzImage>") }
+        if payload.firmware != nil {
+            throw ConfigError(option: "--firmware", "firmware boot is not supported yet; boot a kernel directly with --kernel")
+        }
+        guard let kernel = payload.kernel, !kernel.isEmpty else {
+            throw ConfigError(option: "--kernel", "no kernel to boot: give --kernel <vmlinux or bzImage>")
+        }
+        try cpus.validate()
+        try memory.validate()
+        try serial.validate(option: "--serial")
+        if console.mode != .off {
+            throw ConfigError(option: "--console", "the virtio console does not exist yet, so only 'off' is accepted (use --serial tty and console=ttyS0 on the kernel command line)")
+        }
+    }
+}
+
+extension CpusConfig {
+    /// Checks vCPU counts and topology as Cloud Hypervisor does.
+    public func validate() throws(ConfigError) {
+        guard bootVCPUs >= 1 else { throw ConfigError(option: "--cpus", "boot must be at least 1") }
+        guard maxVCPUs >= bootVCPUs else {
+            throw ConfigError(option: "--cpus", "max=\(maxVCPUs) is below boot=\(bootVCPUs); max must be at least boot")
+        }
+        if maxVCPUs > bootVCPUs {
+            throw ConfigError(option: "--cpus", "max above boot needs vCPU hotplug, which is not supported yet; use max=\(bootVCPUs) or leave it out")
+        }
+        if let topology, topology.vcpuCount != Int(maxVCPUs) {
+            throw ConfigError(option: "--cpus", "topology \(topology.threadsPerCore):\(topology.coresPerDie):\(topology.diesPerPackage):\(topology.packages) describes \(topology.vcpuCount) vCPUs but max is \(maxVCPUs); they must be equal")
+        }
+        if kvmHyperv { throw ConfigError(option: "--cpus", "kvm_hyperv=on is not supported yet") }
+    }
+}
+
+extension MemoryConfig {
+    /// Checks the RAM size and backing options.
+    public func validate() throws(ConfigError) {
+        guard size >= 16 << 20 else { throw ConfigError(option: "--memory", "size=\(size) is too small; give at least 16M") }
+        guard size % 4096 == 0 else { throw ConfigError(option: "--memory", "size=\(size) is not a multiple of 4 KiB") }
+        guard size <= 1 << 46 else { throw ConfigError(option: "--memory", "size=\(size) is above the 64 TiB the 46-bit guest address space allows") }
+        if let hugepageSize {
+            guard hugepages else { throw ConfigError(option: "--memory", "hugepage_size needs hugepages=on") }
+            guard hugepageSize.nonzeroBitCount == 1, hugepageSize >= 2 << 20 else {
+                throw ConfigError(option: "--memory", "hugepage_size=\(hugepageSize) is not a huge page size (2M or 1G)")
+            }
+            guard size % hugepageSize == 0 else { throw ConfigError(option: "--memory", "size=\(size) is not a multiple of hugepage_size=\(hugepageSize)") }
+        }
+    }
+}
+
+extension ConsoleConfig {
+    /// Checks a serial/console configuration.
+    public func validate(option: String) throws(ConfigError) {
+        if iommu { throw ConfigError(option: option, "iommu=on is not supported yet") }
+        if mode == .file, (file ?? "").isEmpty { throw ConfigError(option: option, "file mode needs a path: file=</path/to/a/file>") }
+    }
+}

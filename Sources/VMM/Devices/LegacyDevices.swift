@@ -1,0 +1,121 @@
+import CLinux
+import DeviceModel
+import Devices
+import HostSystem
+import Hypervisor
+import Logging
+
+/// The platform devices of a VM on the port-I/O bus, each attached by one short function.
+struct LegacyDevices {
+    /// The 16550 at 0x3F8 (absent with `--serial off`).
+    var serial: Serial16550?
+    /// Keeps the serial port's host side (terminal, pty, file) alive and restorable.
+    var serialHost: SerialHost?
+    /// The i8042 reset controller.
+    var i8042: I8042?
+    /// The CMOS RTC.
+    var cmos: CMOSRTC?
+    /// The debug port 0x80.
+    var debugPort: DebugPort?
+}
+
+/// The host side of the serial port: where output goes and where input comes from.
+final class SerialHost: Sendable {
+    let output: DescriptorSerialOutput?
+    let inputDescriptor: Int32?
+    let terminal: RawTerminal?
+    let pty: PseudoTerminal?
+    let file: OwnedFileDescriptor?
+
+    init(output: DescriptorSerialOutput?, inputDescriptor: Int32?, terminal: RawTerminal?, pty: PseudoTerminal?, file: OwnedFileDescriptor?) {
+        self.output = output
+        self.inputDescriptor = inputDescriptor
+        self.terminal = terminal
+        self.pty = pty
+        self.file = file
+    }
+
+    /// Puts the host terminal back as it was.
+    func restore() { terminal?.restore() }
+}
+
+enum LegacyDeviceAttach {
+    /// Attaches the 16550 UART at 0x3F8, IRQ 4, wired to the host as `config` says.
+    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, SerialHost?) {
+        let host: SerialHost
+        switch config.mode {
+        case .off:
+            return (nil, nil)
+        case .null:
+            host = SerialHost(output: nil, inputDescriptor: nil, terminal: nil, pty: nil, file: nil)
+        case .tty:
+            let terminal = RawTerminal.isTerminal(0) ? try RawTerminal(descriptor: 0) : nil
+            host = SerialHost(output: DescriptorSerialOutput(descriptor: 1), inputDescriptor: 0, terminal: terminal, pty: nil, file: nil)
+        case .file:
+            let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_TRUNC)
+            host = SerialHost(output: DescriptorSerialOutput(descriptor: file.rawValue, owner: file), inputDescriptor: nil, terminal: nil, pty: nil, file: file)
+        case .pty:
+            let pty = try PseudoTerminal()
+            logger.info("serial port on pseudo-terminal \(pty.path)")
+            printToStderr("cloud-hypervisor: serial port: \(pty.path)\n")
+            host = SerialHost(output: DescriptorSerialOutput(descriptor: pty.controller.rawValue, owner: pty.controller),
+                              inputDescriptor: pty.controller.rawValue, terminal: nil, pty: pty, file: nil)
+        }
+        let line = try IRQFDLine(vm: vm, gsi: Serial16550.com1IRQ)
+        let serial = Serial16550(interrupt: line, output: host.output ?? DiscardingSerialOutput())
+        try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
+        if let input = host.inputDescriptor {
+            do {
+                try attachSerialInput(serial, descriptor: input, events: events, logger: logger)
+            } catch let error as SystemError where error.errno == EPERM {
+                // A regular file or /dev/null cannot be polled: there is no input to wait for.
+                logger.debug("serial input: descriptor \(input) cannot be polled; no input")
+            }
+        }
+        return (serial, host)
+    }
+
+    /// Feeds bytes readable on `descriptor` into the UART's receive FIFO from the event loop.
+    /// What does not fit in the 64-byte FIFO is dropped (and counted in the debug log):
+    /// host-side buffering stays bounded.
+    static func attachSerialInput(_ serial: Serial16550, descriptor: Int32, events: EventManager, logger: Logger) throws {
+        try events.add(descriptor, events: [.readable]) { [weak events] ready in
+            var buffer = [UInt8](repeating: 0, count: Serial16550.receiveFIFOCapacity)
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count > 0 {
+                let accepted = serial.enqueueInput(buffer[0..<count])
+                if accepted < count { logger.debug("serial input: dropped \(count - accepted) bytes (receive FIFO full)") }
+            } else if count == 0 || (ready.contains(.hangUp) && !ready.contains(.readable)) {
+                // End of input (a closed pipe): stop watching it.
+                try? events?.remove(descriptor)
+            }
+        }
+    }
+
+    /// Attaches the i8042 at 0x61 (4 ports); its reset pulse reboots the VM.
+    static func attachI8042(pio: Bus, exits: ExitSignal) throws -> I8042 {
+        let device = I8042(onReset: { exits.report(.reset) })
+        try pio.insert(device, base: I8042.portBase, length: I8042.portLength)
+        return device
+    }
+
+    /// Attaches the CMOS RTC at 0x70/0x71 with the RAM sizes Linux reads from it.
+    static func attachCMOS(pio: Bus, memoryBelow4G: UInt64, memoryAbove4G: UInt64, exits: ExitSignal) throws -> CMOSRTC {
+        let device = CMOSRTC(memoryBelow4G: memoryBelow4G, memoryAbove4G: memoryAbove4G, onReset: { exits.report(.reset) })
+        try pio.insert(device, base: CMOSRTC.portBase, length: CMOSRTC.portLength)
+        return device
+    }
+
+    /// Attaches the debug port 0x80, logging boot progress codes with timestamps.
+    static func attachDebugPort(pio: Bus, logger: Logger) throws -> DebugPort {
+        let device = DebugPort(log: { line in logger.info("\(line)") })
+        try pio.insert(device, base: DebugPort.port, length: DebugPort.portLength)
+        return device
+    }
+}
+
+/// Writes `text` to standard error.
+func printToStderr(_ text: String) {
+    let bytes = Array(text.utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}

@@ -1,0 +1,26 @@
+import CLinux
+import Devices
+import HostSystem
+
+/// Serial output written straight to a descriptor (standard output, a file, a pty).
+final class DescriptorSerialOutput: SerialOutput {
+    let descriptor: Int32
+    private let owner: OwnedFileDescriptor?
+
+    /// Writes to `descriptor`; `owner`, if given, keeps it open.
+    init(descriptor: Int32, owner: OwnedFileDescriptor? = nil) {
+        self.descriptor = descriptor
+        self.owner = owner
+    }
+
+    func write(_ byte: UInt8) {
+        var value = byte
+        // A full pty or pipe drops the byte rather than stalling the vCPU.
+        _ = writeBytes(descriptor, &value, 1)
+    }
+}
+
+/// write(2) for types with their own `write`.
+func writeBytes(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, buffer, count)
+}
