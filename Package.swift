@@ -66,6 +66,9 @@ let package = Package(
         .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
+        .testTarget(name: "VMMTests", dependencies: [
+            "VMM", "DeviceModel", "Hypervisor", "HostSystem", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),
     ],

@@ -18,6 +18,8 @@
 #   CH_NESTED_L1_SMP    level-1 vCPUs (default 2)
 #   CH_NESTED_L1_APPEND extra level-1 kernel parameters (e.g. loglevel=7)
 #   CH_NESTED_KEEP=1    keep the shared directory (with serial.log) afterwards
+#   CH_NESTED_INTERACTIVE=1  connect this terminal to level 1's console (QEMU's serial on
+#                       stdio) instead of streaming it: what is typed reaches COMMAND
 #   CH_NESTED_CACHE     cache directory (see prepare.sh)
 # Exit status: COMMAND's, 124 on timeout, 125 when level 1 ended without a status.
 set -euo pipefail
@@ -97,8 +99,14 @@ stream() {
   done
 }
 set +e
-timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | stream
-qemu_rc="${PIPESTATUS[0]}"
+if [[ ${CH_NESTED_INTERACTIVE:-0} == 1 ]]; then
+  # QEMU puts this terminal in raw mode itself and restores it; Ctrl-A x quits QEMU.
+  timeout --foreground -k 10 "$timeout_s" "${qemu[@]}"
+  qemu_rc=$?
+else
+  timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | stream
+  qemu_rc="${PIPESTATUS[0]}"
+fi
 set -e
 total="$(nested_secs "$start_ns" "$(nested_now_ns)")"
 

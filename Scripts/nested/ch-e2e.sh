@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
+# (see Scripts/nested/README.md), and the boot benchmark against QEMU.
+#
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench]
+#
+# Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
+# run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
+# the stock Debian kernel with the level-2 busybox initramfs under cloud-hypervisor and
+# checks it through the guest's serial console:
+#   pvh      PVH vmlinux, --cpus boot=2 --memory size=512M --serial tty: the init marker,
+#            a command typed on the serial console runs (CPU count 2, MemTotal), then
+#            `reboot -f` restarts the VM (a second init marker), then `poweroff -f` ends
+#            the VMM with status 0.
+#   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
+# With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
+# marker, and the VMM's resident memory outside guest RAM is read after boot; the lines
+# `ch-bench: ...` carry the figures.
+# The last line is `ch-e2e: N passed, M failed`. Environment: CH_NESTED_L2_TIMEOUT
+# (seconds per level-2 boot, default 300) and everything run-l1.sh reads.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$here/common.sh"
+shopt -s extglob
+
+# ---------------------------------------------------------------------------------------
+# Inside level 1.
+# ---------------------------------------------------------------------------------------
+in_l1() {
+  local binary="$1" bench="$2"
+  local l2_timeout="${CH_NESTED_L2_TIMEOUT:-300}"
+  local passed=0 failed=0
+  [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
+
+  pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
+  fail() { failed=$((failed + 1)); echo "ch-e2e: FAIL $*"; }
+
+  # run_l2 NAME STEPS VMM...: starts the VMM as a coprocess and follows the guest's serial
+  # console. STEPS is a list of "expect-regex|||line-to-type" pairs separated by newlines;
+  # an empty line-to-type types nothing. Sets vmm_status, steps_done, first_ready_s and
+  # captures (the first group of each expect regex that has one, in order).
+  run_l2() {
+    local name="$1" steps="$2"
+    shift 2
+    local start_ns out in pid line
+    local -a expects=() sends=()
+    while IFS= read -r step; do
+      [[ -n $step ]] || continue
+      expects+=("${step%%|||*}")
+      sends+=("${step#*|||}")
+    done <<<"$steps"
+    captures=() steps_done=0 first_ready_s="" vmm_status=0
+    start_ns="$(nested_now_ns)"
+    coproc L2VMM { exec timeout -k 5 "$l2_timeout" "$@" 2>&1; }
+    pid="$L2VMM_PID"
+    exec {out}<&"${L2VMM[0]}" {in}>&"${L2VMM[1]}"
+    echo "ch-e2e: [$name] started: $*"
+    local deadline=$((SECONDS + l2_timeout))
+    while ((SECONDS < deadline)); do
+      if ! IFS= read -r -t "$((deadline - SECONDS))" -u "$out" line; then
+        [[ -n $line ]] || break
+      fi
+      line="${line//$'\r'/}"
+      line="${line//$'\e'c/}"
+      line="${line//$'\e'\[*([0-9;?])[A-Za-z]/}"
+      printf '%s| %s\n' "$name" "$line"
+      if [[ -z $first_ready_s && $line == *L2-INIT-READY* ]]; then
+        first_ready_s="$(nested_secs "$start_ns" "$(nested_now_ns)")"
+      fi
+      if ((steps_done < ${#expects[@]})) && [[ $line =~ ${expects[$steps_done]} ]]; then
+        ((${#BASH_REMATCH[@]} > 1)) && captures+=("${BASH_REMATCH[1]}")
+        if [[ -n ${sends[$steps_done]} ]]; then
+          { printf '%s\n' "${sends[$steps_done]}" 1>&"$in"; } 2>/dev/null || true
+        fi
+        steps_done=$((steps_done + 1))
+        if [[ -n ${on_ready_hook:-} && $steps_done == 1 ]]; then "$on_ready_hook" "$pid"; fi
+      fi
+    done
+    if ((SECONDS >= deadline)); then kill "$pid" 2>/dev/null || true; fi
+    wait "$pid" || vmm_status=$?
+    exec {out}<&- {in}>&-
+    echo "ch-e2e: [$name] VMM exited with status $vmm_status after $(nested_secs "$start_ns" "$(nested_now_ns)") s; steps $steps_done/${#expects[@]}"
+  }
+
+  # The VMM's resident memory outside guest RAM: every mapping smaller than 64 MiB.
+  measure_rss() {
+    local pid="$1" vmm
+    vmm="$(pgrep -P "$pid" -f cloud-hypervisor | head -n 1 || true)"
+    [[ -n $vmm ]] || vmm="$pid"
+    rss_outside_kib="$(awk '/^[0-9a-f]+-[0-9a-f]+ /{split($1, r, "-"); big = (strtonum("0x" r[2]) - strtonum("0x" r[1]) >= 64 * 1048576)}
+      /^Rss:/{ if (!big) sum += $2 } END { print sum + 0 }' "/proc/$vmm/smaps" 2>/dev/null || echo "?")"
+    rss_total_kib="$(awk '/^VmRSS:/{print $2}' "/proc/$vmm/status" 2>/dev/null || echo "?")"
+  }
+
+  local base=(--kernel "$nested_vmlinux" --initramfs "$nested_l2_initrd" --serial tty --console off)
+  local append="console=ttyS0 panic=-1 ${CH_NESTED_L2_APPEND:-}"
+
+  # Scenario pvh: interactive, reboot, poweroff.
+  # shellcheck disable=SC2016  # typed into the guest's shell
+  local steps='L2-INIT-READY|||echo CH-RESULT-CPUS-$(grep -c ^processor /proc/cpuinfo)
+CH-RESULT-CPUS-([0-9]+)|||echo CH-RESULT-MEM-$(awk "/MemTotal/{print \$2}" /proc/meminfo)
+CH-RESULT-MEM-([0-9]+)|||reboot -f
+L2-INIT-READY|||echo CH-RESULT-REBOOTED-$((40+2))
+CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
+  rss_outside_kib="" rss_total_kib=""
+  [[ $bench == 1 ]] && on_ready_hook=measure_rss
+  run_l2 pvh "$steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=512M --cmdline "$append"
+  on_ready_hook=""
+  local ch_boot_s="$first_ready_s"
+  if ((steps_done == 5)) && ((vmm_status == 0)) && [[ ${captures[0]} == 2 && ${captures[2]} == 42 ]] &&
+    ((captures[1] > 400000 && captures[1] <= 524288)); then
+    pass "pvh: boot to init ${first_ready_s}s, serial input ran commands, 2 CPUs, MemTotal ${captures[1]} kB, reboot -f restarted the VM, poweroff -f ended it (status 0)"
+  else
+    fail "pvh: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}]"
+  fi
+
+  # Scenario bzimage: non-interactive.
+  run_l2 bzimage 'L2-TEST-EXIT=([0-9]+)|||' "$binary" --kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" \
+    --serial tty --console off --cpus boot=1 --memory size=256M --cmdline "$append ch_test=\"grep -c ^processor /proc/cpuinfo\""
+  if ((steps_done == 1)) && ((vmm_status == 0)) && [[ ${captures[0]} == 0 ]]; then
+    pass "bzimage: booted to init in ${first_ready_s}s, ran the test, powered off (status 0)"
+  else
+    fail "bzimage: steps $steps_done/1, VMM status $vmm_status, captures [${captures[*]:-}]"
+  fi
+
+  if [[ $bench == 1 ]]; then
+    run_l2 qemu 'L2-INIT-READY|||poweroff -f' qemu-system-x86_64 -enable-kvm -cpu host -smp 2 -m 512 -nographic -no-reboot \
+      -nic none -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append"
+    local qemu_boot_s="$first_ready_s"
+    echo "ch-bench: boot to init (PVH vmlinux, 2 vCPUs, 512 MiB): cloud-hypervisor ${ch_boot_s}s, QEMU ${qemu_boot_s}s, ratio $(awk -v a="$ch_boot_s" -v b="$qemu_boot_s" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')x (target 0.70x or lower)"
+    echo "ch-bench: cloud-hypervisor resident memory after boot: ${rss_outside_kib} KiB outside guest RAM (${rss_total_kib} KiB in all) (target under 5120 KiB)"
+  fi
+  echo "ch-e2e: $passed passed, $failed failed"
+  ((failed == 0))
+}
+
+case "${1:-}" in
+  --in-l1) in_l1 "$2" "$3"; exit $? ;;
+  -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+esac
+
+# ---------------------------------------------------------------------------------------
+# On this machine.
+# ---------------------------------------------------------------------------------------
+binary="" bench=0
+while (($#)); do
+  case "$1" in
+    --binary) binary="$2"; shift 2 ;;
+    --bench) bench=1; shift ;;
+    *) nested_die "unknown argument: $1 (usage: ch-e2e.sh [--binary PATH] [--bench])" ;;
+  esac
+done
+repo="$(cd "$here/../.." && pwd)"
+if [[ -z $binary ]]; then
+  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2)
+  binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
+fi
+[[ -x $binary ]] || nested_die "no cloud-hypervisor binary at $binary"
+echo "ch-bench: release binary size $(stat -c %s "$binary") bytes"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" 2>&1 | tee "$log"
+rc="${PIPESTATUS[0]}"
+set -e
+summary="$(grep -a '^ch-e2e: [0-9]* passed' "$log" | tail -n 1 || true)"
+[[ -n $summary ]] || echo "ch-e2e: 0 passed, 1 failed (level 1 ended with status $rc and no summary)"
+exit "$rc"

@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+@testable import VMM
+
+@Suite("Configuration from Cloud Hypervisor's option syntax")
+struct ConfigTests {
+    @Test("--cpus: boot, max, topology; max defaults to boot")
+    func cpus() throws {
+        let config = try CpusConfig.parse("boot=4,topology=2:2:1:1")
+        #expect(config.bootVCPUs == 4 && config.maxVCPUs == 4)
+        #expect(config.topology == CpuTopology(threadsPerCore: 2, coresPerDie: 2, diesPerPackage: 1, packages: 1))
+        try config.validate()
+        #expect(try CpusConfig.parse("boot=2,max_phys_bits=40").maxPhysBits == 40)
+    }
+
+    @Test("--cpus refuses unknown keys, bad numbers and inconsistent topologies, naming the option",
+          arguments: [
+            ("boot=2,foo=1", "unknown key 'foo'"),
+            ("boot=0", "outside 1...254"),
+            ("boot=two", "not a whole number"),
+            ("boot=2,topology=1:2", "threads_per_core"),
+            ("boot=2,boot=3", "given twice"),
+          ])
+    func cpusErrors(text: String, expected: String) {
+        let error = #expect(throws: ConfigError.self) { _ = try CpusConfig.parse(text) }
+        #expect(error?.option == "--cpus")
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
+
+    @Test("Validation: topology must match max, max must not exceed boot (no hotplug yet)")
+    func cpusValidation() throws {
+        #expect(throws: ConfigError.self) { try CpusConfig.parse("boot=2,topology=1:1:1:1").validate() }
+        #expect(throws: ConfigError.self) { try CpusConfig.parse("boot=2,max=1").validate() }
+        #expect(throws: ConfigError.self) { try CpusConfig.parse("boot=2,max=4").validate() }
+        #expect(throws: ConfigError.self) { try CpusConfig.parse("boot=1,kvm_hyperv=on").validate() }
+    }
+
+    @Test("--memory sizes with K/M/G suffixes and on/off flags")
+    func memory() throws {
+        let config = try MemoryConfig.parse("size=1G,shared=on,mergeable=off")
+        #expect(config.size == 1 << 30 && config.shared && !config.mergeable && config.thp)
+        #expect(try MemoryConfig.parse("size=512M").size == 512 << 20)
+        #expect(try MemoryConfig.parse("size=65536K").size == 64 << 20)
+        #expect(OptionList.parseSize("99999999999999999999G") == nil, "overflow is refused")
+        let error = #expect(throws: ConfigError.self) { _ = try MemoryConfig.parse("size=1G,hugepages=maybe") }
+        #expect(error?.description == "--memory: hugepages=maybe is not on or off")
+        #expect(throws: ConfigError.self) { try MemoryConfig.parse("size=1M").validate() }
+        #expect(throws: ConfigError.self) { try MemoryConfig.parse("size=1G,hugepage_size=2M").validate() }
+        try MemoryConfig.parse("size=1G,hugepages=on,hugepage_size=2M").validate()
+    }
+
+    @Test("--serial and --console modes")
+    func consoles() throws {
+        #expect(try ConsoleConfig.parse("tty", option: "--serial") == ConsoleConfig(mode: .tty))
+        #expect(try ConsoleConfig.parse("off", option: "--serial").mode == .off)
+        #expect(try ConsoleConfig.parse("file=/tmp/x.log", option: "--serial") == ConsoleConfig(mode: .file, file: "/tmp/x.log"))
+        let error = #expect(throws: ConfigError.self) { _ = try ConsoleConfig.parse("socket=/tmp/s", option: "--serial") }
+        #expect(error?.description.contains("unknown key 'socket'") == true)
+        #expect(throws: ConfigError.self) { _ = try ConsoleConfig.parse("telnet", option: "--console") }
+    }
+
+    @Test("A VM needs a kernel; the console is off until virtio-console exists")
+    func vmValidation() throws {
+        var config = VMConfig()
+        #expect(throws: ConfigError.self) { try config.validate() }
+        config.payload = PayloadConfig(kernel: "/boot/vmlinux")
+        try config.validate()
+        config.console = ConsoleConfig(mode: .tty)
+        let error = #expect(throws: ConfigError.self) { try config.validate() }
+        #expect(error?.option == "--console")
+        config.console = .defaultConsole
+        config.payload?.firmware = "/fw"
+        #expect(throws: ConfigError.self) { try config.validate() }
+    }
+
+    @Test("The JSON uses Cloud Hypervisor's field names and defaults")
+    func json() throws {
+        var config = VMConfig()
+        config.cpus = try CpusConfig.parse("boot=2")
+        config.payload = PayloadConfig(kernel: "/k", cmdline: "console=ttyS0")
+        config.serial = ConsoleConfig(mode: .tty)
+        let data = try JSONEncoder().encode(config)
+        let text = String(decoding: data, as: UTF8.self)
+        for key in ["\"boot_vcpus\":2", "\"max_vcpus\":2", "\"max_phys_bits\":46", "\"mode\":\"Tty\"", "\"kernel\":\"\\/k\""] {
+            #expect(text.contains(key), "\(key) in \(text)")
+        }
+        #expect(try JSONDecoder().decode(VMConfig.self, from: data) == config)
+        // Cloud Hypervisor's minimal vm.create body: absent sections take the defaults.
+        let minimal = #"{"cpus":{"boot_vcpus":1,"max_vcpus":1},"payload":{"kernel":"/k"}}"#
+        let decoded = try JSONDecoder().decode(VMConfig.self, from: Data(minimal.utf8))
+        #expect(decoded.memory.size == 512 << 20 && decoded.serial.mode == .null && decoded.cpus.maxPhysBits == 46)
+    }
+
+    @Test("Quoted and bracketed values may contain commas")
+    func optionListQuoting() throws {
+        let list = try OptionList(#"a="x,y",b=[1,2]"#, option: "--test", knownKeys: ["a", "b"])
+        #expect(list["a"] == "x,y" && list["b"] == "[1,2]")
+        #expect(throws: ConfigError.self) { _ = try OptionList(#"a="x"#, option: "--test", knownKeys: ["a"]) }
+    }
+}
