@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "HostSystem", targets: ["HostSystem"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
+        .library(name: "ACPITables", targets: ["ACPITables"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "HypervisorTesting", targets: ["HypervisorTesting"]),
         .library(name: "DeviceModel", targets: ["DeviceModel"]),
@@ -18,6 +19,7 @@ let package = Package(
         .library(name: "VMM", targets: ["VMM"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
+        .executable(name: "boot-bench", targets: ["BootBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,6 +34,8 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
+        // ACPI tables (RSDP, XSDT, FADT, MADT, MCFG, DSDT) and an AML encoder: pure byte builders.
+        .target(name: "ACPITables", exclude: ["README.md"]),
         // Hypervisor protocols and the KVM backend.
         .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
@@ -44,7 +48,7 @@ let package = Package(
         .target(name: "Arch", dependencies: ["GuestMemory", "Hypervisor"], exclude: ["README.md"]),
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
-            "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "DeviceModel", "Devices",
+            "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.
@@ -60,14 +64,17 @@ let package = Package(
             name: "KVMExitBench",
             dependencies: ["Hypervisor", "HypervisorTesting", "HostSystem", "KVMExitFloor"],
             path: "Benchmarks/KVMExitBench"),
+        // Benchmark: process start to the first guest instruction of a tiny PVH guest.
+        .executableTarget(name: "BootBench", dependencies: ["HypervisorTesting", "CLinux"], path: "Benchmarks/BootBench"),
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
+        .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
-            "VMM", "DeviceModel", "Hypervisor", "HostSystem", .product(name: "Logging", package: "swift-log"),
+            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),

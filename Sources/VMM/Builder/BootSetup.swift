@@ -60,7 +60,8 @@ enum BootSetup {
         }
     }
 
-    static func prepare(payload: PayloadConfig, memory: GuestMemory, vcpuCount: Int, topology: CPUTopology) throws(BootError) -> BootPlan {
+    static func prepare(payload: PayloadConfig, memory: GuestMemory, vcpuCount: Int, topology: CPUTopology,
+                        rsdpAddress: GuestAddress?) throws(BootError) -> BootPlan {
         let kernelPath = payload.kernel ?? ""
         let kernel = try readFile(kernelPath, what: "kernel")
         let isELF = kernel.count >= 4 && kernel[0..<4] == [0x7F, 0x45, 0x4C, 0x46]
@@ -109,10 +110,12 @@ enum BootSetup {
             switch bootProtocol {
             case .pvh:
                 let modules = initramfs.map { [PVHModule(address: $0.address, size: $0.size)] } ?? []
-                try PVHStartInfo(modules: modules, commandLineAddress: X86Layout.cmdlineStart, memoryMap: e820).write(to: memory)
+                try PVHStartInfo(modules: modules, commandLineAddress: X86Layout.cmdlineStart, rsdpAddress: rsdpAddress,
+                                 memoryMap: e820).write(to: memory)
             case .linux64:
                 let params = BootParams(setupHeader: load.setupHeader ?? .minimal(), commandLineAddress: X86Layout.cmdlineStart,
-                                        commandLineSize: cmdline.sizeWithTerminator, initramfs: initramfs, e820: e820)
+                                        commandLineSize: cmdline.sizeWithTerminator, initramfs: initramfs, e820: e820,
+                                        acpiRSDPAddress: rsdpAddress)
                 try params.write(to: memory)
             }
             try MPTable(cpuCount: vcpuCount, topology: topology).write(to: memory)

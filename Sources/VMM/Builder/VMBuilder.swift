@@ -1,3 +1,4 @@
+import ACPITables
 import Arch
 import DeviceModel
 import Devices
@@ -52,19 +53,39 @@ struct VMBuilder {
         let below4G = min(memory.totalSize, X86Layout.mem32BitReservedStart.rawValue)
         devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, exits: exits)
         devices.debugPort = try LegacyDeviceAttach.attachDebugPort(pio: pio, logger: logger)
+        devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
+        devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
 
-        let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount, topology: topology)
+        let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
+        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil)
+        let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
+                                         topology: topology, rsdpAddress: rsdp)
         logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
 
         let supported = try hypervisor.supportedCPUID()
         var vcpus: [KVMVCPU] = []
         for id in 0..<UInt32(vcpuCount) {
-            let vcpu = try vm.createKVMVCPU(id: id)
+            // The KVM vCPU id is the initial APIC id, which the topology may spread out.
+            let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
             try configureVCPU(vcpu, id: id, count: vcpuCount, topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits)
             if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices, events: events, exits: exits)
+    }
+
+    /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
+    /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT.
+    /// Returns the RSDP's address for the boot protocol.
+    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool) throws -> GuestAddress {
+        var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
+        configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
+        configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
+        let tables = try ACPITableSet.build(configuration, rsdpAddress: X86Layout.rsdpPointer.rawValue)
+        for table in tables.tables {
+            try memory.write(bytes: table.bytes, at: GuestAddress(table.address))
+        }
+        return GuestAddress(tables.rsdpAddress)
     }
 
     /// The VM with KVM's x86 helpers placed in the reserved hole, the in-kernel irqchip and PIT.

@@ -17,6 +17,10 @@ struct LegacyDevices {
     var cmos: CMOSRTC?
     /// The debug port 0x80.
     var debugPort: DebugPort?
+    /// The ACPI sleep/reset registers (port 0x600).
+    var acpiShutdown: ACPIShutdownDevice?
+    /// The ACPI PM timer (port 0x608).
+    var pmTimer: ACPIPMTimer?
 }
 
 /// The host side of the serial port: where output goes and where input comes from.
@@ -110,6 +114,23 @@ enum LegacyDeviceAttach {
     static func attachDebugPort(pio: Bus, logger: Logger) throws -> DebugPort {
         let device = DebugPort(log: { line in logger.info("\(line)") })
         try pio.insert(device, base: DebugPort.port, length: DebugPort.portLength)
+        return device
+    }
+}
+
+extension LegacyDeviceAttach {
+    /// Attaches the ACPI sleep and reset registers the FADT points at: S5 powers the VM off,
+    /// the reset value reboots it.
+    static func attachACPIShutdown(pio: Bus, exits: ExitSignal) throws -> ACPIShutdownDevice {
+        let device = ACPIShutdownDevice(onShutdown: { exits.report(.shutdown) }, onReset: { exits.report(.reset) })
+        try pio.insert(device, base: ACPIShutdownDevice.portBase, length: ACPIShutdownDevice.portLength)
+        return device
+    }
+
+    /// Attaches the ACPI PM timer (3.579545 MHz) the FADT points at.
+    static func attachPMTimer(pio: Bus) throws -> ACPIPMTimer {
+        let device = ACPIPMTimer()
+        try pio.insert(device, base: ACPIPMTimer.portBase, length: ACPIPMTimer.portLength)
         return device
     }
 }

@@ -1,0 +1,76 @@
+import ACPITables
+import Foundation
+import Testing
+
+/// Validation against the ACPICA compiler: every generated table must disassemble cleanly
+/// with `iasl -d`, and recompiling the disassembly (`iasl -oa`, no optimisations) must give
+/// back our bytes, apart from the checksum and the compiler ID/revision iasl writes itself.
+@Suite("iasl validation", .enabled(if: iaslPath != nil, "iasl is not installed (apt-get install acpica-tools)"))
+struct IASLTests {
+    /// Configurations covering the optional parts of the table set.
+    static let configurations: [(String, ACPIConfiguration)] = {
+        var full = ACPIConfiguration(vcpuCount: 4)
+        full.pciSegments = [MCFG.Allocation(baseAddress: MCFG.cloudHypervisorECAMBase)]
+        full.genericEventDevice = PlatformAML.GenericEventDevice(
+            address: 0xfed0_0000, irq: 5, events: [.cpuHotplug, .powerButton])
+        full.pmTimerPort = 0x608
+        let x2apic = ACPIConfiguration(apicIDs: (0..<300).map { $0 }, serialPort: true)
+        return [
+            ("minimal", ACPIConfiguration(vcpuCount: 1, serialPort: false)),
+            ("full", full),
+            ("x2apic", x2apic),
+        ]
+    }()
+
+    @Test(arguments: 0..<3)
+    func tablesDisassembleAndRecompileToTheSameBytes(index: Int) throws {
+        let (label, configuration) = Self.configurations[index]
+        let set = try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000)
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        for table in set.tables where table.signature != "RSD PTR " {
+            let name = table.signature.lowercased()
+            try Data(table.bytes).write(to: directory.appendingPathComponent("\(name).dat"))
+
+            let disassembly = try runIASL(["-d", "\(name).dat"], in: directory)
+            #expect(disassembly.status == 0, "\(label) \(table.signature): iasl -d failed:\n\(disassembly.output)")
+            #expect(!disassembly.output.contains("Error") && !disassembly.output.contains("Warning"),
+                    "\(label) \(table.signature): iasl -d complained:\n\(disassembly.output)")
+            let source = directory.appendingPathComponent("\(name).dsl")
+            #expect(FileManager.default.fileExists(atPath: source.path), "\(label) \(table.signature): no .dsl")
+
+            let compilation = try runIASL(["-oa", "\(name).dsl"], in: directory)
+            #expect(compilation.status == 0, "\(label) \(table.signature): recompiling failed:\n\(compilation.output)")
+            #expect(compilation.output.contains("0 Errors, 0 Warnings"),
+                    "\(label) \(table.signature): recompiling complained:\n\(compilation.output)")
+            let rebuilt = try [UInt8](Data(contentsOf: directory.appendingPathComponent("\(name).aml")))
+            #expect(rebuilt.count == table.bytes.count, "\(label) \(table.signature): length differs")
+            // iasl writes its own checksum (byte 9) and compiler ID and revision (bytes 28-35).
+            let differing = zip(rebuilt, table.bytes).enumerated()
+                .filter { $0.element.0 != $0.element.1 && $0.offset != 9 && !(28..<36).contains($0.offset) }
+                .map(\.offset)
+            #expect(differing.isEmpty, "\(label) \(table.signature): bytes differ at offsets \(differing.prefix(16))")
+        }
+    }
+
+    @Test func disassembledDSDTNamesCloudHypervisorObjects() throws {
+        let set = try ACPITableSet.build(Self.configurations[1].1, rsdpAddress: 0xa_0000)
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data(try #require(set.table("DSDT")).bytes).write(to: directory.appendingPathComponent("dsdt.dat"))
+        let result = try runIASL(["-d", "dsdt.dat"], in: directory)
+        #expect(result.status == 0)
+        let asl = try String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
+        for fragment in [
+            "Name (_S5, Package (0x01)", "Device (\\_SB.COM1)", "EisaId (\"PNP0501\")",
+            "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",
+            "IO (Decode16,", "Device (\\_SB.PWRB)", "Device (\\_SB.CPUS)", "Device (C003)",
+            "\"ACPI0007\"", "Name (_MAT, Buffer (0x08)", "Device (\\_SB.GED)", "\"ACPI0013\"",
+            "OperationRegion (GDST, SystemMemory, 0xFED00000, One)", "Notify (\\_SB.PWRB, 0x80)",
+            "Memory32Fixed (ReadWrite,",
+        ] {
+            #expect(asl.contains(fragment), "the disassembled DSDT lacks \(fragment)")
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import HypervisorTesting
+import Hypervisor
+import Testing
+
+/// The cloud-hypervisor binary, run as a user runs it, booting tiny PVH kernels on this
+/// host's /dev/kvm (a stock Linux kernel cannot run here; see the nested end-to-end tests).
+@Suite("cloud-hypervisor binary")
+struct BinaryTests {
+    static let kvmAvailable = (try? KVMHypervisor()) != nil
+
+    /// The binary sits next to the test bundle in the build folder.
+    static var binary: String {
+        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        return testBinary.deletingLastPathComponent().appendingPathComponent("cloud-hypervisor").path
+    }
+
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus,
+                   stdout: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                   stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    static func temporaryFile(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let path = NSTemporaryDirectory() + "ch-binary-test-\(getpid())-\(name)"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// mov dx,0x3f8; mov al,'!'; out dx,al; mov al,0x41; out 0x80,al; mov al,'O'; out dx,al; mov al,'K'; out dx,al;
+    /// mov al,10; out dx,al; mov dx,0x600; mov al,0x34; out dx,al; 1: hlt; jmp 1b
+    static let printAndPowerOff: [UInt8] = [
+        0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x21, 0xEE, 0xB0, 0x41, 0xE6, 0x80, 0xB0, 0x4F, 0xEE, 0xB0, 0x4B, 0xEE,
+        0xB0, 0x0A, 0xEE, 0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE, 0xF4, 0xEB, 0xFD,
+    ]
+
+    @Test("A tiny PVH kernel prints on the serial port, logs boot progress and powers off through ACPI S5",
+          .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func tinyKernelPowersOff() throws {
+        let kernel = try Self.temporaryFile("tiny.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
+        let serial = kernel + ".serial"
+        defer { try? FileManager.default.removeItem(atPath: kernel); try? FileManager.default.removeItem(atPath: serial) }
+        let run = try Self.run(["-v", "--kernel", kernel, "--serial", "file=\(serial)", "--cpus", "boot=2", "--memory", "size=64M"])
+        #expect(run.status == 0, "stderr: \(run.stderr)")
+        #expect(try String(contentsOfFile: serial, encoding: .utf8) == "!OK\n")
+        #expect(run.stderr.contains("[Debug I/O port: Kernel code 0x41]"), "the debug port logs boot progress")
+        #expect(run.stderr.contains("via the PVH boot protocol"))
+        #expect(run.stderr.contains("the guest shut down"))
+    }
+
+    @Test("The serial port on standard output with --serial tty", .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func serialOnStdout() throws {
+        let kernel = try Self.temporaryFile("tty.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--memory", "size=32M"])
+        #expect(run.status == 0 && run.stdout == "!OK\n", "\(run)")
+    }
+
+    @Test("A file that is no kernel is refused with a reason and exit status 1")
+    func badKernel() throws {
+        let kernel = try Self.temporaryFile("garbage", Array(repeating: 0x90, count: 4096))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let run = try Self.run(["--kernel", kernel, "--serial", "null"])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("neither an ELF vmlinux nor a bzImage"), "\(run.stderr)")
+        let truncated = try Self.temporaryFile("truncated", Array(TinyKernel.pvhELF(code: Self.printAndPowerOff).prefix(100)))
+        defer { try? FileManager.default.removeItem(atPath: truncated) }
+        let second = try Self.run(["--kernel", truncated])
+        #expect(second.status == 1 && second.stderr.contains("truncated"), "\(second.stderr)")
+        let missing = try Self.run(["--kernel", "/nonexistent/vmlinux"])
+        #expect(missing.status == 1 && missing.stderr.contains("/nonexistent/vmlinux"), "\(missing.stderr)")
+    }
+
+    @Test("Bad options name the option and the accepted forms; exit status 64")
+    func badOptions() throws {
+        let unknown = try Self.run(["--frobnicate"])
+        #expect(unknown.status == 64 && unknown.stderr.contains("--frobnicate"))
+        let cpus = try Self.run(["--kernel", "/k", "--cpus", "boot=2,max=1"])
+        #expect(cpus.status == 64 && cpus.stderr.contains("--cpus: max=1 is below boot=2"), "\(cpus.stderr)")
+        let serial = try Self.run(["--kernel", "/k", "--serial", "socket=/tmp/s"])
+        #expect(serial.status == 64 && serial.stderr.contains("accepted keys: mode, file, iommu"), "\(serial.stderr)")
+        let noKernel = try Self.run([])
+        #expect(noKernel.status == 64 && noKernel.stderr.contains("--kernel"), "\(noKernel.stderr)")
+        let version = try Self.run(["--version"])
+        #expect(version.status == 0 && version.stdout.hasPrefix("cloud-hypervisor v"))
+    }
+}
