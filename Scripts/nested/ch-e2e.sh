@@ -89,8 +89,9 @@ in_l1() {
     local pid="$1" vmm
     vmm="$(pgrep -P "$pid" -f cloud-hypervisor | head -n 1 || true)"
     [[ -n $vmm ]] || vmm="$pid"
-    rss_outside_kib="$(awk '/^[0-9a-f]+-[0-9a-f]+ /{split($1, r, "-"); big = (strtonum("0x" r[2]) - strtonum("0x" r[1]) >= 64 * 1048576)}
-      /^Rss:/{ if (!big) sum += $2 } END { print sum + 0 }' "/proc/$vmm/smaps" 2>/dev/null || echo "?")"
+    # smaps lists each mapping's Size: before its Rss: (both in kB); POSIX awk suffices.
+    rss_outside_kib="$(awk '/^Size:/{ big = ($2 >= 65536) } /^Rss:/{ if (!big) sum += $2 } END { print sum + 0 }' \
+      "/proc/$vmm/smaps" 2>/dev/null || echo "?")"
     rss_total_kib="$(awk '/^VmRSS:/{print $2}' "/proc/$vmm/status" 2>/dev/null || echo "?")"
   }
 
@@ -158,7 +159,9 @@ if [[ -z $binary ]]; then
   binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
 fi
 [[ -x $binary ]] || nested_die "no cloud-hypervisor binary at $binary"
-echo "ch-bench: release binary size $(stat -c %s "$binary") bytes"
+stripped="$(mktemp)"
+strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
+rm -f "$stripped"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
