@@ -4,7 +4,7 @@
 #
 # Level 1 is a Debian kernel under QEMU TCG. This init loads KVM (kvm-amd on QEMU's
 # emulated SVM) and the 9p/virtio modules, mounts the host's root tree (9p tag hostroot,
-# read-only) at /host, sets up /dev, /proc, /sys, /tmp and /run for it, and runs the
+# read-only) at /host, sets up /dev, /proc, /sys and /run (with TMPDIR=/run/tmp) for it, and runs the
 # command under test in a chroot of /host, so that binaries built on the host run as
 # they are. Parameters come from the kernel command line (the kernel hands name=value
 # words it does not know to init as environment variables):
@@ -53,18 +53,19 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroo
   { say "cannot mount the host tree (9p tag hostroot)"; finish 125; }
 
 # What a program in the chroot expects: devices (with /dev/kvm), pts, shm, proc, sys, and
-# writable /tmp and /run (the host tree itself is read-only).
+# a writable /run with a temporary directory (TMPDIR=/run/tmp). The host's /tmp stays
+# visible (read-only, like the rest of the tree): the command or its checkout may live there.
 mkdir -p /dev/pts /dev/shm
 mount -o bind /dev /host/dev
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 mount -t tmpfs -o mode=755 tmpfs /host/run
+mkdir -p /host/run/tmp && chmod 1777 /host/run/tmp
 
-# The writable shared directory, at the same path as on the host. If it lies under /tmp
-# its mount point must be made in the fresh tmpfs first.
+# The writable shared directory, at the same path as on the host (its directory exists in
+# the host tree already).
 if [ -n "${ch_work:-}" ]; then
   mkdir -p "/host$ch_work" 2>/dev/null
   mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=512000 chwork "/host$ch_work" ||
@@ -75,7 +76,7 @@ read -r uptime _ </proc/uptime
 echo "CH-L1-START uptime=$uptime"
 # A clean environment for the command, as a login on the host would have.
 set -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root TERM=dumb LANG=C.UTF-8 CH_NESTED_LEVEL=1 CH_NESTED_WORK="${ch_work:-}" /bin/chroot /host
+  HOME=/root TERM=dumb LANG=C.UTF-8 TMPDIR=/run/tmp CH_NESTED_LEVEL=1 CH_NESTED_WORK="${ch_work:-}" /bin/chroot /host
 if [ -n "${ch_script:-}" ]; then
   "$@" "$ch_script"
 elif [ -n "${ch_cmd:-}" ]; then
