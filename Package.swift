@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "HypervisorTesting", targets: ["HypervisorTesting"]),
         .library(name: "DeviceModel", targets: ["DeviceModel"]),
         .library(name: "Devices", targets: ["Devices"]),
+        .library(name: "PCI", targets: ["PCI"]),
         .library(name: "Arch", targets: ["Arch"]),
         .library(name: "VMM", targets: ["VMM"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
@@ -44,6 +45,8 @@ let package = Package(
         .target(name: "DeviceModel", exclude: ["README.md"]),
         // Legacy platform devices as passive state machines (16550 UART, i8042, CMOS RTC, debug port).
         .target(name: "Devices", dependencies: ["DeviceModel"], exclude: ["README.md"]),
+        // PCI configuration space, BARs, capabilities, MSI/MSI-X, the bus, ECAM and 0xCF8/0xCFC.
+        .target(name: "PCI", dependencies: ["DeviceModel"], exclude: ["README.md"]),
         // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
         .target(name: "Arch", dependencies: ["GuestMemory", "Hypervisor"], exclude: ["README.md"]),
         // Configuration, the VM builder, vCPU threads and the lifecycle.
@@ -73,6 +76,7 @@ let package = Package(
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
         ]),

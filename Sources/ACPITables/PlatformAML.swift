@@ -214,3 +214,73 @@ public enum PlatformAML {
         }
     }
 }
+
+extension PlatformAML {
+    /// The windows a PCI host bridge forwards, for its `_CRS`.
+    public struct PCIHostBridgeWindows: Hashable, Sendable {
+        /// The segment (PCI domain) number.
+        public var segment: UInt16
+        /// The first and last bus numbers of the segment.
+        public var buses: ClosedRange<UInt8>
+        /// The 32-bit MMIO window for BARs (base, size).
+        public var mmio32: (base: UInt64, size: UInt64)
+        /// The 64-bit MMIO window, if any.
+        public var mmio64: (base: UInt64, size: UInt64)?
+
+        /// Creates the description.
+        public init(segment: UInt16 = 0, buses: ClosedRange<UInt8> = 0...0, mmio32: (base: UInt64, size: UInt64),
+                    mmio64: (base: UInt64, size: UInt64)? = nil) {
+            self.segment = segment
+            self.buses = buses
+            self.mmio32 = mmio32
+            self.mmio64 = mmio64
+        }
+
+        /// Equality over every field.
+        public static func == (a: Self, b: Self) -> Bool {
+            a.segment == b.segment && a.buses == b.buses && a.mmio32 == b.mmio32 && a.mmio64?.base == b.mmio64?.base && a.mmio64?.size == b.mmio64?.size
+        }
+
+        /// Hashes every field.
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(segment); hasher.combine(buses.lowerBound); hasher.combine(buses.upperBound)
+            hasher.combine(mmio32.base); hasher.combine(mmio32.size)
+            hasher.combine(mmio64?.base); hasher.combine(mmio64?.size)
+        }
+    }
+
+    /// A PCI Express host bridge as Cloud Hypervisor describes one per segment
+    /// (`\_SB_.PCxx`, `PNP0A08` compatible with `PNP0A03`): its bus range, the legacy
+    /// configuration ports 0xCF8-0xCFF (segment 0), the I/O ports around them, and the MMIO
+    /// windows BARs are placed in.
+    public static func pciHostBridge(_ windows: PCIHostBridgeWindows) -> AML.Device {
+        let name = "\\_SB_.PC" + String(windows.segment, radix: 16, uppercase: true).leftPadded(to: 2)
+        var resources: [any AMLResourceDescriptor] = [
+            AML.AddressSpace(.word, .busNumber, minimum: UInt64(windows.buses.lowerBound), maximum: UInt64(windows.buses.upperBound)),
+        ]
+        if windows.segment == 0 {
+            resources.append(AML.IO(minimum: 0xCF8, maximum: 0xCF8, alignment: 1, length: 8))
+            resources.append(AML.AddressSpace(.word, .io, minimum: 0x0000, maximum: 0x0CF7))
+            resources.append(AML.AddressSpace(.word, .io, minimum: 0x0D00, maximum: 0xFFFF))
+        }
+        resources.append(AML.AddressSpace(.dword, .memory(.notCacheable, readWrite: true),
+                                          minimum: windows.mmio32.base, maximum: windows.mmio32.base + windows.mmio32.size - 1))
+        if let mmio64 = windows.mmio64 {
+            resources.append(AML.AddressSpace(.qword, .memory(.notCacheable, readWrite: true),
+                                              minimum: mmio64.base, maximum: mmio64.base + mmio64.size - 1))
+        }
+        return AML.Device(AML.NameString(stringLiteral: name)) {
+            AML.Name("_HID", AML.EISAID("PNP0A08"))
+            AML.Name("_CID", AML.EISAID("PNP0A03"))
+            AML.Name("_SEG", AML.Integer(UInt64(windows.segment)))
+            AML.Name("_UID", AML.Integer(UInt64(windows.segment)))
+            AML.Name("_BBN", AML.Integer(UInt64(windows.buses.lowerBound)))
+            AML.Name("_CRS", AML.ResourceTemplate(resources))
+        }
+    }
+}
+
+extension String {
+    /// The string with leading zeros up to `width` characters.
+    func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}
