@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "Arch", dependencies: ["GuestMemory", "Hypervisor"], exclude: ["README.md"]),
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
-            "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices",
+            "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.

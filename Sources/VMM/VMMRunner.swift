@@ -79,7 +79,7 @@ public final class VMMRunner {
         for thread in threads { thread.join() }
         events.stop()
         try? events.remove(signals.rawValue)
-        if let input = built.devices.serialHost?.inputDescriptor { try? events.remove(input) }
+        built.devices.serialInput?.stop()
         return reason
     }
 }

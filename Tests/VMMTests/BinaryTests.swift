@@ -21,15 +21,20 @@ struct BinaryTests {
         var stderr: String
     }
 
-    static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> Run {
+    static func run(_ arguments: [String], input: [UInt8]? = nil, timeout: TimeInterval = 60) throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        let inputPipe = Pipe()
+        process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
         try process.run()
+        if let input {
+            // All at once: far more than the UART's 64-byte receive FIFO holds.
+            inputPipe.fileHandleForWriting.write(Data(input))
+        }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(5_000) }
         if process.isRunning { process.terminate() }
@@ -72,6 +77,24 @@ struct BinaryTests {
         defer { try? FileManager.default.removeItem(atPath: kernel) }
         let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--memory", "size=32M"])
         #expect(run.status == 0 && run.stdout == "!OK\n", "\(run)")
+    }
+
+    /// 1: mov dx,0x3fd; 2: in al,dx; test al,1; jz 2b; mov dx,0x3f8; in al,dx; out dx,al; cmp al,10; jne 1b;
+    /// mov dx,0x600; mov al,0x34; out dx,al; 3: hlt; jmp 3b   (echo serial input until a newline, then S5)
+    static let echoUntilNewline: [UInt8] = [
+        0x66, 0xBA, 0xFD, 0x03, 0xEC, 0xA8, 0x01, 0x74, 0xFB, 0x66, 0xBA, 0xF8, 0x03, 0xEC, 0xEE, 0x3C, 0x0A, 0x75, 0xED,
+        0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE, 0xF4, 0xEB, 0xFD,
+    ]
+
+    @Test("Serial input longer than the receive FIFO reaches the guest whole (backpressure, not loss)",
+          .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func longSerialInputIsNotLost() throws {
+        let kernel = try Self.temporaryFile("echo.elf", TinyKernel.pvhELF(code: Self.echoUntilNewline))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let line = (0..<300).map { i in UInt8(ascii: "a") + UInt8(i % 26) } + [0x0A]
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--memory", "size=32M"], input: line, timeout: 120)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(Array(run.stdout.utf8) == line, "the guest echoed \(run.stdout.utf8.count) of \(line.count) bytes")
     }
 
     @Test("A file that is no kernel is refused with a reason and exit status 1")

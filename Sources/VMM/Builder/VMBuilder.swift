@@ -6,6 +6,7 @@ import GuestMemory
 import HostSystem
 import Hypervisor
 import Logging
+import PCI
 
 /// A VM built from a configuration and ready to run: memory, vCPUs, buses and devices.
 final class BuiltVM {
@@ -16,11 +17,12 @@ final class BuiltVM {
     let pio: Bus
     let mmio: Bus
     let devices: LegacyDevices
+    let pciSegment: PCISegment
     let events: EventManager
     let exits: ExitSignal
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
-         devices: LegacyDevices, events: EventManager, exits: ExitSignal) {
+         devices: LegacyDevices, pciSegment: PCISegment, events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -28,6 +30,7 @@ final class BuiltVM {
         self.pio = pio
         self.mmio = mmio
         self.devices = devices
+        self.pciSegment = pciSegment
         self.events = events
         self.exits = exits
     }
@@ -48,7 +51,7 @@ struct VMBuilder {
         let pio = Bus(name: "I/O port bus")
         let mmio = Bus(name: "MMIO bus")
         var devices = LegacyDevices()
-        (devices.serial, devices.serialHost) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
+        (devices.serial, devices.serialHost, devices.serialInput) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
         devices.i8042 = try LegacyDeviceAttach.attachI8042(pio: pio, exits: exits)
         let below4G = min(memory.totalSize, X86Layout.mem32BitReservedStart.rawValue)
         devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, exits: exits)
@@ -56,8 +59,10 @@ struct VMBuilder {
         devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
         devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
 
+        let pciSegment = try attachPCISegment(pio: pio, mmio: mmio)
+
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
-        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil)
+        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment)
         let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                          topology: topology, rsdpAddress: rsdp)
         logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
@@ -71,21 +76,35 @@ struct VMBuilder {
             if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             vcpus.append(vcpu)
         }
-        return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices, events: events, exits: exits)
+        return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
+                       pciSegment: pciSegment, events: events, exits: exits)
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
     /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT.
     /// Returns the RSDP's address for the boot protocol.
-    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool) throws -> GuestAddress {
+    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, pciSegment: PCISegment) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
+        configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
+        configuration.additionalDefinitions = [PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
+            segment: pciSegment.id,
+            mmio32: (base: X86Layout.mem32BitDevicesStart.rawValue, size: X86Layout.mem32BitDevicesSize)))]
         let tables = try ACPITableSet.build(configuration, rsdpAddress: X86Layout.rsdpPointer.rawValue)
         for table in tables.tables {
             try memory.write(bytes: table.bytes, at: GuestAddress(table.address))
         }
         return GuestAddress(tables.rsdpAddress)
+    }
+
+    /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at
+    /// 0xE8000000, described by the MCFG) and the legacy 0xCF8/0xCFC ports.
+    func attachPCISegment(pio: Bus, mmio: Bus) throws -> PCISegment {
+        let segment = PCISegment(id: 0, ecamBase: X86Layout.pciMMConfigStart.rawValue)
+        try mmio.insert(segment.ecam, base: segment.ecamBase, length: segment.ecamSize)
+        try pio.insert(PCIConfigIO(bus: segment.bus), base: PCIConfigIO.portBase, length: PCIConfigIO.portLength)
+        return segment
     }
 
     /// The VM with KVM's x86 helpers placed in the reserved hole, the in-kernel irqchip and PIT.

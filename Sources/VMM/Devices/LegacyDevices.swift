@@ -11,6 +11,8 @@ struct LegacyDevices {
     var serial: Serial16550?
     /// Keeps the serial port's host side (terminal, pty, file) alive and restorable.
     var serialHost: SerialHost?
+    /// Carries host input into the serial port.
+    var serialInput: SerialInputPump?
     /// The i8042 reset controller.
     var i8042: I8042?
     /// The CMOS RTC.
@@ -45,11 +47,11 @@ final class SerialHost: Sendable {
 
 enum LegacyDeviceAttach {
     /// Attaches the 16550 UART at 0x3F8, IRQ 4, wired to the host as `config` says.
-    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, SerialHost?) {
+    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, SerialHost?, SerialInputPump?) {
         let host: SerialHost
         switch config.mode {
         case .off:
-            return (nil, nil)
+            return (nil, nil, nil)
         case .null:
             host = SerialHost(output: nil, inputDescriptor: nil, terminal: nil, pty: nil, file: nil)
         case .tty:
@@ -68,32 +70,18 @@ enum LegacyDeviceAttach {
         let line = try IRQFDLine(vm: vm, gsi: Serial16550.com1IRQ)
         let serial = Serial16550(interrupt: line, output: host.output ?? DiscardingSerialOutput())
         try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
+        var pump: SerialInputPump?
         if let input = host.inputDescriptor {
+            let candidate = try SerialInputPump(serial: serial, descriptor: input, events: events, logger: logger)
             do {
-                try attachSerialInput(serial, descriptor: input, events: events, logger: logger)
+                try candidate.start()
+                pump = candidate
             } catch let error as SystemError where error.errno == EPERM {
                 // A regular file or /dev/null cannot be polled: there is no input to wait for.
                 logger.debug("serial input: descriptor \(input) cannot be polled; no input")
             }
         }
-        return (serial, host)
-    }
-
-    /// Feeds bytes readable on `descriptor` into the UART's receive FIFO from the event loop.
-    /// What does not fit in the 64-byte FIFO is dropped (and counted in the debug log):
-    /// host-side buffering stays bounded.
-    static func attachSerialInput(_ serial: Serial16550, descriptor: Int32, events: EventManager, logger: Logger) throws {
-        try events.add(descriptor, events: [.readable]) { [weak events] ready in
-            var buffer = [UInt8](repeating: 0, count: Serial16550.receiveFIFOCapacity)
-            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count > 0 {
-                let accepted = serial.enqueueInput(buffer[0..<count])
-                if accepted < count { logger.debug("serial input: dropped \(count - accepted) bytes (receive FIFO full)") }
-            } else if count == 0 || (ready.contains(.hangUp) && !ready.contains(.readable)) {
-                // End of input (a closed pipe): stop watching it.
-                try? events?.remove(descriptor)
-            }
-        }
+        return (serial, host, pump)
     }
 
     /// Attaches the i8042 at 0x61 (4 ports); its reset pulse reboots the VM.
