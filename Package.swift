@@ -41,6 +41,8 @@ let package = Package(
         .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
         .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
+        // Seeded random generators shared by the randomized and fuzz-style tests.
+        .target(name: "TestSupport"),
         // The bus layer devices plug into: BusDevice, Bus (port I/O and MMIO), InterruptLine.
         .target(name: "DeviceModel", exclude: ["README.md"]),
         // Legacy platform devices as passive state machines (16550 UART, i8042, CMOS RTC, debug port).
@@ -72,11 +74,11 @@ let package = Package(
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
-        .testTarget(name: "VMAllocatorTests", dependencies: ["VMAllocator"]),
+        .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
-        .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"]),
-        .testTarget(name: "PCITests", dependencies: ["PCI", "DeviceModel"]),
+        .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
+        .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
+        .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,6 +1,7 @@
 import DeviceModel
 import Devices
 import Testing
+import TestSupport
 
 /// Random register traffic: offsets mostly inside the device, sometimes far outside;
 /// sizes mostly 1, sometimes the wider widths a vCPU can produce.

@@ -1,6 +1,7 @@
 import DeviceModel
 import PCI
 import Testing
+import TestSupport
 
 /// The registers no guest write may change: identity, class, header type, subsystem,
 /// capability pointer and interrupt pin.
