@@ -171,5 +171,6 @@ CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.s
 rc="${PIPESTATUS[0]}"
 set -e
 summary="$(grep -a '^ch-e2e: [0-9]* passed' "$log" | tail -n 1 || true)"
-[[ -n $summary ]] || echo "ch-e2e: 0 passed, 1 failed (level 1 ended with status $rc and no summary)"
+# The summary again as the last line, after level 1's own closing messages.
+if [[ -n $summary ]]; then echo "$summary"; else echo "ch-e2e: 0 passed, 1 failed (level 1 ended with status $rc and no summary)"; fi
 exit "$rc"
