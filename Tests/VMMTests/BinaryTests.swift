@@ -71,6 +71,15 @@ struct BinaryTests {
         #expect(run.stderr.contains("the guest shut down"))
     }
 
+    @Test("Many vCPUs: the MP table moves to the BIOS area when it does not fit below the EBDA",
+          .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func manyVCPUs() throws {
+        let kernel = try Self.temporaryFile("many.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--cpus", "boot=48", "--memory", "size=64M"])
+        #expect(run.status == 0 && run.stdout == "!OK\n", "\(run.stderr)")
+    }
+
     @Test("The serial port on standard output with --serial tty", .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func serialOnStdout() throws {
         let kernel = try Self.temporaryFile("tty.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))

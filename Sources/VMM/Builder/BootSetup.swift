@@ -118,7 +118,14 @@ enum BootSetup {
                                         acpiRSDPAddress: rsdpAddress)
                 try params.write(to: memory)
             }
-            try MPTable(cpuCount: vcpuCount, topology: topology).write(to: memory)
+            // The MP table fits the last KiB below the EBDA for up to 40 vCPUs; larger ones go
+            // to the BIOS area at 0xF0000, which Linux also searches for the floating pointer.
+            let mpTable = try MPTable(cpuCount: vcpuCount, topology: topology)
+            if MPTable.size(cpuCount: vcpuCount) <= Int(X86Layout.ebdaStart.rawValue - X86Layout.mpTableStart.rawValue) {
+                try mpTable.write(to: memory)
+            } else {
+                try mpTable.write(to: memory, at: X86Layout.smbiosStart, limit: X86Layout.highRAMStart)
+            }
         } catch let error as BootError {
             throw error
         } catch let error as ArchError {
