@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "CLinux", targets: ["CLinux"]),
         .library(name: "HostSystem", targets: ["HostSystem"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
+        .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
         .library(name: "ACPITables", targets: ["ACPITables"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
@@ -33,6 +34,8 @@ let package = Package(
         .target(name: "HostSystem", dependencies: ["CLinux"], exclude: ["README.md"]),
         // Layer 2: guest physical memory over host mappings.
         .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
+        // Split virtqueues over guest memory: validated descriptor chains, used ring, notification suppression.
+        .target(name: "VirtioQueue", dependencies: ["GuestMemory"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, MCFG, DSDT) and an AML encoder: pure byte builders.
@@ -74,6 +77,7 @@ let package = Package(
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
+        .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),

@@ -1,0 +1,386 @@
+import GuestMemory
+import Synchronization
+
+/// The device side of a split virtqueue (virtio 1.x, section 2.7).
+///
+/// The queue holds only configuration and the device's private indices; the rings live
+/// in guest memory, passed to each call. Guest memory is foreign: every index and
+/// descriptor is copied out once, validated, then used, and any breach of the virtio
+/// rules is reported as a `QueueError` without touching the queue's state, so the
+/// caller can set `DEVICE_NEEDS_RESET`.
+///
+/// ```swift
+/// var queue = try SplitQueue(maxSize: 256)
+/// queue.size = 128
+/// queue.descriptorTable = GuestAddress(0x10000)
+/// queue.availableRing = GuestAddress(0x11000)
+/// queue.usedRing = GuestAddress(0x12000)
+/// try queue.activate(in: memory)
+/// while let chain = try queue.popDescriptorChain(in: memory) {
+///     var writer = ChainWriter(chain, memory: memory)
+///     try writer.write(UInt8(0))
+///     try queue.addUsed(head: chain.head, length: UInt32(writer.bytesWritten), in: memory)
+/// }
+/// if try queue.needsNotification(in: memory) { /* signal the guest */ }
+/// ```
+public struct SplitQueue: Sendable {
+    /// The largest queue size the virtio specification allows for a split queue.
+    public static let maximumSize: UInt16 = 32768
+    /// Size in bytes of one descriptor table entry (`struct virtq_desc`).
+    public static let descriptorSize = 16
+    /// `VIRTQ_AVAIL_F_NO_INTERRUPT`: the driver asks not to be interrupted (without event index).
+    public static let availableNoInterrupt: UInt16 = 1
+    /// `VIRTQ_USED_F_NO_NOTIFY`: the device asks not to be notified (without event index).
+    public static let usedNoNotify: UInt16 = 1
+
+    /// The largest size the device offers for this queue.
+    public let maxSize: UInt16
+    /// The queue size the driver chose. Changing it takes the queue out of the ready state.
+    public var size: UInt16 { didSet { isReady = false } }
+    /// Guest address of the descriptor table. Changing it takes the queue out of the ready state.
+    public var descriptorTable = GuestAddress.zero { didSet { isReady = false } }
+    /// Guest address of the available ring. Changing it takes the queue out of the ready state.
+    public var availableRing = GuestAddress.zero { didSet { isReady = false } }
+    /// Guest address of the used ring. Changing it takes the queue out of the ready state.
+    public var usedRing = GuestAddress.zero { didSet { isReady = false } }
+    /// Whether `VIRTIO_F_EVENT_IDX` was negotiated (event-index notification suppression).
+    public var eventIndex = false
+    /// Whether `activate(in:)` validated the current configuration.
+    public private(set) var isReady = false
+    /// The available index of the next chain to pop (the device's `last_avail_idx`).
+    public var nextAvailable: UInt16 = 0
+    /// The used index the next `addUsed` writes (published as `used->idx`).
+    public var nextUsed: UInt16 = 0
+    /// The used index at the last notification decision with event index, if any.
+    public private(set) var signalledUsed: UInt16?
+
+    /// Creates a queue that offers `maxSize` entries; its size starts at `maxSize`.
+    ///
+    /// - Throws: `.invalidMaxSize` unless `maxSize` is a power of two between 1 and 32768.
+    public init(maxSize: UInt16) throws(QueueError) {
+        guard maxSize != 0, maxSize <= Self.maximumSize, maxSize & (maxSize - 1) == 0 else {
+            throw .invalidMaxSize(maxSize)
+        }
+        self.maxSize = maxSize
+        self.size = maxSize
+    }
+
+    /// Bytes the descriptor table occupies for `size` entries.
+    public static func descriptorTableLength(size: UInt16) -> Int { descriptorSize * Int(size) }
+    /// Bytes the available ring occupies for `size` entries (flags, idx, ring, used_event).
+    public static func availableRingLength(size: UInt16) -> Int { 6 + 2 * Int(size) }
+    /// Bytes the used ring occupies for `size` entries (flags, idx, ring, avail_event).
+    public static func usedRingLength(size: UInt16) -> Int { 6 + 8 * Int(size) }
+
+    /// Checks the configuration: the size is a power of two no larger than `maxSize`, and
+    /// each ring area is aligned (16, 2, 4 bytes) and entirely inside guest memory.
+    ///
+    /// - Throws: `.invalidSize`, `.misalignedRing`, `.ringOutOfMemory`.
+    public func validate(in memory: GuestMemory) throws(QueueError) {
+        guard size != 0, size <= maxSize, size & (size - 1) == 0 else {
+            throw .invalidSize(size: size, maxSize: maxSize)
+        }
+        let areas: [(QueuePart, GuestAddress, Int, Int)] = [
+            (.descriptorTable, descriptorTable, 16, Self.descriptorTableLength(size: size)),
+            (.availableRing, availableRing, 2, Self.availableRingLength(size: size)),
+            (.usedRing, usedRing, 4, Self.usedRingLength(size: size)),
+        ]
+        for (part, address, alignment, length) in areas {
+            guard address.isAligned(to: UInt64(alignment)) else {
+                throw .misalignedRing(part, address: address, alignment: alignment)
+            }
+            guard memory.isValidRange(address, length: length) else {
+                throw .ringOutOfMemory(part, address: address, length: length)
+            }
+        }
+    }
+
+    /// Validates the configuration and marks the queue ready (the driver wrote `queue_enable`).
+    ///
+    /// - Throws: whatever `validate(in:)` throws; the queue then stays not ready.
+    public mutating func activate(in memory: GuestMemory) throws(QueueError) {
+        try validate(in: memory)
+        isReady = true
+    }
+
+    /// Returns the queue to its reset state: not ready, size `maxSize`, zero addresses and indices.
+    public mutating func reset() {
+        size = maxSize
+        descriptorTable = .zero
+        availableRing = .zero
+        usedRing = .zero
+        eventIndex = false
+        nextAvailable = 0
+        nextUsed = 0
+        signalledUsed = nil
+        isReady = false
+    }
+
+    // MARK: - Guest memory accessors
+
+    private var availableIndexAddress: GuestAddress { GuestAddress(availableRing.rawValue + 2) }
+    private var usedEventAddress: GuestAddress { GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)) }
+    private var usedIndexAddress: GuestAddress { GuestAddress(usedRing.rawValue + 2) }
+    private var availableEventAddress: GuestAddress { GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size)) }
+
+    private func check() throws(QueueError) {
+        guard isReady else { throw .notReady }
+    }
+
+    /// Runs a guest memory access, wrapping its error.
+    private static func access<T>(_ body: () throws(GuestMemoryError) -> T) throws(QueueError) -> T {
+        do { return try body() } catch { throw .memory(error) }
+    }
+
+    /// The available index the driver last published, read with acquire ordering.
+    ///
+    /// - Throws: `.notReady`, `.memory`.
+    public func availableIndex(in memory: GuestMemory) throws(QueueError) -> UInt16 {
+        try check()
+        let address = availableIndexAddress
+        return try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: address) }
+    }
+
+    /// How many chains the driver has made available and the device has not popped yet.
+    ///
+    /// - Throws: `.availableIndexJump` when the driver moved its index more than `size` ahead.
+    public func pendingCount(in memory: GuestMemory) throws(QueueError) -> Int {
+        let published = try availableIndex(in: memory)
+        let pending = published &- nextAvailable
+        guard pending <= size else {
+            throw .availableIndexJump(lastSeen: nextAvailable, published: published, size: size)
+        }
+        return Int(pending)
+    }
+
+    // MARK: - Popping chains
+
+    /// Takes the next available descriptor chain, validating every descriptor, or returns
+    /// `nil` when the driver has made nothing new available.
+    ///
+    /// On success `nextAvailable` advances by one; on error nothing changes and the
+    /// device should be marked `DEVICE_NEEDS_RESET`.
+    ///
+    /// - Throws: `.notReady`, `.availableIndexJump`, `.headIndexOutOfRange`,
+    ///   `.nextIndexOutOfRange`, `.chainTooLong`, `.descriptorAddressOverflow`,
+    ///   `.descriptorOutOfMemory`, `.emptyIndirectTable`, `.indirectTableLengthNotMultiple`,
+    ///   `.indirectTableTooLarge`, `.indirectTableOutOfMemory`, `.nestedIndirect`,
+    ///   `.indirectWithNext`, `.readableAfterWritable`, `.memory`.
+    public mutating func popDescriptorChain(in memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
+        guard try pendingCount(in: memory) > 0 else { return nil }
+        let slot = UInt64(nextAvailable % size)
+        let slotAddress = GuestAddress(availableRing.rawValue + 4 + 2 * slot)
+        let head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
+        let chain = try walkChain(head: head, in: memory)
+        nextAvailable &+= 1
+        return chain
+    }
+
+    /// One descriptor as copied out of guest memory, before validation.
+    private struct RawDescriptor {
+        let address: UInt64
+        let length: UInt32
+        let flags: DescriptorFlags
+        let next: UInt16
+
+        /// Decodes the two little-endian 64-bit halves of a `struct virtq_desc`.
+        init(low: UInt64, high: UInt64) {
+            address = low
+            length = UInt32(truncatingIfNeeded: high)
+            flags = DescriptorFlags(rawValue: UInt16(truncatingIfNeeded: high >> 32))
+            next = UInt16(truncatingIfNeeded: high >> 48)
+        }
+    }
+
+    /// Follows the chain starting at `head` and returns its validated buffers.
+    private func walkChain(head: UInt16, in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
+        guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
+        let table = descriptorTable.rawValue
+        var buffers: [Descriptor] = []
+        var index = head
+        var count = 0
+        while true {
+            count += 1
+            guard count <= Int(size) else { throw .chainTooLong(head: head, limit: Int(size)) }
+            // Both halves lie inside the validated table; each byte is read exactly once.
+            let entry = table + UInt64(index) * 16
+            let raw = try Self.access { () throws(GuestMemoryError) in
+                RawDescriptor(low: try memory.read(UInt64.self, at: GuestAddress(entry)),
+                              high: try memory.read(UInt64.self, at: GuestAddress(entry + 8)))
+            }
+            if raw.flags.contains(.indirect) {
+                guard !raw.flags.contains(.next) else { throw .indirectWithNext(head: head) }
+                let entries = try readIndirectTable(raw, head: head, in: memory)
+                try walkIndirect(entries, head: head, into: &buffers, in: memory)
+                return try DescriptorChain(head: head, descriptors: buffers, isIndirect: true)
+            }
+            buffers.append(try validated(raw, head: head, in: memory))
+            guard raw.flags.contains(.next) else { break }
+            guard raw.next < size else { throw .nextIndexOutOfRange(head: head, next: raw.next, limit: Int(size)) }
+            index = raw.next
+        }
+        return try DescriptorChain(head: head, descriptors: buffers)
+    }
+
+    /// Checks an indirect descriptor and copies its whole table out of guest memory once.
+    private func readIndirectTable(_ raw: RawDescriptor, head: UInt16, in memory: GuestMemory)
+        throws(QueueError) -> [RawDescriptor]
+    {
+        guard raw.length != 0 else { throw .emptyIndirectTable(head: head) }
+        guard raw.length % 16 == 0 else { throw .indirectTableLengthNotMultiple(head: head, length: raw.length) }
+        let entryCount = raw.length / 16
+        guard entryCount <= UInt32(size) else {
+            throw .indirectTableTooLarge(head: head, entries: entryCount, limit: size)
+        }
+        let address = GuestAddress(raw.address)
+        guard address.checkedAdd(UInt64(raw.length)) != nil, memory.isValidRange(address, length: Int(raw.length)) else {
+            throw .indirectTableOutOfMemory(head: head, address: address, length: raw.length)
+        }
+        let bytes = try Self.access { () throws(GuestMemoryError) in
+            try memory.readBytes(count: Int(raw.length), at: address)
+        }
+        var entries: [RawDescriptor] = []
+        entries.reserveCapacity(Int(entryCount))
+        for base in stride(from: 0, to: bytes.count, by: 16) {
+            entries.append(RawDescriptor(low: Self.littleEndian(bytes, base), high: Self.littleEndian(bytes, base + 8)))
+        }
+        return entries
+    }
+
+    /// Walks an indirect table (already copied out) from entry 0.
+    private func walkIndirect(_ entries: [RawDescriptor], head: UInt16, into buffers: inout [Descriptor],
+                              in memory: GuestMemory) throws(QueueError)
+    {
+        var index = 0
+        var count = 0
+        while true {
+            count += 1
+            guard count <= entries.count else { throw .chainTooLong(head: head, limit: entries.count) }
+            let raw = entries[index]
+            guard !raw.flags.contains(.indirect) else { throw .nestedIndirect(head: head) }
+            buffers.append(try validated(raw, head: head, in: memory))
+            guard raw.flags.contains(.next) else { return }
+            guard Int(raw.next) < entries.count else {
+                throw .nextIndexOutOfRange(head: head, next: raw.next, limit: entries.count)
+            }
+            index = Int(raw.next)
+        }
+    }
+
+    /// Checks that a buffer descriptor names usable guest memory.
+    private func validated(_ raw: RawDescriptor, head: UInt16, in memory: GuestMemory) throws(QueueError) -> Descriptor {
+        let address = GuestAddress(raw.address)
+        guard address.checkedAdd(UInt64(raw.length)) != nil else {
+            throw .descriptorAddressOverflow(head: head, address: address, length: raw.length)
+        }
+        let writable = raw.flags.contains(.write)
+        do {
+            try memory.checkRange(address, length: Int(raw.length), writing: writable)
+        } catch {
+            throw .descriptorOutOfMemory(head: head, address: address, length: raw.length, cause: error)
+        }
+        return Descriptor(address: address, length: raw.length, isWritable: writable)
+    }
+
+    private static func littleEndian(_ bytes: [UInt8], _ base: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for offset in 0..<8 { value |= UInt64(bytes[base + offset]) << (offset * 8) }
+        return value
+    }
+
+    // MARK: - Returning chains
+
+    /// Puts a finished chain in the used ring and publishes the new used index with
+    /// release ordering, so the guest sees the written buffers before the index.
+    ///
+    /// - Parameters:
+    ///   - head: the chain's head index, as popped.
+    ///   - length: the number of bytes the device wrote into the chain's writable buffers.
+    /// - Throws: `.notReady`, `.usedHeadOutOfRange`, `.memory`.
+    public mutating func addUsed(head: UInt16, length: UInt32, in memory: GuestMemory) throws(QueueError) {
+        try check()
+        guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
+        let element = GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(nextUsed % size))
+        let newIndex = nextUsed &+ 1
+        let indexAddress = usedIndexAddress
+        try Self.access { () throws(GuestMemoryError) in
+            try memory.write(UInt32(head), at: element)
+            try memory.write(length, at: GuestAddress(element.rawValue + 4))
+            try memory.storeRelease(newIndex, at: indexAddress)
+        }
+        nextUsed = newIndex
+    }
+
+    // MARK: - Notifications
+
+    /// Whether the device should interrupt the driver now, after adding used entries.
+    ///
+    /// With event index this is `vring_need_event(used_event, nextUsed, signalledUsed)`
+    /// (always true the first time) and records `nextUsed` as signalled; without it, it
+    /// is true unless the driver set `VIRTQ_AVAIL_F_NO_INTERRUPT`.
+    ///
+    /// - Throws: `.notReady`, `.memory`.
+    public mutating func needsNotification(in memory: GuestMemory) throws(QueueError) -> Bool {
+        try check()
+        // Order the used-ring stores before reading the driver's suppression fields.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if eventIndex {
+            let address = usedEventAddress
+            let usedEvent = try Self.access { () throws(GuestMemoryError) in
+                try memory.loadAcquire(UInt16.self, at: address)
+            }
+            let previous = signalledUsed
+            signalledUsed = nextUsed
+            guard let previous else { return true }
+            return Self.needsEvent(event: usedEvent, new: nextUsed, old: previous)
+        }
+        let flagsAddress = availableRing
+        let flags = try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: flagsAddress) }
+        return flags & Self.availableNoInterrupt == 0
+    }
+
+    /// The virtio `vring_need_event` test: whether the used index, moving from `old` to
+    /// `new`, passed the driver's `event` (that is, `event` lies in `[old, new)`), computed
+    /// with 16-bit wrapping arithmetic.
+    public static func needsEvent(event: UInt16, new: UInt16, old: UInt16) -> Bool {
+        (new &- event &- 1) < (new &- old)
+    }
+
+    /// Asks the driver to notify the device of new chains: with event index, writes the
+    /// next available index to `avail_event`; otherwise clears `VIRTQ_USED_F_NO_NOTIFY`.
+    ///
+    /// - Returns: whether chains are already pending, so the caller should poll again
+    ///   instead of waiting (closing the race with a driver that published meanwhile).
+    /// - Throws: `.notReady`, `.availableIndexJump`, `.memory`.
+    @discardableResult
+    public mutating func enableNotification(in memory: GuestMemory) throws(QueueError) -> Bool {
+        try check()
+        if eventIndex {
+            let address = availableEventAddress
+            let value = nextAvailable
+            try Self.access { () throws(GuestMemoryError) in try memory.storeRelease(value, at: address) }
+        } else {
+            try setUsedFlags(noNotify: false, in: memory)
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return try pendingCount(in: memory) > 0
+    }
+
+    /// Asks the driver not to notify the device: sets `VIRTQ_USED_F_NO_NOTIFY` without
+    /// event index; with event index there is nothing to write (the driver only notifies
+    /// when it passes `avail_event`).
+    ///
+    /// - Throws: `.notReady`, `.memory`.
+    public mutating func disableNotification(in memory: GuestMemory) throws(QueueError) {
+        try check()
+        guard !eventIndex else { return }
+        try setUsedFlags(noNotify: true, in: memory)
+    }
+
+    private func setUsedFlags(noNotify: Bool, in memory: GuestMemory) throws(QueueError) {
+        let address = usedRing
+        try Self.access { () throws(GuestMemoryError) in
+            try memory.storeRelease(noNotify ? Self.usedNoNotify : 0, at: address)
+        }
+    }
+}
