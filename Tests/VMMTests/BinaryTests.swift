@@ -106,6 +106,29 @@ struct BinaryTests {
         #expect(Array(run.stdout.utf8) == line, "the guest echoed \(run.stdout.utf8.count) of \(line.count) bytes")
     }
 
+    @Test("SIGTERM stops a running VM cleanly with exit status 0", .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func sigtermStopsTheVM() throws {
+        // mov dx,0x3f8; mov al,'!'; out dx,al; 1: hlt; jmp 1b   (prints, then idles for ever)
+        let kernel = try Self.temporaryFile("idle.elf", TinyKernel.pvhELF(code: [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x21, 0xEE, 0xF4, 0xEB, 0xFD]))
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["-v", "--kernel", kernel, "--serial", "tty", "--cpus", "boot=2", "--memory", "size=32M"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Wait for the guest's first byte: the VM runs.
+        let first = out.fileHandleForReading.readData(ofLength: 1)
+        #expect(first == Data("!".utf8))
+        process.terminate()   // SIGTERM
+        process.waitUntilExit()
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(log)")
+        #expect(log.contains("stopped by signal 15"), "\(log)")
+    }
+
     @Test("A file that is no kernel is refused with a reason and exit status 1")
     func badKernel() throws {
         let kernel = try Self.temporaryFile("garbage", Array(repeating: 0x90, count: 4096))
