@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "DeviceModel", targets: ["DeviceModel"]),
         .library(name: "Devices", targets: ["Devices"]),
         .library(name: "PCI", targets: ["PCI"]),
+        .library(name: "Interrupts", targets: ["Interrupts"]),
         .library(name: "Arch", targets: ["Arch"]),
         .library(name: "VMM", targets: ["VMM"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
@@ -52,6 +53,8 @@ let package = Package(
         .target(name: "Devices", dependencies: ["DeviceModel"], exclude: ["README.md"]),
         // PCI configuration space, BARs, capabilities, MSI/MSI-X, the bus, ECAM and 0xCF8/0xCFC.
         .target(name: "PCI", dependencies: ["DeviceModel"], exclude: ["README.md"]),
+        // A VM's GSI routing table and irqfds: MSI vectors, and PCI MSI-X routed to KVM.
+        .target(name: "Interrupts", dependencies: ["Hypervisor", "HostSystem", "VMAllocator", "PCI"]),
         // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
         .target(name: "Arch", dependencies: ["GuestMemory", "Hypervisor"], exclude: ["README.md"]),
         // Configuration, the VM builder, vCPU threads and the lifecycle.
@@ -82,6 +85,7 @@ let package = Package(
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
+        .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
