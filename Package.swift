@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "DeviceModel", targets: ["DeviceModel"]),
         .library(name: "Devices", targets: ["Devices"]),
         .library(name: "PCI", targets: ["PCI"]),
+        .library(name: "VirtioDevices", targets: ["VirtioDevices"]),
         .library(name: "Interrupts", targets: ["Interrupts"]),
         .library(name: "Arch", targets: ["Arch"]),
         .library(name: "VMM", targets: ["VMM"]),
@@ -53,6 +54,8 @@ let package = Package(
         .target(name: "Devices", dependencies: ["DeviceModel"], exclude: ["README.md"]),
         // PCI configuration space, BARs, capabilities, MSI/MSI-X, the bus, ECAM and 0xCF8/0xCFC.
         .target(name: "PCI", dependencies: ["DeviceModel"], exclude: ["README.md"]),
+        // Virtio devices and the virtio-pci transport (modern, 1.x), as passive state machines.
+        .target(name: "VirtioDevices", dependencies: ["PCI", "VirtioQueue", "GuestMemory"], exclude: ["README.md"]),
         // A VM's GSI routing table and irqfds: MSI vectors, and PCI MSI-X routed to KVM.
         .target(name: "Interrupts", dependencies: ["Hypervisor", "HostSystem", "VMAllocator", "PCI"]),
         // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
@@ -86,6 +89,7 @@ let package = Package(
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),
+        .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
