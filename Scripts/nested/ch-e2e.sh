@@ -10,7 +10,8 @@
 # checks it through the guest's serial console:
 #   pvh      PVH vmlinux, --cpus boot=2 --memory size=512M --serial tty: the init marker,
 #            a command typed on the serial console runs (CPU count 2, MemTotal, the PCI
-#            host bridge enumerated through ACPI and ECAM), then
+#            host bridge and virtio-rng enumerated through ACPI and ECAM, /dev/hwrng reads
+#            through virtio-rng with MSI-X), then
 #            `reboot -f` restarts the VM (a second init marker), then `poweroff -f` ends
 #            the VMM with status 0.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
@@ -104,7 +105,8 @@ in_l1() {
   local steps='L2-INIT-READY|||echo CH-RESULT-CPUS-$(grep -c ^processor /proc/cpuinfo)
 CH-RESULT-CPUS-([0-9]+)|||echo CH-RESULT-MEM-$(awk "/MemTotal/{print \$2}" /proc/meminfo)
 CH-RESULT-MEM-([0-9]+)|||echo CH-RESULT-PCI-$(ls /sys/bus/pci/devices | wc -l)-$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)
-CH-RESULT-PCI-([0-9]+-0x[0-9a-f]+)|||reboot -f
+CH-RESULT-PCI-([0-9]+-0x[0-9a-f]+)|||echo CH-RESULT-RNG-$(cat /sys/class/misc/hw_random/rng_current)-$(head -c 4096 /dev/hwrng | wc -c)
+CH-RESULT-RNG-([a-z_.0-9]+-[0-9]+)|||reboot -f
 L2-INIT-READY|||echo CH-RESULT-REBOOTED-$((40+2))
 CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
   rss_outside_kib="" rss_total_kib=""
@@ -112,11 +114,11 @@ CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
   run_l2 pvh "$steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=512M --cmdline "$append"
   on_ready_hook=""
   local ch_boot_s="$first_ready_s"
-  if ((steps_done == 6)) && ((vmm_status == 0)) && [[ ${captures[0]} == 2 && ${captures[2]} == 1-0x8086 && ${captures[3]} == 42 ]] &&
+  if ((steps_done == 7)) && ((vmm_status == 0)) && [[ ${captures[0]} == 2 && ${captures[2]} == 2-0x8086 && ${captures[3]} == virtio_rng.0-4096 && ${captures[4]} == 42 ]] &&
     ((captures[1] > 400000 && captures[1] <= 524288)); then
-    pass "pvh: boot to init ${first_ready_s}s, serial input ran commands, 2 CPUs, MemTotal ${captures[1]} kB, PCI host bridge 8086 on segment 0, reboot -f restarted the VM, poweroff -f ended it (status 0)"
+    pass "pvh: boot to init ${first_ready_s}s, serial input ran commands, 2 CPUs, MemTotal ${captures[1]} kB, PCI host bridge 8086 and virtio-rng on segment 0, 4096 bytes from /dev/hwrng, reboot -f restarted the VM, poweroff -f ended it (status 0)"
   else
-    fail "pvh: steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}]"
+    fail "pvh: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}]"
   fi
 
   # Scenario bzimage: non-interactive.

@@ -32,6 +32,9 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Virtio console: only 'off' until virtio-console exists [default: off]", valueName: "console"))
     var console: String?
 
+    @Option(help: ArgumentHelp("Random number generator (virtio-rng): \(RngConfig.syntax) [default: src=/dev/urandom]", valueName: "rng"))
+    var rng: String?
+
     @Option(name: .customLong("log-file"), help: "Write the VMM's log to this file instead of standard error.")
     var logFile: String?
 
@@ -45,6 +48,7 @@ struct CloudHypervisorCommand: ParsableCommand {
         if let memory { config.memory = try MemoryConfig.parse(memory) }
         if let serial { config.serial = try ConsoleConfig.parse(serial, option: "--serial") }
         if let console { config.console = try ConsoleConfig.parse(console, option: "--console") }
+        if let rng { config.rng = try RngConfig.parse(rng) }
         try config.validate()
         return config
     }

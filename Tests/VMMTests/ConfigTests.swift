@@ -91,6 +91,21 @@ struct ConfigTests {
         #expect(decoded.memory.size == 512 << 20 && decoded.serial.mode == .null && decoded.cpus.maxPhysBits == 46)
     }
 
+    @Test("--rng: every VM has virtio-rng from /dev/urandom unless told otherwise")
+    func rng() throws {
+        #expect(VMConfig().rng == RngConfig(src: "/dev/urandom"))
+        #expect(try RngConfig.parse("src=/dev/random").src == "/dev/random")
+        #expect(throws: ConfigError.self) { _ = try RngConfig.parse("source=/dev/random") }
+        #expect(throws: ConfigError.self) { _ = try RngConfig.parse("src=") }
+        var config = VMConfig()
+        config.payload = PayloadConfig(kernel: "/k")
+        config.rng = try RngConfig.parse("src=/dev/urandom,iommu=on")
+        let error = #expect(throws: ConfigError.self) { try config.validate() }
+        #expect(error?.option == "--rng")
+        let json = String(decoding: try JSONEncoder().encode(VMConfig()), as: UTF8.self)
+        #expect(json.contains("\"rng\":{") && json.contains("\"src\":\"\\/dev\\/urandom\""), "\(json)")
+    }
+
     @Test("Quoted and bracketed values may contain commas")
     func optionListQuoting() throws {
         let list = try OptionList(#"a="x,y",b=[1,2]"#, option: "--test", knownKeys: ["a", "b"])

@@ -4,9 +4,11 @@ import DeviceModel
 import Devices
 import GuestMemory
 import HostSystem
+import Interrupts
 import Hypervisor
 import Logging
 import PCI
+import VMAllocator
 
 /// A VM built from a configuration and ready to run: memory, vCPUs, buses and devices.
 final class BuiltVM {
@@ -18,11 +20,14 @@ final class BuiltVM {
     let mmio: Bus
     let devices: LegacyDevices
     let pciSegment: PCISegment
+    let router: GSIRouter
+    let virtio: [VirtioPCIAttachment]
     let events: EventManager
     let exits: ExitSignal
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
-         devices: LegacyDevices, pciSegment: PCISegment, events: EventManager, exits: ExitSignal) {
+         devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment],
+         events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -31,6 +36,8 @@ final class BuiltVM {
         self.mmio = mmio
         self.devices = devices
         self.pciSegment = pciSegment
+        self.router = router
+        self.virtio = virtio
         self.events = events
         self.exits = exits
     }
@@ -59,7 +66,13 @@ struct VMBuilder {
         devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
         devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
 
-        let pciSegment = try attachPCISegment(pio: pio, mmio: mmio)
+        let router = try GSIRouter(vm: vm)
+        let mover = BARMover(mmio: mmio, vm: vm, events: events, logger: logger)
+        let pciSegment = try attachPCISegment(pio: pio, mmio: mmio, relocation: mover)
+        var bars = try AddressAllocator(name: "32-bit PCI MMIO", base: X86Layout.mem32BitDevicesStart.rawValue,
+                                        size: X86Layout.mem32BitDevicesSize)
+        let rng = try attachVirtioRng(config.rng, vm: vm, memory: memory, segment: pciSegment, mmio: mmio, bars: &bars,
+                                      router: router, mover: mover, events: events)
 
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
         let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment)
@@ -77,7 +90,7 @@ struct VMBuilder {
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, events: events, exits: exits)
+                       pciSegment: pciSegment, router: router, virtio: [rng], events: events, exits: exits)
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
@@ -100,8 +113,8 @@ struct VMBuilder {
 
     /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at
     /// 0xE8000000, described by the MCFG) and the legacy 0xCF8/0xCFC ports.
-    func attachPCISegment(pio: Bus, mmio: Bus) throws -> PCISegment {
-        let segment = PCISegment(id: 0, ecamBase: X86Layout.pciMMConfigStart.rawValue)
+    func attachPCISegment(pio: Bus, mmio: Bus, relocation: any PCIDeviceRelocation) throws -> PCISegment {
+        let segment = PCISegment(id: 0, ecamBase: X86Layout.pciMMConfigStart.rawValue, bus: PCIBus(relocation: relocation))
         try mmio.insert(segment.ecam, base: segment.ecamBase, length: segment.ecamSize)
         try pio.insert(PCIConfigIO(bus: segment.bus), base: PCIConfigIO.portBase, length: PCIConfigIO.portLength)
         return segment

@@ -161,6 +161,38 @@ public struct ConsoleConfig: Codable, Equatable, Sendable {
     public static let defaultConsole = ConsoleConfig(mode: .off)
 }
 
+/// `--rng`: the virtio entropy device every VM has, as in Cloud Hypervisor.
+public struct RngConfig: Codable, Equatable, Sendable {
+    /// The host file the entropy comes from.
+    public var src: String = "/dev/urandom"
+    /// Place the device behind the virtual IOMMU (not supported yet).
+    public var iommu = false
+
+    /// Entropy from `/dev/urandom`.
+    public init(src: String = "/dev/urandom", iommu: Bool = false) {
+        self.src = src
+        self.iommu = iommu
+    }
+
+    /// Decodes with Cloud Hypervisor's defaults for absent fields.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        src = try c.decode(String.self, forKey: .src)
+        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
+    }
+
+    /// The accepted `--rng` syntax.
+    public static let syntax = "src=<entropy_source_path>,iommu=on|off"
+
+    /// Parses `--rng` (for example `src=/dev/urandom`).
+    public static func parse(_ text: String) throws(ConfigError) -> RngConfig {
+        let list = try OptionList(text, option: "--rng", knownKeys: ["src", "iommu"])
+        let src = list["src"] ?? "/dev/urandom"
+        guard !src.isEmpty else { throw ConfigError(option: "--rng", "src= needs a path") }
+        return RngConfig(src: src, iommu: try list.bool("iommu") ?? false)
+    }
+}
+
 /// A whole VM.
 public struct VMConfig: Codable, Equatable, Sendable {
     /// vCPUs.
@@ -173,6 +205,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
     public var serial = ConsoleConfig.defaultSerial
     /// The virtio console.
     public var console = ConsoleConfig.defaultConsole
+    /// The virtio entropy device.
+    public var rng = RngConfig()
 
     /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null.
     public init() {}
@@ -185,5 +219,6 @@ public struct VMConfig: Codable, Equatable, Sendable {
         payload = try c.decodeIfPresent(PayloadConfig.self, forKey: .payload)
         serial = try c.decodeIfPresent(ConsoleConfig.self, forKey: .serial) ?? .defaultSerial
         console = try c.decodeIfPresent(ConsoleConfig.self, forKey: .console) ?? .defaultConsole
+        rng = try c.decodeIfPresent(RngConfig.self, forKey: .rng) ?? RngConfig()
     }
 }

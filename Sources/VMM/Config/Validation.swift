@@ -11,6 +11,7 @@ extension VMConfig {
         try cpus.validate()
         try memory.validate()
         try serial.validate(option: "--serial")
+        if rng.iommu { throw ConfigError(option: "--rng", "iommu=on is not supported yet") }
         if console.mode != .off {
             throw ConfigError(option: "--console", "the virtio console does not exist yet, so only 'off' is accepted (use --serial tty and console=ttyS0 on the kernel command line)")
         }

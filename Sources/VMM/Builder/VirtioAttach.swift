@@ -1,0 +1,111 @@
+import CLinux
+import DeviceModel
+import GuestMemory
+import HostSystem
+import Hypervisor
+import Interrupts
+import Logging
+import PCI
+import Synchronization
+import VirtioDevices
+import VMAllocator
+
+/// A virtio device on PCI segment 0: its transport, its MSI-X vectors, the ioeventfds that
+/// carry the driver's queue notifications to the event loop, and what keeps its backend open.
+final class VirtioPCIAttachment: Sendable {
+    let transport: VirtioPCIDevice
+    let routing: KVMMSIXRouting
+    let backend: OwnedFileDescriptor?
+    private let notifiers = Mutex<[(queue: Int, event: EventFD, address: UInt64)]>([])
+
+    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?) {
+        self.transport = transport
+        self.routing = routing
+        self.backend = backend
+    }
+
+    /// Registers one ioeventfd per queue at its notify address (16-bit writes, as Linux's
+    /// virtio-pci driver makes them) and processes the queue on the event loop when it fires.
+    func registerNotifiers(vm: any VirtualMachine, events: EventManager) throws {
+        for queue in 0..<transport.device.queueMaxSizes.count {
+            guard let address = transport.notifyAddress(queue: queue) else { continue }
+            let event = try EventFD()
+            try vm.registerIOEventFD(event, address: .mmio(address), length: 2, datamatch: nil)
+            let transport = self.transport
+            try events.add(event.rawValue, events: [.readable]) { _ in
+                _ = try? event.read()
+                transport.notifyQueue(queue)
+            }
+            notifiers.withLock { $0.append((queue, event, address)) }
+        }
+    }
+
+    /// Moves the ioeventfds after the guest moved BAR 0.
+    func reregisterNotifiers(vm: any VirtualMachine, events: EventManager) {
+        let old = notifiers.withLock { list -> [(queue: Int, event: EventFD, address: UInt64)] in
+            defer { list.removeAll() }
+            return list
+        }
+        for notifier in old {
+            try? events.remove(notifier.event.rawValue)
+            try? vm.unregisterIOEventFD(notifier.event, address: .mmio(notifier.address), length: 2, datamatch: nil)
+        }
+        try? registerNotifiers(vm: vm, events: events)
+    }
+}
+
+/// Follows the guest's BAR moves: the MMIO bus mapping and the notify ioeventfds move with them.
+final class BARMover: PCIDeviceRelocation, Sendable {
+    let mmio: Bus
+    let vm: any VirtualMachine
+    let events: EventManager
+    let logger: Logger
+    private let attachments = Mutex<[ObjectIdentifier: VirtioPCIAttachment]>([:])
+
+    init(mmio: Bus, vm: any VirtualMachine, events: EventManager, logger: Logger) {
+        self.mmio = mmio
+        self.vm = vm
+        self.events = events
+        self.logger = logger
+    }
+
+    func track(_ attachment: VirtioPCIAttachment) {
+        attachments.withLock { $0[ObjectIdentifier(attachment.transport)] = attachment }
+    }
+
+    func moveBAR(_ change: BARReprogram, of device: any PCIDevice) {
+        logger.info("\(device.name): BAR \(change.index) moves from 0x\(String(change.oldAddress, radix: 16)) to 0x\(String(change.newAddress, radix: 16))")
+        if change.oldAddress != 0 { _ = try? mmio.remove(base: change.oldAddress) }
+        if change.newAddress != 0 {
+            do {
+                try mmio.insert(PCIBARRegion(device: device, index: change.index), base: change.newAddress, length: change.size)
+            } catch {
+                logger.error("\(device.name): cannot map BAR \(change.index) at 0x\(String(change.newAddress, radix: 16)): \(error)")
+            }
+        }
+        // The device's configuration already holds the new address: move its notifiers.
+        if let attachment = attachments.withLock({ $0[ObjectIdentifier(device as AnyObject)] }) {
+            attachment.reregisterNotifiers(vm: vm, events: events)
+        }
+    }
+}
+
+extension VMBuilder {
+    /// Attaches virtio-rng (`--rng src=...`) on PCI segment 0: BAR 0 from the 32-bit device
+    /// window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
+    func attachVirtioRng(_ config: RngConfig, vm: any VirtualMachine, memory: GuestMemory, segment: PCISegment, mmio: Bus,
+                         bars: inout AddressAllocator, router: GSIRouter, mover: BARMover, events: EventManager) throws -> VirtioPCIAttachment {
+        let source = try OwnedFileDescriptor(path: config.src, flags: O_RDONLY)
+        let rng = VirtioRng(source: FileEntropySource(fileDescriptor: source.rawValue))
+        let routing = try KVMMSIXRouting(router: router, count: rng.queueMaxSizes.count + 1)
+        let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
+        let transport = try VirtioPCIDevice(device: rng, memory: memory, msixRouting: routing, barAddress: bar.start)
+        let slot = try segment.bus.add(transport)
+        try mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: source)
+        try attachment.registerNotifiers(vm: vm, events: events)
+        mover.track(attachment)
+        logger.info("virtio-rng at 0000:00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0, BAR 0 at 0x\(String(bar.start, radix: 16)), entropy from \(config.src)")
+        return attachment
+    }
+}
