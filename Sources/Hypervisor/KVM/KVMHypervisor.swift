@@ -90,29 +90,12 @@ public final class KVMHypervisor: Hypervisor {
     ///
     /// The corresponding KVM ioctl is `KVM_GET_SUPPORTED_CPUID`.
     public func supportedCPUID() throws(HypervisorError) -> [CPUIDEntry] {
-        try cpuidList(IOCTL_KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID")
+        try readCPUIDList(descriptor.rawValue, IOCTL_KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID")
     }
 
     /// The CPUID leaves KVM emulates (`KVM_GET_EMULATED_CPUID`).
     public func emulatedCPUID() throws(HypervisorError) -> [CPUIDEntry] {
-        try cpuidList(IOCTL_KVM_GET_EMULATED_CPUID, "KVM_GET_EMULATED_CPUID")
-    }
-
-    private func cpuidList(_ request: UInt, _ name: StaticString) throws(HypervisorError) -> [CPUIDEntry] {
-        var capacity = 128
-        while true {
-            let buffer = FlexibleBuffer<kvm_cpuid2, kvm_cpuid_entry2>(count: capacity)
-            buffer.header.pointee.nent = UInt32(capacity)
-            let result = clinux_ioctl_ptr(descriptor.rawValue, request, buffer.raw)
-            if result >= 0 {
-                let count = Int(buffer.header.pointee.nent)
-                return (0..<count).map { KVMConvert.cpuid(buffer.entries[$0]) }
-            }
-            let code = clinux_errno()
-            if code == E2BIG && capacity < 4096 { capacity *= 2; continue }
-            if code == EINTR { continue }
-            throw .ioctlFailed(name: "\(name)", SystemError(call: "ioctl(\(name))", errno: code))
-        }
+        try readCPUIDList(descriptor.rawValue, IOCTL_KVM_GET_EMULATED_CPUID, "KVM_GET_EMULATED_CPUID")
     }
 
     /// The MSRs KVM lets a VMM save and restore.

@@ -60,3 +60,20 @@ struct FlexibleBuffer<Header, Entry>: ~Copyable {
         (raw + MemoryLayout<Header>.size).assumingMemoryBound(to: Entry.self)
     }
 }
+
+/// Reads a CPUID list (`KVM_GET_SUPPORTED_CPUID`, `KVM_GET_EMULATED_CPUID` on the system
+/// descriptor, `KVM_GET_CPUID2` on a vCPU), growing the buffer while the kernel says `E2BIG`.
+func readCPUIDList(_ fd: Int32, _ request: UInt, _ name: StaticString) throws(HypervisorError) -> [CPUIDEntry] {
+    var capacity = 128
+    while true {
+        let buffer = FlexibleBuffer<kvm_cpuid2, kvm_cpuid_entry2>(count: capacity)
+        buffer.header.pointee.nent = UInt32(capacity)
+        if clinux_ioctl_ptr(fd, request, buffer.raw) >= 0 {
+            return (0..<Int(buffer.header.pointee.nent)).map { KVMConvert.cpuid(buffer.entries[$0]) }
+        }
+        let code = clinux_errno()
+        if code == E2BIG && capacity < 4096 { capacity *= 2; continue }
+        if code == EINTR { continue }
+        throw .ioctlFailed(name: "\(name)", SystemError(call: "ioctl(\(name))", errno: code))
+    }
+}

@@ -209,19 +209,7 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
 
     /// The corresponding KVM ioctl is `KVM_GET_CPUID2`.
     public func cpuid() throws(HypervisorError) -> [CPUIDEntry] {
-        var capacity = 128
-        while true {
-            let buffer = FlexibleBuffer<kvm_cpuid2, kvm_cpuid_entry2>(count: capacity)
-            buffer.header.pointee.nent = UInt32(capacity)
-            let result = clinux_ioctl_ptr(fd, IOCTL_KVM_GET_CPUID2, buffer.raw)
-            if result >= 0 {
-                return (0..<Int(buffer.header.pointee.nent)).map { KVMConvert.cpuid(buffer.entries[$0]) }
-            }
-            let code = clinux_errno()
-            if code == E2BIG && capacity < 4096 { capacity *= 2; continue }
-            if code == EINTR { continue }
-            throw .ioctlFailed(name: "KVM_GET_CPUID2", SystemError(call: "ioctl(KVM_GET_CPUID2)", errno: code))
-        }
+        try readCPUIDList(fd, IOCTL_KVM_GET_CPUID2, "KVM_GET_CPUID2")
     }
 
     /// The corresponding KVM ioctl is `KVM_SET_CPUID2`.
