@@ -107,13 +107,17 @@ public final class GSIRouter: Sendable {
 
     /// Routes `vector` to the MSI `address`/`data`, or removes its route while `masked`.
     public func setMessage(_ vector: MSIVector, address: UInt64, data: UInt32, masked: Bool) throws(InterruptError) {
-        let known = state.withLock { (s: inout State) -> Bool in
-            guard s.vectors[vector.gsi] === vector else { return false }
+        // nil: not our vector; false: the table is unchanged (the guest writes an entry's
+        // address and data while it is still masked), so KVM needs no new table.
+        let changed = state.withLock { (s: inout State) -> Bool? in
+            guard s.vectors[vector.gsi] === vector else { return nil }
+            let old = s.messages[vector.gsi]
             if masked { s.messages[vector.gsi] = nil } else { s.messages[vector.gsi] = (address, data) }
-            return true
+            let new = s.messages[vector.gsi]
+            return old?.address != new?.address || old?.data != new?.data
         }
-        guard known else { throw .unknownVector(gsi: vector.gsi) }
-        try commit()
+        guard let changed else { throw .unknownVector(gsi: vector.gsi) }
+        if changed { try commit() }
     }
 
     /// Unregisters the vector's irqfd, removes its route and frees its GSI.

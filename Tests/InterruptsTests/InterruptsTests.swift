@@ -47,8 +47,13 @@ struct GSIRouterTests {
         let vector = try router.allocate()
         #expect(vector.gsi >= 24, "MSI GSIs come after the 24 IOAPIC pins")
         #expect(vm.irqfds.withLock { $0[vector.gsi] } == vector.event.rawValue)
+        let installed = vm.tables.withLock { $0.count }
+        try router.setMessage(vector, address: 0xFEE0_1000, data: 0x30, masked: true)
+        #expect(vm.tables.withLock { $0.count } == installed, "a masked vector's new message changes no route")
         try router.setMessage(vector, address: 0xFEE0_0000, data: 0x31, masked: false)
         #expect(vm.lastTable.last == .msi(gsi: vector.gsi, address: 0xFEE0_0000, data: 0x31))
+        try router.setMessage(vector, address: 0xFEE0_0000, data: 0x31, masked: false)
+        #expect(vm.tables.withLock { $0.count } == installed + 1, "an unchanged route is not installed again")
         try router.setMessage(vector, address: 0xFEE0_0000, data: 0x31, masked: true)
         #expect(vm.lastTable == InterruptRoute.x86LegacyRoutes())
         try router.release(vector)
