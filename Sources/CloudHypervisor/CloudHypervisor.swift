@@ -1,6 +1,7 @@
 // The `cloud-hypervisor` command: Cloud Hypervisor's options, parsed into a VMConfig, validated,
 // and handed to the VMM. Exit status 0 when the guest shut down, 1 when anything failed.
 import ArgumentParser
+import HostSystem
 import Logging
 import VMM
 
@@ -67,7 +68,7 @@ struct CloudHypervisorCommand: ParsableCommand {
             try VMMRunner(config: config, logger: logger).run()
         } catch {
             logger.error("\(error)")
-            printError("cloud-hypervisor: \(error)")
+            writeToStandardError("cloud-hypervisor: \(error)\n")
             throw ExitCode.failure
         }
     }

@@ -1,4 +1,5 @@
 import CLinux
+import Glibc
 import HostSystem
 import Logging
 
@@ -41,7 +42,7 @@ final class LogSink: Sendable {
 
     func write(_ line: String) {
         let bytes = Array(line.utf8)
-        _ = bytes.withUnsafeBytes { writeToDescriptor(descriptor, $0.baseAddress, $0.count) }
+        _ = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
     }
 }
 
@@ -71,13 +72,4 @@ struct LineLogHandler: LogHandler {
     }
 }
 
-/// Writes a line to standard error.
-func printError(_ text: String) {
-    let bytes = Array((text + "\n").utf8)
-    _ = bytes.withUnsafeBytes { writeToDescriptor(2, $0.baseAddress, $0.count) }
-}
 
-/// write(2), reachable from types with their own `write`.
-func writeToDescriptor(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
-    write(fd, buffer, count)
-}

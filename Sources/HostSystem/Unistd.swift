@@ -12,3 +12,10 @@ import Musl
 @usableFromInline func unistdWrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
     write(fd, buffer, count)
 }
+
+/// Writes `text` to standard error with one `write(2)`, unbuffered: for messages a person
+/// must see even before (or without) logging being set up.
+public func writeToStandardError(_ text: String) {
+    let bytes = Array(text.utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}

@@ -63,7 +63,7 @@ enum LegacyDeviceAttach {
         case .pty:
             let pty = try PseudoTerminal()
             logger.info("serial port on pseudo-terminal \(pty.path)")
-            printToStderr("cloud-hypervisor: serial port: \(pty.path)\n")
+            writeToStandardError("cloud-hypervisor: serial port: \(pty.path)\n")
             host = SerialHost(output: DescriptorSerialOutput(descriptor: pty.controller.rawValue, owner: pty.controller),
                               inputDescriptor: pty.controller.rawValue, terminal: nil, pty: pty, file: nil)
         }
@@ -123,8 +123,3 @@ extension LegacyDeviceAttach {
     }
 }
 
-/// Writes `text` to standard error.
-func printToStderr(_ text: String) {
-    let bytes = Array(text.utf8)
-    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-}

@@ -1,5 +1,5 @@
-import CLinux
 import Devices
+import Glibc
 import HostSystem
 
 /// Serial output written straight to a descriptor (standard output, a file, a pty).
@@ -16,11 +16,6 @@ final class DescriptorSerialOutput: SerialOutput {
     func write(_ byte: UInt8) {
         var value = byte
         // A full pty or pipe drops the byte rather than stalling the vCPU.
-        _ = writeBytes(descriptor, &value, 1)
+        _ = Glibc.write(descriptor, &value, 1)
     }
-}
-
-/// write(2) for types with their own `write`.
-func writeBytes(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-    write(fd, buffer, count)
 }
