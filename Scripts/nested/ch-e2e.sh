@@ -65,10 +65,16 @@ in_l1() {
     local deadline=$((SECONDS + l2_timeout)) stall_s="${CH_NESTED_L2_STALL:-120}" wait_s
     while ((SECONDS < deadline)); do
       wait_s=$((deadline - SECONDS < stall_s ? deadline - SECONDS : stall_s))
-      if ! IFS= read -r -t "$wait_s" -u "$out" line; then
-        if [[ -z $line ]] && kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); then
-          # No console output for stall_s seconds while the VMM runs: record where its
-          # threads wait (pipe_write would point at the VMM, a vCPU in KVM_RUN at the guest).
+      local read_status=0
+      IFS= read -r -t "$wait_s" -u "$out" line || read_status=$?
+      if ((read_status != 0)); then
+        # read returns above 128 only when it timed out; otherwise this is the end of the
+        # output (the VMM exited, perhaps not yet reaped).
+        if ((read_status > 128)) && ((SECONDS < deadline)); then
+          # No complete line for stall_s seconds while the VMM runs (a stall can end
+          # mid-line): record where its threads wait (pipe_write would point at the VMM,
+          # a vCPU in KVM_RUN at the guest).
+          [[ -z $line ]] || printf '%s| %s\n' "$name" "${line//$'\r'/}"
           stalled=1
           echo "ch-e2e: [$name] no console output for ${stall_s}s; VMM threads:"
           local vmm task
