@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "HostSystem", targets: ["HostSystem"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
+        .library(name: "BlockStorage", targets: ["BlockStorage"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
         .library(name: "ACPITables", targets: ["ACPITables"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
@@ -38,6 +39,8 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Split virtqueues over guest memory: validated descriptor chains, used ring, notification suppression.
         .target(name: "VirtioQueue", dependencies: ["GuestMemory"], exclude: ["README.md"]),
+        // Disk contents behind a small protocol: raw files (preadv/pwritev, O_DIRECT, image locks) and memory.
+        .target(name: "BlockStorage", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, MCFG, DSDT) and an AML encoder: pure byte builders.
@@ -85,6 +88,7 @@ let package = Package(
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
+        .testTarget(name: "BlockStorageTests", dependencies: ["BlockStorage", "HostSystem"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),

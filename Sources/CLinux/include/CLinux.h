@@ -62,6 +62,17 @@ int clinux_open_mode(const char *path, int flags, unsigned int mode);
 /// Calls `fcntl(fd, command, value)` with an integer argument.
 int clinux_fcntl_val(int fd, int command, long value);
 
+/// Takes or tests an open-file-description lock over the whole file (`F_OFD_SETLK`):
+/// `exclusive` non-zero asks for a write lock, zero for a read lock. Returns 0, or -1 with
+/// `errno` (EAGAIN/EACCES when another open file holds a conflicting lock).
+int clinux_ofd_lock(int fd, int exclusive);
+
+/// Calls `fallocate(fd, mode, offset, length)` (a GNU extension Swift's Glibc module hides).
+int clinux_fallocate(int fd, int mode, long long offset, long long length);
+
+/// The `O_DIRECT` open flag (a GNU extension Swift's Glibc module hides).
+int clinux_o_direct(void);
+
 /// Returns the current thread's `errno`.
 int clinux_errno(void);
 
