@@ -1,0 +1,149 @@
+// The control plane's contract: what the REST API (and any embedder) can ask of the VMM,
+// with Cloud Hypervisor's state names and JSON shapes (cloud-hypervisor.yaml).
+
+/// A VM's lifecycle state, spelled as Cloud Hypervisor's `VmInfo.state`.
+public enum VMState: String, Codable, Sendable, CaseIterable {
+    /// Configured by `vm.create` (or the command line), not booted yet.
+    case created = "Created"
+    /// vCPUs running.
+    case running = "Running"
+    /// The guest powered off or `vm.shutdown` stopped it; `vm.boot` starts it again.
+    case shutdown = "Shutdown"
+    /// vCPUs and devices stopped by `vm.pause`.
+    case paused = "Paused"
+    /// Stopped at a debugger breakpoint (gdb stub; not reachable yet).
+    case breakPoint = "BreakPoint"
+}
+
+/// One node of `VmInfo.device_tree`: a device, its parent and children, and its PCI address.
+public struct DeviceNode: Codable, Equatable, Sendable {
+    /// The device's id (`_disk0`, `_rng`, ...).
+    public var id: String
+    /// The id of the parent node, if any.
+    public var parent: String?
+    /// The ids of the child nodes.
+    public var children: [String]
+    /// The PCI bus/device/function as Cloud Hypervisor prints it (`0000:00:03.0`), if on PCI.
+    public var pciBDF: String?
+
+    /// Creates a node.
+    public init(id: String, parent: String? = nil, children: [String] = [], pciBDF: String? = nil) {
+        self.id = id
+        self.parent = parent
+        self.children = children
+        self.pciBDF = pciBDF
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, parent, children, pciBDF = "pci_bdf"
+    }
+}
+
+/// `GET /api/v1/vm.info`'s body (`VmInfo`).
+public struct VMInfo: Codable, Equatable, Sendable {
+    /// The VM's configuration.
+    public var config: VMConfig
+    /// The lifecycle state.
+    public var state: VMState
+    /// Guest RAM in bytes as the VM has it now.
+    public var memoryActualSize: UInt64?
+    /// The devices by id.
+    public var deviceTree: [String: DeviceNode]?
+
+    /// Creates the info.
+    public init(config: VMConfig, state: VMState, memoryActualSize: UInt64? = nil, deviceTree: [String: DeviceNode]? = nil) {
+        self.config = config
+        self.state = state
+        self.memoryActualSize = memoryActualSize
+        self.deviceTree = deviceTree
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case config, state, memoryActualSize = "memory_actual_size", deviceTree = "device_tree"
+    }
+}
+
+/// `GET /api/v1/vmm.ping`'s body (`VmmPingResponse`).
+public struct VMMPingResponse: Codable, Equatable, Sendable {
+    /// The build's version string.
+    public var buildVersion: String
+    /// The VMM's version.
+    public var version: String
+    /// The VMM's process id.
+    public var pid: Int64
+    /// Optional features compiled in.
+    public var features: [String]
+
+    /// Creates the response.
+    public init(buildVersion: String, version: String, pid: Int64, features: [String]) {
+        self.buildVersion = buildVersion
+        self.version = version
+        self.pid = pid
+        self.features = features
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case buildVersion = "build_version", version, pid, features
+    }
+}
+
+/// Why the VMM refused or failed a control request. The REST API turns each case into a
+/// status code and the sentence into the body.
+public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The request needs a VM and none was created.
+    case vmNotCreated
+    /// `vm.create` while a VM exists.
+    case vmAlreadyCreated
+    /// The action is not allowed in the VM's current state (`vm.pause` on a paused VM...).
+    case invalidState(action: String, state: VMState)
+    /// The configuration (or a device configuration) does not validate; the sentence says why.
+    case invalidConfig(String)
+    /// The action exists in Cloud Hypervisor but this VMM does not do it yet (hotplug...).
+    case unsupported(action: String)
+    /// The action was allowed but failed while running; the sentence says why.
+    case failed(action: String, reason: String)
+
+    /// A sentence that explains the refusal.
+    public var description: String {
+        switch self {
+        case .vmNotCreated: "no VM is created: send vm.create first"
+        case .vmAlreadyCreated: "a VM is already created: send vm.delete first"
+        case let .invalidState(action, state): "\(action) is not allowed while the VM is \(state.rawValue)"
+        case let .invalidConfig(message): "invalid configuration: \(message)"
+        case let .unsupported(action): "\(action) is not supported by this VMM yet"
+        case let .failed(action, reason): "\(action) failed: \(reason)"
+        }
+    }
+}
+
+/// What the control plane can ask of the VMM. The VMM's own implementation is
+/// `VMMController`; tests and embedders may provide others.
+///
+/// Calls may come from any thread; each returns when the action is done (a boot returns
+/// once the vCPUs run, a shutdown once they stopped).
+public protocol VMMControl: AnyObject, Sendable {
+    /// `vmm.ping`.
+    func ping() -> VMMPingResponse
+    /// `vmm.shutdown`: stops the VM if one runs and makes the VMM process exit.
+    func shutdownVMM() throws(ControlError)
+    /// `vm.create`: validates and stores the configuration (state Created).
+    func create(_ config: VMConfig) throws(ControlError)
+    /// `vm.boot`: builds and starts the created VM (or boots a shut-down one again).
+    func boot() throws(ControlError)
+    /// `vm.delete`: stops the VM if it runs and forgets it.
+    func delete() throws(ControlError)
+    /// `vm.info`.
+    func info() throws(ControlError) -> VMInfo
+    /// `vm.counters`: per-device counters (`{"_disk0": {"read_bytes": 4096, ...}}`).
+    func counters() throws(ControlError) -> [String: [String: UInt64]]
+    /// `vm.pause`.
+    func pause() throws(ControlError)
+    /// `vm.resume`.
+    func resume() throws(ControlError)
+    /// `vm.shutdown`: stops the vCPUs and devices (state Shutdown).
+    func shutdown() throws(ControlError)
+    /// `vm.reboot`: resets the VM.
+    func reboot() throws(ControlError)
+    /// `vm.power-button`: presses the ACPI power button.
+    func powerButton() throws(ControlError)
+}
