@@ -58,7 +58,7 @@ let package = Package(
         // PCI configuration space, BARs, capabilities, MSI/MSI-X, the bus, ECAM and 0xCF8/0xCFC.
         .target(name: "PCI", dependencies: ["DeviceModel"], exclude: ["README.md"]),
         // Virtio devices and the virtio-pci transport (modern, 1.x), as passive state machines.
-        .target(name: "VirtioDevices", dependencies: ["PCI", "VirtioQueue", "GuestMemory"], exclude: ["README.md"]),
+        .target(name: "VirtioDevices", dependencies: ["PCI", "VirtioQueue", "GuestMemory", "BlockStorage"], exclude: ["README.md"]),
         // A VM's GSI routing table and irqfds: MSI vectors, and PCI MSI-X routed to KVM.
         .target(name: "Interrupts", dependencies: ["Hypervisor", "HostSystem", "VMAllocator", "PCI"]),
         // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),
-        .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI"]),
+        .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "TestSupport"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),

@@ -1,0 +1,346 @@
+import BlockStorage
+import GuestMemory
+import Synchronization
+import VirtioQueue
+
+/// A virtio block device (type 2, virtio 1.x section 5.2) over a ``BlockBackend``: reads,
+/// writes, flush, `GET_ID`, discard and write-zeroes on one or more request queues.
+///
+/// Request-level failures (a sector past the end, a backend error, a write to a read-only
+/// disk) complete the request with `VIRTIO_BLK_S_IOERR`; an unknown request type completes
+/// with `VIRTIO_BLK_S_UNSUPP`. A chain that breaks the virtqueue rules, or that has no byte
+/// for the status, throws: the transport then sets `DEVICE_NEEDS_RESET`.
+public final class VirtioBlock: VirtioDevice {
+    /// Cloud Hypervisor's default queue size.
+    public static let defaultQueueSize: UInt16 = 128
+    /// The most segments one discard or write-zeroes request may carry.
+    public static let maxDiscardSegments = 1
+
+    /// How the device presents its backend.
+    public struct Options: Sendable {
+        /// The serial returned by `GET_ID` (at most 20 bytes are used).
+        public var serial: [UInt8] = []
+        /// The number of request queues (`num_queues=`).
+        public var queueCount = 1
+        /// The maximum size of each queue (`queue_size=`).
+        public var queueSize: UInt16 = VirtioBlock.defaultQueueSize
+        /// The logical block size advertised to the driver (512 or a power of two up to 4096).
+        public var logicalBlockSize: UInt32 = 512
+
+        /// One queue of 128 entries, 512-byte blocks, no serial.
+        public init(serial: [UInt8] = [], queueCount: Int = 1, queueSize: UInt16 = VirtioBlock.defaultQueueSize, logicalBlockSize: UInt32 = 512) {
+            self.serial = serial
+            self.queueCount = queueCount
+            self.queueSize = queueSize
+            self.logicalBlockSize = logicalBlockSize
+        }
+    }
+
+    /// Cumulative request counters (Cloud Hypervisor's `vm.counters` names).
+    public struct Counters: Sendable, Equatable {
+        /// Bytes read by the guest.
+        public var readBytes: UInt64 = 0
+        /// Bytes written by the guest.
+        public var writeBytes: UInt64 = 0
+        /// Read requests completed.
+        public var readOps: UInt64 = 0
+        /// Write requests completed.
+        public var writeOps: UInt64 = 0
+        /// Requests completed with an error status.
+        public var errors: UInt64 = 0
+
+        /// Counters with the given values (all zero by default).
+        public init(readBytes: UInt64 = 0, writeBytes: UInt64 = 0, readOps: UInt64 = 0, writeOps: UInt64 = 0, errors: UInt64 = 0) {
+            self.readBytes = readBytes
+            self.writeBytes = writeBytes
+            self.readOps = readOps
+            self.writeOps = writeOps
+            self.errors = errors
+        }
+
+        /// The counters as `vm.counters` prints them.
+        public var dictionary: [String: UInt64] {
+            ["read_bytes": readBytes, "write_bytes": writeBytes, "read_ops": readOps, "write_ops": writeOps]
+        }
+    }
+
+    /// One request queue with its own lock, so that queues can be served from several threads.
+    final class QueueBox: Sendable {
+        let queue: Mutex<SplitQueue>
+        init(_ queue: SplitQueue) { self.queue = Mutex(queue) }
+    }
+
+    struct Running: Sendable {
+        var memory: GuestMemory
+        var queues: [QueueBox]
+        var interrupt: any VirtioInterrupt
+        var features: UInt64
+    }
+
+    /// The disk.
+    public let backend: any BlockBackend
+    /// The options the device was made with.
+    public let options: Options
+    private let running = Mutex<Running?>(nil)
+    private let negotiated = Mutex<UInt64>(0)
+    /// The config space's `writeback` byte: 1 write-back (flush needed), 0 write-through.
+    private let writeback = Atomic<UInt8>(1)
+    private let counterState = Mutex(Counters())
+
+    /// Creates the device over `backend`.
+    public init(backend: any BlockBackend, options: Options = Options()) {
+        self.backend = backend
+        var options = options
+        options.queueCount = max(1, options.queueCount)
+        self.options = options
+    }
+
+    /// ``VirtioDeviceType/block``.
+    public var deviceType: VirtioDeviceType { .block }
+
+    /// Cloud Hypervisor's set: flush with a switchable cache, block size, topology, segment
+    /// limit, read-only when the backend is, several queues when asked, discard and
+    /// write-zeroes when the backend frees space, event index and indirect descriptors.
+    public var features: UInt64 {
+        typealias F = VirtioBlockABI.Feature
+        var bits = F.flush | F.configWCE | F.blockSize | F.topology | F.segMax
+            | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
+        if backend.isReadOnly { bits |= F.readOnly }
+        if options.queueCount > 1 { bits |= F.multiQueue }
+        if backend.supportsDiscard && !backend.isReadOnly { bits |= F.discard | F.writeZeroes }
+        return bits
+    }
+
+    /// `queueCount` queues of `queueSize` entries.
+    public var queueMaxSizes: [UInt16] { Array(repeating: options.queueSize, count: options.queueCount) }
+
+    /// The counters so far.
+    public var counters: Counters { counterState.withLock { $0 } }
+
+    /// Whether the device is running.
+    public var isActivated: Bool { running.withLock { $0 != nil } }
+
+    /// The configuration space (`struct virtio_blk_config`, 60 bytes).
+    var configSpace: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 60)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            for index in 0..<MemoryLayout<T>.size { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (index * 8)) }
+        }
+        put(backend.size / VirtioBlockABI.sectorSize, at: 0)            // capacity
+        put(UInt32(0), at: 8)                                           // size_max (not offered)
+        put(UInt32(max(1, Int(options.queueSize) - 2)), at: 12)         // seg_max
+        put(options.logicalBlockSize, at: 20)                           // blk_size
+        let exponent = UInt8(max(0, (UInt32(backend.preferredAlignment).trailingZeroBitCount) - options.logicalBlockSize.trailingZeroBitCount))
+        bytes[24] = exponent                                            // physical_block_exp
+        put(UInt16(1), at: 26)                                          // min_io_size (in logical blocks)
+        bytes[32] = writeback.load(ordering: .relaxed)                  // writeback
+        put(UInt16(options.queueCount), at: 34)                         // num_queues
+        let discardAlignment = options.logicalBlockSize / UInt32(VirtioBlockABI.sectorSize)
+        put(UInt32.max / UInt32(VirtioBlockABI.sectorSize), at: 36)     // max_discard_sectors
+        put(UInt32(Self.maxDiscardSegments), at: 40)                    // max_discard_seg
+        put(discardAlignment, at: 44)                                   // discard_sector_alignment
+        put(UInt32.max / UInt32(VirtioBlockABI.sectorSize), at: 48)     // max_write_zeroes_sectors
+        put(UInt32(Self.maxDiscardSegments), at: 52)                    // max_write_zeroes_seg
+        bytes[56] = 1                                                   // write_zeroes_may_unmap
+        return bytes
+    }
+
+    /// Reads the configuration space; bytes beyond it read as 0.
+    public func readConfig(offset: UInt64, size: Int) -> UInt64 {
+        let bytes = configSpace
+        var value: UInt64 = 0
+        for index in 0..<size where Int(offset) + index < bytes.count {
+            value |= UInt64(bytes[Int(offset) + index]) << (index * 8)
+        }
+        return value
+    }
+
+    /// Only `writeback` (offset 32) is writable, and only with `VIRTIO_BLK_F_CONFIG_WCE`.
+    public func writeConfig(offset: UInt64, size: Int, value: UInt64) {
+        guard offset <= 32, offset + UInt64(size) > 32 else { return }
+        guard negotiated.withLock({ $0 }) & VirtioBlockABI.Feature.configWCE != 0 else { return }
+        let byte = UInt8(truncatingIfNeeded: value >> ((32 - offset) * 8))
+        writeback.store(byte == 0 ? 0 : 1, ordering: .relaxed)
+    }
+
+    /// Remembers the negotiated features (flush and write-back depend on them).
+    public func acknowledgeFeatures(_ features: UInt64) {
+        negotiated.withLock { $0 = features }
+    }
+
+    /// Keeps the queues; every queue must be enabled.
+    public func activate(memory: GuestMemory, queues: [SplitQueue], interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        guard !queues.isEmpty else { throw .queueIndexOutOfRange(index: 0, count: 0) }
+        for (index, queue) in queues.enumerated() where !queue.isReady {
+            // Linux enables every queue it was offered; a driver that skips one cannot use it.
+            if index == 0 { throw .queueNotEnabled(index: index) }
+        }
+        let features = negotiated.withLock { $0 }
+        running.withLock { $0 = Running(memory: memory, queues: queues.map(QueueBox.init), interrupt: interrupt, features: features) }
+    }
+
+    /// Forgets the queues and returns the cache mode to write-back.
+    public func reset() {
+        running.withLock { $0 = nil }
+        writeback.store(1, ordering: .relaxed)
+    }
+
+    /// Serves every available request on queue `index`, then signals the driver if it asked.
+    public func processQueue(_ index: Int) throws(VirtioDeviceError) {
+        guard index >= 0, index < options.queueCount else { throw .queueIndexOutOfRange(index: index, count: options.queueCount) }
+        guard let state = running.withLock({ $0 }) else { throw .notActivated }
+        let box = state.queues[index]
+        let result: Result<Void, VirtioDeviceError> = box.queue.withLock { queue in
+            serve(&queue, index: index, state: state)
+        }
+        if case .failure(let error) = result { throw error }
+    }
+
+    // MARK: - Request handling
+
+    private func serve(_ queue: inout SplitQueue, index: Int, state: Running) -> Result<Void, VirtioDeviceError> {
+        guard queue.isReady else { return .failure(.queueNotEnabled(index: index)) }
+        let memory = state.memory
+        var used = false
+        var failure: VirtioDeviceError?
+        do throws(VirtioDeviceError) {
+            while let chain = try Self.queueStep(index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                let length = try handle(chain, queue: index, memory: memory, features: state.features)
+                try Self.queueStep(index) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: length, in: memory) }
+                used = true
+            }
+        } catch {
+            failure = error
+        }
+        if used, (try? queue.needsNotification(in: memory)) == true {
+            state.interrupt.signalQueue(index)
+        }
+        if let failure { return .failure(failure) }
+        return .success(())
+    }
+
+    /// Runs one request; returns the used length (bytes written into the chain, status included).
+    private func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64) throws(VirtioDeviceError) -> UInt32 {
+        let writable = chain.writableLength
+        guard writable >= 1 else { throw .noWritableBuffer(queue: queue, head: chain.head) }
+        let statusAddress = ChainSpan(chain.writable, start: writable - 1, count: 1).pieces[0].address
+        let (status, dataWritten) = try execute(chain, queue: queue, memory: memory, features: features, dataRoom: writable - 1)
+        if status != .ok { counterState.withLock { $0.errors += 1 } }
+        do {
+            try memory.write(status.rawValue, at: statusAddress)
+        } catch {
+            throw .queue(index: queue, .memory(error))
+        }
+        return UInt32(dataWritten + 1)
+    }
+
+    /// Decodes and runs the request; returns its status and the data bytes written to the chain.
+    private func execute(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64,
+                         dataRoom: Int) throws(VirtioDeviceError) -> (VirtioBlockABI.Status, Int) {
+        guard chain.readableLength >= VirtioBlockABI.headerSize else { return (.ioError, 0) }
+        var reader = ChainReader(chain, memory: memory)
+        let (rawType, sector) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
+            let type: UInt32 = try reader.read()
+            try reader.skip(4)
+            return (type, try reader.read(UInt64.self))
+        }
+        guard let type = VirtioBlockABI.RequestType(rawValue: rawType) else { return (.unsupported, 0) }
+        switch type {
+        case .read:
+            let span = ChainSpan(chain.writable, start: 0, count: dataRoom)
+            guard let offset = checkedOffset(sector: sector, length: dataRoom) else { return (.ioError, 0) }
+            let buffers = try Self.host(span, memory: memory, queue: queue)
+            do {
+                try backend.read(into: buffers, at: offset)
+            } catch {
+                return (.ioError, 0)
+            }
+            for piece in span.pieces { memory.markDirty(piece.address, length: piece.length) }
+            counterState.withLock { $0.readBytes += UInt64(dataRoom); $0.readOps += 1 }
+            return (.ok, dataRoom)
+        case .write:
+            let length = chain.readableLength - VirtioBlockABI.headerSize
+            guard !backend.isReadOnly else { return (.ioError, 0) }
+            guard let offset = checkedOffset(sector: sector, length: length) else { return (.ioError, 0) }
+            let span = ChainSpan(chain.readable, start: VirtioBlockABI.headerSize, count: length)
+            let buffers = try Self.host(span, memory: memory, queue: queue).map { UnsafeRawBufferPointer($0) }
+            do {
+                try backend.write(from: buffers, at: offset)
+                if writesThrough(features) { try backend.flush() }
+            } catch {
+                return (.ioError, 0)
+            }
+            counterState.withLock { $0.writeBytes += UInt64(length); $0.writeOps += 1 }
+            return (.ok, 0)
+        case .flush:
+            do { try backend.flush() } catch { return (.ioError, 0) }
+            return (.ok, 0)
+        case .getID:
+            guard dataRoom > 0 else { return (.ioError, 0) }
+            var id = Array(options.serial.prefix(VirtioBlockABI.idBytes))
+            id += [UInt8](repeating: 0, count: VirtioBlockABI.idBytes - id.count)
+            let count = min(dataRoom, VirtioBlockABI.idBytes)
+            var writer = ChainWriter(chain, memory: memory)
+            try Self.queueStep(queue) { () throws(QueueError) in try writer.write(bytes: id[0..<count]) }
+            return (.ok, count)
+        case .discard, .writeZeroes:
+            guard features & (type == .discard ? VirtioBlockABI.Feature.discard : VirtioBlockABI.Feature.writeZeroes) != 0 else {
+                return (.unsupported, 0)
+            }
+            guard !backend.isReadOnly else { return (.ioError, 0) }
+            let payload = chain.readableLength - VirtioBlockABI.headerSize
+            guard payload > 0, payload % VirtioBlockABI.segmentSize == 0 else { return (.ioError, 0) }
+            let count = payload / VirtioBlockABI.segmentSize
+            guard count <= Self.maxDiscardSegments else { return (.ioError, 0) }
+            for _ in 0..<count {
+                let (start, sectors, flags) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt64, UInt32, UInt32) in
+                    (try reader.read(UInt64.self), try reader.read(UInt32.self), try reader.read(UInt32.self))
+                }
+                let unmap = flags & 1 != 0
+                // Discard takes no flags; write-zeroes only the unmap bit.
+                if flags & ~(type == .discard ? 0 : 1) != 0 { return (.unsupported, 0) }
+                let length = UInt64(sectors) * VirtioBlockABI.sectorSize
+                guard let offset = checkedOffset(sector: start, length: Int(length)) else { return (.ioError, 0) }
+                do {
+                    if type == .discard {
+                        try backend.discard(offset: offset, length: length)
+                    } else {
+                        try backend.writeZeroes(offset: offset, length: length, unmap: unmap)
+                    }
+                } catch {
+                    return (.ioError, 0)
+                }
+            }
+            return (.ok, 0)
+        }
+    }
+
+    /// The byte offset of `sector` when `[sector, sector + length)` lies on the disk and
+    /// `length` is whole sectors; nil otherwise.
+    private func checkedOffset(sector: UInt64, length: Int) -> UInt64? {
+        guard length >= 0, UInt64(length) % VirtioBlockABI.sectorSize == 0 else { return nil }
+        let (offset, overflow) = sector.multipliedReportingOverflow(by: VirtioBlockABI.sectorSize)
+        guard !overflow else { return nil }
+        let (end, overflow2) = offset.addingReportingOverflow(UInt64(length))
+        guard !overflow2, end <= backend.size else { return nil }
+        return offset
+    }
+
+    /// Without a negotiated flush command, or with the cache switched to write-through,
+    /// every write must be durable before it completes.
+    private func writesThrough(_ features: UInt64) -> Bool {
+        features & VirtioBlockABI.Feature.flush == 0 || writeback.load(ordering: .relaxed) == 0
+    }
+
+    private static func host(_ span: ChainSpan, memory: GuestMemory, queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {
+        do {
+            return try span.hostBuffers(in: memory)
+        } catch {
+            throw .queue(index: queue, .memory(error))
+        }
+    }
+
+    private static func queueStep<T>(_ queue: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {
+        do { return try body() } catch { throw .queue(index: queue, error) }
+    }
+}
