@@ -66,7 +66,7 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VMAllocator",
+            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.

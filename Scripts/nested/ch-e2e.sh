@@ -14,6 +14,9 @@
 #            through virtio-rng with MSI-X), then
 #            `reboot -f` restarts the VM (a second init marker), then `poweroff -f` ends
 #            the VMM with status 0.
+#   disks    two --disk options: a writable raw image with 2 queues and a read-only one with
+#            a serial; data written on each side is read on the other, the read-only image
+#            is unchanged.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, and the VMM's resident memory outside guest RAM is read after boot; the lines
@@ -147,6 +150,42 @@ CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
   else
     fail "pvh: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}]"
   fi
+
+  # Scenario disks: two virtio-blk disks. vda (writable raw, 2 queues) carries a pattern the
+  # host wrote, which the guest reads; the guest writes 1 MiB of random bytes whose checksum
+  # the host compares after shutdown. vdb is read-only with a serial: the guest's write
+  # fails and the image stays byte-for-byte the same.
+  local disk_dir disk_a disk_b disk_b_sum
+  disk_dir="$(mktemp -d)"
+  disk_a="$disk_dir/a.raw" disk_b="$disk_dir/b.raw"
+  truncate -s 4M "$disk_a"
+  printf 'HOSTPATTERN' | dd of="$disk_a" bs=512 seek=2048 conv=notrunc status=none
+  head -c 2097152 /dev/urandom >"$disk_b"
+  disk_b_sum="$(md5sum <"$disk_b" | cut -c1-32)"
+  # shellcheck disable=SC2016  # typed into the guest's shell
+  local disk_steps='L2-INIT-READY|||echo CH-DISK-A-$(cat /sys/block/vda/size)-$(ls /sys/block/vda/mq | wc -l)-$(cat /sys/block/vdb/ro)-$(cat /sys/block/vdb/serial)
+CH-DISK-A-([0-9a-zA-Z-]+)|||echo CH-DISK-B-$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
+CH-DISK-B-([A-Z]*)|||head -c 1048576 /dev/urandom >/tmp/r && dd if=/tmp/r of=/dev/vda bs=65536 seek=32 conv=fsync 2>/dev/null && echo CH-DISK-C-$(md5sum </tmp/r | cut -c1-32)
+CH-DISK-C-([0-9a-f]+)|||dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; echo CH-DISK-D-$?
+CH-DISK-D-([0-9]+)|||echo 3 >/proc/sys/vm/drop_caches; echo CH-DISK-E-$(dd if=/dev/vda bs=65536 skip=32 count=16 2>/dev/null | md5sum | cut -c1-32)
+CH-DISK-E-([0-9a-f]+)|||poweroff -f'
+  local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL")
+  run_l2 disks "$disk_steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+  if ((stalled)); then
+    echo "ch-e2e: [disks] the guest stalled; running the scenario again"
+    dd of="$disk_a" if=/dev/zero bs=65536 seek=32 count=16 conv=notrunc status=none
+    run_l2 disks "$disk_steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+  fi
+  local host_a_sum
+  host_a_sum="$(dd if="$disk_a" bs=65536 skip=32 count=16 status=none | md5sum | cut -c1-32)"
+  if ((steps_done == 6)) && ((vmm_status == 0)) && [[ ${captures[0]} == 8192-2-1-ROSERIAL && ${captures[1]} == HOSTPATTERN &&
+    ${captures[2]} == "$host_a_sum" && ${captures[3]} != 0 && ${captures[4]} == "$host_a_sum" &&
+    $(md5sum <"$disk_b" | cut -c1-32) == "$disk_b_sum" ]]; then
+    pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged"
+  else
+    fail "disks: steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum"
+  fi
+  rm -rf "$disk_dir"
 
   # Scenario bzimage: non-interactive.
   local bz=(--kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" --serial tty --console off --cpus boot=1 --memory size=256M

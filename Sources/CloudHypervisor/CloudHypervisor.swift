@@ -36,6 +36,10 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Random number generator (virtio-rng): \(RngConfig.syntax) [default: src=/dev/urandom]", valueName: "rng"))
     var rng: String?
 
+    @Option(parsing: .upToNextOption,
+            help: ArgumentHelp("Disk (virtio-blk), repeatable: \(DiskConfig.syntax)", valueName: "disk"))
+    var disk: [String] = []
+
     @Option(name: .customLong("log-file"), help: "Write the VMM's log to this file instead of standard error.")
     var logFile: String?
 
@@ -50,6 +54,7 @@ struct CloudHypervisorCommand: ParsableCommand {
         if let serial { config.serial = try ConsoleConfig.parse(serial, option: "--serial") }
         if let console { config.console = try ConsoleConfig.parse(console, option: "--console") }
         if let rng { config.rng = try RngConfig.parse(rng) }
+        if !disk.isEmpty { config.disks = try disk.map { (text) throws(ConfigError) in try DiskConfig.parse(text) } }
         try config.validate()
         return config
     }

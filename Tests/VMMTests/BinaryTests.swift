@@ -157,4 +157,47 @@ struct BinaryTests {
         let version = try Self.run(["--version"])
         #expect(version.status == 0 && version.stdout.hasPrefix("cloud-hypervisor v"))
     }
+
+    @Test("Disks: attached and logged, a missing image and a locked image are refused with the path",
+          .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func disks() throws {
+        let kernel = try Self.temporaryFile("disk.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
+        let a = try Self.temporaryFile("a.raw", [UInt8](repeating: 0, count: 1 << 20))
+        let b = try Self.temporaryFile("b.raw", [UInt8](repeating: 0, count: 1 << 20))
+        defer { for path in [kernel, a, b] { try? FileManager.default.removeItem(atPath: path) } }
+        let run = try Self.run(["-v", "--kernel", kernel, "--serial", "tty", "--memory", "size=64M",
+                                "--disk", "path=\(a),num_queues=2", "path=\(b),readonly=on"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("_disk0: \(a), 1048576 bytes, 2 queue(s) of 128"), "\(run.stderr)")
+        #expect(run.stderr.contains("_disk1: \(b), 1048576 bytes, read-only"), "\(run.stderr)")
+        #expect(run.stderr.contains("virtio-block at 0000:00:03.0"), "\(run.stderr)")
+
+        let missing = try Self.run(["--kernel", kernel, "--disk", "path=/nonexistent/disk.img"])
+        #expect(missing.status == 1 && missing.stderr.contains("/nonexistent/disk.img"), "\(missing.stderr)")
+        let twice = try Self.run(["--kernel", kernel, "--disk", "path=\(a)", "--disk", "path=\(a)"])
+        #expect(twice.status == 64 && twice.stderr.contains("given twice"), "\(twice.stderr)")
+
+        // Another process holds the image's write lock (an OFD lock, F_OFD_SETLK = 37, as a
+        // running VMM does): a second VMM must not use the image, not even read-only.
+        let lock = Process()
+        lock.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        lock.arguments = ["python3", "-c", """
+            import fcntl, os, struct, sys, time
+            fd = os.open(sys.argv[1], os.O_RDWR)
+            fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0))
+            print('locked', flush=True)
+            sys.stdin.read()
+            """, a]
+        let out = Pipe(), input = Pipe()
+        lock.standardOutput = out
+        lock.standardInput = input
+        try lock.run()
+        // Closing its standard input ends the lock holder.
+        defer { try? input.fileHandleForWriting.close(); lock.waitUntilExit() }
+        #expect(out.fileHandleForReading.readData(ofLength: 6) == Data("locked".utf8))
+        let locked = try Self.run(["--kernel", kernel, "--disk", "path=\(a)"])
+        #expect(locked.status == 1 && locked.stderr.contains("\(a) is in use by another process"), "\(locked.stderr)")
+        let readOnly = try Self.run(["--kernel", kernel, "--disk", "path=\(a),readonly=on"])
+        #expect(readOnly.status == 1 && readOnly.stderr.contains("in use"), "\(readOnly.stderr)")
+    }
 }

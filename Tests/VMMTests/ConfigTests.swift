@@ -112,4 +112,50 @@ struct ConfigTests {
         #expect(list["a"] == "x,y" && list["b"] == "[1,2]")
         #expect(throws: ConfigError.self) { _ = try OptionList(#"a="x"#, option: "--test", knownKeys: ["a"]) }
     }
+
+    @Test("--disk: Cloud Hypervisor's keys, defaults and JSON names")
+    func disk() throws {
+        let disk = try DiskConfig.parse("path=/img/a.raw,readonly=on,direct=on,num_queues=4,queue_size=256,id=root,serial=S1,image_type=raw")
+        #expect(disk.path == "/img/a.raw" && disk.readonly && disk.direct && disk.numQueues == 4 && disk.queueSize == 256)
+        #expect(disk.id == "root" && disk.serial == "S1" && disk.imageType == .raw && !disk.backingFiles && disk.sparse)
+        try disk.validate()
+        let plain = try DiskConfig.parse("path=/b")
+        #expect(plain.numQueues == 1 && plain.queueSize == 128 && !plain.readonly && plain.imageType == nil)
+        let json = String(decoding: try JSONEncoder().encode(disk), as: UTF8.self)
+        for key in ["\"num_queues\":4", "\"queue_size\":256", "\"readonly\":true", "\"image_type\":\"Raw\"", "\"backing_files\":false"] {
+            #expect(json.contains(key), "\(json)")
+        }
+        let decoded = try JSONDecoder().decode(DiskConfig.self, from: Data(#"{"path":"/c"}"#.utf8))
+        #expect(decoded == DiskConfig(path: "/c"))
+    }
+
+    @Test("--disk refuses what it cannot do, naming the option and the image",
+          arguments: [
+            ("readonly=on", "path= is required"),
+            ("path=/a,queue_size=100", "power of two"),
+            ("path=/a,num_queues=0", "outside"),
+            ("path=/a,vhost_user=on", "vhost_user"),
+            ("path=/a,serial=012345678901234567890", "20 bytes"),
+            ("path=/a,image_type=vmdk", "image_type=vmdk"),
+            ("path=/a,colour=red", "unknown key 'colour'"),
+          ])
+    func diskErrors(text: String, expected: String) {
+        let error = #expect(throws: ConfigError.self) { try DiskConfig.parse(text).validate() }
+        #expect(error?.option == "--disk")
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
+
+    @Test("Disks get ids _disk0, _disk1...; ids and images must be unique")
+    func diskIDs() throws {
+        var config = VMConfig()
+        config.payload = PayloadConfig(kernel: "/k")
+        config.disks = [DiskConfig(path: "/a"), DiskConfig(path: "/b")]
+        #expect(config.diskIDs == ["_disk0", "_disk1"])
+        try config.validate()
+        config.disks![1].path = "/a"
+        #expect(throws: ConfigError.self) { try config.validate() }
+        config.disks![1].path = "/b"
+        config.disks![1].id = "_disk0"
+        #expect(throws: ConfigError.self) { try config.validate() }
+    }
 }

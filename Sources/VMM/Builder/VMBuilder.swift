@@ -9,6 +9,7 @@ import Hypervisor
 import Logging
 import PCI
 import VMAllocator
+import VirtioDevices
 
 /// A VM built from a configuration and ready to run: memory, vCPUs, buses and devices.
 final class BuiltVM {
@@ -22,12 +23,14 @@ final class BuiltVM {
     let pciSegment: PCISegment
     let router: GSIRouter
     let virtio: [VirtioPCIAttachment]
+    let disks: [(id: String, device: VirtioBlock)]
+    let deviceTree: [String: DeviceNode]
     let events: EventManager
     let exits: ExitSignal
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment],
-         events: EventManager, exits: ExitSignal) {
+         disks: [(id: String, device: VirtioBlock)], deviceTree: [String: DeviceNode], events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -38,6 +41,8 @@ final class BuiltVM {
         self.pciSegment = pciSegment
         self.router = router
         self.virtio = virtio
+        self.disks = disks
+        self.deviceTree = deviceTree
         self.events = events
         self.exits = exits
     }
@@ -71,8 +76,19 @@ struct VMBuilder {
         let pciSegment = try attachPCISegment(pio: pio, mmio: mmio, relocation: mover)
         var bars = try AddressAllocator(name: "32-bit PCI MMIO", base: X86Layout.mem32BitDevicesStart.rawValue,
                                         size: X86Layout.mem32BitDevicesSize)
-        let rng = try attachVirtioRng(config.rng, vm: vm, memory: memory, segment: pciSegment, mmio: mmio, bars: &bars,
-                                      router: router, mover: mover, events: events)
+        let context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegment, mmio: mmio, router: router, mover: mover, events: events)
+        var virtio: [VirtioPCIAttachment] = []
+        var deviceTree: [String: DeviceNode] = [:]
+        var disks: [(id: String, device: VirtioBlock)] = []
+        let (rng, rngAddress) = try attachVirtioRng(config.rng, context: context, bars: &bars)
+        virtio.append(rng)
+        deviceTree["_rng"] = DeviceNode(id: "_rng", pciBDF: rngAddress)
+        for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
+            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars)
+            virtio.append(attachment)
+            deviceTree[id] = DeviceNode(id: id, pciBDF: address)
+            disks.append((id, block))
+        }
 
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
         let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment)
@@ -90,7 +106,8 @@ struct VMBuilder {
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, router: router, virtio: [rng], events: events, exits: exits)
+                       pciSegment: pciSegment, router: router, virtio: virtio, disks: disks, deviceTree: deviceTree,
+                       events: events, exits: exits)
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT

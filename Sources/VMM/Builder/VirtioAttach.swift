@@ -7,6 +7,7 @@ import Interrupts
 import Logging
 import PCI
 import Synchronization
+import BlockStorage
 import VirtioDevices
 import VMAllocator
 
@@ -90,22 +91,59 @@ final class BARMover: PCIDeviceRelocation, Sendable {
     }
 }
 
+/// What every virtio-pci attachment needs from the VM being built.
+struct VirtioAttachContext {
+    let vm: any VirtualMachine
+    let memory: GuestMemory
+    let segment: PCISegment
+    let mmio: Bus
+    let router: GSIRouter
+    let mover: BARMover
+    let events: EventManager
+}
+
 extension VMBuilder {
-    /// Attaches virtio-rng (`--rng src=...`) on PCI segment 0: BAR 0 from the 32-bit device
-    /// window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
-    func attachVirtioRng(_ config: RngConfig, vm: any VirtualMachine, memory: GuestMemory, segment: PCISegment, mmio: Bus,
-                         bars: inout AddressAllocator, router: GSIRouter, mover: BARMover, events: EventManager) throws -> VirtioPCIAttachment {
+    /// Puts `device` on PCI segment 0 behind a virtio-pci transport: BAR 0 from the 32-bit
+    /// device window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
+    /// Returns the attachment and the function's PCI address (`0000:00:SS.0`).
+    func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
+                      keepOpen: OwnedFileDescriptor? = nil) throws -> (VirtioPCIAttachment, String) {
+        let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
+        let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
+        let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.start)
+        let slot = try context.segment.bus.add(transport)
+        try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen)
+        try attachment.registerNotifiers(vm: context.vm, events: context.events)
+        context.mover.track(attachment)
+        let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"
+        logger.info("virtio-\(device.deviceType) at \(address), BAR 0 at 0x\(String(bar.start, radix: 16))")
+        return (attachment, address)
+    }
+
+    /// Attaches virtio-rng (`--rng src=...`).
+    func attachVirtioRng(_ config: RngConfig, context: VirtioAttachContext, bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String) {
         let source = try OwnedFileDescriptor(path: config.src, flags: O_RDONLY)
         let rng = VirtioRng(source: FileEntropySource(fileDescriptor: source.rawValue))
-        let routing = try KVMMSIXRouting(router: router, count: rng.queueMaxSizes.count + 1)
-        let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
-        let transport = try VirtioPCIDevice(device: rng, memory: memory, msixRouting: routing, barAddress: bar.start)
-        let slot = try segment.bus.add(transport)
-        try mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: source)
-        try attachment.registerNotifiers(vm: vm, events: events)
-        mover.track(attachment)
-        logger.info("virtio-rng at 0000:00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0, BAR 0 at 0x\(String(bar.start, radix: 16)), entropy from \(config.src)")
-        return attachment
+        logger.info("virtio-rng: entropy from \(config.src)")
+        return try attachVirtio(rng, context: context, bars: &bars, keepOpen: source)
     }
+
+    /// Attaches one virtio-blk disk (`--disk path=...`).
+    func attachVirtioBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
+                           bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
+        let backend = try DiskImageOpener.open(config)
+        let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
+        let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize)
+        let block = VirtioBlock(backend: backend, options: options)
+        let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
+        logger.info("\(id): \(config.path ?? "?"), \(backend.size) bytes\(config.readonly ? ", read-only" : "")\(config.direct ? ", O_DIRECT" : ""), \(config.numQueues) queue(s) of \(config.queueSize)")
+        return (attachment, address, block)
+    }
+}
+
+/// `value` as four hexadecimal digits (a PCI segment number).
+func hex4(_ value: UInt16) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
 }

@@ -207,6 +207,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
     public var console = ConsoleConfig.defaultConsole
     /// The virtio entropy device.
     public var rng = RngConfig()
+    /// The virtio-blk disks, in `--disk` order (`nil` when there are none, as Cloud Hypervisor prints it).
+    public var disks: [DiskConfig]?
 
     /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null.
     public init() {}
@@ -220,5 +222,6 @@ public struct VMConfig: Codable, Equatable, Sendable {
         serial = try c.decodeIfPresent(ConsoleConfig.self, forKey: .serial) ?? .defaultSerial
         console = try c.decodeIfPresent(ConsoleConfig.self, forKey: .console) ?? .defaultConsole
         rng = try c.decodeIfPresent(RngConfig.self, forKey: .rng) ?? RngConfig()
+        disks = try c.decodeIfPresent([DiskConfig].self, forKey: .disks)
     }
 }

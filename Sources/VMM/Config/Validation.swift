@@ -12,8 +12,33 @@ extension VMConfig {
         try memory.validate()
         try serial.validate(option: "--serial")
         if rng.iommu { throw ConfigError(option: "--rng", "iommu=on is not supported yet") }
+        try validateDisks()
         if console.mode != .off {
             throw ConfigError(option: "--console", "the virtio console does not exist yet, so only 'off' is accepted (use --serial tty and console=ttyS0 on the kernel command line)")
+        }
+    }
+}
+
+extension VMConfig {
+    /// The id of each disk: its `id=`, or Cloud Hypervisor's `_disk<N>`.
+    public var diskIDs: [String] {
+        (disks ?? []).enumerated().map { index, disk in disk.id ?? "_disk\(index)" }
+    }
+
+    /// Each disk on its own, then unique ids and no image given twice.
+    func validateDisks() throws(ConfigError) {
+        let disks = disks ?? []
+        for disk in disks { try disk.validate() }
+        var seen = Set<String>()
+        for id in diskIDs {
+            guard seen.insert(id).inserted else { throw ConfigError(option: "--disk", "id=\(id) is used by two devices; ids must be unique") }
+        }
+        var paths = Set<String>()
+        for disk in disks {
+            guard let path = disk.path else { continue }
+            guard paths.insert(path).inserted else {
+                throw ConfigError(option: "--disk", "\(path) is given twice; a VM cannot open one image for two disks")
+            }
         }
     }
 }
