@@ -73,6 +73,8 @@ public enum VirtioDeviceError: Error, Equatable, Sendable, CustomStringConvertib
     case queue(index: Int, QueueError)
     /// A chain that must carry a device-writable buffer has none.
     case noWritableBuffer(queue: Int, head: UInt16)
+    /// A chain that must carry a device-readable buffer has none.
+    case noReadableBuffer(queue: Int, head: UInt16)
     /// The backend failed (for example reading the entropy source).
     case backend(String)
 
@@ -89,6 +91,8 @@ public enum VirtioDeviceError: Error, Equatable, Sendable, CustomStringConvertib
             "queue \(index) is broken: \(error)"
         case let .noWritableBuffer(queue, head):
             "the chain at head \(head) on queue \(queue) has no device-writable buffer"
+        case let .noReadableBuffer(queue, head):
+            "the chain at head \(head) on queue \(queue) has no device-readable buffer"
         case let .backend(message):
             "the device backend failed: \(message)"
         }

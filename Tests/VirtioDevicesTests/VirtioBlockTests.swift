@@ -103,6 +103,17 @@ private let pattern = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) 
         #expect(try blk.driver.memory.read(UInt8.self, at: GuestAddress(BlockDriver.data + 1024)) == 0)
     }
 
+    @Test func withEventIndexTheDevicePublishesAvailEvent() throws {
+        // Linux only kicks when the available index passes avail_event: the device must
+        // publish it after each drain, or the driver's second request is never notified.
+        var blk = try BlockDriver(features: VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioBlockABI.Feature.flush)
+        let availEvent = GuestAddress(Layout.used.rawValue + 4 + 8 * UInt64(Layout.queueSize))
+        for round in 1...3 {
+            #expect(try blk.submit(type: 4, sector: 0).status == 0)
+            #expect(try blk.driver.memory.read(UInt16.self, at: availEvent) == UInt16(round))
+        }
+    }
+
     @Test func requestsPastTheEndFailWithIOError() throws {
         var blk = try BlockDriver(disk: MemoryBlockBackend(size: 64 * 1024))
         #expect(try blk.submit(type: 0, sector: 127, dataLengths: [1024], deviceWrites: true).status == 1)

@@ -204,11 +204,15 @@ public final class VirtioBlock: VirtioDevice {
         var used = false
         var failure: VirtioDeviceError?
         do throws(VirtioDeviceError) {
-            while let chain = try Self.queueStep(index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
-                let length = try handle(chain, queue: index, memory: memory, features: state.features)
-                try Self.queueStep(index) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: length, in: memory) }
-                used = true
-            }
+            repeat {
+                while let chain = try Self.queueStep(index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                    let length = try handle(chain, queue: index, memory: memory, features: state.features)
+                    try Self.queueStep(index) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: length, in: memory) }
+                    used = true
+                }
+                // Re-arm the driver's notifications (with event index: publish avail_event),
+                // then look again for chains published meanwhile.
+            } while try Self.queueStep(index, { () throws(QueueError) in try queue.enableNotification(in: memory) })
         } catch {
             failure = error
         }
