@@ -47,7 +47,7 @@ func runOnce(binary: String, kernel: String) -> (first: Double, total: Double, o
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
     posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    let arguments = [binary, "--kernel", kernel, "--serial", "tty", "--cpus", "boot=1", "--memory", "size=64M"]
+    let arguments = [binary, "--kernel", kernel, "--serial", "tty", "--console", "off", "--cpus", "boot=1", "--memory", "size=64M"]
     var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
     var pid: pid_t = 0
     let start = now()

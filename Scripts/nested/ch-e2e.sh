@@ -17,6 +17,7 @@
 #   disks    two --disk options: a writable raw image with 2 queues and a read-only one with
 #            a serial; data written on each side is read on the other, the read-only image
 #            is unchanged.
+#   hvc      --serial off --console tty and console=hvc0: the shell on virtio-console.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, and the VMM's resident memory outside guest RAM is read after boot; the lines
@@ -186,6 +187,25 @@ CH-DISK-E-([0-9a-f]+)|||poweroff -f'
     fail "disks: steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum"
   fi
   rm -rf "$disk_dir"
+
+  # Scenario hvc: Cloud Hypervisor's default consoles for a virtio-console guest: the serial
+  # port off, the virtio console on the terminal (--console tty), console=hvc0. Output and
+  # typed input both cross virtio-console.
+  # shellcheck disable=SC2016  # typed into the guest's shell
+  local hvc_steps='L2-INIT-READY|||echo CH-HVC-$((6*7))-$(cat /sys/class/tty/console/active)-$(cat /sys/class/tty/hvc0/dev)
+CH-HVC-([0-9a-z:-]+)|||poweroff -f'
+  local hvc=(--kernel "$nested_vmlinux" --initramfs "$nested_l2_initrd" --serial off --console tty --cpus boot=1 --memory size=256M
+    --cmdline "console=hvc0 panic=-1 ${CH_NESTED_L2_APPEND:-}")
+  run_l2 hvc "$hvc_steps" "$binary" "${hvc[@]}"
+  if ((stalled)); then
+    echo "ch-e2e: [hvc] the guest stalled; running the scenario again"
+    run_l2 hvc "$hvc_steps" "$binary" "${hvc[@]}"
+  fi
+  if ((steps_done == 2)) && ((vmm_status == 0)) && [[ ${captures[0]} == 42-hvc0-229:0 ]]; then
+    pass "hvc: console=hvc0 with --serial off --console tty: init's marker, a typed command and its answer crossed virtio-console"
+  else
+    fail "hvc: steps $steps_done/2, VMM status $vmm_status, captures [${captures[*]:-}]"
+  fi
 
   # Scenario bzimage: non-interactive.
   local bz=(--kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" --serial tty --console off --cpus boot=1 --memory size=256M

@@ -12,9 +12,14 @@
 # whatever console= names) for a test to type into; `poweroff -f` ends the guest.
 export PATH=/bin
 
-# /dev first, then reopen the console on it (so that output is never lost).
+# /dev first, then reopen the console on it (so that output is never lost). With
+# console=hvc0 the console exists only once virtio_console is loaded (below): a failed
+# redirection would end init, so each reopening checks first.
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-exec </dev/console >/dev/console 2>&1
+reopen_console() {
+  if (: </dev/console) 2>/dev/null; then exec </dev/console >/dev/console 2>&1; fi
+}
+reopen_console
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
@@ -27,6 +32,7 @@ mount -t tmpfs -o mode=755 tmpfs /run
 while read -r mod; do
   [ -f "/lib/modules/$mod" ] && { insmod "/lib/modules/$mod" || echo "L2: insmod $mod failed"; }
 done </etc/ch-modules
+reopen_console
 hostname l2
 
 read -r uptime _ </proc/uptime

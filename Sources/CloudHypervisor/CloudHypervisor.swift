@@ -30,7 +30,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serial port (16550 at 0x3f8): \(ConsoleConfig.syntax) [default: null]", valueName: "serial"))
     var serial: String?
 
-    @Option(help: ArgumentHelp("Virtio console: only 'off' until virtio-console exists [default: off]", valueName: "console"))
+    @Option(help: ArgumentHelp("Virtio console (hvc0): \(ConsoleConfig.syntax) [default: tty]", valueName: "console"))
     var console: String?
 
     @Option(help: ArgumentHelp("Random number generator (virtio-rng): \(RngConfig.syntax) [default: src=/dev/urandom]", valueName: "rng"))

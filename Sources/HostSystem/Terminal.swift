@@ -26,6 +26,15 @@ public final class RawTerminal: @unchecked Sendable {
     /// Whether `descriptor` is a terminal.
     public static func isTerminal(_ descriptor: Int32) -> Bool { isatty(descriptor) == 1 }
 
+    /// The size of the terminal on `descriptor` in character cells (`TIOCGWINSZ`), or nil
+    /// when it is no terminal.
+    public static func windowSize(_ descriptor: Int32) -> (columns: UInt16, rows: UInt16)? {
+        var size = winsize()
+        // SAFETY: TIOCGWINSZ fills exactly one struct winsize, which `size` is.
+        guard clinux_ioctl_ptr(descriptor, UInt(TIOCGWINSZ), &size) == 0 else { return nil }
+        return (size.ws_col, size.ws_row)
+    }
+
     /// Puts the terminal back as it was. Idempotent.
     public func restore() {
         if restored { return }

@@ -66,7 +66,10 @@ public final class VMMRunner {
             try? events.remove(signals.rawValue)
             throw error
         }
-        defer { built.devices.serialHost?.restore() }
+        defer {
+            built.devices.serialHost?.restore()
+            built.console?.host.restore()
+        }
         try events.start(name: "ch-event-loop")
 
         let loops = built.vcpus.map { VCPULoop(vcpu: $0, pio: built.pio, mmio: built.mmio, exits: exits, logger: logger) }
@@ -80,6 +83,7 @@ public final class VMMRunner {
         events.stop()
         try? events.remove(signals.rawValue)
         built.devices.serialInput?.stop()
+        built.console?.input?.stop()
         return reason
     }
 }

@@ -76,7 +76,7 @@ struct BinaryTests {
     func manyVCPUs() throws {
         let kernel = try Self.temporaryFile("many.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
         defer { try? FileManager.default.removeItem(atPath: kernel) }
-        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--cpus", "boot=48", "--memory", "size=64M"])
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--console", "off", "--cpus", "boot=48", "--memory", "size=64M"])
         #expect(run.status == 0 && run.stdout == "!OK\n", "\(run.stderr)")
     }
 
@@ -84,7 +84,7 @@ struct BinaryTests {
     func serialOnStdout() throws {
         let kernel = try Self.temporaryFile("tty.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
         defer { try? FileManager.default.removeItem(atPath: kernel) }
-        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--memory", "size=32M"])
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=32M"])
         #expect(run.status == 0 && run.stdout == "!OK\n", "\(run)")
     }
 
@@ -101,7 +101,7 @@ struct BinaryTests {
         let kernel = try Self.temporaryFile("echo.elf", TinyKernel.pvhELF(code: Self.echoUntilNewline))
         defer { try? FileManager.default.removeItem(atPath: kernel) }
         let line = (0..<300).map { i in UInt8(ascii: "a") + UInt8(i % 26) } + [0x0A]
-        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--memory", "size=32M"], input: line, timeout: 120)
+        let run = try Self.run(["--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=32M"], input: line, timeout: 120)
         #expect(run.status == 0, "\(run.stderr)")
         #expect(Array(run.stdout.utf8) == line, "the guest echoed \(run.stdout.utf8.count) of \(line.count) bytes")
     }
@@ -113,7 +113,7 @@ struct BinaryTests {
         defer { try? FileManager.default.removeItem(atPath: kernel) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["-v", "--kernel", kernel, "--serial", "tty", "--cpus", "boot=2", "--memory", "size=32M"]
+        process.arguments = ["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--cpus", "boot=2", "--memory", "size=32M"]
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -165,7 +165,7 @@ struct BinaryTests {
         let a = try Self.temporaryFile("a.raw", [UInt8](repeating: 0, count: 1 << 20))
         let b = try Self.temporaryFile("b.raw", [UInt8](repeating: 0, count: 1 << 20))
         defer { for path in [kernel, a, b] { try? FileManager.default.removeItem(atPath: path) } }
-        let run = try Self.run(["-v", "--kernel", kernel, "--serial", "tty", "--memory", "size=64M",
+        let run = try Self.run(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=64M",
                                 "--disk", "path=\(a),num_queues=2", "path=\(b),readonly=on"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stderr.contains("_disk0: \(a), 1048576 bytes, 2 queue(s) of 128"), "\(run.stderr)")

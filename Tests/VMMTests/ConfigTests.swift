@@ -59,16 +59,20 @@ struct ConfigTests {
         #expect(throws: ConfigError.self) { _ = try ConsoleConfig.parse("telnet", option: "--console") }
     }
 
-    @Test("A VM needs a kernel; the console is off until virtio-console exists")
+    @Test("A VM needs a kernel; serial and virtio console cannot both be the terminal (Cloud Hypervisor's defaults: serial null, console tty)")
     func vmValidation() throws {
         var config = VMConfig()
         #expect(throws: ConfigError.self) { try config.validate() }
         config.payload = PayloadConfig(kernel: "/boot/vmlinux")
+        #expect(config.serial.mode == .null && config.console.mode == .tty)
         try config.validate()
-        config.console = ConsoleConfig(mode: .tty)
+        config.serial = ConsoleConfig(mode: .tty)
         let error = #expect(throws: ConfigError.self) { try config.validate() }
-        #expect(error?.option == "--console")
+        #expect(error?.option == "--console" && error?.message.contains("both") == true)
+        config.console = ConsoleConfig(mode: .off)
+        try config.validate()
         config.console = .defaultConsole
+        config.serial = .defaultSerial
         config.payload?.firmware = "/fw"
         #expect(throws: ConfigError.self) { try config.validate() }
     }

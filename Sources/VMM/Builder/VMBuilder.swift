@@ -23,13 +23,14 @@ final class BuiltVM {
     let pciSegment: PCISegment
     let router: GSIRouter
     let virtio: [VirtioPCIAttachment]
+    let console: AttachedConsole?
     let disks: [(id: String, device: VirtioBlock)]
     let deviceTree: [String: DeviceNode]
     let events: EventManager
     let exits: ExitSignal
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
-         devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment],
+         devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
          disks: [(id: String, device: VirtioBlock)], deviceTree: [String: DeviceNode], events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
@@ -41,6 +42,7 @@ final class BuiltVM {
         self.pciSegment = pciSegment
         self.router = router
         self.virtio = virtio
+        self.console = console
         self.disks = disks
         self.deviceTree = deviceTree
         self.events = events
@@ -83,6 +85,11 @@ struct VMBuilder {
         let (rng, rngAddress) = try attachVirtioRng(config.rng, context: context, bars: &bars)
         virtio.append(rng)
         deviceTree["_rng"] = DeviceNode(id: "_rng", pciBDF: rngAddress)
+        let console = try attachVirtioConsole(config.console, context: context, bars: &bars)
+        if let console {
+            virtio.append(console.attachment)
+            deviceTree["_console"] = DeviceNode(id: "_console", pciBDF: console.address)
+        }
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
             let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars)
             virtio.append(attachment)
@@ -106,7 +113,7 @@ struct VMBuilder {
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, router: router, virtio: virtio, disks: disks, deviceTree: deviceTree,
+                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, disks: disks, deviceTree: deviceTree,
                        events: events, exits: exits)
     }
 

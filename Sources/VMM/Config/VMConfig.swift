@@ -156,9 +156,8 @@ public struct ConsoleConfig: Codable, Equatable, Sendable {
 
     /// Cloud Hypervisor's serial default: the port exists, output discarded.
     public static let defaultSerial = ConsoleConfig(mode: .null)
-    /// The virtio-console default. Cloud Hypervisor's is `Tty`; until virtio-console exists
-    /// this project's is `Off` (see the README's feature table).
-    public static let defaultConsole = ConsoleConfig(mode: .off)
+    /// Cloud Hypervisor's virtio-console default: on the terminal (standard input and output).
+    public static let defaultConsole = ConsoleConfig(mode: .tty)
 }
 
 /// `--rng`: the virtio entropy device every VM has, as in Cloud Hypervisor.

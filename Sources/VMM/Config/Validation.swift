@@ -13,8 +13,9 @@ extension VMConfig {
         try serial.validate(option: "--serial")
         if rng.iommu { throw ConfigError(option: "--rng", "iommu=on is not supported yet") }
         try validateDisks()
-        if console.mode != .off {
-            throw ConfigError(option: "--console", "the virtio console does not exist yet, so only 'off' is accepted (use --serial tty and console=ttyS0 on the kernel command line)")
+        try console.validate(option: "--console")
+        if serial.mode == .tty && console.mode == .tty {
+            throw ConfigError(option: "--console", "the serial port and the virtio console cannot both be on the terminal (tty); add --console off (console=ttyS0) or --serial off/null (console=hvc0)")
         }
     }
 }

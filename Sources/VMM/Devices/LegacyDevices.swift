@@ -10,9 +10,9 @@ struct LegacyDevices {
     /// The 16550 at 0x3F8 (absent with `--serial off`).
     var serial: Serial16550?
     /// Keeps the serial port's host side (terminal, pty, file) alive and restorable.
-    var serialHost: SerialHost?
+    var serialHost: HostEndpoint?
     /// Carries host input into the serial port.
-    var serialInput: SerialInputPump?
+    var serialInput: HostInputPump?
     /// The i8042 reset controller.
     var i8042: I8042?
     /// The CMOS RTC.
@@ -25,62 +25,14 @@ struct LegacyDevices {
     var pmTimer: ACPIPMTimer?
 }
 
-/// The host side of the serial port: where output goes and where input comes from.
-final class SerialHost: Sendable {
-    let output: DescriptorSerialOutput?
-    let inputDescriptor: Int32?
-    let terminal: RawTerminal?
-    let pty: PseudoTerminal?
-    let file: OwnedFileDescriptor?
-
-    init(output: DescriptorSerialOutput?, inputDescriptor: Int32?, terminal: RawTerminal?, pty: PseudoTerminal?, file: OwnedFileDescriptor?) {
-        self.output = output
-        self.inputDescriptor = inputDescriptor
-        self.terminal = terminal
-        self.pty = pty
-        self.file = file
-    }
-
-    /// Puts the host terminal back as it was.
-    func restore() { terminal?.restore() }
-}
-
 enum LegacyDeviceAttach {
     /// Attaches the 16550 UART at 0x3F8, IRQ 4, wired to the host as `config` says.
-    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, SerialHost?, SerialInputPump?) {
-        let host: SerialHost
-        switch config.mode {
-        case .off:
-            return (nil, nil, nil)
-        case .null:
-            host = SerialHost(output: nil, inputDescriptor: nil, terminal: nil, pty: nil, file: nil)
-        case .tty:
-            let terminal = RawTerminal.isTerminal(0) ? try RawTerminal(descriptor: 0) : nil
-            host = SerialHost(output: DescriptorSerialOutput(descriptor: 1), inputDescriptor: 0, terminal: terminal, pty: nil, file: nil)
-        case .file:
-            let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_TRUNC)
-            host = SerialHost(output: DescriptorSerialOutput(descriptor: file.rawValue, owner: file), inputDescriptor: nil, terminal: nil, pty: nil, file: file)
-        case .pty:
-            let pty = try PseudoTerminal()
-            logger.info("serial port on pseudo-terminal \(pty.path)")
-            writeToStandardError("cloud-hypervisor: serial port: \(pty.path)\n")
-            host = SerialHost(output: DescriptorSerialOutput(descriptor: pty.controller.rawValue, owner: pty.controller),
-                              inputDescriptor: pty.controller.rawValue, terminal: nil, pty: pty, file: nil)
-        }
+    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, HostEndpoint?, HostInputPump?) {
+        guard let host = try HostEndpoint.open(config, what: "serial port", logger: logger) else { return (nil, nil, nil) }
         let line = try IRQFDLine(vm: vm, gsi: Serial16550.com1IRQ)
         let serial = Serial16550(interrupt: line, output: host.output ?? DiscardingSerialOutput())
         try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
-        var pump: SerialInputPump?
-        if let input = host.inputDescriptor {
-            let candidate = try SerialInputPump(serial: serial, descriptor: input, events: events, logger: logger)
-            do {
-                try candidate.start()
-                pump = candidate
-            } catch let error as SystemError where error.errno == EPERM {
-                // A regular file or /dev/null cannot be polled: there is no input to wait for.
-                logger.debug("serial input: descriptor \(input) cannot be polled; no input")
-            }
-        }
+        let pump = try host.startInput(into: .serial(serial), name: "serial", events: events, logger: logger)
         return (serial, host, pump)
     }
 
