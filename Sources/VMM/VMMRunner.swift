@@ -15,75 +15,42 @@ public struct VMMError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Runs one VM from a validated configuration until the guest powers off: builds it, starts
-/// one thread per vCPU and the device event loop, waits, and rebuilds it when the guest resets.
+/// Runs the VMM the way the command line asks: boots the VM given on the command line (if
+/// any) through a ``VMMController`` and waits until the VMM should exit. The REST API, when
+/// it runs, drives the same controller.
 public final class VMMRunner {
-    let config: VMConfig
+    let config: VMConfig?
     let logger: Logger
+    /// The lifecycle the VMM runs.
+    public let controller: VMMController
 
-    /// Prepares to run `config`.
-    public init(config: VMConfig, logger: Logger) {
+    /// Prepares the VMM: `config` is booted at once when given (the command line had a
+    /// `--kernel`); without it the VMM waits for `vm.create` and `vm.boot`.
+    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil) throws {
         self.config = config
         self.logger = logger
+        controller = try VMMController(logger: logger, monitor: monitor)
     }
 
-    /// Runs until the guest shuts down (returns) or something fails (throws).
+    /// Boots the configured VM (if any) and runs until the guest powers off, a termination
+    /// signal arrives or `vmm.shutdown` is asked (returns), or something fails (throws).
     public func run() throws {
-        try KickSignal.install()
-        // Termination signals are delivered through a signalfd on the event loop, so they
-        // are blocked in every thread; threads inherit the mask from this one.
-        let signals = clinux_signalfd_termination()
-        guard signals >= 0 else { throw VMMError(description: "\(SystemError.current("signalfd"))") }
-        let signalDescriptor = OwnedFileDescriptor(adopting: signals)
-        let hypervisor = try KVMHypervisor()
-
-        while true {
-            let reason = try runOnce(hypervisor: hypervisor, signals: signalDescriptor)
-            logger.info("VM stopped: \(reason)")
-            switch reason {
-            case .reset:
-                logger.info("rebooting the VM")
-                continue
-            case .shutdown, .signal:
-                return
-            case .failure(let text):
-                throw VMMError(description: text)
+        if let config {
+            do {
+                try controller.create(config)
+                try controller.boot()
+            } catch {
+                switch error {
+                case .failed(_, let reason): throw VMMError(description: reason)
+                default: throw VMMError(description: error.description)
+                }
             }
         }
-    }
-
-    private func runOnce(hypervisor: KVMHypervisor, signals: OwnedFileDescriptor) throws -> VMExitReason {
-        let exits = try ExitSignal()
-        let events = try EventManager()
-        try events.add(signals.rawValue, events: [.readable]) { _ in
-            let number = clinux_read_signalfd(signals.rawValue)
-            if number > 0 { exits.report(.signal(number)) }
+        switch controller.run() {
+        case .finished(let reason):
+            logger.info("VMM exits: \(reason)")
+        case .failed(let reason):
+            throw VMMError(description: reason)
         }
-        let built: BuiltVM
-        do {
-            built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
-        } catch {
-            try? events.remove(signals.rawValue)
-            throw error
-        }
-        defer {
-            built.devices.serialHost?.restore()
-            built.console?.host.restore()
-        }
-        try events.start(name: "ch-event-loop")
-
-        let loops = built.vcpus.map { VCPULoop(vcpu: $0, pio: built.pio, mmio: built.mmio, exits: exits, logger: logger) }
-        var threads: [HostThread] = []
-        for loop in loops {
-            threads.append(try HostThread(name: "ch-vcpu\(loop.vcpu.id)") { loop.run() })
-        }
-        let reason = exits.wait()
-        for loop in loops { loop.stop() }
-        for thread in threads { thread.join() }
-        events.stop()
-        try? events.remove(signals.rawValue)
-        built.devices.serialInput?.stop()
-        built.console?.input?.stop()
-        return reason
     }
 }

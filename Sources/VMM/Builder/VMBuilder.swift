@@ -12,7 +12,10 @@ import VMAllocator
 import VirtioDevices
 
 /// A VM built from a configuration and ready to run: memory, vCPUs, buses and devices.
-final class BuiltVM {
+///
+/// Every member is set once at build time and is itself safe to use from several threads
+/// (the VM and vCPUs are used by their owning threads, devices lock their own state).
+final class BuiltVM: @unchecked Sendable {
     let config: VMConfig
     let vm: KVMVirtualMachine
     let memory: GuestMemory
@@ -26,12 +29,14 @@ final class BuiltVM {
     let console: AttachedConsole?
     let disks: [(id: String, device: VirtioBlock)]
     let deviceTree: [String: DeviceNode]
+    /// Presses the ACPI power button (through the Generic Event Device).
+    let powerButton: (@Sendable () -> Void)?
     let events: EventManager
     let exits: ExitSignal
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
-         disks: [(id: String, device: VirtioBlock)], deviceTree: [String: DeviceNode], events: EventManager, exits: ExitSignal) {
+         disks: [(id: String, device: VirtioBlock)], deviceTree: [String: DeviceNode], powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -45,6 +50,7 @@ final class BuiltVM {
         self.console = console
         self.disks = disks
         self.deviceTree = deviceTree
+        self.powerButton = powerButton
         self.events = events
         self.exits = exits
     }
@@ -97,8 +103,11 @@ struct VMBuilder {
             disks.append((id, block))
         }
 
+        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
+
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
-        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment)
+        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment,
+                                       ged: ged.description)
         let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                          topology: topology, rsdpAddress: rsdp)
         logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
@@ -114,14 +123,19 @@ struct VMBuilder {
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
                        pciSegment: pciSegment, router: router, virtio: virtio, console: console, disks: disks, deviceTree: deviceTree,
+                       powerButton: { [logger] in
+                           do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
+                       },
                        events: events, exits: exits)
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
     /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT.
     /// Returns the RSDP's address for the boot protocol.
-    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, pciSegment: PCISegment) throws -> GuestAddress {
+    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, pciSegment: PCISegment,
+                         ged: PlatformAML.GenericEventDevice) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
+        configuration.genericEventDevice = ged
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
@@ -133,6 +147,19 @@ struct VMBuilder {
             try memory.write(bytes: table.bytes, at: GuestAddress(table.address))
         }
         return GuestAddress(tables.rsdpAddress)
+    }
+
+    /// The GSI of the Generic Event Device's interrupt (a free ISA line, edge-triggered).
+    static let gedIRQ: UInt32 = 5
+
+    /// Cloud Hypervisor's ACPI Generic Event Device: a one-byte MMIO register (from the
+    /// 32-bit device window) and an edge interrupt on GSI 5; the power button presses it.
+    func attachGenericEventDevice(vm: any VirtualMachine, mmio: Bus, bars: inout AddressAllocator)
+        throws -> (device: ACPIGenericEventDevice, description: PlatformAML.GenericEventDevice) {
+        let region = try bars.allocate(size: 0x1000, alignment: 0x1000)
+        let device = ACPIGenericEventDevice(interrupt: try IRQFDLine(vm: vm, gsi: Self.gedIRQ))
+        try mmio.insert(device, base: region.start, length: ACPIGenericEventDevice.registerSize)
+        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.powerButton]))
     }
 
     /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at

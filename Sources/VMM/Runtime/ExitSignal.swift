@@ -11,6 +11,8 @@ public enum VMExitReason: Equatable, Sendable, CustomStringConvertible {
     case signal(Int32)
     /// Something failed; the text says what.
     case failure(String)
+    /// The control plane stopped the VM (`vm.shutdown`, `vm.reboot`, `vm.delete`, `vmm.shutdown`).
+    case requested
 
     /// A sentence for logs.
     public var description: String {
@@ -19,6 +21,7 @@ public enum VMExitReason: Equatable, Sendable, CustomStringConvertible {
         case .reset: return "the guest asked for a reset"
         case .signal(let number): return "stopped by signal \(number)"
         case .failure(let text): return "failed: \(text)"
+        case .requested: return "stopped by the control plane"
         }
     }
 }

@@ -12,10 +12,12 @@ final class VCPULoop: Sendable {
     let mmio: Bus
     let exits: ExitSignal
     let logger: Logger
+    let gate: PauseGate
     private let stopping = Atomic<Bool>(false)
 
-    init(vcpu: any VirtualCPU, pio: Bus, mmio: Bus, exits: ExitSignal, logger: Logger) {
+    init(vcpu: any VirtualCPU, pio: Bus, mmio: Bus, exits: ExitSignal, gate: PauseGate = PauseGate(), logger: Logger) {
         self.vcpu = vcpu
+        self.gate = gate
         self.pio = pio
         self.mmio = mmio
         self.exits = exits
@@ -28,10 +30,17 @@ final class VCPULoop: Sendable {
         vcpu.kicker.kick()
     }
 
-    /// Runs until stopped or until the guest powers off, resets or fails.
+    /// Kicks the vCPU out of the guest so that it parks at the pause gate (closed by the caller).
+    func kick() {
+        vcpu.kicker.kick()
+    }
+
+    /// Runs until stopped or until the guest powers off, resets or fails. Between guest
+    /// entries it passes the pause gate, parking there while the VM is paused.
     func run() {
         let id = vcpu.id
         while !stopping.load(ordering: .acquiring) {
+            if gate.checkpoint() { continue }
             let exit: VCPUExit
             do {
                 exit = try vcpu.run()

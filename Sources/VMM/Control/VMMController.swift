@@ -1,0 +1,299 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinux
+import HostSystem
+import Hypervisor
+import Logging
+import Synchronization
+
+/// The VMM's lifecycle: the one VM it manages, its state, and the actions the REST API and
+/// the command line ask for, with Cloud Hypervisor's states and transitions.
+///
+/// Actions run on the caller's thread and return when done. The process's main thread
+/// runs ``run()``, which reboots the VM when the guest resets and returns when the VMM
+/// should exit (the guest powered off, a termination signal, `vmm.shutdown`, a failure).
+public final class VMMController: VMMControl {
+    /// Why ``run()`` returned.
+    public enum Outcome: Equatable, Sendable {
+        /// The guest powered off, a signal or `vmm.shutdown` stopped the VMM: exit status 0.
+        case finished(String)
+        /// The VM failed: exit status 1, the text says why.
+        case failed(String)
+    }
+
+    private struct Slot {
+        var config: VMConfig?
+        var state: VMState = .created
+        var instance: VMInstance?
+    }
+
+    private enum Event: Sendable {
+        case vmStopped(ObjectIdentifier, VMExitReason)
+        case vmmShutdown
+        case signal(Int32)
+    }
+
+    private let hypervisor: KVMHypervisor
+    private let logger: Logger
+    private let monitor: EventMonitor?
+    private let slot = Mutex(Slot())
+    private let mailbox = Mutex<[Event]>([])
+    private let wakeup: EventFD
+    private let signals: OwnedFileDescriptor
+    private let signalLoop: EventManager
+
+    /// A controller with no VM yet. Blocks the termination signals in the calling thread
+    /// (threads started later inherit that) and receives them through a signalfd.
+    public init(logger: Logger, monitor: EventMonitor? = nil) throws {
+        try KickSignal.install()
+        let signals = clinux_signalfd_termination()
+        guard signals >= 0 else { throw VMMError(description: "\(SystemError.current("signalfd"))") }
+        self.signals = OwnedFileDescriptor(adopting: signals)
+        hypervisor = try KVMHypervisor()
+        self.logger = logger
+        self.monitor = monitor
+        wakeup = try EventFD(nonBlocking: false)
+        signalLoop = try EventManager()
+        let descriptor = self.signals.rawValue
+        try signalLoop.add(descriptor, events: [.readable]) { [weak self] _ in
+            let number = clinux_read_signalfd(descriptor)
+            if number > 0 { self?.post(.signal(number)) }
+        }
+        try signalLoop.start(name: "ch-signals")
+        monitor?.emit(source: "vmm", event: "starting")
+    }
+
+    deinit {
+        signalLoop.stop()
+    }
+
+    private func post(_ event: Event) {
+        mailbox.withLock { $0.append(event) }
+        try? wakeup.signal()
+    }
+
+    private func nextEvent() -> Event {
+        while true {
+            if let event = mailbox.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return event }
+            _ = try? wakeup.read()
+        }
+    }
+
+    // MARK: - The main thread
+
+    /// Runs until the VMM should exit: reboots the VM when the guest resets, ends when the
+    /// guest powers off (as Cloud Hypervisor does), on SIGINT/SIGTERM/SIGHUP, on `vmm.shutdown`
+    /// and when the VM fails.
+    public func run() -> Outcome {
+        while true {
+            switch nextEvent() {
+            case .signal(let number):
+                stopInstance(reason: .signal(number))
+                return .finished("stopped by signal \(number)")
+            case .vmmShutdown:
+                stopInstance(reason: .requested)
+                return .finished("vmm.shutdown")
+            case let .vmStopped(id, reason):
+                // Only the current instance's stop counts; one the control plane replaced is done.
+                let current = slot.withLock { $0.instance.map(ObjectIdentifier.init) == id }
+                guard current else { continue }
+                logger.info("VM stopped: \(reason)")
+                switch reason {
+                case .reset:
+                    do {
+                        try rebootInPlace()
+                    } catch {
+                        stopInstance(reason: .failure("reboot: \(error)"))
+                        return .failed("reboot failed: \(error)")
+                    }
+                case .shutdown:
+                    stopInstance(reason: .shutdown)
+                    slot.withLock { $0.state = .shutdown }
+                    monitor?.emit(source: "vm", event: "shutdown")
+                    return .finished("the guest shut down")
+                case .failure(let text):
+                    stopInstance(reason: reason)
+                    return .failed(text)
+                case .signal, .requested:
+                    continue
+                }
+            }
+        }
+    }
+
+    private func stopInstance(reason: VMExitReason) {
+        let instance = slot.withLock { slot -> VMInstance? in
+            defer { slot.instance = nil }
+            return slot.instance
+        }
+        instance?.stop(reason: reason)
+    }
+
+    private func rebootInPlace() throws {
+        logger.info("rebooting the VM")
+        monitor?.emit(source: "vm", event: "rebooting")
+        try slot.withLock { (slot: inout Slot) throws in
+            slot.instance?.stop(reason: .reset)
+            slot.instance = nil
+            guard let config = slot.config else { return }
+            slot.instance = try startInstance(config)
+            slot.state = .running
+        }
+        monitor?.emit(source: "vm", event: "rebooted")
+    }
+
+    private func startInstance(_ config: VMConfig) throws -> VMInstance {
+        let holder = Mutex<ObjectIdentifier?>(nil)
+        let instance = try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger) { [weak self] reason in
+            // The watcher may report before `holder` is set only if start failed; wait for it.
+            var id: ObjectIdentifier?
+            while id == nil {
+                id = holder.withLock { $0 }
+                if id == nil { sched_yield() }
+            }
+            self?.post(.vmStopped(id!, reason))
+        }
+        holder.withLock { $0 = ObjectIdentifier(instance) }
+        return instance
+    }
+
+    // MARK: - VMMControl
+
+    /// Version, pid and features.
+    public func ping() -> VMMPingResponse {
+        VMMPingResponse(buildVersion: VMMVersion.string, version: VMMVersion.string, pid: Int64(getpid()), features: ["kvm"])
+    }
+
+    /// Stops the VM if one runs, then makes ``run()`` return.
+    public func shutdownVMM() throws(ControlError) {
+        post(.vmmShutdown)
+    }
+
+    /// Stores a validated configuration (state Created).
+    public func create(_ config: VMConfig) throws(ControlError) {
+        do { try config.validate() } catch { throw .invalidConfig(error.description) }
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard slot.config == nil else { throw .vmAlreadyCreated }
+            slot.config = config
+            slot.state = .created
+        }
+        monitor?.emit(source: "vm", event: "created")
+    }
+
+    /// Builds and starts the VM (from Created or Shutdown).
+    public func boot() throws(ControlError) {
+        monitor?.emit(source: "vm", event: "booting")
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard let config = slot.config else { throw .vmNotCreated }
+            guard slot.state == .created || slot.state == .shutdown else { throw .invalidState(action: "vm.boot", state: slot.state) }
+            do {
+                slot.instance = try startInstance(config)
+            } catch {
+                throw .failed(action: "vm.boot", reason: "\(error)")
+            }
+            slot.state = .running
+        }
+        monitor?.emit(source: "vm", event: "booted")
+    }
+
+    /// Stops the VM if it runs and forgets its configuration.
+    public func delete() throws(ControlError) {
+        let instance = slot.withLock { slot -> VMInstance? in
+            defer { slot = Slot() ; slot.config = nil }
+            return slot.instance
+        }
+        instance?.stop(reason: .requested)
+        monitor?.emit(source: "vm", event: "deleted")
+    }
+
+    /// The configuration, the state, the RAM size and the device tree.
+    public func info() throws(ControlError) -> VMInfo {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) -> VMInfo in
+            guard let config = slot.config else { throw .vmNotCreated }
+            return VMInfo(config: config, state: slot.state, memoryActualSize: config.memory.size,
+                          deviceTree: slot.instance?.built.deviceTree)
+        }
+    }
+
+    /// The disks' byte and request counters.
+    public func counters() throws(ControlError) -> [String: [String: UInt64]] {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) -> [String: [String: UInt64]] in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard let instance = slot.instance else { return [:] }
+            var result: [String: [String: UInt64]] = [:]
+            for disk in instance.built.disks { result[disk.id] = disk.device.counters.dictionary }
+            return result
+        }
+    }
+
+    /// Parks every vCPU (Running → Paused).
+    public func pause() throws(ControlError) {
+        monitor?.emit(source: "vm", event: "pausing")
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard slot.state == .running, let instance = slot.instance else { throw .invalidState(action: "vm.pause", state: slot.state) }
+            guard instance.pause() else {
+                instance.resume()
+                throw .failed(action: "vm.pause", reason: "the vCPUs did not stop within a second")
+            }
+            slot.state = .paused
+        }
+        monitor?.emit(source: "vm", event: "paused")
+    }
+
+    /// Lets the vCPUs run again (Paused → Running).
+    public func resume() throws(ControlError) {
+        monitor?.emit(source: "vm", event: "resuming")
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.resume", state: slot.state) }
+            instance.resume()
+            slot.state = .running
+        }
+        monitor?.emit(source: "vm", event: "resumed")
+    }
+
+    /// Stops the VM (Running or Paused → Shutdown); the VMM keeps running.
+    public func shutdown() throws(ControlError) {
+        let instance = try slot.withLock { (slot: inout Slot) throws(ControlError) -> VMInstance in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard slot.state == .running || slot.state == .paused, let instance = slot.instance else {
+                throw .invalidState(action: "vm.shutdown", state: slot.state)
+            }
+            slot.instance = nil
+            slot.state = .shutdown
+            return instance
+        }
+        instance.stop(reason: .requested)
+        monitor?.emit(source: "vm", event: "shutdown")
+    }
+
+    /// Resets the VM: stops it and boots it again from its configuration.
+    public func reboot() throws(ControlError) {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard slot.state == .running || slot.state == .paused, slot.instance != nil else {
+                throw .invalidState(action: "vm.reboot", state: slot.state)
+            }
+        }
+        do {
+            try rebootInPlace()
+        } catch {
+            slot.withLock { $0.state = .shutdown }
+            throw .failed(action: "vm.reboot", reason: "\(error)")
+        }
+    }
+
+    /// Presses the ACPI power button.
+    public func powerButton() throws(ControlError) {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard slot.config != nil else { throw .vmNotCreated }
+            guard slot.state == .running, let instance = slot.instance else { throw .invalidState(action: "vm.power-button", state: slot.state) }
+            guard let button = instance.built.powerButton else { throw .unsupported(action: "vm.power-button") }
+            button()
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import HostSystem
+import Hypervisor
+import Logging
+
+/// One booted VM: its devices' event loop, one thread per vCPU, and a watcher that reports
+/// why it stopped. Built and started by ``start(config:hypervisor:logger:onStop:)``; paused,
+/// resumed and stopped by the controller.
+final class VMInstance: Sendable {
+    let built: BuiltVM
+    let loops: [VCPULoop]
+    let gate: PauseGate
+    private let threads: [HostThread]
+    private let watcher: HostThread?
+
+    private init(built: BuiltVM, loops: [VCPULoop], gate: PauseGate, threads: [HostThread], watcher: HostThread?) {
+        self.built = built
+        self.loops = loops
+        self.gate = gate
+        self.threads = threads
+        self.watcher = watcher
+    }
+
+    /// Builds the VM from `config` and starts it; `onStop` runs on the watcher thread with
+    /// the first reason the VM stopped (guest power-off, reset, failure, or ``VMExitReason/requested``).
+    static func start(config: VMConfig, hypervisor: KVMHypervisor, logger: Logger,
+                      onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
+        let exits = try ExitSignal()
+        let events = try EventManager()
+        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
+        do {
+            try events.start(name: "ch-event-loop")
+        } catch {
+            built.devices.serialHost?.restore()
+            built.console?.host.restore()
+            throw error
+        }
+        let gate = PauseGate()
+        let loops = built.vcpus.map { VCPULoop(vcpu: $0, pio: built.pio, mmio: built.mmio, exits: exits, gate: gate, logger: logger) }
+        var threads: [HostThread] = []
+        for loop in loops {
+            do {
+                threads.append(try HostThread(name: "ch-vcpu\(loop.vcpu.id)") { loop.run() })
+            } catch {
+                exits.report(.failure("cannot start vCPU \(loop.vcpu.id): \(error)"))
+                break
+            }
+        }
+        let watcher = try? HostThread(name: "ch-vm-watch") { onStop(exits.wait()) }
+        return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher)
+    }
+
+    /// Parks every vCPU between guest entries. Returns whether all parked within a second.
+    func pause() -> Bool {
+        gate.close()
+        for loop in loops { loop.kick() }
+        return gate.waitUntilParked(loops.count, timeoutMilliseconds: 1000)
+    }
+
+    /// Lets the vCPUs run again.
+    func resume() {
+        gate.open()
+    }
+
+    /// Stops the vCPUs, the device event loop and host input, and puts the terminal back.
+    /// Safe to call more than once and from the watcher's callback.
+    func stop(reason: VMExitReason = .requested) {
+        built.exits.report(reason)
+        for loop in loops { loop.stop() }
+        gate.open()
+        for thread in threads { thread.join() }
+        built.events.stop()
+        built.devices.serialInput?.stop()
+        built.console?.input?.stop()
+        built.devices.serialHost?.restore()
+        built.console?.host.restore()
+    }
+
+    /// Waits for the watcher to have reported (after ``stop(reason:)`` or a guest exit).
+    func joinWatcher() {
+        watcher?.join()
+    }
+}
