@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
         .executable(name: "boot-bench", targets: ["BootBench"]),
+        .executable(name: "blk-bench", targets: ["BlockBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -84,6 +85,9 @@ let package = Package(
             path: "Benchmarks/KVMExitBench"),
         // Benchmark: process start to the first guest instruction of a tiny PVH guest.
         .executableTarget(name: "BootBench", dependencies: ["HypervisorTesting", "CLinux"], path: "Benchmarks/BootBench"),
+        // Benchmark: virtio-blk requests per second through the queue handling, against a pread/pwrite floor.
+        .executableTarget(name: "BlockBench", dependencies: ["BlockStorage", "GuestMemory", "VirtioDevices", "VirtioQueue"],
+                          path: "Benchmarks/BlockBench"),
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),

@@ -166,7 +166,7 @@ CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
   # shellcheck disable=SC2016  # typed into the guest's shell
   local disk_steps='L2-INIT-READY|||echo CH-DISK-A-$(cat /sys/block/vda/size)-$(ls /sys/block/vda/mq | wc -l)-$(cat /sys/block/vdb/ro)-$(cat /sys/block/vdb/serial)
 CH-DISK-A-([0-9a-zA-Z-]+)|||echo CH-DISK-B-$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
-CH-DISK-B-([A-Z]*)|||head -c 1048576 /dev/urandom >/tmp/r && dd if=/tmp/r of=/dev/vda bs=65536 seek=32 conv=fsync 2>/dev/null && echo CH-DISK-C-$(md5sum </tmp/r | cut -c1-32)
+CH-DISK-B-([A-Z]+)|||head -c 1048576 /dev/urandom >/tmp/r && dd if=/tmp/r of=/dev/vda bs=65536 seek=32 conv=fsync 2>/dev/null && echo CH-DISK-C-$(md5sum </tmp/r | cut -c1-32)
 CH-DISK-C-([0-9a-f]+)|||dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; echo CH-DISK-D-$?
 CH-DISK-D-([0-9]+)|||echo 3 >/proc/sys/vm/drop_caches; echo CH-DISK-E-$(dd if=/dev/vda bs=65536 skip=32 count=16 2>/dev/null | md5sum | cut -c1-32)
 CH-DISK-E-([0-9a-f]+)|||poweroff -f'
