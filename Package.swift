@@ -22,14 +22,19 @@ let package = Package(
         .library(name: "Interrupts", targets: ["Interrupts"]),
         .library(name: "Arch", targets: ["Arch"]),
         .library(name: "VMM", targets: ["VMM"]),
+        .library(name: "CloudHypervisorAPI", targets: ["CloudHypervisorAPI"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
         .executable(name: "boot-bench", targets: ["BootBench"]),
+        .executable(name: "ch-remote", targets: ["CHRemote"]),
+        .executable(name: "api-bench", targets: ["APIBench"]),
+        .executable(name: "api-test-server", targets: ["APITestServer"]),
         .executable(name: "blk-bench", targets: ["BlockBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // Layer 0: the Linux kernel ABI (KVM, virtio, boot headers) and the few C shims Swift needs.
@@ -72,10 +77,32 @@ let package = Package(
         ]),
         // The cloud-hypervisor command.
         .executableTarget(name: "CloudHypervisor", dependencies: [
-            "VMM", "HostSystem", "CLinux",
+            "VMM", "HostSystem", "CLinux", "CloudHypervisorAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        // The REST API (Cloud Hypervisor's /api/v1 over a Unix socket) and its blocking client.
+        .target(name: "CloudHypervisorAPI", dependencies: [
+            "VMM",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], exclude: ["README.md"]),
+        // A scripted VMMControl (Cloud Hypervisor's state machine, no VM) for API tests, fuzzing and benchmarks.
+        .target(name: "CloudHypervisorAPITesting", dependencies: ["VMM", "CloudHypervisorAPI"]),
+        // The ch-remote command.
+        .executableTarget(name: "CHRemote", dependencies: [
+            "CloudHypervisorAPI", "HostSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The API server over the fake control, for Scripts/api-fuzz.sh.
+        .executableTarget(name: "APITestServer", dependencies: [
+            "CloudHypervisorAPI", "CloudHypervisorAPITesting", "HostSystem",
+        ]),
+        // Benchmark: vmm.ping and vm.info latency over the API socket.
+        .executableTarget(
+            name: "APIBench", dependencies: ["CloudHypervisorAPI", "CloudHypervisorAPITesting"], path: "Benchmarks/APIBench"),
 
         // Benchmark: one million port-I/O exits through the Swift KVM backend and through a C floor.
         .target(name: "KVMExitFloor", path: "Benchmarks/KVMExitFloor"),
@@ -102,6 +129,11 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "CloudHypervisorAPITests", dependencies: [
+            "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),

@@ -6,7 +6,7 @@
 //
 // Each round publishes a batch of 64 requests (header, one data buffer, status; 4 KiB at
 // random sector-aligned offsets), runs the device's queue handling once, and reaps the used
-// ring. The floor issues the same 64 reads/writes with pread/pwrite into one buffer.
+// ring. The floor issues the same 64 reads/writes with pread/pwrite, into 64 buffers of its own.
 import BlockStorage
 import Glibc
 import GuestMemory
@@ -127,15 +127,17 @@ func deviceRun(writing: Bool, deadline: Double) -> (requests: Int, seconds: Doub
 // MARK: - The floor
 
 func floorRun(writing: Bool, deadline: Double) -> (requests: Int, seconds: Double) {
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: requestSize, alignment: 4096)
-    defer { buffer.deallocate() }
-    memset(buffer, 0x5A, requestSize)
+    // One 4 KiB buffer per slot, as the guest's requests have: the same memory footprint.
+    let buffers = UnsafeMutableRawPointer.allocate(byteCount: requestSize * batch, alignment: 4096)
+    defer { buffers.deallocate() }
+    memset(buffers, 0x5A, requestSize * batch)
     var requests = 0
     let start = now()
     var end = start
     while end < deadline {
-        for _ in 0..<batch {
+        for slot in 0..<batch {
             let offset = off_t(nextOffset())
+            let buffer = buffers + slot * requestSize
             let result = writing ? pwrite(fd, buffer, requestSize, offset) : pread(fd, buffer, requestSize, offset)
             guard result == requestSize else { fail("pread/pwrite returned \(result)") }
         }

@@ -97,6 +97,10 @@ public final class RawFileBackend: BlockBackend {
             try readBounced(into: buffers, at: offset, length: length)
             return
         }
+        if buffers.count == 1, let base = buffers[0].baseAddress {
+            try transferOne(base, count: length, at: offset, writing: false)
+            return
+        }
         try transfer(buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset, writing: false)
     }
 
@@ -108,6 +112,10 @@ public final class RawFileBackend: BlockBackend {
         if length == 0 { return }
         if isDirect && !isAligned(buffers, offset: offset) {
             try writeBounced(from: buffers, at: offset, length: length)
+            return
+        }
+        if buffers.count == 1, let base = buffers[0].baseAddress {
+            try transferOne(UnsafeMutableRawPointer(mutating: base), count: length, at: offset, writing: true)
             return
         }
         try transfer(buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) },
@@ -180,6 +188,26 @@ public final class RawFileBackend: BlockBackend {
             if Int(bitPattern: base) & mask != 0 || buffer.count & mask != 0 { return false }
         }
         return true
+    }
+
+    /// One buffer: `pread`/`pwrite` until every byte moved (short transfers retried; end of
+    /// file inside the disk reads as zeroes).
+    private func transferOne(_ base: UnsafeMutableRawPointer, count: Int, at offset: UInt64, writing: Bool) throws(BlockError) {
+        var done = 0
+        while done < count {
+            // SAFETY: [base + done, base + count) lies in the buffer the caller lends for this call.
+            let result = writing ? pwrite(file.rawValue, base + done, count - done, off_t(offset) + off_t(done))
+                                 : pread(file.rawValue, base + done, count - done, off_t(offset) + off_t(done))
+            if result > 0 {
+                done += result
+            } else if result == 0 {
+                if writing { throw .host(call: "pwrite(\(path), offset \(offset + UInt64(done)))", errno: EIO) }
+                memset(base + done, 0, count - done)
+                return
+            } else if errno != EINTR {
+                throw .host(call: "\(writing ? "pwrite" : "pread")(\(path), offset \(offset + UInt64(done)))", errno: errno)
+            }
+        }
     }
 
     /// Runs `preadv`/`pwritev` until every byte moved, at most ``maxVectors`` buffers per call.

@@ -1,6 +1,8 @@
 // The `cloud-hypervisor` command: Cloud Hypervisor's options, parsed into a VMConfig, validated,
 // and handed to the VMM. Exit status 0 when the guest shut down, 1 when anything failed.
 import ArgumentParser
+import CloudHypervisorAPI
+import Glibc
 import HostSystem
 import Logging
 import VMM
@@ -40,13 +42,24 @@ struct CloudHypervisorCommand: ParsableCommand {
             help: ArgumentHelp("Disk (virtio-blk), repeatable: \(DiskConfig.syntax)", valueName: "disk"))
     var disk: [String] = []
 
+    @Option(name: .customLong("api-socket"),
+            help: ArgumentHelp("HTTP API socket: \(APISocketConfig.syntax); without --kernel the VMM waits for vm.create and vm.boot", valueName: "api-socket"))
+    var apiSocket: String?
+
+    @Option(name: .customLong("event-monitor"), help: ArgumentHelp("Lifecycle events as JSON: \(EventMonitorConfig.syntax)", valueName: "event-monitor"))
+    var eventMonitor: String?
+
     @Option(name: .customLong("log-file"), help: "Write the VMM's log to this file instead of standard error.")
     var logFile: String?
 
     @Flag(name: .customShort("v"), help: "More log output (repeat: -v info, -vv debug, -vvv trace).")
     var verbosity: Int
 
-    func makeConfig() throws(ConfigError) -> VMConfig {
+    /// The VM the command line describes, validated; nil when only `--api-socket` is given
+    /// (the VM then comes from `vm.create`).
+    func makeConfig() throws(ConfigError) -> VMConfig? {
+        let describesVM = kernel != nil || initramfs != nil || cmdline != nil || cpus != nil || memory != nil || !disk.isEmpty
+        if apiSocket != nil && !describesVM { return nil }
         var config = VMConfig()
         config.payload = PayloadConfig(kernel: kernel, cmdline: cmdline, initramfs: initramfs)
         if let cpus { config.cpus = try CpusConfig.parse(cpus) }
@@ -62,15 +75,31 @@ struct CloudHypervisorCommand: ParsableCommand {
     func run() throws {
         let level: Logger.Level = [.warning, .info, .debug, .trace][min(verbosity, 3)]
         let logging = try LogSetup(level: level, file: logFile)
-        let config: VMConfig
+        let config: VMConfig?
+        let socket: APISocketConfig?
+        let monitorConfig: EventMonitorConfig?
         do {
             config = try makeConfig()
+            socket = try apiSocket.map { (text) throws(ConfigError) in try APISocketConfig.parse(text) }
+            monitorConfig = try eventMonitor.map { (text) throws(ConfigError) in try EventMonitorConfig.parse(text) }
         } catch {
             throw ValidationError(error.description)
         }
+        // A client that goes away must not kill the VMM (writes then fail with EPIPE).
+        signal(SIGPIPE, SIG_IGN)
         let logger = logging.logger(label: "cloud-hypervisor")
         do {
-            try VMMRunner(config: config, logger: logger).run()
+            let monitor = try monitorConfig.map { try EventMonitor($0) }
+            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor)
+            var server: APIServer?
+            if let socket {
+                let api = APIServer(socket: socket, control: runner.controller, logger: logging.logger(label: "cloud-hypervisor.api"))
+                try api.start()
+                logger.info("API server on \(socket)")
+                server = api
+            }
+            defer { server?.stop() }
+            try runner.run()
         } catch {
             logger.error("\(error)")
             writeToStandardError("cloud-hypervisor: \(error)\n")

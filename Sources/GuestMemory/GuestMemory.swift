@@ -302,6 +302,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// contiguous regions).
     ///
     /// - Throws: `.outOfRange`, `.addressOverflow`.
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let location = try locate(address, MemoryLayout<T>.size, writing: false)
         var value = T.zero
@@ -316,6 +320,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// contiguous regions).
     ///
     /// - Throws: `.outOfRange`, `.addressOverflow`, `.readOnlyRegion`; on error nothing is written.
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let location = try locate(address, MemoryLayout<T>.size, writing: true)
         var encoded = value.littleEndian

@@ -42,8 +42,21 @@ public struct ChainReader: Sendable {
     /// Reads a little-endian integer.
     ///
     /// - Throws: `.readOverrun` when too few bytes remain, `.memory` when the copy fails.
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public mutating func read<T: FixedWidthInteger>(_ type: T.Type = T.self) throws(QueueError) -> T {
-        let bytes = try readBytes(count: MemoryLayout<T>.size)
+        let size = MemoryLayout<T>.size
+        // Fast path: the value lies in the current buffer, read it in place.
+        if index < buffers.count, Int(buffers[index].length) - offset >= size, remaining >= size {
+            let address = GuestAddress(buffers[index].address.rawValue + UInt64(offset))
+            let value: T
+            do { value = try memory.read(T.self, at: address) } catch { throw .memory(error) }
+            advance(by: size)
+            return value
+        }
+        let bytes = try readBytes(count: size)
         var value: T = 0
         for (shift, byte) in bytes.enumerated() { value |= T(truncatingIfNeeded: byte) << (shift * 8) }
         return value

@@ -197,6 +197,7 @@ public struct SplitQueue: Sendable {
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         let table = descriptorTable.rawValue
         var buffers: [Descriptor] = []
+        buffers.reserveCapacity(4)
         var index = head
         var count = 0
         while true {

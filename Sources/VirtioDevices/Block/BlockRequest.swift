@@ -73,6 +73,7 @@ struct ChainSpan {
 
     /// The bytes `[start, start + count)` of `descriptors` taken as one stream.
     init(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int) {
+        pieces.reserveCapacity(descriptors.count)
         var skip = start
         var left = count
         for descriptor in descriptors where left > 0 {
@@ -94,7 +95,12 @@ struct ChainSpan {
         var buffers: [UnsafeMutableRawBufferPointer] = []
         buffers.reserveCapacity(pieces.count)
         for piece in pieces where piece.length > 0 {
-            buffers += try memory.hostBuffers(for: piece.address, length: piece.length)
+            // A piece inside one region (the usual case) maps to one host buffer.
+            if let pointer = try? memory.hostAddress(for: piece.address, length: piece.length) {
+                buffers.append(UnsafeMutableRawBufferPointer(start: pointer, count: piece.length))
+            } else {
+                buffers += try memory.hostBuffers(for: piece.address, length: piece.length)
+            }
         }
         return buffers
     }

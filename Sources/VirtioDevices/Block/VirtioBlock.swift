@@ -259,7 +259,7 @@ public final class VirtioBlock: VirtioDevice {
             } catch {
                 return (.ioError, 0)
             }
-            for piece in span.pieces { memory.markDirty(piece.address, length: piece.length) }
+            if memory.dirtyTracking { for piece in span.pieces { memory.markDirty(piece.address, length: piece.length) } }
             counterState.withLock { $0.readBytes += UInt64(dataRoom); $0.readOps += 1 }
             return (.ok, dataRoom)
         case .write:

@@ -1,0 +1,141 @@
+// A VMMControl with no VM behind it: Cloud Hypervisor's lifecycle state machine
+// (vmm/src/vm.rs's transitions, vmm/src/lib.rs's checks), for API tests, fuzzing and benchmarks.
+import Glibc
+import Synchronization
+import VMM
+
+/// A scripted VMM: keeps a configuration and a state, follows Cloud Hypervisor's transitions,
+/// and records every call. Thread-safe.
+public final class FakeVMMControl: VMMControl {
+    /// What the fake remembers.
+    public struct Snapshot: Sendable, Equatable {
+        /// The created configuration, if any.
+        public var config: VMConfig?
+        /// The state, when a VM is created.
+        public var state: VMState?
+        /// Whether `vmm.shutdown` was asked for.
+        public var vmmShutdownRequested = false
+        /// The calls made, by name (`"boot"`, `"info"`, ...), in order.
+        public var calls: [String] = []
+    }
+
+    private let memory = Mutex(Snapshot())
+    /// Every action succeeds whatever the state (for fuzzing: any 5xx is then a server bug).
+    public let permissive: Bool
+    /// How long `boot` and `reboot` take, as a real boot does (microseconds).
+    public let bootDelayMicroseconds: UInt32
+
+    /// Creates a fake with no VM.
+    public init(permissive: Bool = false, bootDelayMicroseconds: UInt32 = 0) {
+        self.permissive = permissive
+        self.bootDelayMicroseconds = bootDelayMicroseconds
+    }
+
+    /// What the fake holds now.
+    public var snapshot: Snapshot { memory.withLock { $0 } }
+
+    /// The state, or nil when no VM is created.
+    public var state: VMState? { memory.withLock { $0.state } }
+
+    public func ping() -> VMMPingResponse {
+        record("ping")
+        return VMMPingResponse(buildVersion: "fake-\(VMMVersion.string)", version: VMMVersion.string, pid: Int64(getpid()), features: [])
+    }
+
+    public func shutdownVMM() throws(ControlError) {
+        memory.withLock {
+            $0.calls.append("shutdownVMM")
+            $0.vmmShutdownRequested = true
+            $0.state = $0.config == nil ? nil : .shutdown
+        }
+    }
+
+    public func create(_ config: VMConfig) throws(ControlError) {
+        do { try config.validate() } catch { throw .invalidConfig(error.description) }
+        try transition("create") { (snapshot: inout Snapshot) throws(ControlError) in
+            if snapshot.config != nil, !permissive { throw .vmAlreadyCreated }
+            snapshot.config = config
+            snapshot.state = .created
+        }
+    }
+
+    public func boot() throws(ControlError) {
+        if bootDelayMicroseconds > 0 { usleep(bootDelayMicroseconds) }
+        try move("boot", action: "vm.boot", from: [.created, .shutdown], to: .running)
+    }
+
+    public func delete() throws(ControlError) {
+        // Cloud Hypervisor answers vm.delete with success when there is nothing to delete.
+        memory.withLock {
+            $0.calls.append("delete")
+            $0.config = nil
+            $0.state = nil
+        }
+    }
+
+    public func info() throws(ControlError) -> VMInfo {
+        try transition("info") { (snapshot: inout Snapshot) throws(ControlError) -> VMInfo in
+            guard let config = snapshot.config, let state = snapshot.state else {
+                if permissive { return VMInfo(config: VMConfig(), state: .created) }
+                throw .vmNotCreated
+            }
+            let tree = ["_rng": DeviceNode(id: "_rng", pciBDF: "0000:00:01.0")]
+            return VMInfo(config: config, state: state, memoryActualSize: config.memory.size, deviceTree: tree)
+        }
+    }
+
+    public func counters() throws(ControlError) -> [String: [String: UInt64]] {
+        try transition("counters") { (snapshot: inout Snapshot) throws(ControlError) -> [String: [String: UInt64]] in
+            if !permissive {
+                guard let state = snapshot.state else { throw .vmNotCreated }
+                guard state == .running || state == .paused else { throw .invalidState(action: "vm.counters", state: state) }
+            }
+            return ["_rng": ["read_bytes": 4096, "read_ops": 1]]
+        }
+    }
+
+    public func pause() throws(ControlError) {
+        try move("pause", action: "vm.pause", from: [.running], to: .paused)
+    }
+
+    public func resume() throws(ControlError) {
+        try move("resume", action: "vm.resume", from: [.paused], to: .running)
+    }
+
+    public func shutdown() throws(ControlError) {
+        try move("shutdown", action: "vm.shutdown", from: [.running, .paused], to: .shutdown)
+    }
+
+    public func reboot() throws(ControlError) {
+        if bootDelayMicroseconds > 0 { usleep(bootDelayMicroseconds) }
+        try move("reboot", action: "vm.reboot", from: [.running, .paused], to: .running)
+    }
+
+    public func powerButton() throws(ControlError) {
+        // The guest decides what the button does; the state stays.
+        try move("powerButton", action: "vm.power-button", from: [.running], to: nil)
+    }
+
+    private func record(_ call: String) {
+        memory.withLock { $0.calls.append(call) }
+    }
+
+    private func move(_ call: String, action: String, from allowed: Set<VMState>, to next: VMState?) throws(ControlError) {
+        try transition(call) { (snapshot: inout Snapshot) throws(ControlError) in
+            if permissive {
+                if let next, snapshot.state != nil { snapshot.state = next }
+                return
+            }
+            guard let state = snapshot.state else { throw .vmNotCreated }
+            guard allowed.contains(state) else { throw .invalidState(action: action, state: state) }
+            if let next { snapshot.state = next }
+        }
+    }
+
+    private func transition<T: Sendable>(_ call: String, _ body: (inout Snapshot) throws(ControlError) -> T) throws(ControlError) -> T {
+        try memory.withLock { (snapshot: inout Snapshot) throws(ControlError) -> T in
+            snapshot.calls.append(call)
+            return try body(&snapshot)
+        }
+    }
+}

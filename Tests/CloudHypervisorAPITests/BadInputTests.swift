@@ -1,0 +1,282 @@
+import CloudHypervisorAPI
+import CloudHypervisorAPITesting
+import Foundation
+import Testing
+import VMM
+
+/// Bad requests get a 4xx with a JSON message and never reach the VMM; the server keeps serving.
+@Suite("API bad input")
+struct BadInputTests {
+    @Test("wrong method: 400 naming the method the endpoint takes (Cloud Hypervisor answers 400, not 405)")
+    func wrongMethod() throws {
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            for (method, endpoint, allowed) in [("GET", "vm.boot", "PUT"), ("PUT", "vm.info", "GET"), ("POST", "vm.create", "PUT"),
+                                                ("DELETE", "vmm.ping", "GET"), ("PATCH", "vm.add-disk", "PUT")] {
+                let response = try send(path, method, endpoint)
+                #expect(response.status == 400)
+                #expect(messages(response) == ["Bad Request", "\(endpoint) takes \(allowed), not \(method)"])
+            }
+            #expect(control.snapshot.calls.isEmpty)
+            #expect(try send(path, "GET", "vmm.ping").status == 200)
+        }
+    }
+
+    @Test("unknown paths: 404 with a message", arguments: ["/", "/api/v1/", "/api/v1/vm.nothing", "/api/v2/vm.info", "/vm.info", "/api/v1/vm.info/x"])
+    func unknownPath(uri: String) throws {
+        try withServer { _, path throws in
+            let response = try send(path, "GET", uri)
+            #expect(response.status == 404)
+            #expect(messages(response).first == "Not Found")
+        }
+    }
+
+    @Test("a query string is ignored")
+    func query() throws {
+        try withServer { _, path throws in
+            #expect(try send(path, "GET", "/api/v1/vmm.ping?verbose=1").status == 200)
+        }
+    }
+
+    static let badBodies: [(body: String, mentions: String)] = [
+        ("{", "not valid JSON"),
+        ("not json", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ("42", "must be a JSON object"),
+        (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1},"net":[{"tap":"t0"}]}"#, "unknown field 'net'"),
+        (#"{"memory":{"size":33554432,"hotplug_size":1}}"#, "unknown field 'memory.hotplug_size'"),
+        (#"{"cpus":{"boot_vcpus":"two","max_vcpus":2}}"#, "field 'cpus.boot_vcpus': expected an integer from 0 to 255"),
+        (#"{"cpus":{"boot_vcpus":256,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 256 does not fit"),
+        (#"{"cpus":{"boot_vcpus":-1,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': -1 does not fit"),
+        (#"{"memory":{"size":1.5}}"#, "field 'memory.size': 1.5 does not fit"),
+        (#"{"memory":{"size":"1G"}}"#, "field 'memory.size'"),
+        (#"{"memory":{}}"#, "field 'memory.size': required field is missing"),
+        (#"{"serial":{"mode":"Socket"}}"#, "field 'serial.mode'"),
+        (#"{"payload":{"kernel":42}}"#, "field 'payload.kernel': expected a string"),
+        (#"{"payload":[]}"#, "field 'payload'"),
+        (#"{"payload":{"kernel":"/k"},"memory":{"size":4096}}"#, "--memory: size=4096 is too small"),
+        (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":2,"max_vcpus":1}}"#, "max must be at least boot"),
+        (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1}}"#, "no kernel to boot"),
+        (#"{"payload":{"kernel":"/k","firmware":"/f"}}"#, "firmware boot is not supported"),
+    ]
+
+    @Test("vm.create refuses bad bodies with 400 naming the field, and creates nothing", arguments: badBodies.indices)
+    func badCreateBody(index: Int) throws {
+        let (body, mention) = Self.badBodies[index]
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            let response = try send(path, "PUT", "vm.create", body: body)
+            #expect(response.status == 400, "\(body) → \(response.text)")
+            #expect(response.text.contains(mention), "\(body) → \(response.text)")
+            #expect(control.state == nil)
+            #expect(control.snapshot.calls.isEmpty)
+        }
+    }
+
+    @Test("an unknown field whose value is null is accepted (it decodes as absent)")
+    func nullField() throws {
+        try withServer { _, path throws in
+            let body = #"{"payload":{"kernel":"/k","firmware":null},"memory":{"size":33554432,"hugepage_size":null}}"#
+            #expect(try send(path, "PUT", "vm.create", body: body).status == 204)
+        }
+    }
+
+    @Test("vm.create without a body: 400")
+    func createWithoutBody() throws {
+        try withServer { _, path throws in
+            let response = try send(path, "PUT", "vm.create")
+            #expect(response.status == 400)
+            #expect(messages(response).last == "vm.create needs a JSON body (VmConfig)")
+        }
+    }
+
+    @Test("a body on an action that takes none: 400, and the action does not run")
+    func bodyOnBodilessAction() throws {
+        let control = try fake(in: .running)
+        try withServer(control: control) { _, path throws in
+            let response = try send(path, "PUT", "vm.pause", body: "{}")
+            #expect(response.status == 400)
+            #expect(messages(response).last == "vm.pause takes no body; send it with Content-Length: 0 or none")
+            #expect(control.state == .running)
+            // An explicitly empty body is no body.
+            #expect(try send(path, "PUT", "vm.pause", body: "").status == 204)
+        }
+    }
+
+    @Test("oversized bodies: 400 and the connection closes; the server keeps serving")
+    func oversized() throws {
+        var configuration = APIServer.Configuration()
+        configuration.maxBodySize = 4096
+        try withServer(configuration: configuration) { _, path throws in
+            // Announced by Content-Length: refused before the body arrives.
+            let client = try APIClient(socketPath: path)
+            let head = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+            let answers = try client.exchange(Array(head.utf8), expecting: 1)
+            #expect(answers.first?.status == 400)
+            #expect(answers.first.map(messages)?.last == "the body is larger than the 4096 bytes this server accepts")
+            #expect(answers.first?.header("Connection") == "close")
+            #expect(client.waitForClose())
+            // Chunked, so only counting finds it.
+            let chunked = try APIClient(socketPath: path)
+            var raw = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            for _ in 0..<5 { raw += "400\r\n" + String(repeating: " ", count: 1024) + "\r\n" }
+            raw += "0\r\n\r\n"
+            #expect(try chunked.exchange(Array(raw.utf8), expecting: 1).first?.status == 400)
+            #expect(try send(path, "GET", "vmm.ping").status == 200)
+        }
+    }
+
+    @Test("a chunked vm.create body is accepted")
+    func chunkedBody() throws {
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            let body = Array(validConfigJSON.utf8)
+            let half = body.count / 2
+            var raw = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            raw += String(half, radix: 16) + "\r\n" + String(decoding: body[..<half], as: UTF8.self) + "\r\n"
+            raw += String(body.count - half, radix: 16) + "\r\n" + String(decoding: body[half...], as: UTF8.self) + "\r\n0\r\n\r\n"
+            let client = try APIClient(socketPath: path)
+            #expect(try client.exchange(Array(raw.utf8), expecting: 1).first?.status == 204)
+            #expect(control.state == .created)
+        }
+    }
+
+    @Test("Expect: 100-continue gets an interim 100 before the answer")
+    func expectContinue() throws {
+        try withServer { _, path throws in
+            let client = try APIClient(socketPath: path)
+            let head = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: \(validConfigJSON.utf8.count)\r\n\r\n"
+            try client.send(Array(head.utf8))
+            let answer = try client.exchange(Array(validConfigJSON.utf8), expecting: 1)
+            #expect(answer.first?.status == 204)
+        }
+    }
+
+    @Test("pipelined requests are answered in order on one connection")
+    func pipelined() throws {
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            let client = try APIClient(socketPath: path)
+            let length = validConfigJSON.utf8.count
+            var raw = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nContent-Length: \(length)\r\n\r\n\(validConfigJSON)"
+            raw += "PUT /api/v1/vm.boot HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw += "GET /api/v1/vm.info HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw += "PUT /api/v1/vm.pause HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw += "PUT /api/v1/vm.pause HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw += "GET /api/v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw += "GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\n"
+            let answers = try client.exchange(Array(raw.utf8), expecting: 7)
+            #expect(answers.map(\.status) == [204, 204, 200, 204, 500, 404, 200])
+            #expect(answers[2].text.contains(#""state":"Running""#))
+        }
+    }
+
+    @Test("many pipelined requests (past the queue limit) are all answered")
+    func pipelineFlood() throws {
+        var configuration = APIServer.Configuration()
+        configuration.maxQueuedRequests = 4
+        try withServer(configuration: configuration) { _, path throws in
+            let client = try APIClient(socketPath: path)
+            let raw = String(repeating: "GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\n", count: 200)
+            let answers = try client.exchange(Array(raw.utf8), expecting: 200)
+            #expect(answers.count == 200)
+            #expect(answers.allSatisfy { $0.status == 200 })
+        }
+    }
+
+    @Test("malformed HTTP: 400 with a message, then close", arguments: [
+        "GARBAGE\r\n\r\n",
+        "GET /api/v1/vmm.ping HTTP/9.9\r\n\r\n",
+        "PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        "PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "GET /api/v1/vmm.ping HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        "PUT /api/v1/vm.create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    ])
+    func malformed(raw: String) throws {
+        try withServer { _, path throws in
+            let client = try APIClient(socketPath: path)
+            let answers = try client.exchange(Array(raw.utf8), expecting: 1)
+            #expect(answers.first?.status == 400, "\(raw.debugDescription)")
+            #expect(answers.first.map(messages)?.first == "Bad Request")
+            #expect(client.waitForClose())
+            #expect(try send(path, "GET", "vmm.ping").status == 200)
+        }
+    }
+
+    @Test("huge headers are refused, not buffered forever")
+    func hugeHeaders() throws {
+        try withServer { _, path throws in
+            let client = try APIClient(socketPath: path)
+            let raw = "GET /api/v1/vmm.ping HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 200_000) + "\r\n\r\n"
+            let answers = try client.exchange(Array(raw.utf8), expecting: 1)
+            #expect(answers.first?.status == 400)
+        }
+    }
+
+    @Test("a client that stops mid-request (slowloris) gets 408 and is closed; idle connections are closed quietly")
+    func slowClient() throws {
+        var configuration = APIServer.Configuration()
+        configuration.requestTimeout = .milliseconds(300)
+        try withServer(configuration: configuration) { _, path throws in
+            let partialHeaders = try APIClient(socketPath: path)
+            try partialHeaders.send(Array("GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n".utf8))
+            let first = try partialHeaders.exchange([], expecting: 1)
+            #expect(first.first?.status == 408)
+            #expect(first.first.map(messages)?.first == "Request Timeout")
+            #expect(partialHeaders.waitForClose())
+
+            let partialBody = try APIClient(socketPath: path)
+            try partialBody.send(Array("PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"cpus\"".utf8))
+            #expect(try partialBody.exchange([], expecting: 1).first?.status == 408)
+
+            let idle = try APIClient(socketPath: path)
+            #expect(try idle.request("GET", "/api/v1/vmm.ping").status == 200)
+            #expect(idle.waitForClose(within: .seconds(3)))
+            #expect(try idle.exchange([], expecting: 1).isEmpty)
+
+            #expect(try send(path, "GET", "vmm.ping").status == 200)
+        }
+    }
+
+    @Test("a client that half-closes after its request still gets the answer")
+    func halfClose() throws {
+        try withServer { _, path throws in
+            let client = try APIClient(socketPath: path)
+            try client.send(Array("GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            client.shutdownOutput()
+            let answers = try client.exchange([], expecting: 1)
+            #expect(answers.first?.status == 200)
+            #expect(client.waitForClose())
+        }
+    }
+
+    @Test("Connection: close and HTTP/1.0 requests close after the answer")
+    func connectionClose() throws {
+        try withServer { _, path throws in
+            for raw in ["GET /api/v1/vmm.ping HTTP/1.1\r\nConnection: close\r\n\r\n", "GET /api/v1/vmm.ping HTTP/1.0\r\n\r\n"] {
+                let client = try APIClient(socketPath: path)
+                let answers = try client.exchange(Array(raw.utf8), expecting: 1)
+                #expect(answers.first?.status == 200)
+                #expect(answers.first?.header("Connection") == "close")
+                #expect(client.waitForClose())
+            }
+        }
+    }
+
+    @Test("deeply nested and random bodies never crash the server")
+    func hostileBodies() throws {
+        var generator = SystemRandomNumberGenerator()
+        try withServer { _, path throws in
+            var bodies = [String(repeating: "[", count: 100_000), String(repeating: "{\"a\":", count: 50_000), "\u{0}\u{1}\u{2}", "{\"cpus\":\u{FFFF}}"]
+            for _ in 0..<50 {
+                let length = Int.random(in: 1...300, using: &generator)
+                bodies.append(String((0..<length).map { _ in Character(Unicode.Scalar(UInt8.random(in: 0x20...0x7e, using: &generator))) }))
+            }
+            for body in bodies {
+                let response = try send(path, "PUT", "vm.create", body: body)
+                #expect((400..<500).contains(response.status), "\(body.prefix(40)) → \(response.status)")
+            }
+            #expect(try send(path, "GET", "vmm.ping").status == 200)
+        }
+    }
+}
