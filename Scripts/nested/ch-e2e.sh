@@ -18,6 +18,8 @@
 #            a serial; data written on each side is read on the other, the read-only image
 #            is unchanged.
 #   hvc      --serial off --console tty and console=hvc0: the shell on virtio-console.
+#   api      --api-socket: ch-remote ping, pause, resume, info, counters and power-button;
+#            busybox acpid in the guest powers off on the button.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, and the VMM's resident memory outside guest RAM is read after boot; the lines
@@ -38,7 +40,7 @@ shopt -s extglob
 # Inside level 1.
 # ---------------------------------------------------------------------------------------
 in_l1() {
-  local binary="$1" bench="$2"
+  local binary="$1" bench="$2" remote="$3"
   local l2_timeout="${CH_NESTED_L2_TIMEOUT:-300}"
   local passed=0 failed=0
   [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
@@ -99,7 +101,10 @@ in_l1() {
       fi
       if ((steps_done < ${#expects[@]})) && [[ $line =~ ${expects[$steps_done]} ]]; then
         ((${#BASH_REMATCH[@]} > 1)) && captures+=("${BASH_REMATCH[1]}")
-        if [[ -n ${sends[$steps_done]} ]]; then
+        if [[ ${sends[$steps_done]} == '!'* ]]; then
+          # A step whose action starts with ! runs on this side (level 1), not in the guest.
+          eval "${sends[$steps_done]#!}"
+        elif [[ -n ${sends[$steps_done]} ]]; then
           { printf '%s\n' "${sends[$steps_done]}" 1>&"$in"; } 2>/dev/null || true
         fi
         steps_done=$((steps_done + 1))
@@ -207,6 +212,44 @@ CH-HVC-([0-9a-z:-]+)|||poweroff -f'
     fail "hvc: steps $steps_done/2, VMM status $vmm_status, captures [${captures[*]:-}]"
   fi
 
+  # Scenario api: the VMM with --api-socket; ch-remote (from level 1) pings it, pauses and
+  # resumes the running guest, reads info and counters (the disk's read counter moved), and
+  # presses the power button: the guest's busybox acpid runs its PWRF action, which powers
+  # off, and the VMM exits with status 0.
+  local api_dir sock
+  api_dir="$(mktemp -d)"
+  sock="$api_dir/api.sock"
+  truncate -s 1M "$api_dir/d.raw"
+  api_actions() {
+    "$remote" --api-socket "$sock" ping >"$api_dir/ping.json" 2>&1
+    "$remote" --api-socket "$sock" pause >"$api_dir/pause.out" 2>&1 && echo paused >>"$api_dir/pause.out"
+    "$remote" --api-socket "$sock" info >"$api_dir/paused.json" 2>&1
+    sleep 1
+    "$remote" --api-socket "$sock" resume >>"$api_dir/pause.out" 2>&1 && echo resumed >>"$api_dir/pause.out"
+    "$remote" --api-socket "$sock" info >"$api_dir/info.json" 2>&1
+    "$remote" --api-socket "$sock" counters >"$api_dir/counters.json" 2>&1
+    "$remote" --api-socket "$sock" power-button >"$api_dir/button.out" 2>&1 && echo pressed >>"$api_dir/button.out"
+    echo "ch-e2e: [api] ping $(cat "$api_dir/ping.json"); info while paused: state $(grep -o '"state":"[A-Za-z]*"' "$api_dir/paused.json"); counters $(cat "$api_dir/counters.json")"
+  }
+  # shellcheck disable=SC2016  # typed into the guest's shell
+  local api_steps='L2-INIT-READY|||mkdir -p /etc/acpi/PWRF && printf "#!/bin/sh\necho CH-PWRB-ACPID\npoweroff -f\n" >/etc/acpi/PWRF/00000080 && chmod +x /etc/acpi/PWRF/00000080 && (acpid -f -d -c /etc/acpi &) && dd if=/dev/vda of=/dev/null bs=4096 count=16 2>/dev/null && echo CH-PWRB-ARMED-$(grep -c "Power Button" /sys/class/input/*/name)
+CH-PWRB-ARMED-([0-9]+)|||!api_actions
+CH-PWRB-ACPID|||'
+  local api=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$api_dir/d.raw")
+  run_l2 api "$api_steps" "$binary" "${api[@]}"
+  if ((stalled)); then
+    echo "ch-e2e: [api] the guest stalled; running the scenario again"
+    run_l2 api "$api_steps" "$binary" "${api[@]}"
+  fi
+  if ((steps_done == 3)) && ((vmm_status == 0)) && ((captures[0] >= 1)) && grep -q '"version"' "$api_dir/ping.json" &&
+    grep -q '"state":"Paused"' "$api_dir/paused.json" && grep -q '"state":"Running"' "$api_dir/info.json" &&
+    grep -q resumed "$api_dir/pause.out" && grep -q '"read_bytes":[1-9]' "$api_dir/counters.json" && grep -q pressed "$api_dir/button.out"; then
+    pass "api: ch-remote ping, pause (state Paused), resume, info (Running), counters (disk reads counted), power-button: acpid in the guest powered off, VMM status 0"
+  else
+    fail "api: steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], pause: $(tr '\n' ' ' <"$api_dir/pause.out" 2>/dev/null), button: $(tr '\n' ' ' <"$api_dir/button.out" 2>/dev/null)"
+  fi
+  rm -rf "$api_dir"
+
   # Scenario bzimage: non-interactive.
   local bz=(--kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" --serial tty --console off --cpus boot=1 --memory size=256M
     --cmdline "$append ch_test=\"grep -c ^processor /proc/cpuinfo\"")
@@ -233,7 +276,7 @@ CH-HVC-([0-9a-z:-]+)|||poweroff -f'
 }
 
 case "${1:-}" in
-  --in-l1) in_l1 "$2" "$3"; exit $? ;;
+  --in-l1) in_l1 "$2" "$3" "$4"; exit $? ;;
   -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
 esac
 
@@ -250,9 +293,11 @@ while (($#)); do
 done
 repo="$(cd "$here/../.." && pwd)"
 if [[ -z $binary ]]; then
-  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2)
+  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2 && swift build -c release --product ch-remote >&2)
   binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
 fi
+remote="$(dirname "$binary")/ch-remote"
+[[ -x $remote ]] || nested_die "no ch-remote beside $binary (build it: swift build -c release --product ch-remote)"
 [[ -x $binary ]] || nested_die "no cloud-hypervisor binary at $binary"
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
@@ -264,7 +309,7 @@ trap 'rm -f "$log"' EXIT
 # A failed check inside level 1 (any other status) is never retried.
 for attempt in 1 2; do
   set +e
-  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" 2>&1 | tee "$log"
+  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
   ((rc == 125 && attempt == 1)) || break

@@ -37,7 +37,7 @@ l1_modules=(irqbypass kvm ccp kvm-amd
   netfs fscache 9pnet 9pnet_virtio 9p)
 # Modules that level 2 loads when they exist: the virtio drivers a VMM's devices need.
 l2_modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  virtio_blk failover net_failover virtio_net virtio_console virtio-rng)
+  virtio_blk failover net_failover virtio_net virtio_console virtio-rng button evdev)
 # Modules level 1 cannot work without (a missing one is an error, not a warning).
 l1_required=(kvm kvm-amd 9pnet_virtio 9p)
 
