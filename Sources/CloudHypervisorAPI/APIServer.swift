@@ -168,9 +168,13 @@ public final class APIServer: Sendable {
             return nil
         }
         guard let running else { return }
+        // No new connections; let the requests in flight finish (the `vmm.shutdown` that
+        // stopped the VMM among them), then let the event loop write their answers before
+        // the connections close.
         try? running.channel.close().wait()
-        try? running.group.syncShutdownGracefully()
         try? running.pool.syncShutdownGracefully()
+        try? running.group.next().submit {}.wait()
+        try? running.group.syncShutdownGracefully()
         if case let .path(path) = socket { _ = unlink(path) }
         logger.info("API server stopped")
     }

@@ -242,11 +242,23 @@ public final class VirtioBlock: VirtioDevice {
     private func execute(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64,
                          dataRoom: Int) throws(VirtioDeviceError) -> (VirtioBlockABI.Status, Int) {
         guard chain.readableLength >= VirtioBlockABI.headerSize else { return (.ioError, 0) }
-        var reader = ChainReader(chain, memory: memory)
-        let (rawType, sector) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
-            let type: UInt32 = try reader.read()
-            try reader.skip(4)
-            return (type, try reader.read(UInt64.self))
+        let rawType: UInt32, sector: UInt64
+        let first = chain.descriptors[0]
+        if first.length >= UInt32(VirtioBlockABI.headerSize) {
+            // The usual layout: the whole header in the first buffer.
+            do {
+                rawType = try memory.read(UInt32.self, at: first.address)
+                sector = try memory.read(UInt64.self, at: GuestAddress(first.address.rawValue + 8))
+            } catch {
+                throw .queue(index: queue, .memory(error))
+            }
+        } else {
+            var header = ChainReader(chain, memory: memory)
+            (rawType, sector) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
+                let type: UInt32 = try header.read()
+                try header.skip(4)
+                return (type, try header.read(UInt64.self))
+            }
         }
         guard let type = VirtioBlockABI.RequestType(rawValue: rawType) else { return (.unsupported, 0) }
         switch type {
@@ -296,6 +308,8 @@ public final class VirtioBlock: VirtioDevice {
             guard payload > 0, payload % VirtioBlockABI.segmentSize == 0 else { return (.ioError, 0) }
             let count = payload / VirtioBlockABI.segmentSize
             guard count <= Self.maxDiscardSegments else { return (.ioError, 0) }
+            var reader = ChainReader(chain, memory: memory)
+            try Self.queueStep(queue) { () throws(QueueError) in try reader.skip(VirtioBlockABI.headerSize) }
             for _ in 0..<count {
                 let (start, sectors, flags) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt64, UInt32, UInt32) in
                     (try reader.read(UInt64.self), try reader.read(UInt32.self), try reader.read(UInt32.self))
