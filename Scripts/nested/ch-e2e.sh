@@ -270,6 +270,36 @@ CH-PWRB-ACPID|||'
     local qemu_boot_s="$first_ready_s"
     echo "ch-bench: boot to init (PVH vmlinux, 2 vCPUs, 512 MiB): cloud-hypervisor ${ch_boot_s}s, QEMU ${qemu_boot_s}s, ratio $(awk -v a="$ch_boot_s" -v b="$qemu_boot_s" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')x (target 0.70x or lower)"
     echo "ch-bench: cloud-hypervisor resident memory after boot: ${rss_outside_kib} KiB outside guest RAM (${rss_total_kib} KiB in all) (target under 5120 KiB)"
+
+    # Disk throughput: the same raw image (128 MiB on level 1's tmpfs) as virtio-blk under
+    # cloud-hypervisor and under QEMU (virtio-blk-pci, default cache), 1 vCPU, 256 MiB. In the
+    # guest: 64 MiB sequential reads and writes with O_DIRECT in 1 MiB blocks, and 16 MiB of
+    # 4 KiB O_DIRECT reads (busybox has no random-I/O tool: sequential 4 KiB requests stand in
+    # for the request rate). Each figure is dd's own time.
+    local bench_disk
+    bench_disk="$(mktemp)"
+    truncate -s 128M "$bench_disk"
+    # shellcheck disable=SC2016  # typed into the guest's shell
+    local dd_steps='L2-INIT-READY|||echo CH-DDR-$(dd if=/dev/vda of=/dev/null bs=1M count=64 iflag=direct 2>&1 | sed -n "s/.*copied, \([0-9.]*\) seconds.*/\1/p")
+CH-DDR-([0-9.]+)|||echo CH-DDW-$(dd if=/dev/zero of=/dev/vda bs=1M count=64 oflag=direct 2>&1 | sed -n "s/.*copied, \([0-9.]*\) seconds.*/\1/p")
+CH-DDW-([0-9.]+)|||echo CH-DD4K-$(dd if=/dev/vda of=/dev/null bs=4096 count=4096 iflag=direct 2>&1 | sed -n "s/.*copied, \([0-9.]*\) seconds.*/\1/p")
+CH-DD4K-([0-9.]+)|||poweroff -f'
+    run_l2 ch-dd "$dd_steps" "$binary" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$bench_disk"
+    local ch_dd=("${captures[@]}")
+    run_l2 qemu-dd "$dd_steps" qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 256 -nographic -no-reboot -nic none \
+      -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append" \
+      -drive "file=$bench_disk,if=none,id=d0,format=raw" -device virtio-blk-pci,drive=d0
+    local qemu_dd=("${captures[@]}")
+    rm -f "$bench_disk"
+    if ((${#ch_dd[@]} == 3 && ${#qemu_dd[@]} == 3)); then
+      local label kinds=("64 MiB sequential read, 1 MiB O_DIRECT" "64 MiB sequential write, 1 MiB O_DIRECT" "16 MiB in 4 KiB O_DIRECT reads")
+      for i in 0 1 2; do
+        label="${kinds[$i]}"
+        echo "ch-bench: virtio-blk $label: cloud-hypervisor ${ch_dd[$i]} s, QEMU ${qemu_dd[$i]} s, throughput ratio $(awk -v c="${ch_dd[$i]}" -v q="${qemu_dd[$i]}" 'BEGIN { if (c > 0) printf "%.2f", q / c; else print "?" }')x QEMU (target 1.0x or better)"
+      done
+    else
+      echo "ch-bench: virtio-blk: incomplete (cloud-hypervisor [${ch_dd[*]:-}], QEMU [${qemu_dd[*]:-}])"
+    fi
   fi
   echo "ch-e2e: $passed passed, $failed failed"
   ((failed == 0))
