@@ -172,6 +172,8 @@ build_initramfs() {
   # init's output is lost (the init scripts also reopen it after mounting devtmpfs).
   if [[ $EUID -eq 0 ]]; then mknod -m 600 "$stage/dev/console" c 5 1; fi
   install -m 755 "$init" "$stage/init"
+  # The timed block I/O tool of the disk benchmark (busybox has none), linked statically.
+  gcc -static -O2 -o "$stage/bin/ch-blkbench" "$here/blkbench.c" || nested_die "cannot build ch-blkbench (gcc and libc6-dev are needed)"
 
   local report mod rel
   report="$(mktemp)"
@@ -205,7 +207,7 @@ build_initramfs() {
 
 # The images depend on this script, the init scripts and the kernel: remake them when any
 # of those changed since the last build.
-stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" "$here/blkbench.c" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
 if [[ $force == 1 || ! -s $nested_l1_initrd || ! -s $nested_l2_initrd ||
   "$(cat "$CH_NESTED_CACHE/initramfs.stamp" 2>/dev/null || true)" != "$stamp" ]]; then
   required="${l1_required[*]}"
