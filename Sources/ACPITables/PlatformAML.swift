@@ -276,6 +276,39 @@ extension PlatformAML {
             AML.Name("_UID", AML.Integer(UInt64(windows.segment)))
             AML.Name("_BBN", AML.Integer(UInt64(windows.buses.lowerBound)))
             AML.Name("_CRS", AML.ResourceTemplate(resources))
+            pciHostBridgeOSC
+        }
+    }
+
+    /// The PCI Express `_OSC` UUID (PCI Firmware Specification).
+    public static let pciHostBridgeOSCUUID = "33DB4D5B-1FF7-401C-9657-7441C03DD766"
+
+    /// The host bridge's `_OSC`: for the PCI Express UUID the OS gets every feature it asks
+    /// for except SHPC hotplug (there is no SHPC controller); any other UUID is answered
+    /// "unrecognized" (bit 2 of the first capabilities word).
+    ///
+    /// ```text
+    /// Method (_OSC, 4, NotSerialized) {
+    ///     CreateDWordField (Arg3, Zero, CDW1)
+    ///     If (LEqual (Arg0, ToUUID ("33db4d5b-1ff7-401c-9657-7441c03dd766"))) {
+    ///         CreateDWordField (Arg3, 0x08, CDW3)
+    ///         And (CDW3, 0x1D, CDW3)
+    ///     } Else {
+    ///         Or (CDW1, 0x04, CDW1)
+    ///     }
+    ///     Return (Arg3)
+    /// }
+    /// ```
+    public static var pciHostBridgeOSC: AML.Method {
+        AML.Method("_OSC", arguments: 4, serialized: false) {
+            AML.CreateDWordField(AML.Arg(3), AML.zero, "CDW1")
+            AML.If(AML.equal(AML.Arg(0), AML.uuid(pciHostBridgeOSCUUID)),
+                   then: [
+                       AML.CreateDWordField(AML.Arg(3), AML.Integer(8), "CDW3"),
+                       AML.and(AML.NameString("CDW3"), AML.Integer(0x1D), into: AML.NameString("CDW3")),
+                   ],
+                   else: [AML.or(AML.NameString("CDW1"), AML.Integer(4), into: AML.NameString("CDW1"))])
+            AML.Return(AML.Arg(3))
         }
     }
 }

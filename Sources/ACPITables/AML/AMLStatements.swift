@@ -29,6 +29,49 @@ extension AML {
         public func appendAML(to bytes: inout [UInt8]) { bytes.append(AMLOpcode.arg0 + index) }
     }
 
+    /// `CreateDWordField (source, byteIndex, name)`: `CreateDWordFieldOp` 0x8A, the source
+    /// buffer, the byte index and the new field's name (a 32-bit view into the buffer).
+    public struct CreateDWordField: AMLConvertible {
+        /// The buffer the field looks into (an `Arg`, a `Local` or a name).
+        public let source: any AMLConvertible
+        /// The field's offset in bytes.
+        public let byteIndex: any AMLConvertible
+        /// The field's name.
+        public let name: NameString
+
+        /// A 32-bit field `name` at `byteIndex` in `source`.
+        public init(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) {
+            self.source = source
+            self.byteIndex = byteIndex
+            self.name = name
+        }
+
+        /// Appends the statement.
+        public func appendAML(to bytes: inout [UInt8]) {
+            bytes.append(0x8a)
+            source.appendAML(to: &bytes)
+            byteIndex.appendAML(to: &bytes)
+            name.appendAML(to: &bytes)
+        }
+    }
+
+    /// ASL `ToUUID ("aabbccdd-eeff-gghh-iijj-kkllmmnnoopp")`: the 16-byte buffer ACPI
+    /// methods such as `_OSC` compare their UUID argument with (the first three fields
+    /// little-endian, the last two in order).
+    public static func uuid(_ text: String) -> Buffer {
+        let hex = text.filter { $0 != "-" }
+        precondition(hex.count == 32, "a UUID has 32 hexadecimal digits: \(text)")
+        var raw: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            raw.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        let ordered = Array(raw[0..<4].reversed()) + Array(raw[4..<6].reversed()) + Array(raw[6..<8].reversed()) + Array(raw[8..<16])
+        return Buffer(ordered)
+    }
+
     /// `Return(value)`: `ReturnOp` 0xA4 and the value.
     public struct Return: AMLConvertible {
         /// The value returned.
