@@ -75,17 +75,7 @@ public final class RawFileBackend: BlockBackend {
         let end = lseek(file.rawValue, 0, SEEK_END)
         guard end >= 0 else { throw .host(call: "lseek(\(path), SEEK_END)", errno: errno) }
         size = UInt64(end)
-        if options.lock {
-            if clinux_ofd_lock(file.rawValue, options.readOnly ? 0 : 1) != 0 {
-                let number = errno
-                if number == EAGAIN || number == EACCES { throw .locked(path: path) }
-                // File systems without lock support (some network ones) answer ENOLCK or
-                // EINVAL: the image stays usable, without protection, as Cloud Hypervisor allows.
-                if number != ENOLCK && number != EINVAL && number != EOPNOTSUPP {
-                    throw .host(call: "fcntl(\(path), F_OFD_SETLK)", errno: number)
-                }
-            }
-        }
+        if options.lock { try lockImageFile(file.rawValue, path: path, exclusive: !options.readOnly) }
     }
 
     /// Reads with `preadv`, through a bounce buffer when `O_DIRECT` needs alignment.
