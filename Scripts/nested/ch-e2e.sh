@@ -187,11 +187,11 @@ CH-DISK-E-([0-9a-f]+)|||echo CH-DISK-F-$(dd if=/dev/vdc bs=512 skip=2048 count=1
 CH-DISK-F-([A-Z]+)|||printf GUESTQCOW | dd of=/dev/vdc bs=512 seek=4096 conv=fsync 2>/dev/null; echo CH-DISK-G-$((3+4))
 CH-DISK-G-([0-9]+)|||poweroff -f'
   local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL" "path=$disk_c,backing_files=on")
-  run_l2 disks "$disk_steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+  run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
   if ((stalled)); then
     echo "ch-e2e: [disks] the guest stalled; running the scenario again"
     dd of="$disk_a" if=/dev/zero bs=65536 seek=32 count=16 conv=notrunc status=none
-    run_l2 disks "$disk_steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+    run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
   fi
   local host_a_sum qcow_check qcow_guest qcow_base
   host_a_sum="$(dd if="$disk_a" bs=65536 skip=32 count=16 status=none | md5sum | cut -c1-32)"

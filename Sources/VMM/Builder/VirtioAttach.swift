@@ -56,8 +56,12 @@ final class VirtioPCIAttachment: Sendable {
 }
 
 /// Follows the guest's BAR moves: the MMIO bus mapping and the notify ioeventfds move with them.
+///
+/// The MMIO bus is held weakly: the bus holds the ECAM window, which holds the PCI bus,
+/// which holds this object; a strong reference would keep a stopped VM (its RAM, its open
+/// disk images and their locks) alive after a reboot.
 final class BARMover: PCIDeviceRelocation, Sendable {
-    let mmio: Bus
+    weak let mmio: Bus?
     let vm: any VirtualMachine
     let events: EventManager
     let logger: Logger
@@ -76,6 +80,7 @@ final class BARMover: PCIDeviceRelocation, Sendable {
 
     func moveBAR(_ change: BARReprogram, of device: any PCIDevice) {
         logger.info("\(device.name): BAR \(change.index) moves from 0x\(String(change.oldAddress, radix: 16)) to 0x\(String(change.newAddress, radix: 16))")
+        guard let mmio else { return }
         if change.oldAddress != 0 { _ = try? mmio.remove(base: change.oldAddress) }
         if change.newAddress != 0 {
             do {
