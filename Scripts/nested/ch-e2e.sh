@@ -315,15 +315,6 @@ CH-BLKBENCH randread [0-9]+ [0-9]+ ([0-9.]+)|||poweroff -f'
       echo "ch-bench: virtio-blk: incomplete (cloud-hypervisor [${ch_dd[*]:-}], QEMU [${qemu_dd[*]:-}])"
     fi
     rm -f "$bench_disk"
-    if ((${#ch_dd[@]} == 3 && ${#qemu_dd[@]} == 3)); then
-      local label kinds=("64 MiB sequential read, 1 MiB O_DIRECT" "64 MiB sequential write, 1 MiB O_DIRECT" "16 MiB in 4 KiB O_DIRECT reads")
-      for i in 0 1 2; do
-        label="${kinds[$i]}"
-        echo "ch-bench: virtio-blk $label: cloud-hypervisor ${ch_dd[$i]} s, QEMU ${qemu_dd[$i]} s, throughput ratio $(awk -v c="${ch_dd[$i]}" -v q="${qemu_dd[$i]}" 'BEGIN { if (c > 0) printf "%.2f", q / c; else print "?" }')x QEMU (target 1.0x or better)"
-      done
-    else
-      echo "ch-bench: virtio-blk: incomplete (cloud-hypervisor [${ch_dd[*]:-}], QEMU [${qemu_dd[*]:-}])"
-    fi
   fi
   echo "ch-e2e: $passed passed, $failed failed"
   ((failed == 0))
