@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "Arch", targets: ["Arch"]),
         .library(name: "VMM", targets: ["VMM"]),
         .library(name: "CloudHypervisorAPI", targets: ["CloudHypervisorAPI"]),
+        .library(name: "CloudHypervisorAPITesting", targets: ["CloudHypervisorAPITesting"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
         .executable(name: "boot-bench", targets: ["BootBench"]),

@@ -196,7 +196,8 @@ public enum PlatformAML {
                 AML.Name("_UID", "Generic Event Controller")
                 AML.Name("_CRS", AML.ResourceTemplate([
                     AML.AddressSpace(.qword, .memory(.notCacheable, readWrite: true),
-                                     minimum: address, maximum: address + Self.registerSize - 1),
+                                     // Parenthesized: a register in the last byte of the address space must not overflow.
+                                     minimum: address, maximum: address + (Self.registerSize - 1)),
                 ]))
                 AML.OperationRegion("GDST", space: .systemMemory, offset: address, length: Self.registerSize)
                 AML.Field("GDST", access: .byte, update: .writeAsZeros, [.named("GDAT", bits: 8)])

@@ -126,6 +126,15 @@ struct TableSetTests {
         #expect(PlatformAML.GenericEventDevice.Events.powerButton.rawValue == 8)
     }
 
+    @Test func genericEventDeviceInTheLastByteOfTheAddressSpace() throws {
+        // Found by fuzz/ (aml): the _CRS maximum was computed as address + 1 - 1 and overflowed.
+        var configuration = ACPIConfiguration(vcpuCount: 1)
+        configuration.genericEventDevice = PlatformAML.GenericEventDevice(address: .max, irq: 5)
+        let set = try ACPITableSet.build(configuration, rsdpAddress: 0xA_0000)
+        let dsdt = try #require(set.table("DSDT"))
+        #expect(contains(dsdt.bytes, Array(repeating: 0xFF, count: 16)))  // _MIN and _MAX, both 2^64 - 1
+    }
+
     @Test func motherboardResourcesReserveECAM() {
         let mbrd = PlatformAML.motherboardResources(ecam: [MCFG.Allocation(baseAddress: 0xe800_0000)]).amlBytes
         #expect(contains(mbrd, hexBytes("86 09 00 01 00 00 00 E8 00 00 10 00")))

@@ -96,6 +96,21 @@ struct BzImageTests {
         guard case .bzImageTruncated(_, 0x3400, 0x1400) = cut else { Issue.record("unexpected \(cut)"); return }
     }
 
+    @Test func refusesAPreferredAddressAtTheTopOfTheAddressSpace() throws {
+        // Found by fuzz/ (bzimage-loader): the run range's length no longer fit an Int and trapped.
+        for relocatable: UInt8 in [1, 0] {
+            var image = TestBzImage()
+            image.relocatable = relocatable
+            image.preferredAddress = 0xFFFF_FFFF_FFFF_0000
+            let memory = try makeRAM(32 << 20)
+            let error = #expect(throws: ArchError.self) { _ = try BzImageLoader.load(image.build(), into: memory) }
+            guard case .bzImageBadLoadAddress(0xFFFF_FFFF_FFFF_0000, _)? = error else {
+                Issue.record("unexpected \(String(describing: error))")
+                continue
+            }
+        }
+    }
+
     @Test func refusesKernelsThatDoNotFitInRAM() throws {
         var image = TestBzImage()
         image.initSize = 0x400_0000  // 64 MiB from 2 MiB passes the end of 32 MiB of RAM

@@ -116,8 +116,12 @@ public enum BzImageLoader {
             throw .bzImageBadLoadAddress(address: runAddress, reason: "init_size \(hex(header.initSize)) overflows from there")
         }
         let end = max(copyEnd, initEnd)
+        // A pref_address near the top of the address space puts the end beyond any length.
+        guard let length = Int(exactly: end - address.rawValue) else {
+            throw .bzImageBadLoadAddress(address: runAddress, reason: "init_size from there ends at \(hex(end)), past any guest RAM")
+        }
         do {
-            try memory.checkRange(address, length: Int(end - address.rawValue), writing: true)
+            try memory.checkRange(address, length: length, writing: true)
         } catch {
             throw .kernelOutsideRAM(start: address.rawValue, end: end, cause: error)
         }
