@@ -162,4 +162,39 @@ uint64_t clinux_exchange_u64(void *address, uint64_t value);
 /// A full memory fence.
 void clinux_fence_seq_cst(void);
 
+
+// MARK: - TAP devices and host interfaces (net.c)
+
+/// `TUNSETIFF` on an open `/dev/net/tun`: attaches it to interface `name` (created when
+/// missing; `NULL` or a `%d` pattern lets the kernel pick) with `IFF_*` `flags`. The name
+/// the kernel used is copied to `out_name` (16 bytes, `IFNAMSIZ`) when not `NULL`.
+int clinux_tun_set_iff(int fd, const char *name, int flags, char *out_name);
+
+/// `TUNGETIFF`: the interface name (16 bytes) and `IFF_*` flags of an attached TAP descriptor.
+int clinux_tun_get_iff(int fd, char *out_name, int *out_flags);
+
+/// Sets interface `name`'s IPv4 address and netmask (network byte order), `SIOCSIFADDR`
+/// then `SIOCSIFNETMASK`.
+int clinux_if_set_ipv4(const char *name, uint32_t address_be, uint32_t netmask_be);
+
+/// Brings interface `name` up (`IFF_UP | IFF_RUNNING`).
+int clinux_if_set_up(const char *name);
+
+/// Sets interface `name`'s Ethernet address (6 bytes).
+int clinux_if_set_hwaddr(const char *name, const uint8_t *mac);
+
+/// Reads interface `name`'s Ethernet address into `mac` (6 bytes).
+int clinux_if_get_hwaddr(const char *name, uint8_t *mac);
+
+/// Sets interface `name`'s MTU.
+int clinux_if_set_mtu(const char *name, int mtu);
+
+/// Reads interface `name`'s MTU.
+int clinux_if_get_mtu(const char *name, int *mtu);
+
+/// The ioctl request number `TUNSETVNETHDRSZ` (a function-like macro in <linux/if_tun.h>).
+extern const unsigned long IOCTL_TUNSETVNETHDRSZ;
+/// The ioctl request number `TUNSETOFFLOAD`.
+extern const unsigned long IOCTL_TUNSETOFFLOAD;
+
 #endif
