@@ -33,7 +33,7 @@ final class QcowEngine {
     static let maxPendingFrees = 4096
 
     let path: String
-    let file: HostFile
+    let file: ImageFile
     private(set) var header: QcowHeader
     let clusterBits: UInt64
     let clusterSize: Int
@@ -65,7 +65,7 @@ final class QcowEngine {
     init(path: String, readOnly: Bool, direct: Bool, lock: Bool,
          openBacking: (QcowHeader) throws(BlockError) -> (any BlockBackend)?) throws(BlockError) {
         self.path = path
-        file = try HostFile(path: path, readOnly: readOnly, direct: direct, lock: lock)
+        file = try ImageFile(path: path, readOnly: readOnly, direct: direct, lock: lock)
         let fileLength = try file.length()
         let prefix = try file.readBytes(count: Int(min(fileLength, 4096)), at: 0).bytes
         let needed = QcowHeader.bytesNeeded(prefix: prefix, fileLength: fileLength)

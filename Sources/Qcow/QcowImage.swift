@@ -63,7 +63,7 @@ public final class QcowImage: BlockBackend {
     /// Discard frees clusters on writable images.
     public var supportsDiscard: Bool { !isReadOnly }
     /// 4096 with `O_DIRECT`, 1 otherwise.
-    public var preferredAlignment: Int { isDirect ? HostFile.directAlignment : 1 }
+    public var preferredAlignment: Int { isDirect ? ImageFile.directAlignment : 1 }
     /// The cluster size in bytes.
     public var clusterSize: Int { header.clusterSize }
 

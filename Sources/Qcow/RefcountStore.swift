@@ -8,7 +8,7 @@ import BlockStorage
 /// the clusters are durable. New refcount blocks and a grown refcount table are placed at
 /// the end of the used area ("end"), beyond which every cluster is free.
 final class RefcountStore {
-    let file: HostFile
+    let file: ImageFile
     let clusterBits: Int
     let clusterSize: Int
     /// log2 of the refcount width in bits (0...6).
@@ -40,7 +40,7 @@ final class RefcountStore {
     static let reservedMask: UInt64 = 0x1FF
 
     /// Loads the refcount table of `header` and finds the end of the used area.
-    init(file: HostFile, header: QcowHeader, fileLength: UInt64, cacheBlocks: Int) throws(BlockError) {
+    init(file: ImageFile, header: QcowHeader, fileLength: UInt64, cacheBlocks: Int) throws(BlockError) {
         self.file = file
         clusterBits = Int(header.clusterBits)
         clusterSize = header.clusterSize
