@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "TestSupport"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
-            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", .product(name: "Logging", package: "swift-log"),
+            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",

@@ -41,8 +41,10 @@ final class VirtioPCIAttachment: Sendable {
         }
     }
 
-    /// Moves the ioeventfds after the guest moved BAR 0.
-    func reregisterNotifiers(vm: any VirtualMachine, events: EventManager) {
+    /// Moves the ioeventfds after the guest moved BAR 0; with `mapped` false (the new
+    /// window could not be mapped, or the BAR was cleared) they are only removed, so
+    /// that they cannot catch writes meant for whatever lives at that address.
+    func reregisterNotifiers(vm: any VirtualMachine, events: EventManager, mapped: Bool = true) {
         let old = notifiers.withLock { list -> [(queue: Int, event: EventFD, address: UInt64)] in
             defer { list.removeAll() }
             return list
@@ -51,7 +53,7 @@ final class VirtioPCIAttachment: Sendable {
             try? events.remove(notifier.event.rawValue)
             try? vm.unregisterIOEventFD(notifier.event, address: .mmio(notifier.address), length: 2, datamatch: nil)
         }
-        try? registerNotifiers(vm: vm, events: events)
+        if mapped { try? registerNotifiers(vm: vm, events: events) }
     }
 }
 
@@ -81,18 +83,31 @@ final class BARMover: PCIDeviceRelocation, Sendable {
     func moveBAR(_ change: BARReprogram, of device: any PCIDevice) {
         logger.info("\(device.name): BAR \(change.index) moves from 0x\(String(change.oldAddress, radix: 16)) to 0x\(String(change.newAddress, radix: 16))")
         guard let mmio else { return }
-        if change.oldAddress != 0 { _ = try? mmio.remove(base: change.oldAddress) }
+        // Only this BAR's own window comes off the bus: when the guest had put the BAR over
+        // another window (refused below), that address belongs to someone else (the ECAM
+        // window, another device's BAR) and must stay mapped.
+        if change.oldAddress != 0, Self.isWindow(of: device, index: change.index, at: change.oldAddress, on: mmio) {
+            _ = try? mmio.remove(base: change.oldAddress)
+        }
+        var mapped = false
         if change.newAddress != 0 {
             do {
                 try mmio.insert(PCIBARRegion(device: device, index: change.index), base: change.newAddress, length: change.size)
+                mapped = true
             } catch {
                 logger.error("\(device.name): cannot map BAR \(change.index) at 0x\(String(change.newAddress, radix: 16)): \(error)")
             }
         }
         // The device's configuration already holds the new address: move its notifiers.
         if let attachment = attachments.withLock({ $0[ObjectIdentifier(device as AnyObject)] }) {
-            attachment.reregisterNotifiers(vm: vm, events: events)
+            attachment.reregisterNotifiers(vm: vm, events: events, mapped: mapped)
         }
+    }
+
+    /// Whether the mapping that starts at `address` on `mmio` is BAR `index` of `device`.
+    static func isWindow(of device: any PCIDevice, index: Int, at address: UInt64, on mmio: Bus) -> Bool {
+        guard let (mapped, offset) = mmio.resolve(address), offset == 0, let region = mapped as? PCIBARRegion else { return false }
+        return region.index == index && ObjectIdentifier(region.device as AnyObject) == ObjectIdentifier(device as AnyObject)
     }
 }
 
