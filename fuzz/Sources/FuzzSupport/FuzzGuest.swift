@@ -57,7 +57,9 @@ public enum FuzzGuest {
     }
 }
 
-/// Where queue `index` of a fuzzed device normally lives; room for 256 entries each.
+/// Where queue `index` of a fuzzed device normally lives: queues 0 and 1 below the data
+/// area (room for 256 entries each), later queues (virtio-net's second pair and control
+/// queue) together in the far region (room for 64 entries).
 public struct QueueLayout: Sendable {
     /// The descriptor table.
     public let descriptors: UInt64
@@ -66,9 +68,15 @@ public struct QueueLayout: Sendable {
     /// The used (device) ring.
     public let used: UInt64
 
-    /// The layout of queue `index` (0 or 1; later queues reuse queue 1's rings).
+    /// The layout of queue `index` (queues from 2 on share the far region's rings).
     public init(queue index: Int) {
-        let base = UInt64(min(index, 1)) * 0x4000
+        if index >= 2 {
+            descriptors = 0x3_0000
+            available = 0x3_0400
+            used = 0x3_0800
+            return
+        }
+        let base = UInt64(index) * 0x4000
         descriptors = base
         available = base + 0x1000
         used = base + 0x2000

@@ -1,0 +1,280 @@
+import GuestMemory
+import VirtioQueue
+
+/// The receive side of one queue pair: its queue, the chains popped but not filled yet,
+/// and at most one packet read from the backend but not delivered.
+///
+/// A packet goes straight from the backend into guest memory when the first chain can
+/// hold any packet (``VirtioNetABI/maxPacketSize`` bytes, as Linux posts them without
+/// mergeable buffers but with large receive offloads). Otherwise it is read into a
+/// bounce buffer allocated once, then copied into one chain, or with mergeable buffers
+/// into as many chains as it needs (`num_buffers` says how many). A packet is read only
+/// when at least one chain waits for it, so packets stay in the backend while the guest
+/// posts no buffers.
+struct NetReceiver: Sendable {
+    /// The receive queue while the device runs (and the driver enabled it).
+    private(set) var queue: SplitQueue?
+    /// Chains popped from the queue and not yet used, oldest first.
+    private var inHand: [DescriptorChain] = []
+    /// The length of the packet waiting in ``bounce``, if one does.
+    private(set) var held: Int?
+    /// Room for one whole packet.
+    private var bounce = [UInt8](repeating: 0, count: VirtioNetABI.maxPacketSize)
+    /// Whether the last delivery stopped because the guest had no buffer left.
+    private(set) var waitingForBuffers = false
+
+    /// Whether packets can flow: a ready queue whose buffers have not run out.
+    var isReceiving: Bool { queue?.isReady == true && !waitingForBuffers }
+
+    /// Takes the queue of a newly activated device (`nil` when the driver may not use it).
+    mutating func start(_ queue: SplitQueue?) {
+        self.queue = queue
+        inHand = []
+        waitingForBuffers = false
+    }
+
+    /// Forgets the queue and its chains (a reset); a held packet stays for the next driver.
+    mutating func stop() {
+        start(nil)
+    }
+
+    /// Whether the driver wants an interrupt for the chains used since the last one.
+    mutating func needsNotification(in memory: GuestMemory) -> Bool {
+        guard queue != nil else { return false }
+        return (try? queue!.needsNotification(in: memory)) == true
+    }
+
+    /// Moves packets from `backend` into the queue until the backend is empty or the
+    /// buffers run out. When the buffers ran out, asks the driver to notify the device of
+    /// new ones (publishing `avail_event` with event index, or clearing
+    /// `VIRTQ_USED_F_NO_NOTIFY`) and looks again for buffers posted meanwhile; when the
+    /// backend ran dry instead, asks the driver not to notify (`VIRTQ_USED_F_NO_NOTIFY`;
+    /// with event index `avail_event` stays behind), as vhost-net does, since the next
+    /// packet brings the device back to the queue anyway.
+    ///
+    /// - Parameter notified: whether the driver notified the queue; when it did, a queue
+    ///   it did not enable is an error, otherwise there is simply nothing to do.
+    /// - Throws: ``VirtioDeviceError`` for a broken chain, a chain without writable
+    ///   buffers, or a failing backend; `traffic` then holds what was done before.
+    mutating func deliver(from backend: any NetBackend, memory: GuestMemory, queueIndex: Int, mergeable: Bool,
+                          notified: Bool, traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        // No queue: a reset raced with this call (a notification then reports `notActivated`,
+        // which the transport ignores).
+        guard var queue else {
+            if notified { throw .notActivated }
+            return
+        }
+        guard queue.isReady else {
+            if notified { throw .queueNotEnabled(index: queueIndex) }
+            return
+        }
+        defer { self.queue = queue }
+        let context = Context(backend: backend, memory: memory, index: queueIndex, mergeable: mergeable)
+        waitingForBuffers = false
+        while try fill(&queue, context, &traffic) {
+            // Out of buffers: re-arm notifications, then look again for chains posted meanwhile.
+            guard try Self.step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) }) else {
+                waitingForBuffers = true
+                return
+            }
+        }
+        // The backend ran dry while buffers remain: the device looks at the queue again when
+        // the backend has packets, so the driver need not notify new buffers (fewer exits).
+        try Self.step(queueIndex) { () throws(QueueError) in try queue.disableNotification(in: memory) }
+    }
+
+    /// What one delivery works with.
+    private struct Context {
+        let backend: any NetBackend
+        let memory: GuestMemory
+        let index: Int
+        let mergeable: Bool
+    }
+
+    /// Delivers packets; returns `true` when it stopped for want of buffers and `false`
+    /// when the backend had no more packets.
+    private mutating func fill(_ queue: inout SplitQueue, _ context: Context,
+                               _ traffic: inout NetTraffic) throws(VirtioDeviceError) -> Bool {
+        let headerSize = VirtioNetABI.headerSize
+        while true {
+            if held == nil {
+                guard try ensureInHand(1, &queue, context) else { return true }
+                let first = inHand[0]
+                if first.writableLength >= VirtioNetABI.maxPacketSize {
+                    guard let length = try receiveDirect(into: first, context) else { return false }
+                    guard length >= headerSize else {
+                        traffic.dropped += 1
+                        continue
+                    }
+                    try Self.writeNumBuffers(1, into: first, context)
+                    try use(1, lengths: [length], &queue, context, &traffic)
+                    traffic.moved(length)
+                    continue
+                }
+                guard let length = try receiveIntoBounce(context) else { return false }
+                guard length >= headerSize else {
+                    traffic.dropped += 1
+                    continue
+                }
+                held = length
+            }
+            guard let length = held else { continue }
+            guard let count = try chainsNeeded(for: length, &queue, context) else { return true }
+            held = nil
+            guard count > 0 else {
+                traffic.dropped += 1
+                continue
+            }
+            try place(length, chains: count, &queue, context, &traffic)
+            traffic.moved(length)
+        }
+    }
+
+    /// How many chains from the front of the hand the held packet of `length` bytes
+    /// fills; `nil` when the queue has too few chains for now, 0 when the packet can
+    /// never fit (without mergeable buffers: a chain too small; with them: every
+    /// descriptor of the queue in hand and still too small), so it is dropped.
+    private mutating func chainsNeeded(for length: Int, _ queue: inout SplitQueue,
+                                       _ context: Context) throws(VirtioDeviceError) -> Int? {
+        guard context.mergeable else {
+            guard try ensureInHand(1, &queue, context) else { return nil }
+            return inHand[0].writableLength >= length ? 1 : 0
+        }
+        var total = 0
+        var position = 0
+        while total < length {
+            if position == inHand.count {
+                let descriptors = inHand.reduce(0) { $0 + ($1.isIndirect ? 1 : $1.descriptors.count) }
+                // The driver cannot post more than the queue holds: the packet will never fit.
+                if descriptors >= Int(queue.size) { return 0 }
+                guard try ensureInHand(position + 1, &queue, context) else { return nil }
+            }
+            total += inHand[position].writableLength
+            position += 1
+        }
+        return position
+    }
+
+    /// Copies the held packet of `length` bytes into the first `count` chains in hand,
+    /// `num_buffers` set to `count`, and puts them in the used ring.
+    private mutating func place(_ length: Int, chains count: Int, _ queue: inout SplitQueue,
+                                _ context: Context, _ traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        bounce[VirtioNetABI.numBuffersOffset] = UInt8(truncatingIfNeeded: count)
+        bounce[VirtioNetABI.numBuffersOffset + 1] = UInt8(truncatingIfNeeded: count >> 8)
+        var offset = 0
+        var lengths: [Int] = []
+        lengths.reserveCapacity(count)
+        for chain in inHand.prefix(count) {
+            let take = min(chain.writableLength, length - offset)
+            for piece in ChainSpan(chain.writable, start: 0, count: take).pieces {
+                do {
+                    try context.memory.write(bytes: bounce[offset..<(offset + piece.length)], at: piece.address)
+                } catch {
+                    throw .queue(index: context.index, .memory(error))
+                }
+                offset += piece.length
+            }
+            lengths.append(take)
+        }
+        try use(count, lengths: lengths, &queue, context, &traffic)
+    }
+
+    /// Puts the first `count` chains in hand in the used ring with `lengths`.
+    private mutating func use(_ count: Int, lengths: [Int], _ queue: inout SplitQueue, _ context: Context,
+                              _ traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        let memory = context.memory
+        for (chain, length) in zip(inHand.prefix(count), lengths) {
+            try Self.step(context.index) { () throws(QueueError) in
+                try queue.addUsed(head: chain.head, length: UInt32(length), in: memory)
+            }
+            traffic.used = true
+        }
+        inHand.removeFirst(count)
+    }
+
+    /// Pops chains until `count` are in hand; `false` when the queue runs out first.
+    ///
+    /// - Throws: a broken chain, or ``VirtioDeviceError/noWritableBuffer(queue:head:)``.
+    private mutating func ensureInHand(_ count: Int, _ queue: inout SplitQueue, _ context: Context) throws(VirtioDeviceError) -> Bool {
+        let memory = context.memory
+        while inHand.count < count {
+            guard let chain = try Self.step(context.index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) else {
+                return false
+            }
+            guard !chain.writable.isEmpty else { throw .noWritableBuffer(queue: context.index, head: chain.head) }
+            inHand.append(chain)
+        }
+        return true
+    }
+
+    /// Lets the backend write the next packet straight into `chain`'s writable buffers.
+    private func receiveDirect(into chain: DescriptorChain, _ context: Context) throws(VirtioDeviceError) -> Int? {
+        let span = ChainSpan(chain.writable, start: 0, count: VirtioNetABI.maxPacketSize)
+        let buffers: [UnsafeMutableRawBufferPointer]
+        do {
+            buffers = try span.hostBuffers(in: context.memory)
+        } catch {
+            throw .queue(index: context.index, .memory(error))
+        }
+        guard let length = try Self.receive(from: context.backend, into: buffers, capacity: span.length, queue: context.index) else {
+            return nil
+        }
+        // The backend wrote through host pointers, which dirty tracking does not see.
+        if context.memory.dirtyTracking {
+            var left = length
+            for piece in span.pieces where left > 0 {
+                context.memory.markDirty(piece.address, length: min(left, piece.length))
+                left -= piece.length
+            }
+        }
+        return length
+    }
+
+    /// Reads the next packet into the bounce buffer.
+    private mutating func receiveIntoBounce(_ context: Context) throws(VirtioDeviceError) -> Int? {
+        let capacity = bounce.count
+        let outcome: Result<Int?, VirtioDeviceError> = bounce.withUnsafeMutableBytes { buffer in
+            do throws(VirtioDeviceError) {
+                return .success(try Self.receive(from: context.backend, into: [buffer], capacity: capacity, queue: context.index))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome.get()
+    }
+
+    /// Asks the backend for a packet, checking the length it reports.
+    private static func receive(from backend: any NetBackend, into buffers: [UnsafeMutableRawBufferPointer],
+                                capacity: Int, queue: Int) throws(VirtioDeviceError) -> Int? {
+        let length: Int?
+        do {
+            length = try backend.receive(into: buffers)
+        } catch {
+            throw .backend("receiving for queue \(queue) failed: \(error)")
+        }
+        guard let length else { return nil }
+        guard (0...capacity).contains(length) else {
+            throw .backend("the backend of queue \(queue) reported \(length) bytes received into \(capacity) bytes of buffers")
+        }
+        return length
+    }
+
+    /// Writes `num_buffers` (le16 at header offset 10) into `chain`'s writable buffers.
+    private static func writeNumBuffers(_ value: UInt16, into chain: DescriptorChain, _ context: Context) throws(VirtioDeviceError) {
+        let bytes = VirtioNet.le16(value)
+        var index = 0
+        for piece in ChainSpan(chain.writable, start: VirtioNetABI.numBuffersOffset, count: 2).pieces {
+            do {
+                try context.memory.write(bytes: bytes[index..<(index + piece.length)], at: piece.address)
+            } catch {
+                throw .queue(index: context.index, .memory(error))
+            }
+            index += piece.length
+        }
+    }
+
+    /// Runs a queue operation, wrapping its error for queue `index`.
+    private static func step<T>(_ index: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {
+        do { return try body() } catch { throw .queue(index: index, error) }
+    }
+}

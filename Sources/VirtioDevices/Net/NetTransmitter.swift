@@ -1,0 +1,59 @@
+import GuestMemory
+import VirtioQueue
+
+/// The transmit side of a queue pair: each chain's device-readable buffers are one
+/// packet (header and frame), handed to the backend straight from guest memory.
+enum NetTransmitter {
+    /// Sends every available chain of `queue`, returning each with used length 0, and
+    /// re-arms the driver's notifications (publishing `avail_event` with event index).
+    ///
+    /// A packet shorter than its header, longer than ``VirtioNetABI/maxPacketSize``, or
+    /// refused by a full backend is dropped and counted; device-writable buffers after
+    /// the readable ones are ignored.
+    ///
+    /// - Throws: ``VirtioDeviceError/queue(index:_:)`` when the driver broke the ring
+    ///   rules, ``VirtioDeviceError/backend(_:)`` when the backend failed; `traffic`
+    ///   holds what was done before.
+    static func transmit(_ queue: inout SplitQueue, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
+                         traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        repeat {
+            while let chain = try step(queueIndex, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                try send(chain, queueIndex: queueIndex, to: backend, memory: memory, traffic: &traffic)
+                try step(queueIndex) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: 0, in: memory) }
+                traffic.used = true
+            }
+        } while try step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) })
+    }
+
+    /// Hands one chain's packet to the backend, or counts it dropped.
+    private static func send(_ chain: DescriptorChain, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
+                             traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        let length = chain.readableLength
+        guard length >= VirtioNetABI.headerSize, length <= VirtioNetABI.maxPacketSize else {
+            traffic.dropped += 1
+            return
+        }
+        let buffers: [UnsafeRawBufferPointer]
+        do {
+            buffers = try ChainSpan(chain.readable, start: 0, count: length).hostBuffers(in: memory).map { UnsafeRawBufferPointer($0) }
+        } catch {
+            throw .queue(index: queueIndex, .memory(error))
+        }
+        let taken: Bool
+        do {
+            taken = try backend.send(buffers)
+        } catch {
+            throw .backend("sending from queue \(queueIndex) failed: \(error)")
+        }
+        if taken {
+            traffic.moved(length)
+        } else {
+            traffic.dropped += 1
+        }
+    }
+
+    /// Runs a queue operation, wrapping its error for queue `index`.
+    private static func step<T>(_ index: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {
+        do { return try body() } catch { throw .queue(index: index, error) }
+    }
+}
