@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -22,9 +22,14 @@
 #   api      --api-socket: ch-remote ping, pause, resume, info, counters and power-button;
 #            busybox acpid in the guest powers off on the button.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
+#   net      two --net NICs on TAPs the VMM creates (ip=, mask=, mac=; 2 queue pairs on the
+#            first): pings and TCP transfers both ways with matching checksums
+#            (net-scenarios.sh).
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
-# marker, and the VMM's resident memory outside guest RAM is read after boot; the lines
-# `ch-bench: ...` carry the figures.
+# marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
+# network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
+# --only runs the named scenarios and their benchmarks (boot and memory with pvh, disk
+# throughput with disks, network with net).
 # A guest that prints nothing for CH_NESTED_L2_STALL seconds (default 120) counts as stalled:
 # the VMM's thread states are printed and the scenario runs once more (seen once in ~40
 # nested boots; a failed check is never retried).
@@ -41,12 +46,15 @@ shopt -s extglob
 # Inside level 1.
 # ---------------------------------------------------------------------------------------
 in_l1() {
-  local binary="$1" bench="$2" remote="$3"
+  local binary="$1" bench="$2" remote="$3" only="${4:-}"
   local l2_timeout="${CH_NESTED_L2_TIMEOUT:-300}"
   local passed=0 failed=0
   [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
 
   pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
+  want() { [[ -z $only || " $only " == *" $1 "* ]]; }
+  # shellcheck source-path=SCRIPTDIR source=net-scenarios.sh
+  source "$here/net-scenarios.sh"
   fail() { failed=$((failed + 1)); echo "ch-e2e: FAIL $*"; }
 
   # run_l2 NAME STEPS VMM...: starts the VMM as a coprocess and follows the guest's serial
@@ -59,6 +67,8 @@ in_l1() {
     local start_ns out in pid line
     local -a expects=() sends=()
     while IFS= read -r step; do
+      # Steps may be indented with the code around them.
+      step="${step#"${step%%[![:space:]]*}"}"
       [[ -n $step ]] || continue
       expects+=("${step%%|||*}")
       sends+=("${step#*|||}")
@@ -132,161 +142,175 @@ in_l1() {
   local base=(--kernel "$nested_vmlinux" --initramfs "$nested_l2_initrd" --serial tty --console off)
   local append="console=ttyS0 panic=-1 ${CH_NESTED_L2_APPEND:-}"
 
-  # Scenario pvh: interactive, reboot, poweroff.
-  # shellcheck disable=SC2016  # typed into the guest's shell
-  local steps='L2-INIT-READY|||echo CH-RESULT-CPUS-$(grep -c ^processor /proc/cpuinfo)
-CH-RESULT-CPUS-([0-9]+)|||echo CH-RESULT-MEM-$(awk "/MemTotal/{print \$2}" /proc/meminfo)
-CH-RESULT-MEM-([0-9]+)|||echo CH-RESULT-PCI-$(ls /sys/bus/pci/devices | wc -l)-$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)
-CH-RESULT-PCI-([0-9]+-0x[0-9a-f]+)|||echo CH-RESULT-RNG-$(cat /sys/class/misc/hw_random/rng_current)-$(head -c 4096 /dev/hwrng | wc -c)
-CH-RESULT-RNG-([a-z_.0-9]+-[0-9]+)|||reboot -f
-L2-INIT-READY|||echo CH-RESULT-REBOOTED-$((40+2))
-CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
-  rss_outside_kib="" rss_total_kib=""
-  [[ $bench == 1 ]] && on_ready_hook=measure_rss
-  # A scenario whose guest stalls (see run_l2) runs once more; one that fails a check does not.
-  run_l2 pvh "$steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=512M --cmdline "$append"
-  if ((stalled)); then
-    echo "ch-e2e: [pvh] the guest stalled; running the scenario again"
+  if want pvh; then
+    # Scenario pvh: interactive, reboot, poweroff.
+    # shellcheck disable=SC2016  # typed into the guest's shell
+    local steps='L2-INIT-READY|||echo CH-RESULT-CPUS-$(grep -c ^processor /proc/cpuinfo)
+  CH-RESULT-CPUS-([0-9]+)|||echo CH-RESULT-MEM-$(awk "/MemTotal/{print \$2}" /proc/meminfo)
+  CH-RESULT-MEM-([0-9]+)|||echo CH-RESULT-PCI-$(ls /sys/bus/pci/devices | wc -l)-$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)
+  CH-RESULT-PCI-([0-9]+-0x[0-9a-f]+)|||echo CH-RESULT-RNG-$(cat /sys/class/misc/hw_random/rng_current)-$(head -c 4096 /dev/hwrng | wc -c)
+  CH-RESULT-RNG-([a-z_.0-9]+-[0-9]+)|||reboot -f
+  L2-INIT-READY|||echo CH-RESULT-REBOOTED-$((40+2))
+  CH-RESULT-REBOOTED-([0-9]+)|||poweroff -f'
+    rss_outside_kib="" rss_total_kib=""
+    [[ $bench == 1 ]] && on_ready_hook=measure_rss
+    # A scenario whose guest stalls (see run_l2) runs once more; one that fails a check does not.
     run_l2 pvh "$steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=512M --cmdline "$append"
-  fi
-  on_ready_hook=""
-  local ch_boot_s="$first_ready_s"
-  if ((steps_done == 7)) && ((vmm_status == 0)) && [[ ${captures[0]} == 2 && ${captures[2]} == 2-0x8086 && ${captures[3]} == virtio_rng.0-4096 && ${captures[4]} == 42 ]] &&
-    ((captures[1] > 400000 && captures[1] <= 524288)); then
-    pass "pvh: boot to init ${first_ready_s}s, serial input ran commands, 2 CPUs, MemTotal ${captures[1]} kB, PCI host bridge 8086 and virtio-rng on segment 0, 4096 bytes from /dev/hwrng, reboot -f restarted the VM, poweroff -f ended it (status 0)"
-  else
-    fail "pvh: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}]"
+    if ((stalled)); then
+      echo "ch-e2e: [pvh] the guest stalled; running the scenario again"
+      run_l2 pvh "$steps" "$binary" "${base[@]}" --cpus boot=2 --memory size=512M --cmdline "$append"
+    fi
+    on_ready_hook=""
+    local ch_boot_s="$first_ready_s"
+    if ((steps_done == 7)) && ((vmm_status == 0)) && [[ ${captures[0]} == 2 && ${captures[2]} == 2-0x8086 && ${captures[3]} == virtio_rng.0-4096 && ${captures[4]} == 42 ]] &&
+      ((captures[1] > 400000 && captures[1] <= 524288)); then
+      pass "pvh: boot to init ${first_ready_s}s, serial input ran commands, 2 CPUs, MemTotal ${captures[1]} kB, PCI host bridge 8086 and virtio-rng on segment 0, 4096 bytes from /dev/hwrng, reboot -f restarted the VM, poweroff -f ended it (status 0)"
+    else
+      fail "pvh: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}]"
+    fi
   fi
 
-  # Scenario disks: two virtio-blk disks. vda (writable raw, 2 queues) carries a pattern the
-  # host wrote, which the guest reads; the guest writes 1 MiB of random bytes whose checksum
-  # the host compares after shutdown. vdb is read-only with a serial: the guest's write
-  # fails and the image stays byte-for-byte the same.
-  # vdc is a qcow2 overlay (made by qemu-img) over a raw base with its own pattern
-  # (backing_files=on): the guest reads the base's pattern through it and writes its own,
-  # which qemu-img convert finds afterwards; qemu-img check finds the overlay clean and the
-  # base stays unchanged.
-  local disk_dir disk_a disk_b disk_b_sum disk_c disk_base disk_base_sum
-  disk_dir="$(mktemp -d)"
-  disk_a="$disk_dir/a.raw" disk_b="$disk_dir/b.raw" disk_c="$disk_dir/c.qcow2" disk_base="$disk_dir/base.raw"
-  truncate -s 4M "$disk_a"
-  printf 'HOSTPATTERN' | dd of="$disk_a" bs=512 seek=2048 conv=notrunc status=none
-  head -c 2097152 /dev/urandom >"$disk_b"
-  disk_b_sum="$(md5sum <"$disk_b" | cut -c1-32)"
-  truncate -s 4M "$disk_base"
-  printf 'BASEPATTERN' | dd of="$disk_base" bs=512 seek=2048 conv=notrunc status=none
-  disk_base_sum="$(md5sum <"$disk_base" | cut -c1-32)"
-  qemu-img create -q -f qcow2 -b "$disk_base" -F raw "$disk_c"
-  # shellcheck disable=SC2016  # typed into the guest's shell
-  local disk_steps='L2-INIT-READY|||echo CH-DISK-A-$(cat /sys/block/vda/size)-$(ls /sys/block/vda/mq | wc -l)-$(cat /sys/block/vdb/ro)-$(cat /sys/block/vdb/serial)
-CH-DISK-A-([0-9a-zA-Z-]+)|||echo CH-DISK-B-$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
-CH-DISK-B-([A-Z]+)|||head -c 1048576 /dev/urandom >/tmp/r && dd if=/tmp/r of=/dev/vda bs=65536 seek=32 conv=fsync 2>/dev/null && echo CH-DISK-C-$(md5sum </tmp/r | cut -c1-32)
-CH-DISK-C-([0-9a-f]+)|||dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; echo CH-DISK-D-$?
-CH-DISK-D-([0-9]+)|||echo 3 >/proc/sys/vm/drop_caches; echo CH-DISK-E-$(dd if=/dev/vda bs=65536 skip=32 count=16 2>/dev/null | md5sum | cut -c1-32)
-CH-DISK-E-([0-9a-f]+)|||echo CH-DISK-F-$(dd if=/dev/vdc bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
-CH-DISK-F-([A-Z]+)|||printf GUESTQCOW | dd of=/dev/vdc bs=512 seek=4096 conv=fsync 2>/dev/null; echo CH-DISK-G-$((3+4))
-CH-DISK-G-([0-9]+)|||poweroff -f'
-  local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL" "path=$disk_c,backing_files=on")
-  run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
-  if ((stalled)); then
-    echo "ch-e2e: [disks] the guest stalled; running the scenario again"
-    dd of="$disk_a" if=/dev/zero bs=65536 seek=32 count=16 conv=notrunc status=none
+  if want disks; then
+    # Scenario disks: two virtio-blk disks. vda (writable raw, 2 queues) carries a pattern the
+    # host wrote, which the guest reads; the guest writes 1 MiB of random bytes whose checksum
+    # the host compares after shutdown. vdb is read-only with a serial: the guest's write
+    # fails and the image stays byte-for-byte the same.
+    # vdc is a qcow2 overlay (made by qemu-img) over a raw base with its own pattern
+    # (backing_files=on): the guest reads the base's pattern through it and writes its own,
+    # which qemu-img convert finds afterwards; qemu-img check finds the overlay clean and the
+    # base stays unchanged.
+    local disk_dir disk_a disk_b disk_b_sum disk_c disk_base disk_base_sum
+    disk_dir="$(mktemp -d)"
+    disk_a="$disk_dir/a.raw" disk_b="$disk_dir/b.raw" disk_c="$disk_dir/c.qcow2" disk_base="$disk_dir/base.raw"
+    truncate -s 4M "$disk_a"
+    printf 'HOSTPATTERN' | dd of="$disk_a" bs=512 seek=2048 conv=notrunc status=none
+    head -c 2097152 /dev/urandom >"$disk_b"
+    disk_b_sum="$(md5sum <"$disk_b" | cut -c1-32)"
+    truncate -s 4M "$disk_base"
+    printf 'BASEPATTERN' | dd of="$disk_base" bs=512 seek=2048 conv=notrunc status=none
+    disk_base_sum="$(md5sum <"$disk_base" | cut -c1-32)"
+    qemu-img create -q -f qcow2 -b "$disk_base" -F raw "$disk_c"
+    # shellcheck disable=SC2016  # typed into the guest's shell
+    local disk_steps='L2-INIT-READY|||echo CH-DISK-A-$(cat /sys/block/vda/size)-$(ls /sys/block/vda/mq | wc -l)-$(cat /sys/block/vdb/ro)-$(cat /sys/block/vdb/serial)
+  CH-DISK-A-([0-9a-zA-Z-]+)|||echo CH-DISK-B-$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
+  CH-DISK-B-([A-Z]+)|||head -c 1048576 /dev/urandom >/tmp/r && dd if=/tmp/r of=/dev/vda bs=65536 seek=32 conv=fsync 2>/dev/null && echo CH-DISK-C-$(md5sum </tmp/r | cut -c1-32)
+  CH-DISK-C-([0-9a-f]+)|||dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; echo CH-DISK-D-$?
+  CH-DISK-D-([0-9]+)|||echo 3 >/proc/sys/vm/drop_caches; echo CH-DISK-E-$(dd if=/dev/vda bs=65536 skip=32 count=16 2>/dev/null | md5sum | cut -c1-32)
+  CH-DISK-E-([0-9a-f]+)|||echo CH-DISK-F-$(dd if=/dev/vdc bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
+  CH-DISK-F-([A-Z]+)|||printf GUESTQCOW | dd of=/dev/vdc bs=512 seek=4096 conv=fsync 2>/dev/null; echo CH-DISK-G-$((3+4))
+  CH-DISK-G-([0-9]+)|||poweroff -f'
+    local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL" "path=$disk_c,backing_files=on")
     run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+    if ((stalled)); then
+      echo "ch-e2e: [disks] the guest stalled; running the scenario again"
+      dd of="$disk_a" if=/dev/zero bs=65536 seek=32 count=16 conv=notrunc status=none
+      run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
+    fi
+    local host_a_sum qcow_check qcow_guest qcow_base
+    host_a_sum="$(dd if="$disk_a" bs=65536 skip=32 count=16 status=none | md5sum | cut -c1-32)"
+    qcow_check="$(qemu-img check -q "$disk_c" >/dev/null 2>&1 && echo clean || echo damaged)"
+    qemu-img convert -O raw "$disk_c" "$disk_dir/c.raw"
+    qcow_guest="$(dd if="$disk_dir/c.raw" bs=512 skip=4096 count=1 status=none | head -c 9)"
+    qcow_base="$(dd if="$disk_dir/c.raw" bs=512 skip=2048 count=1 status=none | head -c 11)"
+    if ((steps_done == 8)) && ((vmm_status == 0)) && [[ ${captures[0]} == 8192-2-1-ROSERIAL && ${captures[1]} == HOSTPATTERN &&
+      ${captures[2]} == "$host_a_sum" && ${captures[3]} != 0 && ${captures[4]} == "$host_a_sum" &&
+      $(md5sum <"$disk_b" | cut -c1-32) == "$disk_b_sum" && ${captures[5]} == BASEPATTERN && $qcow_check == clean &&
+      $qcow_guest == GUESTQCOW && $qcow_base == BASEPATTERN && $(md5sum <"$disk_base" | cut -c1-32) == "$disk_base_sum" ]]; then
+      pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, qemu-img check clean, base unchanged"
+    else
+      fail "disks: steps $steps_done/8, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base'"
+    fi
+    rm -rf "$disk_dir"
   fi
-  local host_a_sum qcow_check qcow_guest qcow_base
-  host_a_sum="$(dd if="$disk_a" bs=65536 skip=32 count=16 status=none | md5sum | cut -c1-32)"
-  qcow_check="$(qemu-img check -q "$disk_c" >/dev/null 2>&1 && echo clean || echo damaged)"
-  qemu-img convert -O raw "$disk_c" "$disk_dir/c.raw"
-  qcow_guest="$(dd if="$disk_dir/c.raw" bs=512 skip=4096 count=1 status=none | head -c 9)"
-  qcow_base="$(dd if="$disk_dir/c.raw" bs=512 skip=2048 count=1 status=none | head -c 11)"
-  if ((steps_done == 8)) && ((vmm_status == 0)) && [[ ${captures[0]} == 8192-2-1-ROSERIAL && ${captures[1]} == HOSTPATTERN &&
-    ${captures[2]} == "$host_a_sum" && ${captures[3]} != 0 && ${captures[4]} == "$host_a_sum" &&
-    $(md5sum <"$disk_b" | cut -c1-32) == "$disk_b_sum" && ${captures[5]} == BASEPATTERN && $qcow_check == clean &&
-    $qcow_guest == GUESTQCOW && $qcow_base == BASEPATTERN && $(md5sum <"$disk_base" | cut -c1-32) == "$disk_base_sum" ]]; then
-    pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, qemu-img check clean, base unchanged"
-  else
-    fail "disks: steps $steps_done/8, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base'"
-  fi
-  rm -rf "$disk_dir"
 
-  # Scenario hvc: Cloud Hypervisor's default consoles for a virtio-console guest: the serial
-  # port off, the virtio console on the terminal (--console tty), console=hvc0. Output and
-  # typed input both cross virtio-console.
-  # shellcheck disable=SC2016  # typed into the guest's shell
-  local hvc_steps='L2-INIT-READY|||echo CH-HVC-$((6*7))-$(cat /sys/class/tty/console/active)-$(cat /sys/class/tty/hvc0/dev)
-CH-HVC-([0-9a-z:-]+)|||poweroff -f'
-  local hvc=(--kernel "$nested_vmlinux" --initramfs "$nested_l2_initrd" --serial off --console tty --cpus boot=1 --memory size=256M
-    --cmdline "console=hvc0 panic=-1 ${CH_NESTED_L2_APPEND:-}")
-  run_l2 hvc "$hvc_steps" "$binary" "${hvc[@]}"
-  if ((stalled)); then
-    echo "ch-e2e: [hvc] the guest stalled; running the scenario again"
+  if want hvc; then
+    # Scenario hvc: Cloud Hypervisor's default consoles for a virtio-console guest: the serial
+    # port off, the virtio console on the terminal (--console tty), console=hvc0. Output and
+    # typed input both cross virtio-console.
+    # shellcheck disable=SC2016  # typed into the guest's shell
+    local hvc_steps='L2-INIT-READY|||echo CH-HVC-$((6*7))-$(cat /sys/class/tty/console/active)-$(cat /sys/class/tty/hvc0/dev)
+  CH-HVC-([0-9a-z:-]+)|||poweroff -f'
+    local hvc=(--kernel "$nested_vmlinux" --initramfs "$nested_l2_initrd" --serial off --console tty --cpus boot=1 --memory size=256M
+      --cmdline "console=hvc0 panic=-1 ${CH_NESTED_L2_APPEND:-}")
     run_l2 hvc "$hvc_steps" "$binary" "${hvc[@]}"
-  fi
-  if ((steps_done == 2)) && ((vmm_status == 0)) && [[ ${captures[0]} == 42-hvc0-229:0 ]]; then
-    pass "hvc: console=hvc0 with --serial off --console tty: init's marker, a typed command and its answer crossed virtio-console"
-  else
-    fail "hvc: steps $steps_done/2, VMM status $vmm_status, captures [${captures[*]:-}]"
+    if ((stalled)); then
+      echo "ch-e2e: [hvc] the guest stalled; running the scenario again"
+      run_l2 hvc "$hvc_steps" "$binary" "${hvc[@]}"
+    fi
+    if ((steps_done == 2)) && ((vmm_status == 0)) && [[ ${captures[0]} == 42-hvc0-229:0 ]]; then
+      pass "hvc: console=hvc0 with --serial off --console tty: init's marker, a typed command and its answer crossed virtio-console"
+    else
+      fail "hvc: steps $steps_done/2, VMM status $vmm_status, captures [${captures[*]:-}]"
+    fi
   fi
 
-  # Scenario api: the VMM with --api-socket; ch-remote (from level 1) pings it, pauses and
-  # resumes the running guest, reads info and counters (the disk's read counter moved), and
-  # presses the power button: the guest's busybox acpid runs its PWRF action, which powers
-  # off, and the VMM exits with status 0.
-  local api_dir sock
-  api_dir="$(mktemp -d)"
-  sock="$api_dir/api.sock"
-  truncate -s 1M "$api_dir/d.raw"
-  api_actions() {
-    "$remote" --api-socket "$sock" ping >"$api_dir/ping.json" 2>&1
-    "$remote" --api-socket "$sock" pause >"$api_dir/pause.out" 2>&1 && echo paused >>"$api_dir/pause.out"
-    "$remote" --api-socket "$sock" info >"$api_dir/paused.json" 2>&1
-    sleep 1
-    "$remote" --api-socket "$sock" resume >>"$api_dir/pause.out" 2>&1 && echo resumed >>"$api_dir/pause.out"
-    "$remote" --api-socket "$sock" info >"$api_dir/info.json" 2>&1
-    "$remote" --api-socket "$sock" counters >"$api_dir/counters.json" 2>&1
-    "$remote" --api-socket "$sock" power-button >"$api_dir/button.out" 2>&1 && echo pressed >>"$api_dir/button.out"
-    echo "ch-e2e: [api] ping $(cat "$api_dir/ping.json"); info while paused: state $(grep -o '"state":"[A-Za-z]*"' "$api_dir/paused.json"); counters $(cat "$api_dir/counters.json")"
-  }
-  # shellcheck disable=SC2016  # typed into the guest's shell
-  local api_steps='L2-INIT-READY|||mkdir -p /etc/acpi/PWRF && printf "#!/bin/sh\necho CH-PWRB-ACPID\npoweroff -f\n" >/etc/acpi/PWRF/00000080 && chmod +x /etc/acpi/PWRF/00000080 && (acpid -f -d -c /etc/acpi &) && dd if=/dev/vda of=/dev/null bs=4096 count=16 2>/dev/null && echo CH-PWRB-ARMED-$(grep -c "Power Button" /sys/class/input/*/name)
-CH-PWRB-ARMED-([0-9]+)|||!api_actions
-CH-PWRB-ACPID|||'
-  local api=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$api_dir/d.raw")
-  run_l2 api "$api_steps" "$binary" "${api[@]}"
-  if ((stalled)); then
-    echo "ch-e2e: [api] the guest stalled; running the scenario again"
+  if want api; then
+    # Scenario api: the VMM with --api-socket; ch-remote (from level 1) pings it, pauses and
+    # resumes the running guest, reads info and counters (the disk's read counter moved), and
+    # presses the power button: the guest's busybox acpid runs its PWRF action, which powers
+    # off, and the VMM exits with status 0.
+    local api_dir sock
+    api_dir="$(mktemp -d)"
+    sock="$api_dir/api.sock"
+    truncate -s 1M "$api_dir/d.raw"
+    api_actions() {
+      "$remote" --api-socket "$sock" ping >"$api_dir/ping.json" 2>&1
+      "$remote" --api-socket "$sock" pause >"$api_dir/pause.out" 2>&1 && echo paused >>"$api_dir/pause.out"
+      "$remote" --api-socket "$sock" info >"$api_dir/paused.json" 2>&1
+      sleep 1
+      "$remote" --api-socket "$sock" resume >>"$api_dir/pause.out" 2>&1 && echo resumed >>"$api_dir/pause.out"
+      "$remote" --api-socket "$sock" info >"$api_dir/info.json" 2>&1
+      "$remote" --api-socket "$sock" counters >"$api_dir/counters.json" 2>&1
+      "$remote" --api-socket "$sock" power-button >"$api_dir/button.out" 2>&1 && echo pressed >>"$api_dir/button.out"
+      echo "ch-e2e: [api] ping $(cat "$api_dir/ping.json"); info while paused: state $(grep -o '"state":"[A-Za-z]*"' "$api_dir/paused.json"); counters $(cat "$api_dir/counters.json")"
+    }
+    # shellcheck disable=SC2016  # typed into the guest's shell
+    local api_steps='L2-INIT-READY|||mkdir -p /etc/acpi/PWRF && printf "#!/bin/sh\necho CH-PWRB-ACPID\npoweroff -f\n" >/etc/acpi/PWRF/00000080 && chmod +x /etc/acpi/PWRF/00000080 && (acpid -f -d -c /etc/acpi &) && dd if=/dev/vda of=/dev/null bs=4096 count=16 2>/dev/null && echo CH-PWRB-ARMED-$(grep -c "Power Button" /sys/class/input/*/name)
+  CH-PWRB-ARMED-([0-9]+)|||!api_actions
+  CH-PWRB-ACPID|||'
+    local api=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$api_dir/d.raw")
     run_l2 api "$api_steps" "$binary" "${api[@]}"
+    if ((stalled)); then
+      echo "ch-e2e: [api] the guest stalled; running the scenario again"
+      run_l2 api "$api_steps" "$binary" "${api[@]}"
+    fi
+    if ((steps_done == 3)) && ((vmm_status == 0)) && ((captures[0] >= 1)) && grep -q '"version"' "$api_dir/ping.json" &&
+      grep -q '"state":"Paused"' "$api_dir/paused.json" && grep -q '"state":"Running"' "$api_dir/info.json" &&
+      grep -q resumed "$api_dir/pause.out" && grep -q '"read_bytes":[1-9]' "$api_dir/counters.json" && grep -q pressed "$api_dir/button.out"; then
+      pass "api: ch-remote ping, pause (state Paused), resume, info (Running), counters (disk reads counted), power-button: acpid in the guest powered off, VMM status 0"
+    else
+      fail "api: steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], pause: $(tr '\n' ' ' <"$api_dir/pause.out" 2>/dev/null), button: $(tr '\n' ' ' <"$api_dir/button.out" 2>/dev/null)"
+    fi
+    rm -rf "$api_dir"
   fi
-  if ((steps_done == 3)) && ((vmm_status == 0)) && ((captures[0] >= 1)) && grep -q '"version"' "$api_dir/ping.json" &&
-    grep -q '"state":"Paused"' "$api_dir/paused.json" && grep -q '"state":"Running"' "$api_dir/info.json" &&
-    grep -q resumed "$api_dir/pause.out" && grep -q '"read_bytes":[1-9]' "$api_dir/counters.json" && grep -q pressed "$api_dir/button.out"; then
-    pass "api: ch-remote ping, pause (state Paused), resume, info (Running), counters (disk reads counted), power-button: acpid in the guest powered off, VMM status 0"
-  else
-    fail "api: steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], pause: $(tr '\n' ' ' <"$api_dir/pause.out" 2>/dev/null), button: $(tr '\n' ' ' <"$api_dir/button.out" 2>/dev/null)"
-  fi
-  rm -rf "$api_dir"
 
-  # Scenario bzimage: non-interactive.
-  local bz=(--kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" --serial tty --console off --cpus boot=1 --memory size=256M
-    --cmdline "$append ch_test=\"grep -c ^processor /proc/cpuinfo\"")
-  run_l2 bzimage 'L2-TEST-EXIT=([0-9]+)|||' "$binary" "${bz[@]}"
-  if ((stalled)); then
-    echo "ch-e2e: [bzimage] the guest stalled; running the scenario again"
+  if want bzimage; then
+    # Scenario bzimage: non-interactive.
+    local bz=(--kernel "$nested_vmlinuz" --initramfs "$nested_l2_initrd" --serial tty --console off --cpus boot=1 --memory size=256M
+      --cmdline "$append ch_test=\"grep -c ^processor /proc/cpuinfo\"")
     run_l2 bzimage 'L2-TEST-EXIT=([0-9]+)|||' "$binary" "${bz[@]}"
-  fi
-  if ((steps_done == 1)) && ((vmm_status == 0)) && [[ ${captures[0]} == 0 ]]; then
-    pass "bzimage: booted to init in ${first_ready_s}s, ran the test, powered off (status 0)"
-  else
-    fail "bzimage: steps $steps_done/1, VMM status $vmm_status, captures [${captures[*]:-}]"
+    if ((stalled)); then
+      echo "ch-e2e: [bzimage] the guest stalled; running the scenario again"
+      run_l2 bzimage 'L2-TEST-EXIT=([0-9]+)|||' "$binary" "${bz[@]}"
+    fi
+    if ((steps_done == 1)) && ((vmm_status == 0)) && [[ ${captures[0]} == 0 ]]; then
+      pass "bzimage: booted to init in ${first_ready_s}s, ran the test, powered off (status 0)"
+    else
+      fail "bzimage: steps $steps_done/1, VMM status $vmm_status, captures [${captures[*]:-}]"
+    fi
   fi
 
-  if [[ $bench == 1 ]]; then
+  if want net; then scenario_net; fi
+
+  if [[ $bench == 1 ]] && want pvh; then
     run_l2 qemu 'L2-INIT-READY|||poweroff -f' qemu-system-x86_64 -enable-kvm -cpu host -smp 2 -m 512 -nographic -no-reboot \
       -nic none -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append"
     local qemu_boot_s="$first_ready_s"
     echo "ch-bench: boot to init (PVH vmlinux, 2 vCPUs, 512 MiB): cloud-hypervisor ${ch_boot_s}s, QEMU ${qemu_boot_s}s, ratio $(awk -v a="$ch_boot_s" -v b="$qemu_boot_s" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')x (target 0.70x or lower)"
     echo "ch-bench: cloud-hypervisor resident memory after boot: ${rss_outside_kib} KiB outside guest RAM (${rss_total_kib} KiB in all) (target under 5120 KiB)"
+  fi
 
+  if [[ $bench == 1 ]] && want disks; then
     # Disk throughput: the same raw image (128 MiB on level 1's tmpfs) as virtio-blk under
     # cloud-hypervisor and under QEMU (virtio-blk-pci, default cache), 1 vCPU, 256 MiB. In the
     # guest, ch-blkbench (Scripts/nested/blkbench.c, in the initramfs) times O_DIRECT I/O:
@@ -316,24 +340,26 @@ CH-BLKBENCH randread [0-9]+ [0-9]+ ([0-9.]+)|||poweroff -f'
     fi
     rm -f "$bench_disk"
   fi
+  if [[ $bench == 1 ]] && want net; then bench_net; fi
   echo "ch-e2e: $passed passed, $failed failed"
   ((failed == 0))
 }
 
 case "${1:-}" in
-  --in-l1) in_l1 "$2" "$3" "$4"; exit $? ;;
+  --in-l1) in_l1 "$2" "$3" "$4" "${5:-}"; exit $? ;;
   -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
 esac
 
 # ---------------------------------------------------------------------------------------
 # On this machine.
 # ---------------------------------------------------------------------------------------
-binary="" bench=0
+binary="" bench=0 only=""
 while (($#)); do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
     --bench) bench=1; shift ;;
-    *) nested_die "unknown argument: $1 (usage: ch-e2e.sh [--binary PATH] [--bench])" ;;
+    --only) only="$2"; shift 2 ;;
+    *) nested_die "unknown argument: $1 (usage: ch-e2e.sh [--binary PATH] [--bench] [--only \"SCENARIO...\"])" ;;
   esac
 done
 repo="$(cd "$here/../.." && pwd)"
@@ -354,7 +380,7 @@ trap 'rm -f "$log"' EXIT
 # A failed check inside level 1 (any other status) is never retried.
 for attempt in 1 2; do
   set +e
-  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" 2>&1 | tee "$log"
+  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
   ((rc == 125 && attempt == 1)) || break

@@ -31,10 +31,11 @@ esac
 
 # Modules that level 1 loads, in this order (their dependencies are added in front):
 # KVM for AMD SVM (which QEMU's `-cpu max` emulates), then virtio-pci and 9p so that the
-# host's root tree can be mounted from the `-virtfs` devices.
+# host's root tree can be mounted from the `-virtfs` devices; tun for the TAP interfaces
+# of the network scenarios.
 l1_modules=(irqbypass kvm ccp kvm-amd
   virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  netfs fscache 9pnet 9pnet_virtio 9p)
+  netfs fscache 9pnet 9pnet_virtio 9p tun)
 # Modules that level 2 loads when they exist: the virtio drivers a VMM's devices need.
 l2_modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
   virtio_blk failover net_failover virtio_net virtio_console virtio-rng button evdev)
@@ -174,6 +175,8 @@ build_initramfs() {
   install -m 755 "$init" "$stage/init"
   # The timed block I/O tool of the disk benchmark (busybox has none), linked statically.
   gcc -static -O2 -o "$stage/bin/ch-blkbench" "$here/blkbench.c" || nested_die "cannot build ch-blkbench (gcc and libc6-dev are needed)"
+  # The timed TCP transfer of the network tests (busybox has no iperf).
+  gcc -static -O2 -o "$stage/bin/ch-netbench" "$here/netbench.c" || nested_die "cannot build ch-netbench"
 
   local report mod rel
   report="$(mktemp)"
@@ -207,12 +210,14 @@ build_initramfs() {
 
 # The images depend on this script, the init scripts and the kernel: remake them when any
 # of those changed since the last build.
-stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" "$here/blkbench.c" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" "$here/blkbench.c" "$here/netbench.c" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
 if [[ $force == 1 || ! -s $nested_l1_initrd || ! -s $nested_l2_initrd ||
   "$(cat "$CH_NESTED_CACHE/initramfs.stamp" 2>/dev/null || true)" != "$stamp" ]]; then
   required="${l1_required[*]}"
   build_initramfs "$nested_l1_initrd" "$here/l1-init.sh" "${required//-/_}" "${l1_modules[@]}"
   build_initramfs "$nested_l2_initrd" "$here/l2-init.sh" "" "${l2_modules[@]}"
+  # Level 1 runs the other end of the network transfers from the host tree.
+  gcc -static -O2 -o "$nested_netbench" "$here/netbench.c" || nested_die "cannot build ch-netbench"
   printf '%s\n' "$stamp" >"$CH_NESTED_CACHE/initramfs.stamp"
 fi
 

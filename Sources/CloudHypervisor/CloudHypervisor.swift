@@ -42,6 +42,10 @@ struct CloudHypervisorCommand: ParsableCommand {
             help: ArgumentHelp("Disk (virtio-blk), repeatable: \(DiskConfig.syntax)", valueName: "disk"))
     var disk: [String] = []
 
+    @Option(parsing: .upToNextOption,
+            help: ArgumentHelp("Network device (virtio-net over TAP), repeatable: \(NetConfig.syntax)", valueName: "net"))
+    var net: [String] = []
+
     @Option(name: .customLong("api-socket"),
             help: ArgumentHelp("HTTP API socket: \(APISocketConfig.syntax); without --kernel the VMM waits for vm.create and vm.boot", valueName: "api-socket"))
     var apiSocket: String?
@@ -58,7 +62,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     /// The VM the command line describes, validated; nil when only `--api-socket` is given
     /// (the VM then comes from `vm.create`).
     func makeConfig() throws(ConfigError) -> VMConfig? {
-        let describesVM = kernel != nil || initramfs != nil || cmdline != nil || cpus != nil || memory != nil || !disk.isEmpty
+        let describesVM = kernel != nil || initramfs != nil || cmdline != nil || cpus != nil || memory != nil || !disk.isEmpty || !net.isEmpty
         if apiSocket != nil && !describesVM { return nil }
         var config = VMConfig()
         config.payload = PayloadConfig(kernel: kernel, cmdline: cmdline, initramfs: initramfs)
@@ -68,6 +72,7 @@ struct CloudHypervisorCommand: ParsableCommand {
         if let console { config.console = try ConsoleConfig.parse(console, option: "--console") }
         if let rng { config.rng = try RngConfig.parse(rng) }
         if !disk.isEmpty { config.disks = try disk.map { (text) throws(ConfigError) in try DiskConfig.parse(text) } }
+        if !net.isEmpty { config.net = try net.map { (text) throws(ConfigError) in try NetConfig.parse(text) } }
         try config.validate()
         return config
     }

@@ -28,6 +28,7 @@ final class BuiltVM: @unchecked Sendable {
     let virtio: [VirtioPCIAttachment]
     let console: AttachedConsole?
     let disks: [(id: String, device: VirtioBlock)]
+    let nets: [AttachedNet]
     let deviceTree: [String: DeviceNode]
     /// Presses the ACPI power button (through the Generic Event Device).
     let powerButton: (@Sendable () -> Void)?
@@ -36,7 +37,7 @@ final class BuiltVM: @unchecked Sendable {
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
-         disks: [(id: String, device: VirtioBlock)], deviceTree: [String: DeviceNode], powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
+         disks: [(id: String, device: VirtioBlock)], nets: [AttachedNet], deviceTree: [String: DeviceNode], powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -49,6 +50,7 @@ final class BuiltVM: @unchecked Sendable {
         self.virtio = virtio
         self.console = console
         self.disks = disks
+        self.nets = nets
         self.deviceTree = deviceTree
         self.powerButton = powerButton
         self.events = events
@@ -102,6 +104,13 @@ struct VMBuilder {
             deviceTree[id] = DeviceNode(id: id, pciBDF: address)
             disks.append((id, block))
         }
+        var nets: [AttachedNet] = []
+        for (net, id) in zip(config.net ?? [], config.netIDs) {
+            let attached = try attachVirtioNet(net, id: id, context: context, bars: &bars)
+            virtio.append(attached.attachment)
+            deviceTree[id] = DeviceNode(id: id, pciBDF: attached.address)
+            nets.append(attached)
+        }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
 
@@ -122,7 +131,7 @@ struct VMBuilder {
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, disks: disks, deviceTree: deviceTree,
+                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, disks: disks, nets: nets, deviceTree: deviceTree,
                        powerButton: { [logger] in
                            do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
                        },

@@ -208,6 +208,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
     public var rng = RngConfig()
     /// The virtio-blk disks, in `--disk` order (`nil` when there are none, as Cloud Hypervisor prints it).
     public var disks: [DiskConfig]?
+    /// The virtio-net devices, in `--net` order (`nil` when there are none).
+    public var net: [NetConfig]?
 
     /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null.
     public init() {}
@@ -222,5 +224,6 @@ public struct VMConfig: Codable, Equatable, Sendable {
         console = try c.decodeIfPresent(ConsoleConfig.self, forKey: .console) ?? .defaultConsole
         rng = try c.decodeIfPresent(RngConfig.self, forKey: .rng) ?? RngConfig()
         disks = try c.decodeIfPresent([DiskConfig].self, forKey: .disks)
+        net = try c.decodeIfPresent([NetConfig].self, forKey: .net)
     }
 }

@@ -13,6 +13,7 @@ extension VMConfig {
         try serial.validate(option: "--serial")
         if rng.iommu { throw ConfigError(option: "--rng", "iommu=on is not supported yet") }
         try validateDisks()
+        try validateNets()
         try console.validate(option: "--console")
         if serial.mode == .tty && console.mode == .tty {
             throw ConfigError(option: "--console", "the serial port and the virtio console cannot both be on the terminal (tty); add --console off (console=ttyS0) or --serial off/null (console=hvc0)")
@@ -39,6 +40,38 @@ extension VMConfig {
             guard let path = disk.path else { continue }
             guard paths.insert(path).inserted else {
                 throw ConfigError(option: "--disk", "\(path) is given twice; a VM cannot open one image for two disks")
+            }
+        }
+    }
+}
+
+extension VMConfig {
+    /// The id of each network device: its `id=`, or Cloud Hypervisor's `_net<N>`.
+    public var netIDs: [String] {
+        (net ?? []).enumerated().map { index, device in device.id ?? "_net\(index)" }
+    }
+
+    /// Each network device on its own, then unique ids (across disks too), interfaces,
+    /// descriptors and guest MAC addresses.
+    func validateNets() throws(ConfigError) {
+        let nets = net ?? []
+        for device in nets { try device.validate() }
+        var ids = Set(diskIDs)
+        for id in netIDs {
+            guard ids.insert(id).inserted else { throw ConfigError(option: "--net", "id=\(id) is used by two devices; ids must be unique") }
+        }
+        var taps = Set<String>()
+        var fds = Set<Int32>()
+        var macs = Set<String>()
+        for device in nets {
+            if let tap = device.tap, !tap.contains("%"), !taps.insert(tap).inserted {
+                throw ConfigError(option: "--net", "tap=\(tap) is given to two devices; each device needs its own interface")
+            }
+            for fd in device.fds ?? [] where !fds.insert(fd).inserted {
+                throw ConfigError(option: "--net", "fd=\(fd) is given to two devices")
+            }
+            if let mac = device.mac?.lowercased(), !macs.insert(mac).inserted {
+                throw ConfigError(option: "--net", "mac=\(mac) is given to two devices; guest addresses must be unique")
             }
         }
     }

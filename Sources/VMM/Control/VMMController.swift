@@ -218,13 +218,14 @@ public final class VMMController: VMMControl {
         }
     }
 
-    /// The disks' byte and request counters.
+    /// The disks' and network devices' counters (Cloud Hypervisor's names).
     public func counters() throws(ControlError) -> [String: [String: UInt64]] {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> [String: [String: UInt64]] in
             guard slot.config != nil else { throw .vmNotCreated }
             guard let instance = slot.instance else { return [:] }
             var result: [String: [String: UInt64]] = [:]
             for disk in instance.built.disks { result[disk.id] = disk.device.counters.dictionary }
+            for net in instance.built.nets { result[net.id] = net.device.counters.dictionary }
             return result
         }
     }

@@ -1,0 +1,175 @@
+// `--net`: virtio-net devices over host TAP interfaces, with Cloud Hypervisor's option and
+// JSON names (NetConfig).
+
+import HostSystem
+import VirtioDevices
+
+/// One `--net`.
+public struct NetConfig: Codable, Equatable, Sendable {
+    /// The host TAP interface to create or attach to (`vmtap<N>` is created when absent).
+    public var tap: String?
+    /// The host side's IPv4 address (left unconfigured when absent).
+    public var ip: String?
+    /// The host side's IPv4 netmask.
+    public var mask: String?
+    /// The guest's Ethernet address, `xx:xx:xx:xx:xx:xx` (random locally administered when absent).
+    public var mac: String?
+    /// The host side's Ethernet address.
+    public var hostMac: String?
+    /// The MTU of both sides (the interface's own when absent).
+    public var mtu: UInt16?
+    /// Place the device behind the virtual IOMMU (not supported yet).
+    public var iommu = false
+    /// Queues: twice the number of RX/TX pairs (Cloud Hypervisor's default 2).
+    public var numQueues: Int = 2
+    /// Entries per queue.
+    public var queueSize: UInt16 = 256
+    /// Use a vhost-user back-end (not supported yet).
+    public var vhostUser = false
+    /// The vhost-user socket.
+    public var vhostSocket: String?
+    /// The device id (`_net<N>` when not given).
+    public var id: String?
+    /// Already-open TAP descriptors, one per queue pair, handed over by the caller.
+    public var fds: [Int32]?
+    /// The PCI segment the device sits on.
+    public var pciSegment: UInt16 = 0
+    /// Offer TCP segmentation offload.
+    public var offloadTSO = true
+    /// Offer UDP fragmentation offload.
+    public var offloadUFO = true
+    /// Offer checksum offload.
+    public var offloadCsum = true
+
+    /// A device on a new TAP with Cloud Hypervisor's defaults (one queue pair of 256).
+    public init(tap: String? = nil) { self.tap = tap }
+
+    enum CodingKeys: String, CodingKey {
+        case tap, ip, mask, mac, hostMac = "host_mac", mtu, iommu, numQueues = "num_queues", queueSize = "queue_size"
+        case vhostUser = "vhost_user", vhostSocket = "vhost_socket", id, fds, pciSegment = "pci_segment"
+        case offloadTSO = "offload_tso", offloadUFO = "offload_ufo", offloadCsum = "offload_csum"
+    }
+
+    /// Decodes with Cloud Hypervisor's defaults for absent fields.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        tap = try c.decodeIfPresent(String.self, forKey: .tap)
+        ip = try c.decodeIfPresent(String.self, forKey: .ip)
+        mask = try c.decodeIfPresent(String.self, forKey: .mask)
+        mac = try c.decodeIfPresent(String.self, forKey: .mac)
+        hostMac = try c.decodeIfPresent(String.self, forKey: .hostMac)
+        mtu = try c.decodeIfPresent(UInt16.self, forKey: .mtu)
+        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
+        numQueues = try c.decodeIfPresent(Int.self, forKey: .numQueues) ?? 2
+        queueSize = try c.decodeIfPresent(UInt16.self, forKey: .queueSize) ?? 256
+        vhostUser = try c.decodeIfPresent(Bool.self, forKey: .vhostUser) ?? false
+        vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)
+        id = try c.decodeIfPresent(String.self, forKey: .id)
+        fds = try c.decodeIfPresent([Int32].self, forKey: .fds)
+        pciSegment = try c.decodeIfPresent(UInt16.self, forKey: .pciSegment) ?? 0
+        offloadTSO = try c.decodeIfPresent(Bool.self, forKey: .offloadTSO) ?? true
+        offloadUFO = try c.decodeIfPresent(Bool.self, forKey: .offloadUFO) ?? true
+        offloadCsum = try c.decodeIfPresent(Bool.self, forKey: .offloadCsum) ?? true
+    }
+
+    /// The accepted `--net` syntax.
+    public static let syntax = "tap=<if_name>,ip=<ip_addr>,mask=<net_mask>,mac=<mac_addr>,host_mac=<mac_addr>,mtu=<mtu>,fd=<fd1,fd2...>,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,id=<device_id>,vhost_user=on|off,socket=<vhost_user_socket_path>,pci_segment=<segment_id>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off"
+
+    /// Parses one `--net` value (for example `tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0`).
+    /// Empty values (`--net "tap=,mac=,ip=,mask="`) mean "not given", as in Cloud Hypervisor's examples.
+    public static func parse(_ text: String) throws(ConfigError) -> NetConfig {
+        let list = try OptionList(text, option: "--net", knownKeys: [
+            "tap", "ip", "mask", "mac", "host_mac", "mtu", "fd", "iommu", "num_queues", "queue_size", "id", "vhost_user",
+            "socket", "vhost_mode", "pci_segment", "offload_tso", "offload_ufo", "offload_csum",
+            "bw_size", "bw_one_time_burst", "bw_refill_time", "ops_size", "ops_one_time_burst", "ops_refill_time",
+        ])
+        for key in ["bw_size", "bw_one_time_burst", "bw_refill_time", "ops_size", "ops_one_time_burst", "ops_refill_time"]
+        where nonEmpty(list[key]) != nil {
+            throw ConfigError(option: "--net", "\(key)= (rate limiting) is not supported yet")
+        }
+        var config = NetConfig(tap: nonEmpty(list["tap"]))
+        config.ip = nonEmpty(list["ip"])
+        config.mask = nonEmpty(list["mask"])
+        config.mac = nonEmpty(list["mac"])
+        config.hostMac = nonEmpty(list["host_mac"])
+        if nonEmpty(list["mtu"]) != nil { config.mtu = try list.integer("mtu", as: UInt16.self, in: 68...65535) }
+        config.iommu = try list.bool("iommu") ?? false
+        if let fd = nonEmpty(list["fd"]) {
+            let inner = fd.hasPrefix("[") && fd.hasSuffix("]") ? String(fd.dropFirst().dropLast()) : fd
+            var fds: [Int32] = []
+            for item in inner.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let value = Int32(String(item.filter { $0 != " " })), value >= 0 else {
+                    throw ConfigError(option: "--net", "fd=\(fd) is not a list of open descriptors (fd=3 or fd=[3,4])")
+                }
+                fds.append(value)
+            }
+            config.fds = fds
+            config.numQueues = fds.count * 2
+        }
+        if nonEmpty(list["num_queues"]) != nil {
+            config.numQueues = Int(try list.integer("num_queues", as: UInt16.self, in: 2...512) ?? 2)
+        }
+        if nonEmpty(list["queue_size"]) != nil {
+            config.queueSize = try list.integer("queue_size", as: UInt16.self, in: 2...32768) ?? 256
+        }
+        config.id = nonEmpty(list["id"])
+        config.vhostUser = try list.bool("vhost_user") ?? false
+        config.vhostSocket = nonEmpty(list["socket"])
+        config.pciSegment = try list.integer("pci_segment", as: UInt16.self) ?? 0
+        config.offloadTSO = try list.bool("offload_tso") ?? true
+        config.offloadUFO = try list.bool("offload_ufo") ?? true
+        config.offloadCsum = try list.bool("offload_csum") ?? true
+        return config
+    }
+
+    private static func nonEmpty(_ value: String?) -> String? {
+        guard let value, !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// Checks one device, as Cloud Hypervisor does, naming `--net` and the interface.
+    public func validate() throws(ConfigError) {
+        let name = tap ?? (fds.map { "fd=\($0.map(String.init).joined(separator: ","))" } ?? "a new TAP")
+        if vhostUser || vhostSocket != nil { throw ConfigError(option: "--net", "vhost_user=on is not supported yet (\(name))") }
+        if iommu { throw ConfigError(option: "--net", "iommu=on is not supported yet (\(name))") }
+        if pciSegment != 0 { throw ConfigError(option: "--net", "pci_segment=\(pciSegment): only segment 0 exists (\(name))") }
+        guard numQueues >= 2, numQueues % 2 == 0, numQueues <= 512 else {
+            throw ConfigError(option: "--net", "num_queues=\(numQueues) must be an even number from 2 to 512: one receive and one transmit queue per pair (\(name))")
+        }
+        guard queueSize >= 2, queueSize <= 32768, queueSize.nonzeroBitCount == 1 else {
+            throw ConfigError(option: "--net", "queue_size=\(queueSize) must be a power of two from 2 to 32768 (\(name))")
+        }
+        if let fds {
+            if tap != nil { throw ConfigError(option: "--net", "give either tap= or fd=, not both (\(name))") }
+            guard fds.count * 2 == numQueues else {
+                throw ConfigError(option: "--net", "fd= gives \(fds.count) descriptor(s) but num_queues=\(numQueues) needs \(numQueues / 2), one per queue pair")
+            }
+            if Set(fds).count != fds.count { throw ConfigError(option: "--net", "fd= lists a descriptor twice (\(name))") }
+        }
+        if let tap, tap.utf8.count > 15 || tap.contains("/") || tap.contains(" ") {
+            throw ConfigError(option: "--net", "tap=\(tap) is not an interface name (at most 15 characters, no '/' or spaces)")
+        }
+        if let mac {
+            guard let bytes = MACAddress(mac)?.bytes else {
+                throw ConfigError(option: "--net", "mac=\(mac) is not an Ethernet address like 52:54:00:12:34:56")
+            }
+            if bytes[0] & 1 != 0 { throw ConfigError(option: "--net", "mac=\(mac) is a multicast address; the guest needs a unicast one") }
+            if bytes.allSatisfy({ $0 == 0 }) { throw ConfigError(option: "--net", "mac=\(mac) is all zeroes") }
+        }
+        if let hostMac, MACAddress(hostMac) == nil {
+            throw ConfigError(option: "--net", "host_mac=\(hostMac) is not an Ethernet address like 52:54:00:12:34:56")
+        }
+        if let ip, TapInterface.parseIPv4(ip) == nil { throw ConfigError(option: "--net", "ip=\(ip) is not an IPv4 address (\(name))") }
+        if let mask {
+            guard let value = TapInterface.parseIPv4(mask), value == 0 || (~value &+ 1).nonzeroBitCount == 1 else {
+                throw ConfigError(option: "--net", "mask=\(mask) is not an IPv4 netmask like 255.255.255.0 (\(name))")
+            }
+            if ip == nil { throw ConfigError(option: "--net", "mask= needs ip= (\(name))") }
+        }
+        if let id, id.isEmpty { throw ConfigError(option: "--net", "id= must not be empty (\(name))") }
+        if fds != nil, ip != nil || hostMac != nil || mtu != nil {
+            // Cloud Hypervisor leaves a handed-over TAP as the caller configured it.
+            throw ConfigError(option: "--net", "ip=, mask=, host_mac= and mtu= configure a TAP this VMM opens; with fd= configure it before handing it over")
+        }
+    }
+}

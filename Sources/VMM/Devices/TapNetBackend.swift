@@ -1,0 +1,56 @@
+import CLinux
+import Glibc
+import HostSystem
+import VirtioDevices
+
+/// One queue of a host TAP interface as a virtio-net backend: `readv`/`writev` of
+/// `virtio_net_hdr_v1` + frame on a non-blocking descriptor, straight from and into the
+/// buffers the device hands over (guest memory or its bounce buffer).
+final class TapNetBackend: NetBackend {
+    let interface: String
+    let queue: OwnedFileDescriptor
+
+    init(interface: String, queue: OwnedFileDescriptor) {
+        self.interface = interface
+        self.queue = queue
+    }
+
+    /// The queue's descriptor: readable when a packet waits.
+    var readinessDescriptor: Int32? { queue.rawValue }
+
+    func receive(into buffers: [UnsafeMutableRawBufferPointer]) throws(NetBackendError) -> Int? {
+        var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
+        while true {
+            let count = vectors.withUnsafeMutableBufferPointer { readv(queue.rawValue, $0.baseAddress, Int32($0.count)) }
+            if count >= 0 { return count }
+            switch clinux_errno() {
+            case EINTR: continue
+            case EAGAIN: return nil
+            case let code: throw .host(call: "readv(\(interface))", errno: code)
+            }
+        }
+    }
+
+    func send(_ buffers: [UnsafeRawBufferPointer]) throws(NetBackendError) -> Bool {
+        var vectors = buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        while true {
+            let count = vectors.withUnsafeMutableBufferPointer { writev(queue.rawValue, $0.baseAddress, Int32($0.count)) }
+            if count >= 0 { return true }
+            switch clinux_errno() {
+            case EINTR: continue
+            // A full queue, an interface that is down or a packet the kernel refuses (bad
+            // offload header from the guest): the packet is lost, as on a wire.
+            case EAGAIN, EIO, ENOBUFS, EINVAL, EMSGSIZE: return false
+            case let code: throw .host(call: "writev(\(interface))", errno: code)
+            }
+        }
+    }
+
+    func setOffloads(_ offloads: NetOffloads) throws(NetBackendError) {
+        do {
+            try TapInterface.setOffloads(offloads.rawValue, descriptor: queue.rawValue)
+        } catch {
+            throw .host(call: "ioctl(TUNSETOFFLOAD) on \(interface)", errno: error.errno)
+        }
+    }
+}
