@@ -50,10 +50,11 @@ bench_net() {
   bench_cpu() {
     local vmm task ticks
     ticks="$(getconf CLK_TCK)"
-    vmm="$(pgrep -f -n "cloud-hypervisor|qemu-system" || true)"
-    [[ -n $vmm ]] || return 0
+    # run_l2's $pid is the timeout(1) wrapper; the VMM is its child.
+    vmm="$(pgrep -P "$pid" | head -n 1 || true)"
+    [[ -n $vmm && -d /proc/$vmm/task ]] || return 0
     for task in /proc/"$vmm"/task/*; do
-      awk -v name="$(cat "$task/comm")" -v hz="$ticks" '{ s = ($14 + $15) / hz; if (s >= 0.1) printf "%s=%.1fs ", name, s }' "$task/stat"
+      awk -v name="$(cat "$task/comm" 2>/dev/null)" -v hz="$ticks" '{ s = ($14 + $15) / hz; if (s >= 0.1) printf "%s=%.1fs ", name, s }' "$task/stat" 2>/dev/null || true
     done >>"$net_dir/cpu.log"
     echo "($1)" >>"$net_dir/cpu.log"
   }
