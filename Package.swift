@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "CLinux", targets: ["CLinux"]),
         .library(name: "HostSystem", targets: ["HostSystem"]),
+        .library(name: "Seccomp", targets: ["Seccomp"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
         .library(name: "BlockStorage", targets: ["BlockStorage"]),
@@ -34,6 +35,7 @@ let package = Package(
         .library(name: "Qcow", targets: ["Qcow"]),
         .executable(name: "qcow-tool", targets: ["QcowTool"]),
         .executable(name: "qcow-bench", targets: ["QcowBench"]),
+        .executable(name: "seccomp-probe", targets: ["SeccompProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -45,6 +47,12 @@ let package = Package(
         .target(name: "CLinux"),
         // Layer 1: owned descriptors, errno, mmap, eventfd, epoll, threads, signals.
         .target(name: "HostSystem", dependencies: ["CLinux"], exclude: ["README.md"]),
+        // libseccomp, linked from the system.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        // Per-thread seccomp filters (--seccomp): an allow-list per thread kind, built with libseccomp.
+        .target(name: "Seccomp", dependencies: ["CSeccomp", "CLinux"], exclude: ["README.md"]),
+        // A process that installs one thread kind's filter on a thread and makes a syscall, for the Seccomp tests.
+        .executableTarget(name: "SeccompProbe", dependencies: ["Seccomp", "HostSystem", "CLinux"]),
         // Layer 2: guest physical memory over host mappings.
         .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Split virtqueues over guest memory: validated descriptor chains, used ring, notification suppression.
@@ -76,12 +84,12 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage", "Qcow",
+            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage", "Qcow", "Seccomp",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.
         .executableTarget(name: "CloudHypervisor", dependencies: [
-            "VMM", "HostSystem", "CLinux", "CloudHypervisorAPI",
+            "VMM", "HostSystem", "CLinux", "CloudHypervisorAPI", "Seccomp",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -134,6 +142,7 @@ let package = Package(
         .testTarget(name: "QcowTests", dependencies: ["Qcow", "BlockStorage", "HostSystem", "TestSupport"]),
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),
+        .testTarget(name: "SeccompTests", dependencies: ["Seccomp"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
         .testTarget(name: "BlockStorageTests", dependencies: ["BlockStorage", "HostSystem"]),
@@ -145,7 +154,7 @@ let package = Package(
         .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "TestSupport"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
-            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", .product(name: "Logging", package: "swift-log"),
+            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",

@@ -1,6 +1,7 @@
 // The non-variadic shims declared in CLinux.h.
 #define _GNU_SOURCE
 #include "CLinux.h"
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 
 int clinux_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
@@ -94,6 +95,71 @@ void clinux_thread_set_name(const char *name) {
     strncpy(short_name, name, sizeof(short_name) - 1);
     short_name[sizeof(short_name) - 1] = 0;
     pthread_setname_np(pthread_self(), short_name);
+}
+
+static const char *clinux_sigsys_names[CLINUX_SIGSYS_NAME_COUNT];
+static __thread char clinux_sigsys_thread_name[17];
+
+void clinux_sigsys_set_syscall_name(int number, const char *name) {
+    if (number >= 0 && number < CLINUX_SIGSYS_NAME_COUNT) clinux_sigsys_names[number] = name;
+}
+
+void clinux_sigsys_remember_thread_name(void) {
+    char name[17] = { 0 };
+    if (prctl(PR_GET_NAME, name, 0, 0, 0) != 0) strcpy(name, "?");
+    memcpy(clinux_sigsys_thread_name, name, sizeof(name));
+}
+
+/// Appends `text` to `buffer` (of `size` bytes) at `used`; returns the new length.
+static size_t clinux_sigsys_append(char *buffer, size_t size, size_t used, const char *text) {
+    while (*text && used < size) buffer[used++] = *text++;
+    return used;
+}
+
+/// Appends the decimal digits of `value`.
+static size_t clinux_sigsys_append_number(char *buffer, size_t size, size_t used, long value) {
+    char digits[24];
+    size_t count = 0;
+    unsigned long magnitude = value < 0 ? -(unsigned long)value : (unsigned long)value;
+    do { digits[count++] = (char)('0' + magnitude % 10); magnitude /= 10; } while (magnitude && count < sizeof(digits));
+    if (value < 0 && used < size) buffer[used++] = '-';
+    while (count && used < size) buffer[used++] = digits[--count];
+    return used;
+}
+
+static void clinux_sigsys_handler(int signo, siginfo_t *info, void *context) {
+    (void)signo;
+    (void)context;
+    // Async-signal-safe: only stack buffers, thread-local and static data, prctl(2), write(2), _exit(2).
+    char message[192];
+    size_t used = 0;
+    int number = info->si_syscall;
+    // A thread that never installed a filter of its own runs under the VMM thread's filter
+    // it inherited, which allows PR_GET_NAME; a thread that did remembered its name first.
+    if (!clinux_sigsys_thread_name[0] && prctl(PR_GET_NAME, clinux_sigsys_thread_name, 0, 0, 0) != 0)
+        clinux_sigsys_thread_name[0] = 0;
+    const char *thread = clinux_sigsys_thread_name[0] ? clinux_sigsys_thread_name : "?";
+    const char *name = number >= 0 && number < CLINUX_SIGSYS_NAME_COUNT ? clinux_sigsys_names[number] : NULL;
+    used = clinux_sigsys_append(message, sizeof(message), used, "seccomp: thread ");
+    used = clinux_sigsys_append(message, sizeof(message), used, thread);
+    used = clinux_sigsys_append(message, sizeof(message), used, " made forbidden syscall ");
+    used = clinux_sigsys_append_number(message, sizeof(message), used, number);
+    used = clinux_sigsys_append(message, sizeof(message), used, " (");
+    if (name) used = clinux_sigsys_append(message, sizeof(message), used, name);
+    else used = clinux_sigsys_append_number(message, sizeof(message), used, number);
+    used = clinux_sigsys_append(message, sizeof(message), used, ")\n");
+    ssize_t written = write(STDERR_FILENO, message, used);
+    (void)written;
+    _exit(128 + SIGSYS);
+}
+
+int clinux_sigsys_install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = clinux_sigsys_handler;
+    sigfillset(&action.sa_mask);
+    action.sa_flags = SA_SIGINFO;
+    return sigaction(SIGSYS, &action, NULL);
 }
 
 uint8_t clinux_load_acquire_u8(const void *a) { return __atomic_load_n((const uint8_t *)a, __ATOMIC_ACQUIRE); }

@@ -5,6 +5,7 @@ import CloudHypervisorAPI
 import Glibc
 import HostSystem
 import Logging
+import Seccomp
 import VMM
 
 @main
@@ -56,6 +57,9 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(name: .customLong("log-file"), help: "Write the VMM's log to this file instead of standard error.")
     var logFile: String?
 
+    @Option(help: ArgumentHelp("Seccomp filters on the VMM's threads: \(SeccompAction.syntax) (true: a forbidden system call ends the VMM; log: the kernel logs it) [default: true]", valueName: "seccomp"))
+    var seccomp = "true"
+
     @Flag(name: .customShort("v"), help: "More log output (repeat: -v info, -vv debug, -vvv trace).")
     var verbosity: Int
 
@@ -83,22 +87,41 @@ struct CloudHypervisorCommand: ParsableCommand {
         let config: VMConfig?
         let socket: APISocketConfig?
         let monitorConfig: EventMonitorConfig?
+        let filters: SeccompAction?
         do {
             config = try makeConfig()
             socket = try apiSocket.map { (text) throws(ConfigError) in try APISocketConfig.parse(text) }
             monitorConfig = try eventMonitor.map { (text) throws(ConfigError) in try EventMonitorConfig.parse(text) }
+            filters = try SeccompAction.parse(seccomp)
         } catch {
             throw ValidationError(error.description)
         }
         // A client that goes away must not kill the VMM (writes then fail with EPIPE).
         signal(SIGPIPE, SIG_IGN)
         let logger = logging.logger(label: "cloud-hypervisor")
+        // The VMM thread's filter first: every thread started from here on inherits it.
+        if let filters {
+            do {
+                try Seccomp.install(for: .vmm, action: filters)
+            } catch {
+                let message = "--seccomp \(filters): \(error) (--seccomp false runs without filters)"
+                logger.error("\(message)")
+                writeToStandardError("cloud-hypervisor: \(message)\n")
+                throw ExitCode.failure
+            }
+        }
         do {
             let monitor = try monitorConfig.map { try EventMonitor($0) }
-            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor)
+            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters)
             var server: APIServer?
             if let socket {
-                let api = APIServer(socket: socket, control: runner.controller, logger: logging.logger(label: "cloud-hypervisor.api"))
+                var settings = APIServer.Configuration()
+                if let filters {
+                    // The event loop serves the socket; the worker runs lifecycle actions as the VMM thread does.
+                    settings.threadSetup = { role in try Seccomp.install(for: role == .eventLoop ? .api : .vmm, action: filters) }
+                }
+                let api = APIServer(socket: socket, control: runner.controller, configuration: settings,
+                                    logger: logging.logger(label: "cloud-hypervisor.api"))
                 try api.start()
                 logger.info("API server on \(socket)")
                 server = api

@@ -18,6 +18,8 @@ public enum APIServerError: Error, Equatable, Sendable, CustomStringConvertible 
     case badDescriptor(fd: Int32, reason: String)
     /// `start()` was called twice, or after `stop()`.
     case alreadyStarted
+    /// ``APIServer/Configuration/threadSetup`` failed on one of the server's threads.
+    case threadSetupFailed(reason: String)
 
     /// A sentence naming the option and the cause.
     public var description: String {
@@ -30,6 +32,8 @@ public enum APIServerError: Error, Equatable, Sendable, CustomStringConvertible 
             "--api-socket: fd=\(fd) cannot be used: \(reason); pass a bound AF_UNIX stream socket"
         case .alreadyStarted:
             "the API server was already started"
+        case let .threadSetupFailed(reason):
+            "the API server's threads could not be set up: \(reason)"
         }
     }
 }
@@ -43,6 +47,14 @@ public enum APIServerError: Error, Equatable, Sendable, CustomStringConvertible 
 /// server.stop()
 /// ```
 public final class APIServer: Sendable {
+    /// The server's threads, for ``Configuration/threadSetup``.
+    public enum ThreadRole: Sendable, Equatable {
+        /// The SwiftNIO event loop thread: the socket and HTTP.
+        case eventLoop
+        /// A worker thread that runs `VMMControl` actions.
+        case worker
+    }
+
     /// Tunables; the defaults suit a VMM.
     public struct Configuration: Sendable {
         /// The largest request body accepted (a `VmConfig` is a few KiB). Default 1 MiB.
@@ -55,6 +67,10 @@ public final class APIServer: Sendable {
         public var workerThreads = 1
         /// Pipelined requests queued per connection before it stops reading. Default 16.
         public var maxQueuedRequests = 16
+        /// Runs once on each of the server's threads before the socket is bound, so before
+        /// anything is served (the VMM installs each thread's seccomp filter here). An error
+        /// makes `start()` fail. Default none.
+        public var threadSetup: (@Sendable (ThreadRole) throws -> Void)?
 
         /// The defaults.
         public init() {}
@@ -113,8 +129,18 @@ public final class APIServer: Sendable {
         guard claimed else { throw .alreadyStarted }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
+        let workers = max(1, configuration.workerThreads)
+        let pool = NIOThreadPool(numberOfThreads: workers)
         pool.start()
+        if let setup = configuration.threadSetup {
+            do {
+                try Self.setUpThreads(setup, group: group, pool: pool, workers: workers)
+            } catch {
+                try? pool.syncShutdownGracefully()
+                try? group.syncShutdownGracefully()
+                throw .threadSetupFailed(reason: "\(error)")
+            }
+        }
         let router = APIRouter(control: control)
         let limits = ConnectionLimits(
             maxBodySize: configuration.maxBodySize, requestTimeout: configuration.requestTimeout,
@@ -182,6 +208,33 @@ public final class APIServer: Sendable {
     /// Whether the server is listening.
     public var isRunning: Bool {
         state.withLock { if case .running = $0 { true } else { false } }
+    }
+
+    /// Runs `setup` on every event loop thread, then on every worker thread: one work item
+    /// per worker, each waiting until all have started, so that each lands on its own thread.
+    private static func setUpThreads(_ setup: @escaping @Sendable (ThreadRole) throws -> Void,
+                                     group: MultiThreadedEventLoopGroup, pool: NIOThreadPool, workers: Int) throws {
+        for loop in group.makeIterator() {
+            try loop.submit { try setup(.eventLoop) }.wait()
+        }
+        let arrived = Counter()
+        let items = (0..<workers).map { _ in
+            pool.runIfActive(eventLoop: group.next()) {
+                defer {
+                    arrived.increment()
+                    while arrived.value < workers { sched_yield() }
+                }
+                try setup(.worker)
+            }
+        }
+        for item in items { try item.wait() }
+    }
+
+    /// A thread-safe count.
+    private final class Counter: Sendable {
+        private let count = Atomic<Int>(0)
+        func increment() { count.add(1, ordering: .acquiringAndReleasing) }
+        var value: Int { count.load(ordering: .acquiring) }
     }
 
     /// Fails if a live server answers at `path` (a stale socket file is fine: bind replaces it).

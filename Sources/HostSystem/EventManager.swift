@@ -239,9 +239,13 @@ public final class EventManager: Sendable {
 
     /// Runs the loop on a new thread called `name` until `stop()`.
     ///
+    /// `onThreadStart`, if given, runs first on the new thread (to install its seccomp
+    /// filter, for example); when it returns false the thread ends without running any
+    /// handler, and the closure is the one to report why.
+    ///
     /// Starting a loop that is already running is refused with `EBUSY`. If `epoll_wait` fails
     /// the thread ends and `loopError` tells why.
-    public func start(name: String = "ch-event-loop") throws(SystemError) {
+    public func start(name: String = "ch-event-loop", onThreadStart: (@Sendable () -> Bool)? = nil) throws(SystemError) {
         try state.withLock { (state) throws(SystemError) in
             if state.loopThread != nil {
                 throw SystemError(call: "EventManager.start(\(name)) while its loop thread is running", errno: EBUSY)
@@ -249,7 +253,10 @@ public final class EventManager: Sendable {
             state.stopRequested = false
             state.loopError = nil
             // The new thread takes this lock to read `stopRequested`, so it waits until we are done.
-            state.loopThread = try HostThread(name: name) { [self] in runLoop() }
+            state.loopThread = try HostThread(name: name) { [self] in
+                if let onThreadStart, !onThreadStart() { return }
+                runLoop()
+            }
         }
     }
 

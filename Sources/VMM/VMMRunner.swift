@@ -2,6 +2,7 @@ import CLinux
 import HostSystem
 import Hypervisor
 import Logging
+import Seccomp
 
 /// The VMM's version.
 public enum VMMVersion {
@@ -25,11 +26,13 @@ public final class VMMRunner {
     public let controller: VMMController
 
     /// Prepares the VMM: `config` is booted at once when given (the command line had a
-    /// `--kernel`); without it the VMM waits for `vm.create` and `vm.boot`.
-    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil) throws {
+    /// `--kernel`); without it the VMM waits for `vm.create` and `vm.boot`. With `seccomp`
+    /// set, the VMM's other threads install their filters (the caller installs the VMM
+    /// thread's own, ``ThreadKind/vmm``, before anything else).
+    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil) throws {
         self.config = config
         self.logger = logger
-        controller = try VMMController(logger: logger, monitor: monitor)
+        controller = try VMMController(logger: logger, monitor: monitor, seccomp: seccomp)
     }
 
     /// Boots the configured VM (if any) and runs until the guest powers off, a termination

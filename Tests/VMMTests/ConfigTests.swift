@@ -1,9 +1,21 @@
 import Foundation
+import Seccomp
 import Testing
 @testable import VMM
 
 @Suite("Configuration from Cloud Hypervisor's option syntax")
 struct ConfigTests {
+    @Test("--seccomp: true traps, log logs, false installs nothing; anything else names the accepted values")
+    func seccomp() throws {
+        #expect(try SeccompAction.parse("true") == .trap)
+        #expect(try SeccompAction.parse("log") == .log)
+        #expect(try SeccompAction.parse("false") == nil)
+        for bad in ["yes", "on", "TRUE", ""] {
+            let error = #expect(throws: ConfigError.self) { _ = try SeccompAction.parse(bad) }
+            #expect(error?.description == "--seccomp: '\(bad)' is not accepted; accepted values: true, false, log")
+        }
+    }
+
     @Test("--cpus: boot, max, topology; max defaults to boot")
     func cpus() throws {
         let config = try CpusConfig.parse("boot=4,topology=2:2:1:1")

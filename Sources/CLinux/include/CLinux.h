@@ -134,6 +134,32 @@ int clinux_thread_spawn(pthread_t *thread, clinux_thread_body body, void *contex
 /// Sets the calling thread's name as `ps`/`top` show it (15 bytes at most are kept).
 void clinux_thread_set_name(const char *name);
 
+// MARK: - Seccomp violations
+// A thread whose seccomp filter traps (SECCOMP_RET_TRAP) gets SIGSYS. The handler below
+// reports the thread and the system call on standard error and ends the process. It only
+// calls write(2) and _exit(2), which every filter of the Seccomp module allows, and reads
+// nothing that needs a lock or an allocation: the thread's name is copied into
+// thread-local storage before its filter goes on, the syscall names into a fixed table.
+// (A thread that installed no filter of its own runs under the inherited VMM filter, which
+// lets the handler ask for its name with prctl(PR_GET_NAME).)
+
+/// The number of entries of the syscall name table (syscall numbers 0 to 511).
+#define CLINUX_SIGSYS_NAME_COUNT 512
+
+/// Installs the SIGSYS handler for the whole process (`sigaction(2)`). It writes
+/// `seccomp: thread <name> made forbidden syscall <number> (<name>)` to standard error and
+/// exits with status 159 (128 + SIGSYS, what a shell reports for a process SIGSYS killed).
+/// Returns 0, or -1 with `errno` set.
+int clinux_sigsys_install(void);
+
+/// Copies the calling thread's name (`prctl(PR_GET_NAME)`) into thread-local storage, for
+/// the report. Call it on the thread, before its filter is installed.
+void clinux_sigsys_remember_thread_name(void);
+
+/// Sets the name the report prints for syscall `number`. `name` must live for ever; numbers
+/// outside the table are ignored.
+void clinux_sigsys_set_syscall_name(int number, const char *name);
+
 // MARK: - Atomics
 // Loads with acquire ordering and stores with release ordering, for memory shared with a
 // guest (virtqueue indices) or with the kernel (kvm_run.immediate_exit). The address must be

@@ -39,6 +39,12 @@ final class VirtioPCIAttachment: Sendable {
             }
             notifiers.withLock { $0.append((queue, event, address)) }
         }
+        // Notify writes the ioeventfds do not catch (other widths) reach the BAR on a vCPU
+        // thread: signal the queue's eventfd so that the event loop serves them too.
+        transport.forwardNotifications { [weak self] queue in
+            guard let event = self?.notifiers.withLock({ list in list.first { $0.queue == queue }?.event }) else { return }
+            try? event.signal()
+        }
     }
 
     /// Moves the ioeventfds after the guest moved BAR 0; with `mapped` false (the new

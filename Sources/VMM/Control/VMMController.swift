@@ -7,6 +7,7 @@ import CLinux
 import HostSystem
 import Hypervisor
 import Logging
+import Seccomp
 import Synchronization
 
 /// The VMM's lifecycle: the one VM it manages, its state, and the actions the REST API and
@@ -34,6 +35,7 @@ public final class VMMController: VMMControl {
         case vmStopped(ObjectIdentifier, VMExitReason)
         case vmmShutdown
         case signal(Int32)
+        case failure(String)
     }
 
     private let hypervisor: KVMHypervisor
@@ -44,10 +46,12 @@ public final class VMMController: VMMControl {
     private let wakeup: EventFD
     private let signals: OwnedFileDescriptor
     private let signalLoop: EventManager
+    private let seccomp: SeccompAction?
 
     /// A controller with no VM yet. Blocks the termination signals in the calling thread
     /// (threads started later inherit that) and receives them through a signalfd.
-    public init(logger: Logger, monitor: EventMonitor? = nil) throws {
+    /// With `seccomp` set, the signal thread and every VM thread install their filters.
+    public init(logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil) throws {
         try KickSignal.install()
         let signals = clinux_signalfd_termination()
         guard signals >= 0 else { throw VMMError(description: "\(SystemError.current("signalfd"))") }
@@ -55,6 +59,7 @@ public final class VMMController: VMMControl {
         hypervisor = try KVMHypervisor()
         self.logger = logger
         self.monitor = monitor
+        self.seccomp = seccomp
         wakeup = try EventFD(nonBlocking: false)
         signalLoop = try EventManager()
         let descriptor = self.signals.rawValue
@@ -62,7 +67,16 @@ public final class VMMController: VMMControl {
             let number = clinux_read_signalfd(descriptor)
             if number > 0 { self?.post(.signal(number)) }
         }
-        try signalLoop.start(name: "ch-signals")
+        try signalLoop.start(name: "ch-signals") { [weak self] in
+            guard let seccomp else { return true }
+            do {
+                try Seccomp.install(for: .signalHandler, action: seccomp)
+                return true
+            } catch {
+                self?.post(.failure("the signal thread: \(error)"))
+                return false
+            }
+        }
         monitor?.emit(source: "vmm", event: "starting")
     }
 
@@ -96,6 +110,9 @@ public final class VMMController: VMMControl {
             case .vmmShutdown:
                 stopInstance(reason: .requested)
                 return .finished("vmm.shutdown")
+            case .failure(let reason):
+                stopInstance(reason: .failure(reason))
+                return .failed(reason)
             case let .vmStopped(id, reason):
                 // Only the current instance's stop counts; one the control plane replaced is done.
                 let current = slot.withLock { $0.instance.map(ObjectIdentifier.init) == id }
@@ -147,7 +164,7 @@ public final class VMMController: VMMControl {
 
     private func startInstance(_ config: VMConfig) throws -> VMInstance {
         let holder = Mutex<ObjectIdentifier?>(nil)
-        let instance = try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger) { [weak self] reason in
+        let instance = try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp) { [weak self] reason in
             // The watcher may report before `holder` is set only if start failed; wait for it.
             var id: ObjectIdentifier?
             while id == nil {

@@ -1,9 +1,10 @@
 import HostSystem
 import Hypervisor
 import Logging
+import Seccomp
 
 /// One booted VM: its devices' event loop, one thread per vCPU, and a watcher that reports
-/// why it stopped. Built and started by ``start(config:hypervisor:logger:onStop:)``; paused,
+/// why it stopped. Built and started by ``start(config:hypervisor:logger:seccomp:onStop:)``; paused,
 /// resumed and stopped by the controller.
 final class VMInstance: Sendable {
     let built: BuiltVM
@@ -22,13 +23,17 @@ final class VMInstance: Sendable {
 
     /// Builds the VM from `config` and starts it; `onStop` runs on the watcher thread with
     /// the first reason the VM stopped (guest power-off, reset, failure, or ``VMExitReason/requested``).
-    static func start(config: VMConfig, hypervisor: KVMHypervisor, logger: Logger,
+    /// With `seccomp` set, each thread installs its filter before doing any work: the event
+    /// loop before its first wait, each vCPU before its first `KVM_RUN`.
+    static func start(config: VMConfig, hypervisor: KVMHypervisor, logger: Logger, seccomp: SeccompAction? = nil,
                       onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
         let exits = try ExitSignal()
         let events = try EventManager()
         let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
         do {
-            try events.start(name: "ch-event-loop")
+            try events.start(name: "ch-event-loop") {
+                ThreadFilters.install(.eventLoop, action: seccomp, thread: "event loop", exits: exits)
+            }
         } catch {
             built.devices.serialHost?.restore()
             built.console?.host.restore()
@@ -39,13 +44,20 @@ final class VMInstance: Sendable {
         var threads: [HostThread] = []
         for loop in loops {
             do {
-                threads.append(try HostThread(name: "ch-vcpu\(loop.vcpu.id)") { loop.run() })
+                threads.append(try HostThread(name: "ch-vcpu\(loop.vcpu.id)") {
+                    guard ThreadFilters.install(.vcpu, action: seccomp, thread: "vCPU \(loop.vcpu.id)", exits: exits) else { return }
+                    loop.run()
+                })
             } catch {
                 exits.report(.failure("cannot start vCPU \(loop.vcpu.id): \(error)"))
                 break
             }
         }
-        let watcher = try? HostThread(name: "ch-vm-watch") { onStop(exits.wait()) }
+        let watcher = try? HostThread(name: "ch-vm-watch") {
+            // A failure is in `exits` already: the wait below returns it at once.
+            _ = ThreadFilters.install(.watcher, action: seccomp, thread: "VM watcher", exits: exits)
+            onStop(exits.wait())
+        }
         return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher)
     }
 

@@ -44,6 +44,7 @@ public final class VirtioPCIDevice: PCIDevice {
     private let memory: GuestMemory
     private let interrupt: VirtioPCIInterrupt
     private let state: Mutex<State>
+    private let forwarder = Mutex<(@Sendable (Int) -> Void)?>(nil)
 
     /// Builds the transport with BAR 0 at `barAddress` and one MSI-X vector per queue
     /// plus one for configuration changes.
@@ -173,7 +174,12 @@ public final class VirtioPCIDevice: PCIDevice {
         case L.notifyOffset..<(L.notifyOffset + L.notifyLength):
             let relative = offset - L.notifyOffset
             guard relative % UInt64(L.notifyOffMultiplier) == 0 else { return }
-            notifyQueue(Int(relative / UInt64(L.notifyOffMultiplier)))
+            let queue = Int(relative / UInt64(L.notifyOffMultiplier))
+            if let forward = forwarder.withLock({ $0 }) {
+                forward(queue)
+            } else {
+                notifyQueue(queue)
+            }
         case L.msixTableOffset..<(L.msixTableOffset + L.msixTableLength):
             interrupt.state.withLock { $0.msix.writeTable(offset: offset - L.msixTableOffset, size: size, value: value) }
         default:
@@ -182,6 +188,15 @@ public final class VirtioPCIDevice: PCIDevice {
     }
 
     // MARK: - Notifications
+
+    /// Hands notify-region writes to `handler` (with the queue index) instead of serving
+    /// the queue on the writing thread. A VMM whose ioeventfds catch the driver's usual
+    /// notifications passes the rest (other widths, writes it did not register) to its event
+    /// loop this way, so device I/O never runs on a vCPU thread (whose seccomp filter does
+    /// not allow it). `nil` serves notifications inline again.
+    public func forwardNotifications(to handler: (@Sendable (Int) -> Void)?) {
+        forwarder.withLock { $0 = handler }
+    }
 
     /// Runs the device on queue `index` after the driver notified it (a write to the
     /// notify region, or the VMM's ioeventfd). Ignored unless the device is running;
