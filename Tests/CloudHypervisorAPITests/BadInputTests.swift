@@ -43,7 +43,7 @@ struct BadInputTests {
         ("not json", "not valid JSON"),
         ("[]", "must be a JSON object"),
         ("42", "must be a JSON object"),
-        (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1},"net":[{"tap":"t0"}]}"#, "unknown field 'net'"),
+        (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1},"vsock":{"cid":3,"socket":"/tmp/v"}}"#, "unknown field 'vsock'"),
         (#"{"memory":{"size":33554432,"hotplug_size":1}}"#, "unknown field 'memory.hotplug_size'"),
         (#"{"cpus":{"boot_vcpus":"two","max_vcpus":2}}"#, "field 'cpus.boot_vcpus': expected an integer from 0 to 255"),
         (#"{"cpus":{"boot_vcpus":256,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 256 does not fit"),
