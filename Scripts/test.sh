@@ -24,7 +24,7 @@ set -e
 # One plain closing line with the Swift Testing totals.
 summary=$(grep -E 'Test run with [0-9]+ tests?' "$log" | tail -n 1 || true)
 total=$(sed -nE 's/.*Test run with ([0-9]+) tests?.*/\1/p' <<<"$summary")
-failed=$(grep -cE '✘ Test .* failed' "$log" || true)
+failed=$(grep -E '✘ Test .* failed' "$log" | grep -cv '✘ Test run with' || true)
 skipped=$(grep -cE '➜ Test .* skipped' "$log" || true)
 if [ -n "$total" ]; then
   echo "swift-testing: $((total - failed - skipped)) passed, $failed failed, $skipped skipped"

@@ -307,13 +307,27 @@ extension HostileGuestPrograms {
     /// Counts the round in `liveRounds` when the device runs (status exactly ACKNOWLEDGE,
     /// DRIVER, FEATURES_OK and DRIVER_OK) or in `resetRounds` when it set DEVICE_NEEDS_RESET,
     /// and in `usedRounds` when a used index moved (the rounds zero them before DRIVER_OK).
+    ///
+    /// The device works on its event loop, not on this vCPU: before counting, the guest waits
+    /// until a used index moved or the device asked for a reset, for at most
+    /// `outcomeWaitExits` reads of the i8042 status port (each one an exit that lets the
+    /// host's threads run), so that the counts do not depend on how fast the host is.
     static func countOutcome(_ a: inout X86Assembler) {
         let needsReset = a.label(), counted = a.label(), unused = a.label()
-        a.xor(.eax, .eax)
-        for queue in UInt32(0)..<4 {
-            a.mov(.edx, .absolute(scratch + queue * 0x4000 + 0x2000))
-            a.or(.eax, .edx)
-        }
+        let wait = a.label(), acted = a.label()
+        a.mov(.ecx, outcomeWaitExits)
+        a.bind(wait)
+        usedIndexes(&a)
+        a.test(.eax, 0xFFFF_0000)
+        a.jne(acted)
+        a.movzx(.eax, byte: .at(.esi, BAR.status))
+        a.test(.al, Status.needsReset)
+        a.jne(acted)
+        a.inByte(port: 0x64)
+        a.dec(.ecx)
+        a.jne(wait)
+        a.bind(acted)
+        usedIndexes(&a)
         a.test(.eax, 0xFFFF_0000)
         a.je(unused)
         a.alu(.add, dword: .absolute(usedRounds), 1)
@@ -328,6 +342,18 @@ extension HostileGuestPrograms {
         a.bind(needsReset)
         a.alu(.add, dword: .absolute(resetRounds), 1)
         a.bind(counted)
+    }
+
+    /// How many port reads ``countOutcome(_:)`` waits at most for the device to act on a round.
+    static let outcomeWaitExits: UInt32 = 2000
+
+    /// ORs the used flags and index dwords of the four rings into `eax` (`edx` clobbered).
+    static func usedIndexes(_ a: inout X86Assembler) {
+        a.xor(.eax, .eax)
+        for queue in UInt32(0)..<4 {
+            a.mov(.edx, .absolute(scratch + queue * 0x4000 + 0x2000))
+            a.or(.eax, .edx)
+        }
     }
 
     /// One half-valid driver sequence on the virtio function at `esi` (random state in
