@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
         .library(name: "BlockStorage", targets: ["BlockStorage"]),
+        .library(name: "RateLimiter", targets: ["RateLimiter"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
         .library(name: "ACPITables", targets: ["ACPITables"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
@@ -61,6 +62,8 @@ let package = Package(
         .target(name: "BlockStorage", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
+        // Token-bucket I/O throttling (bandwidth and operations), driven by the caller's clock.
+        .target(name: "RateLimiter", exclude: ["README.md"]),
         // ACPI tables (RSDP, XSDT, FADT, MADT, MCFG, DSDT) and an AML encoder: pure byte builders.
         .target(name: "ACPITables", exclude: ["README.md"]),
         // Hypervisor protocols and the KVM backend.
@@ -76,7 +79,7 @@ let package = Package(
         // PCI configuration space, BARs, capabilities, MSI/MSI-X, the bus, ECAM and 0xCF8/0xCFC.
         .target(name: "PCI", dependencies: ["DeviceModel"], exclude: ["README.md"]),
         // Virtio devices and the virtio-pci transport (modern, 1.x), as passive state machines.
-        .target(name: "VirtioDevices", dependencies: ["PCI", "VirtioQueue", "GuestMemory", "BlockStorage"], exclude: ["README.md"]),
+        .target(name: "VirtioDevices", dependencies: ["PCI", "VirtioQueue", "GuestMemory", "BlockStorage", "RateLimiter"], exclude: ["README.md"]),
         // A VM's GSI routing table and irqfds: MSI vectors, and PCI MSI-X routed to KVM.
         .target(name: "Interrupts", dependencies: ["Hypervisor", "HostSystem", "VMAllocator", "PCI"]),
         // x86-64 boot: memory layout, kernel loaders, boot structures, CPUID, MP table.
@@ -84,7 +87,7 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage", "Qcow", "Seccomp",
+            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.
@@ -146,12 +149,13 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
         .testTarget(name: "BlockStorageTests", dependencies: ["BlockStorage", "HostSystem"]),
+        .testTarget(name: "RateLimiterTests", dependencies: ["RateLimiter"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),
-        .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "TestSupport"]),
+        .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "RateLimiter", "TestSupport"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", .product(name: "Logging", package: "swift-log"),
