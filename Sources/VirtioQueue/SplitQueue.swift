@@ -176,6 +176,13 @@ public struct SplitQueue: Sendable {
         return chain
     }
 
+    /// Gives back the chain popped last: the next ``popDescriptorChain(in:)`` returns it
+    /// again (a device that cannot serve it now, for example under a rate limit). Call it
+    /// only right after a successful pop, before ``addUsed(head:length:in:)``.
+    public mutating func undoPop() {
+        nextAvailable &-= 1
+    }
+
     /// One descriptor as copied out of guest memory, before validation.
     private struct RawDescriptor {
         let address: UInt64

@@ -1,5 +1,6 @@
 import BlockStorage
 import GuestMemory
+import RateLimiter
 import Synchronization
 import VirtioQueue
 
@@ -10,6 +11,11 @@ import VirtioQueue
 /// disk) complete the request with `VIRTIO_BLK_S_IOERR`; an unknown request type completes
 /// with `VIRTIO_BLK_S_UNSUPP`. A chain that breaks the virtqueue rules, or that has no byte
 /// for the status, throws: the transport then sets `DEVICE_NEEDS_RESET`.
+///
+/// With a ``RateLimiter`` in ``Options/rateLimiter``, each request costs one operation and,
+/// for reads and writes, its data bytes; a request the limiter refuses stays in the
+/// available ring and the queue stops until the limiter's wake-up, when the owner
+/// notifies the queues again.
 public final class VirtioBlock: VirtioDevice {
     /// Cloud Hypervisor's default queue size.
     public static let defaultQueueSize: UInt16 = 128
@@ -27,12 +33,17 @@ public final class VirtioBlock: VirtioDevice {
         /// The logical block size advertised to the driver (512 or a power of two up to 4096).
         public var logicalBlockSize: UInt32 = 512
 
-        /// One queue of 128 entries, 512-byte blocks, no serial.
-        public init(serial: [UInt8] = [], queueCount: Int = 1, queueSize: UInt16 = VirtioBlock.defaultQueueSize, logicalBlockSize: UInt32 = 512) {
+        /// Throttles the requests of every queue together (`nil`: no limit).
+        public var rateLimiter: RateLimiter?
+
+        /// One queue of 128 entries, 512-byte blocks, no serial, no rate limit.
+        public init(serial: [UInt8] = [], queueCount: Int = 1, queueSize: UInt16 = VirtioBlock.defaultQueueSize,
+                    logicalBlockSize: UInt32 = 512, rateLimiter: RateLimiter? = nil) {
             self.serial = serial
             self.queueCount = queueCount
             self.queueSize = queueSize
             self.logicalBlockSize = logicalBlockSize
+            self.rateLimiter = rateLimiter
         }
     }
 
@@ -204,8 +215,13 @@ public final class VirtioBlock: VirtioDevice {
         var used = false
         var failure: VirtioDeviceError?
         do throws(VirtioDeviceError) {
-            repeat {
+            serving: repeat {
                 while let chain = try Self.queueStep(index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                    if let limiter = options.rateLimiter, !limiter.consume(bytes: dataBytes(of: chain, memory: memory)) {
+                        // Not now: the request stays in the ring until the limiter's wake-up.
+                        queue.undoPop()
+                        break serving
+                    }
                     let length = try handle(chain, queue: index, memory: memory, features: state.features)
                     try Self.queueStep(index) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: length, in: memory) }
                     used = true
@@ -221,6 +237,19 @@ public final class VirtioBlock: VirtioDevice {
         }
         if let failure { return .failure(failure) }
         return .success(())
+    }
+
+    /// The data bytes a request moves, for the rate limiter: a read's room, a write's
+    /// payload, 0 for the other types (and for a header that cannot be read, which the
+    /// request's handling then reports).
+    private func dataBytes(of chain: DescriptorChain, memory: GuestMemory) -> UInt64 {
+        var header = ChainReader(chain, memory: memory)
+        guard let type = try? header.read(UInt32.self) else { return 0 }
+        switch VirtioBlockABI.RequestType(rawValue: type) {
+        case .read: return UInt64(max(0, chain.writableLength - 1))
+        case .write: return UInt64(max(0, chain.readableLength - VirtioBlockABI.headerSize))
+        default: return 0
+        }
     }
 
     /// Runs one request; returns the used length (bytes written into the chain, status included).

@@ -1,4 +1,5 @@
 import GuestMemory
+import RateLimiter
 import VirtioQueue
 
 /// The receive side of one queue pair: its queue, the chains popped but not filled yet,
@@ -52,12 +53,16 @@ struct NetReceiver: Sendable {
     /// with event index `avail_event` stays behind), as vhost-net does, since the next
     /// packet brings the device back to the queue anyway.
     ///
+    /// With a `limiter`, a packet is read only when it admits one (``RateLimiter/admitsAny()``)
+    /// and then costs one operation and its frame bytes; when it refuses, delivery stops
+    /// (notifications left as they are) until the limiter's wake-up.
+    ///
     /// - Parameter notified: whether the driver notified the queue; when it did, a queue
     ///   it did not enable is an error, otherwise there is simply nothing to do.
     /// - Throws: ``VirtioDeviceError`` for a broken chain, a chain without writable
     ///   buffers, or a failing backend; `traffic` then holds what was done before.
     mutating func deliver(from backend: any NetBackend, memory: GuestMemory, queueIndex: Int, mergeable: Bool,
-                          notified: Bool, traffic: inout NetTraffic) throws(VirtioDeviceError) {
+                          notified: Bool, limiter: RateLimiter? = nil, traffic: inout NetTraffic) throws(VirtioDeviceError) {
         // No queue: a reset raced with this call (a notification then reports `notActivated`,
         // which the transport ignores).
         guard var queue else {
@@ -69,13 +74,20 @@ struct NetReceiver: Sendable {
             return
         }
         defer { self.queue = queue }
-        let context = Context(backend: backend, memory: memory, index: queueIndex, mergeable: mergeable)
+        let context = Context(backend: backend, memory: memory, index: queueIndex, mergeable: mergeable, limiter: limiter)
         waitingForBuffers = false
-        while try fill(&queue, context, &traffic) {
-            // Out of buffers: re-arm notifications, then look again for chains posted meanwhile.
-            guard try Self.step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) }) else {
-                waitingForBuffers = true
+        delivering: while true {
+            switch try fill(&queue, context, &traffic) {
+            case .outOfBuffers:
+                // Re-arm notifications, then look again for chains posted meanwhile.
+                guard try Self.step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) }) else {
+                    waitingForBuffers = true
+                    return
+                }
+            case .throttled:
                 return
+            case .backendEmpty:
+                break delivering
             }
         }
         // The backend ran dry while buffers remain: the device looks at the queue again when
@@ -89,19 +101,31 @@ struct NetReceiver: Sendable {
         let memory: GuestMemory
         let index: Int
         let mergeable: Bool
+        let limiter: RateLimiter?
     }
 
-    /// Delivers packets; returns `true` when it stopped for want of buffers and `false`
-    /// when the backend had no more packets.
+    /// Why ``fill(_:_:_:)`` stopped.
+    private enum FillOutcome {
+        /// The guest has no buffer left.
+        case outOfBuffers
+        /// The backend has no packet left.
+        case backendEmpty
+        /// The rate limiter refused the next packet.
+        case throttled
+    }
+
+    /// Delivers packets until the buffers, the backend's packets or the rate limit run out.
     private mutating func fill(_ queue: inout SplitQueue, _ context: Context,
-                               _ traffic: inout NetTraffic) throws(VirtioDeviceError) -> Bool {
+                               _ traffic: inout NetTraffic) throws(VirtioDeviceError) -> FillOutcome {
         let headerSize = VirtioNetABI.headerSize
         while true {
             if held == nil {
-                guard try ensureInHand(1, &queue, context) else { return true }
+                guard try ensureInHand(1, &queue, context) else { return .outOfBuffers }
+                if let limiter = context.limiter, !limiter.admitsAny() { return .throttled }
                 let first = inHand[0]
                 if first.writableLength >= VirtioNetABI.maxPacketSize {
-                    guard let length = try receiveDirect(into: first, context) else { return false }
+                    guard let length = try receiveDirect(into: first, context) else { return .backendEmpty }
+                    context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
                     guard length >= headerSize else {
                         traffic.dropped += 1
                         continue
@@ -111,7 +135,8 @@ struct NetReceiver: Sendable {
                     traffic.moved(length)
                     continue
                 }
-                guard let length = try receiveIntoBounce(context) else { return false }
+                guard let length = try receiveIntoBounce(context) else { return .backendEmpty }
+                context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
                 guard length >= headerSize else {
                     traffic.dropped += 1
                     continue
@@ -119,7 +144,7 @@ struct NetReceiver: Sendable {
                 held = length
             }
             guard let length = held else { continue }
-            guard let count = try chainsNeeded(for: length, &queue, context) else { return true }
+            guard let count = try chainsNeeded(for: length, &queue, context) else { return .outOfBuffers }
             held = nil
             guard count > 0 else {
                 traffic.dropped += 1

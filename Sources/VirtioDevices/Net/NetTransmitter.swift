@@ -1,4 +1,5 @@
 import GuestMemory
+import RateLimiter
 import VirtioQueue
 
 /// The transmit side of a queue pair: each chain's device-readable buffers are one
@@ -11,13 +12,20 @@ enum NetTransmitter {
     /// refused by a full backend is dropped and counted; device-writable buffers after
     /// the readable ones are ignored.
     ///
+    /// With a `limiter`, each packet costs one operation and its frame bytes; a packet it
+    /// refuses stays in the ring and the queue stops until the limiter's wake-up.
+    ///
     /// - Throws: ``VirtioDeviceError/queue(index:_:)`` when the driver broke the ring
     ///   rules, ``VirtioDeviceError/backend(_:)`` when the backend failed; `traffic`
     ///   holds what was done before.
     static func transmit(_ queue: inout SplitQueue, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
-                         traffic: inout NetTraffic) throws(VirtioDeviceError) {
+                         limiter: RateLimiter? = nil, traffic: inout NetTraffic) throws(VirtioDeviceError) {
         repeat {
             while let chain = try step(queueIndex, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                if let limiter, !limiter.consume(bytes: UInt64(max(0, chain.readableLength - VirtioNetABI.headerSize))) {
+                    queue.undoPop()
+                    return
+                }
                 try send(chain, queueIndex: queueIndex, to: backend, memory: memory, traffic: &traffic)
                 try step(queueIndex) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: 0, in: memory) }
                 traffic.used = true

@@ -1,4 +1,5 @@
 import GuestMemory
+import RateLimiter
 import Synchronization
 import VirtioQueue
 
@@ -57,16 +58,24 @@ public final class VirtioNet: VirtioDevice {
         public var offloadTSO: Bool
         /// UDP fragmentation offload both ways (`offload_ufo=`).
         public var offloadUFO: Bool
+        /// Throttles the packets the guest receives, all pairs together (`nil`: no limit).
+        /// Each packet costs one operation and its frame bytes.
+        public var receiveRateLimiter: RateLimiter?
+        /// Throttles the packets the guest sends, all pairs together (`nil`: no limit).
+        public var transmitRateLimiter: RateLimiter?
 
         /// Cloud Hypervisor's defaults: queues of 256 entries, every offload, no MTU.
         public init(mac: MACAddress = .random(), mtu: UInt16? = nil, queueSize: UInt16 = VirtioNet.defaultQueueSize,
-                    offloadChecksum: Bool = true, offloadTSO: Bool = true, offloadUFO: Bool = true) {
+                    offloadChecksum: Bool = true, offloadTSO: Bool = true, offloadUFO: Bool = true,
+                    receiveRateLimiter: RateLimiter? = nil, transmitRateLimiter: RateLimiter? = nil) {
             self.mac = mac
             self.mtu = mtu
             self.queueSize = queueSize
             self.offloadChecksum = offloadChecksum
             self.offloadTSO = offloadTSO
             self.offloadUFO = offloadUFO
+            self.receiveRateLimiter = receiveRateLimiter
+            self.transmitRateLimiter = transmitRateLimiter
         }
     }
 
@@ -356,7 +365,7 @@ public final class VirtioNet: VirtioDevice {
             var error: VirtioDeviceError?
             do throws(VirtioDeviceError) {
                 try receiver.deliver(from: backend, memory: running.memory, queueIndex: index, mergeable: mergeable,
-                                     notified: notified, traffic: &traffic)
+                                     notified: notified, limiter: options.receiveRateLimiter, traffic: &traffic)
             } catch let failure {
                 error = failure
             }
@@ -384,7 +393,8 @@ public final class VirtioNet: VirtioDevice {
             guard queue!.isReady else { return .queueNotEnabled(index: index) }
             var error: VirtioDeviceError?
             do throws(VirtioDeviceError) {
-                try NetTransmitter.transmit(&queue!, queueIndex: index, to: backend, memory: running.memory, traffic: &traffic)
+                try NetTransmitter.transmit(&queue!, queueIndex: index, to: backend, memory: running.memory,
+                                            limiter: options.transmitRateLimiter, traffic: &traffic)
             } catch let failure {
                 error = failure
             }
