@@ -8,7 +8,8 @@ net_type() { printf '%s\n' "$1" >&"$in"; }
 # scenario_net: two NICs on TAP interfaces the VMM creates and configures
 # (--net tap=,mac=,ip=,mask=), the first with two queue pairs (num_queues=4) and 2 vCPUs.
 # The guest configures eth0 and eth1, pings both host sides, sends 1 MiB of random bytes to
-# level 1 and receives 4 MiB from it; the checksums must match on both sides.
+# level 1 and receives 4 MiB from it; the checksums must match on both sides. eth1 is rate
+# limited (bw_size=,bw_refill_time=): 768 KiB sent over it take the time the limit says.
 scenario_net() {
   local net_dir to_guest_sum
   net_dir="$(mktemp -d)"
@@ -21,19 +22,27 @@ CH-NET-A-([0-9a-f:-]+)|||echo CH-NET-B-$(ping -c 3 -W 5 192.168.249.1 | grep -c 
 CH-NET-B-([0-9-]+)|||!net_l1_recv; net_type '"'"'head -c 1048576 /dev/urandom >/tmp/r && ch-netbench send 192.168.249.1 5001 /tmp/r >/dev/null && echo CH-NET-C-$(md5sum </tmp/r | cut -c1-32)'"'"'
 CH-NET-C-([0-9a-f]+)|||ch-netbench recv 5002 /tmp/h >/tmp/h.log & echo CH-NET-D-READY
 CH-NET-D-READY|||!net_push; net_type '"'"'wait; echo CH-NET-E-$(md5sum </tmp/h | cut -c1-32)'"'"'
-CH-NET-E-([0-9a-f]+)|||poweroff -f'
+CH-NET-E-([0-9a-f]+)|||!net_l1_recv_limited; net_type '"'"'head -c 786432 /dev/urandom >/tmp/l && s=$(cut -d" " -f1 /proc/uptime) && ch-netbench send 192.168.250.1 5003 /tmp/l >/dev/null && echo CH-NET-F-$s-$(cut -d" " -f1 /proc/uptime)-$(md5sum </tmp/l | cut -c1-32)'"'"'
+CH-NET-F-([0-9a-f.-]+)|||poweroff -f'
+  # eth1 is limited to 256 KiB/s each way: 768 KiB take 2 s at least (the first 256 KiB are the full bucket).
   local nets=(--net "tap=chtap0,mac=52:54:00:00:00:10,ip=192.168.249.1,mask=255.255.255.0,num_queues=4"
-    "tap=chtap1,mac=52:54:00:00:00:11,ip=192.168.250.1,mask=255.255.255.0")
+    "tap=chtap1,mac=52:54:00:00:00:11,ip=192.168.250.1,mask=255.255.255.0,bw_size=262144,bw_refill_time=1000")
+  net_l1_recv_limited() { "$nested_netbench" recv 5003 "$net_dir/limited" >"$net_dir/recv-limited.log" 2>&1 & net_recv_pid2=$!; }
+  net_recv_pid2=""
   net_recv_pid=""
   run_l2 net "$steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${nets[@]}"
   [[ -n $net_recv_pid ]] && wait "$net_recv_pid" 2>/dev/null
-  local from_guest_sum
+  [[ -n $net_recv_pid2 ]] && wait "$net_recv_pid2" 2>/dev/null
+  local from_guest_sum limited_sum limited_s
   from_guest_sum="$(md5sum <"$net_dir/from-guest" 2>/dev/null | cut -c1-32)"
-  if ((steps_done == 6)) && ((vmm_status == 0)) && [[ ${captures[0]} == 52:54:00:00:00:10-2-52:54:00:00:00:11 &&
-    ${captures[1]} == 3-3 && ${captures[2]} == "$from_guest_sum" && ${captures[3]} == "$to_guest_sum" ]]; then
-    pass "net: two virtio-net NICs on TAPs created by the VMM (MACs as given, eth0 with 2 queue pairs), 3/3 pings to each host side, 1 MiB guest-to-host and 4 MiB host-to-guest over TCP with matching md5 on both sides"
+  limited_sum="$(md5sum <"$net_dir/limited" 2>/dev/null | cut -c1-32)"
+  limited_s="$(awk -v t="${captures[4]:-0-0-x}" 'BEGIN { split(t, a, "-"); printf "%.2f", a[2] - a[1] }')"
+  if ((steps_done == 7)) && ((vmm_status == 0)) && [[ ${captures[0]} == 52:54:00:00:00:10-2-52:54:00:00:00:11 &&
+    ${captures[1]} == 3-3 && ${captures[2]} == "$from_guest_sum" && ${captures[3]} == "$to_guest_sum" &&
+    ${captures[4]##*-} == "$limited_sum" ]] && awk -v s="$limited_s" 'BEGIN { exit !(s >= 1.8) }'; then
+    pass "net: two virtio-net NICs on TAPs created by the VMM (MACs as given, eth0 with 2 queue pairs), 3/3 pings to each host side, 1 MiB guest-to-host and 4 MiB host-to-guest over TCP with matching md5 on both sides; eth1 limited to 256 KiB/s (bw_size=262144,bw_refill_time=1000): 768 KiB sent in ${limited_s}s (2 s at least), md5 equal"
   else
-    fail "net: steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}], md5 from the guest on level 1 $from_guest_sum, sent to the guest $to_guest_sum; $(cat "$net_dir/recv.log" "$net_dir/send.log" 2>/dev/null | tr '\n' ' ')"
+    fail "net: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}], md5 from the guest on level 1 $from_guest_sum, sent to the guest $to_guest_sum, limited transfer ${limited_s}s md5 $limited_sum; $(cat "$net_dir/recv.log" "$net_dir/send.log" "$net_dir/recv-limited.log" 2>/dev/null | tr '\n' ' ')"
   fi
   rm -rf "$net_dir"
 }

@@ -52,13 +52,38 @@ struct NetConfigTests {
             ("fd=3,ip=10.0.0.1", "with fd= configure it"),
             ("tap=this-name-is-too-long", "not an interface name"),
             ("vhost_user=on", "vhost_user"),
-            ("bw_size=1000", "rate limiting"),
+            ("bw_size=1000", "bw_size= needs bw_refill_time="),
+            ("ops_refill_time=10", "ops_refill_time= needs ops_size="),
+            ("bw_one_time_burst=10", "bw_one_time_burst= needs bw_size="),
+            ("bw_size=-1,bw_refill_time=10", "bw_size=-1 is not a whole number"),
+            ("bw_size=10,bw_refill_time=100000000", "longer than a day"),
             ("colour=red", "unknown key 'colour'"),
           ])
     func errors(text: String, expected: String) {
         let error = #expect(throws: ConfigError.self) { try NetConfig.parse(text).validate() }
         #expect(error?.option == "--net")
         #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
+
+    @Test("Rate limiting: bw_* and ops_* make rate_limiter_config, with Cloud Hypervisor's JSON names")
+    func rateLimiter() throws {
+        let net = try NetConfig.parse("tap=t0,bw_size=1048576,bw_one_time_burst=2048,bw_refill_time=100,ops_size=50,ops_refill_time=10")
+        try net.validate()
+        let expected = RateLimiterConfig(bandwidth: TokenBucketConfig(size: 1_048_576, oneTimeBurst: 2048, refillTime: 100),
+                                         ops: TokenBucketConfig(size: 50, refillTime: 10))
+        #expect(net.rateLimiterConfig == expected)
+        let json = String(decoding: try JSONEncoder().encode(net), as: UTF8.self)
+        #expect(json.contains(#""rate_limiter_config":{"#) && json.contains(#""one_time_burst":2048"#) && json.contains(#""refill_time":100"#), "\(json)")
+        let decoded = try JSONDecoder().decode(NetConfig.self, from: Data(#"{"tap":"t0","rate_limiter_config":{"ops":{"size":5,"refill_time":1000}}}"#.utf8))
+        #expect(decoded.rateLimiterConfig == RateLimiterConfig(ops: TokenBucketConfig(size: 5, refillTime: 1000)))
+        // Cloud Hypervisor reads a zero size or refill time as "no bucket".
+        let zero = try NetConfig.parse("bw_size=0,bw_refill_time=0")
+        #expect(zero.rateLimiterConfig?.makeLimiter().isUnlimited == true)
+        #expect(try NetConfig.parse("bw_size=,bw_refill_time=").rateLimiterConfig == nil)
+        let disk = try DiskConfig.parse("path=/d,bw_size=1000,bw_refill_time=1000")
+        #expect(disk.rateLimiterConfig?.bandwidth == TokenBucketConfig(size: 1000, refillTime: 1000))
+        #expect(disk.rateLimiterConfig?.makeLimiter().bandwidth?.tokensPerSecond == 1000)
+        #expect(throws: ConfigError.self) { try DiskConfig.parse("path=/d,ops_size=3") }
     }
 
     @Test("Devices get ids _net0, _net1...; ids, interfaces and MACs must be unique")

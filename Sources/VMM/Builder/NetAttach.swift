@@ -23,11 +23,24 @@ extension VMBuilder {
         let tap = try openTap(config)
         let backends = tap.queues.map { TapNetBackend(interface: tap.name, queue: $0) }
         let mac = config.mac.flatMap(MACAddress.init) ?? MACAddress.random()
+        // Receive and transmit are throttled separately, with the same settings (as Cloud Hypervisor).
+        let receiveLimiter = config.rateLimiterConfig?.makeLimiter(), transmitLimiter = config.rateLimiterConfig?.makeLimiter()
         let options = VirtioNet.Options(mac: mac, mtu: config.mtu, queueSize: config.queueSize,
                                         offloadChecksum: config.offloadCsum, offloadTSO: config.offloadTSO,
-                                        offloadUFO: config.offloadUFO)
+                                        offloadUFO: config.offloadUFO,
+                                        receiveRateLimiter: receiveLimiter, transmitRateLimiter: transmitLimiter)
         let device = try VirtioNet(backends: backends, options: options)
         let (attachment, address) = try attachVirtio(device, context: context, bars: &bars)
+        if let receiveLimiter, let transmitLimiter, !receiveLimiter.isUnlimited {
+            let transport = attachment.transport, pairs = backends.count
+            try RateLimiterWakeUp.install(receiveLimiter, events: context.events) {
+                for pair in 0..<pairs { _ = device.backendReadable(pair: pair) }
+            }
+            try RateLimiterWakeUp.install(transmitLimiter, events: context.events) {
+                for pair in 0..<pairs { transport.notifyQueue(VirtioNet.transmitQueueIndex(pair: pair)) }
+            }
+            logger.info("\(id): rate limited each way (\(Self.describe(receiveLimiter)))")
+        }
         for (pair, backend) in backends.enumerated() {
             try context.events.add(backend.queue.rawValue, events: [.readable, .edgeTriggered]) { _ in
                 device.backendReadable(pair: pair)

@@ -6,6 +6,7 @@ import Hypervisor
 import Interrupts
 import Logging
 import PCI
+import RateLimiter
 import Synchronization
 import BlockStorage
 import VirtioDevices
@@ -160,11 +161,30 @@ extension VMBuilder {
                            bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
         let backend = try DiskImageOpener.open(config)
         let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
-        let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize)
+        let limiter = config.rateLimiterConfig?.makeLimiter()
+        let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
+                                          rateLimiter: limiter)
         let block = VirtioBlock(backend: backend, options: options)
         let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
+        if let limiter, !limiter.isUnlimited {
+            let transport = attachment.transport, queues = config.numQueues
+            try RateLimiterWakeUp.install(limiter, events: context.events) {
+                for queue in 0..<queues { transport.notifyQueue(queue) }
+            }
+            logger.info("\(id): rate limited (\(Self.describe(limiter)))")
+        }
         logger.info("\(id): \(config.path ?? "?"), \(backend.size) bytes\(config.readonly ? ", read-only" : "")\(config.direct ? ", O_DIRECT" : ""), \(config.numQueues) queue(s) of \(config.queueSize)")
         return (attachment, address, block)
+    }
+}
+
+extension VMBuilder {
+    /// A rate limiter's buckets for the log: "10485760 bytes/s, 1000 ops/s".
+    static func describe(_ limiter: RateLimiter) -> String {
+        var parts: [String] = []
+        if let bytes = limiter.bandwidth { parts.append("\(Int(bytes.tokensPerSecond)) bytes/s") }
+        if let ops = limiter.operations { parts.append("\(Int(ops.tokensPerSecond)) ops/s") }
+        return parts.joined(separator: ", ")
     }
 }
 

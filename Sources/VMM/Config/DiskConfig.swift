@@ -44,6 +44,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     public var sparse = true
     /// The image format; `nil` or `Unknown` detects it.
     public var imageType: DiskImageType?
+    /// I/O throttling (`bw_*`, `ops_*`); `nil` for none.
+    public var rateLimiterConfig: RateLimiterConfig?
 
     /// A writable raw disk at `path` with one queue of 128 entries.
     public init(path: String? = nil) { self.path = path }
@@ -51,7 +53,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case path, readonly, direct, iommu, numQueues = "num_queues", queueSize = "queue_size", vhostUser = "vhost_user"
         case vhostSocket = "vhost_socket", id, serial, pciSegment = "pci_segment", backingFiles = "backing_files", sparse
-        case imageType = "image_type"
+        case imageType = "image_type", rateLimiterConfig = "rate_limiter_config"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -71,17 +73,18 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         backingFiles = try c.decodeIfPresent(Bool.self, forKey: .backingFiles) ?? false
         sparse = try c.decodeIfPresent(Bool.self, forKey: .sparse) ?? true
         imageType = try c.decodeIfPresent(DiskImageType.self, forKey: .imageType)
+        rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
     }
 
     /// The accepted `--disk` syntax.
-    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2"
+    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2,\(RateLimiterConfig.syntax)"
 
     /// Parses one `--disk` value (for example `path=disk.img,readonly=on,num_queues=2`).
     public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
         let list = try OptionList(text, option: "--disk", knownKeys: [
             "path", "readonly", "direct", "iommu", "num_queues", "queue_size", "vhost_user", "socket", "id", "pci_segment",
             "serial", "backing_files", "sparse", "image_type",
-        ])
+        ] + RateLimiterConfig.keys)
         var config = DiskConfig(path: list["path"])
         config.readonly = try list.bool("readonly") ?? false
         config.direct = try list.bool("direct") ?? false
@@ -95,6 +98,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         config.serial = list["serial"]
         config.backingFiles = try list.bool("backing_files") ?? false
         config.sparse = try list.bool("sparse") ?? true
+        config.rateLimiterConfig = try RateLimiterConfig.parse(list, option: "--disk")
         if let type = list["image_type"] {
             switch type.lowercased() {
             case "raw": config.imageType = .raw
@@ -128,5 +132,6 @@ public struct DiskConfig: Codable, Equatable, Sendable {
             throw ConfigError(option: "--disk", "image_type \(imageType.rawValue) is not supported; use raw or qcow2 (\(path))")
         }
         if let id, id.isEmpty { throw ConfigError(option: "--disk", "id= must not be empty (\(path))") }
+        try rateLimiterConfig?.validate(option: "--disk")
     }
 }

@@ -40,6 +40,8 @@ public struct NetConfig: Codable, Equatable, Sendable {
     public var offloadUFO = true
     /// Offer checksum offload.
     public var offloadCsum = true
+    /// I/O throttling (`bw_*`, `ops_*`), applied to receive and transmit separately; `nil` for none.
+    public var rateLimiterConfig: RateLimiterConfig?
 
     /// A device on a new TAP with Cloud Hypervisor's defaults (one queue pair of 256).
     public init(tap: String? = nil) { self.tap = tap }
@@ -48,6 +50,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
         case tap, ip, mask, mac, hostMac = "host_mac", mtu, iommu, numQueues = "num_queues", queueSize = "queue_size"
         case vhostUser = "vhost_user", vhostSocket = "vhost_socket", id, fds, pciSegment = "pci_segment"
         case offloadTSO = "offload_tso", offloadUFO = "offload_ufo", offloadCsum = "offload_csum"
+        case rateLimiterConfig = "rate_limiter_config"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -70,10 +73,11 @@ public struct NetConfig: Codable, Equatable, Sendable {
         offloadTSO = try c.decodeIfPresent(Bool.self, forKey: .offloadTSO) ?? true
         offloadUFO = try c.decodeIfPresent(Bool.self, forKey: .offloadUFO) ?? true
         offloadCsum = try c.decodeIfPresent(Bool.self, forKey: .offloadCsum) ?? true
+        rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
     }
 
     /// The accepted `--net` syntax.
-    public static let syntax = "tap=<if_name>,ip=<ip_addr>,mask=<net_mask>,mac=<mac_addr>,host_mac=<mac_addr>,mtu=<mtu>,fd=<fd1,fd2...>,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,id=<device_id>,vhost_user=on|off,socket=<vhost_user_socket_path>,pci_segment=<segment_id>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off"
+    public static let syntax = "tap=<if_name>,ip=<ip_addr>,mask=<net_mask>,mac=<mac_addr>,host_mac=<mac_addr>,mtu=<mtu>,fd=<fd1,fd2...>,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,id=<device_id>,vhost_user=on|off,socket=<vhost_user_socket_path>,pci_segment=<segment_id>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off,\(RateLimiterConfig.syntax)"
 
     /// Parses one `--net` value (for example `tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0`).
     /// Empty values (`--net "tap=,mac=,ip=,mask="`) mean "not given", as in Cloud Hypervisor's examples.
@@ -81,12 +85,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
         let list = try OptionList(text, option: "--net", knownKeys: [
             "tap", "ip", "mask", "mac", "host_mac", "mtu", "fd", "iommu", "num_queues", "queue_size", "id", "vhost_user",
             "socket", "vhost_mode", "pci_segment", "offload_tso", "offload_ufo", "offload_csum",
-            "bw_size", "bw_one_time_burst", "bw_refill_time", "ops_size", "ops_one_time_burst", "ops_refill_time",
-        ])
-        for key in ["bw_size", "bw_one_time_burst", "bw_refill_time", "ops_size", "ops_one_time_burst", "ops_refill_time"]
-        where nonEmpty(list[key]) != nil {
-            throw ConfigError(option: "--net", "\(key)= (rate limiting) is not supported yet")
-        }
+        ] + RateLimiterConfig.keys)
         var config = NetConfig(tap: nonEmpty(list["tap"]))
         config.ip = nonEmpty(list["ip"])
         config.mask = nonEmpty(list["mask"])
@@ -119,6 +118,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
         config.offloadTSO = try list.bool("offload_tso") ?? true
         config.offloadUFO = try list.bool("offload_ufo") ?? true
         config.offloadCsum = try list.bool("offload_csum") ?? true
+        config.rateLimiterConfig = try RateLimiterConfig.parse(list, option: "--net")
         return config
     }
 
@@ -167,6 +167,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
             if ip == nil { throw ConfigError(option: "--net", "mask= needs ip= (\(name))") }
         }
         if let id, id.isEmpty { throw ConfigError(option: "--net", "id= must not be empty (\(name))") }
+        try rateLimiterConfig?.validate(option: "--net")
         if fds != nil, ip != nil || hostMac != nil || mtu != nil {
             // Cloud Hypervisor leaves a handed-over TAP as the caller configured it.
             throw ConfigError(option: "--net", "ip=, mask=, host_mac= and mtu= configure a TAP this VMM opens; with fd= configure it before handing it over")

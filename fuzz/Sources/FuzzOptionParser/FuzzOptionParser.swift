@@ -1,5 +1,5 @@
 // fuzz-option-parser: the command-line option parsers (--cpus, --memory, --serial/--console,
-// --rng, --disk) on fuzzed text, and VMConfig decoded from fuzzed JSON. Whatever parses
+// --rng, --disk, --net with their rate limits) on fuzzed text, and VMConfig decoded from fuzzed JSON. Whatever parses
 // is validated, and must survive a JSON round trip unchanged (the CLI and the REST API
 // share these types, so a value the one accepts must mean the same through the other).
 #if canImport(FoundationEssentials)
@@ -28,7 +28,7 @@ private func roundTrip<T: Codable & Equatable>(_ value: T) {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     fuzzEntry(data, size) { input in
-        let which = input.byte() % 6
+        let which = input.byte() % 7
         let bytes = input.rest()
         let text = String(decoding: bytes, as: UTF8.self)
         switch which {
@@ -51,6 +51,11 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             guard let disk = try? DiskConfig.parse(text) else { return }
             try? disk.validate()
             roundTrip(disk)
+        case 6:
+            guard let net = try? NetConfig.parse(text) else { return }
+            try? net.validate()
+            _ = net.rateLimiterConfig.map { $0.makeLimiter().consume(bytes: 4096) }
+            roundTrip(net)
         default:
             guard let config = try? JSONDecoder().decode(VMConfig.self, from: Data(bytes)) else { return }
             try? config.validate()
@@ -69,6 +74,9 @@ private func seeds() -> [[UInt8]] {
         (2, "tty"),
         (3, "src=/dev/urandom,iommu=off"),
         (4, "path=/var/lib/disk.raw,readonly=on,direct=off,num_queues=2,queue_size=256,id=disk0,serial=\"SN,42\",image_type=raw"),
+        (4, "path=/d.raw,bw_size=1048576,bw_one_time_burst=4096,bw_refill_time=100,ops_size=100,ops_refill_time=1000"),
+        (6, "tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0,num_queues=4,queue_size=256,bw_size=262144,bw_refill_time=1000"),
+        (6, "fd=[3,4],ops_size=10,ops_one_time_burst=5,ops_refill_time=10"),
     ]
     var config = VMConfig()
     config.payload = PayloadConfig(kernel: "/boot/vmlinux", cmdline: "console=ttyS0 root=/dev/vda", initramfs: "/boot/initrd")
