@@ -140,4 +140,20 @@ struct HostileGuestTests {
         ]
         #expect(Self.lines(outcome.serial) == expected, "\(outcome)")
     }
+
+    @Test("A guest that triple-faults is reset and boots again; the log says where it faulted",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func tripleFaultResets() throws {
+        var a = X86Assembler()
+        a.mov(.esp, HostileGuestPrograms.stackTop)
+        a.serialPrint("BOOT\n")
+        a.emit([0x0F, 0x0B])                            // ud2 without an IDT: #UD, #GP, #DF, triple fault
+        let outcome = try Self.boot("triple", code: try a.assemble(), timeout: 4)
+        #expect(outcome.serial.hasPrefix("BOOT\n"), "\(outcome)")
+        // The fault is logged with the instruction that caused it (ud2, the 26th byte of the
+        // kernel at 0x100000); the VM is reset, boots and faults again.
+        let faults = outcome.stderr.components(separatedBy: "vCPU 0: triple fault (rip 0x100019 ").count - 1
+        #expect(faults >= 2, "\(outcome)")
+        #expect(outcome.stderr.contains("idt 0x"), "\(outcome)")
+    }
 }

@@ -35,6 +35,26 @@ final class VCPULoop: Sendable {
         vcpu.kicker.kick()
     }
 
+    /// The state a triple fault leaves, for the log: instruction and stack pointers, control
+    /// registers, the IDT, and any exception KVM still holds (the usual culprits: a stack
+    /// or page table the guest lost, an IDT it overwrote).
+    static func faultState(of vcpu: any VirtualCPU) -> String {
+        guard let x86 = vcpu as? any X86VirtualCPU else { return "no register access" }
+        func hex(_ value: some BinaryInteger) -> String { "0x" + String(value, radix: 16) }
+        var parts: [String] = []
+        if let regs = try? x86.registers() {
+            parts.append("rip \(hex(regs.rip)) rsp \(hex(regs.rsp)) rflags \(hex(regs.rflags))")
+        }
+        if let sregs = try? x86.specialRegisters() {
+            parts.append("cs \(hex(sregs.cs.selector)) cr0 \(hex(sregs.cr0)) cr2 \(hex(sregs.cr2)) cr3 \(hex(sregs.cr3)) cr4 \(hex(sregs.cr4)) efer \(hex(sregs.efer))")
+            parts.append("idt \(hex(sregs.idt.base))/\(hex(sregs.idt.limit)) gdt \(hex(sregs.gdt.base))/\(hex(sregs.gdt.limit))")
+        }
+        if let events = try? x86.vcpuEvents(), events.exceptionInjected || events.exceptionPending {
+            parts.append("exception \(events.exceptionNumber)\(events.exceptionHasErrorCode ? " code \(hex(events.exceptionErrorCode))" : "")")
+        }
+        return parts.isEmpty ? "registers unreadable" : parts.joined(separator: ", ")
+    }
+
     /// Runs until stopped or until the guest powers off, resets or fails. Between guest
     /// entries it passes the pause gate, parking there while the VM is paused.
     func run() {
@@ -60,7 +80,7 @@ final class VCPULoop: Sendable {
             case .interrupted, .interruptWindowOpen, .ioapicEOI:
                 continue
             case .shutdown:
-                logger.info("vCPU \(id): triple fault; resetting the VM")
+                logger.warning("vCPU \(id): triple fault (\(Self.faultState(of: vcpu))); resetting the VM")
                 exits.report(.reset)
                 return
             case .systemEvent(.shutdown):
