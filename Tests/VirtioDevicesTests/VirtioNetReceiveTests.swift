@@ -96,6 +96,30 @@ private let plainFeatures = NetGuest.linuxFeatures & ~F.mergeableReceiveBuffers
         #expect(guest.net.counters == .init(rxBytes: 4200, rxFrames: 2))
     }
 
+    @Test func withMergeableBuffersAndEnoughChainsPacketsGoStraightIntoThem() throws {
+        // 48 chains of 1536 bytes hold a largest packet together: the backend writes across
+        // them, and each packet takes the chains it fills, in order.
+        let guest = try NetGuest(queueSize: 64)
+        try guest.activate()
+        let heads = try (0..<48).map { _ in try guest.postReceive([1536]) }
+        let packets = [netPacket(frameBytes: 5000, seed: 4), netPacket(frameBytes: 60, seed: 5),
+                       netPacket(frameBytes: VirtioNetABI.maxPacketSize - VirtioNetABI.headerSize - 3000, seed: 6)]
+        for packet in packets { #expect(guest.backends[0].inject(packet)) }
+        guest.net.backendReadable(pair: 0)
+        let used = try guest.takeUsed(rx)
+        let third = packets[2].count
+        var expectedLengths: [UInt32] = [1536, 1536, 1536, 404, 72]
+        expectedLengths += Array(repeating: UInt32(1536), count: third / 1536)
+        expectedLengths.append(UInt32(third % 1536))
+        #expect(used.map(\.length) == expectedLengths)
+        #expect(used.map(\.head) == Array(heads.prefix(used.count)))
+        #expect(used.prefix(4).flatMap(\.bytes) == withNumBuffers(packets[0], 4))
+        #expect(used[4].bytes == withNumBuffers(packets[1], 1))
+        #expect(used.dropFirst(5).flatMap(\.bytes) == withNumBuffers(packets[2], UInt16(used.count - 5)))
+        #expect(guest.net.counters.rxFrames == 3 && guest.net.counters.rxDropped == 0)
+        #expect(guest.interrupt.events == [.queue(rx)])
+    }
+
     @Test func withMergeableBuffersAPacketWaitsForEnoughChains() throws {
         let guest = try NetGuest()
         try guest.activate()

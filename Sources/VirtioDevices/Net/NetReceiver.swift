@@ -7,11 +7,13 @@ import VirtioQueue
 ///
 /// A packet goes straight from the backend into guest memory when the first chain can
 /// hold any packet (``VirtioNetABI/maxPacketSize`` bytes, as Linux posts them without
-/// mergeable buffers but with large receive offloads). Otherwise it is read into a
-/// bounce buffer allocated once, then copied into one chain, or with mergeable buffers
-/// into as many chains as it needs (`num_buffers` says how many). A packet is read only
-/// when at least one chain waits for it, so packets stay in the backend while the guest
-/// posts no buffers.
+/// mergeable buffers but with large receive offloads), or, with mergeable buffers, when
+/// the chains available hold one together: the backend then writes across them and the
+/// packet takes as many as it fills (`num_buffers` says how many; the others stay in hand
+/// for the next packet). Otherwise it is read into a bounce buffer allocated once, then
+/// copied into one chain, or with mergeable buffers into as many chains as it needs. A
+/// packet is read only when at least one chain waits for it, so packets stay in the
+/// backend while the guest posts no buffers.
 struct NetReceiver: Sendable {
     /// The receive queue while the device runs (and the driver enabled it).
     private(set) var queue: SplitQueue?
@@ -135,6 +137,21 @@ struct NetReceiver: Sendable {
                     traffic.moved(length)
                     continue
                 }
+                // Mergeable buffers: with enough chains in hand for any packet, the backend
+                // writes straight into them, as many as the packet fills.
+                if context.mergeable, try gatherInHand(covering: VirtioNetABI.maxPacketSize, &queue, context) {
+                    guard let lengths = try receiveAcrossHand(context) else { return .backendEmpty }
+                    let length = lengths.reduce(0, +)
+                    context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
+                    guard length >= headerSize else {
+                        traffic.dropped += 1
+                        continue
+                    }
+                    try Self.writeNumBuffers(UInt16(lengths.count), into: inHand[0], context)
+                    try use(lengths.count, lengths: lengths, &queue, context, &traffic)
+                    traffic.moved(length)
+                    continue
+                }
                 guard let length = try receiveIntoBounce(context) else { return .backendEmpty }
                 context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
                 guard length >= headerSize else {
@@ -230,6 +247,57 @@ struct NetReceiver: Sendable {
             inHand.append(chain)
         }
         return true
+    }
+
+    /// Pops chains until those in hand can hold `bytes` together; `false` when the queue
+    /// runs out first (the chains popped stay in hand).
+    private mutating func gatherInHand(covering bytes: Int, _ queue: inout SplitQueue, _ context: Context) throws(VirtioDeviceError) -> Bool {
+        var total = inHand.reduce(0) { $0 + $1.writableLength }
+        while total < bytes {
+            guard try ensureInHand(inHand.count + 1, &queue, context) else { return false }
+            total += inHand[inHand.count - 1].writableLength
+        }
+        return true
+    }
+
+    /// Lets the backend write the next packet straight across the chains in hand (which
+    /// hold at least ``VirtioNetABI/maxPacketSize`` bytes); returns the bytes each chain got,
+    /// first to last, only the chains the packet reached (at least one), or `nil` when the
+    /// backend had no packet.
+    private func receiveAcrossHand(_ context: Context) throws(VirtioDeviceError) -> [Int]? {
+        var spans: [ChainSpan] = []
+        var left = VirtioNetABI.maxPacketSize
+        for chain in inHand where left > 0 {
+            let span = ChainSpan(chain.writable, start: 0, count: min(chain.writableLength, left))
+            spans.append(span)
+            left -= span.length
+        }
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        do {
+            for span in spans { buffers += try span.hostBuffers(in: context.memory) }
+        } catch {
+            throw .queue(index: context.index, .memory(error))
+        }
+        let capacity = VirtioNetABI.maxPacketSize - left
+        guard let length = try Self.receive(from: context.backend, into: buffers, capacity: capacity, queue: context.index) else {
+            return nil
+        }
+        var lengths: [Int] = []
+        var remaining = length
+        for span in spans where remaining > 0 || lengths.isEmpty {
+            let take = min(span.length, remaining)
+            // The backend wrote through host pointers, which dirty tracking does not see.
+            if context.memory.dirtyTracking {
+                var dirty = take
+                for piece in span.pieces where dirty > 0 {
+                    context.memory.markDirty(piece.address, length: min(dirty, piece.length))
+                    dirty -= piece.length
+                }
+            }
+            lengths.append(take)
+            remaining -= take
+        }
+        return lengths
     }
 
     /// Lets the backend write the next packet straight into `chain`'s writable buffers.
