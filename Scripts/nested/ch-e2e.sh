@@ -14,11 +14,12 @@
 #            through virtio-rng with MSI-X), then
 #            `reboot -f` restarts the VM (a second init marker), then `poweroff -f` ends
 #            the VMM with status 0.
-#   disks    four --disk options: a writable raw image with 2 queues, a read-only one with
-#            a serial, a qcow2 overlay over a raw backing file, a rate-limited one; data
-#            written on each side is read on the other, the read-only image and the backing
-#            file are unchanged, qemu-img checks and converts the overlay, and reading the
-#            limited disk takes as long as its limit says.
+#   disks    six --disk options: a writable raw image with 2 queues, a read-only one with
+#            a serial, a qcow2 overlay over a raw backing file, a rate-limited one and two
+#            sharing a --rate-limit-group; data written on each side is read on the other,
+#            the read-only image and the backing file are unchanged, qemu-img checks and
+#            converts the overlay, and reading the limited disks takes as long as the
+#            limits say.
 #   hvc      --serial off --console tty and console=hvc0: the shell on virtio-console.
 #   api      --api-socket: ch-remote ping, pause, resume, info, counters and power-button;
 #            busybox acpid in the guest powers off on the button.
@@ -180,10 +181,10 @@ in_l1() {
     # (backing_files=on): the guest reads the base's pattern through it and writes its own,
     # which qemu-img convert finds afterwards; qemu-img check finds the overlay clean and the
     # base stays unchanged.
-    local disk_dir disk_a disk_b disk_b_sum disk_c disk_base disk_base_sum disk_d
+    local disk_dir disk_a disk_b disk_b_sum disk_c disk_base disk_base_sum disk_d disk_e disk_f
     disk_dir="$(mktemp -d)"
     disk_a="$disk_dir/a.raw" disk_b="$disk_dir/b.raw" disk_c="$disk_dir/c.qcow2" disk_base="$disk_dir/base.raw"
-    disk_d="$disk_dir/d.raw"
+    disk_d="$disk_dir/d.raw" disk_e="$disk_dir/e.raw" disk_f="$disk_dir/f.raw"
     truncate -s 4M "$disk_a"
     printf 'HOSTPATTERN' | dd of="$disk_a" bs=512 seek=2048 conv=notrunc status=none
     head -c 2097152 /dev/urandom >"$disk_b"
@@ -192,7 +193,7 @@ in_l1() {
     printf 'BASEPATTERN' | dd of="$disk_base" bs=512 seek=2048 conv=notrunc status=none
     disk_base_sum="$(md5sum <"$disk_base" | cut -c1-32)"
     qemu-img create -q -f qcow2 -b "$disk_base" -F raw "$disk_c"
-    truncate -s 8M "$disk_d"
+    truncate -s 8M "$disk_d" "$disk_e" "$disk_f"
     # shellcheck disable=SC2016  # typed into the guest's shell
     local disk_steps='L2-INIT-READY|||echo CH-DISK-A-$(cat /sys/block/vda/size)-$(ls /sys/block/vda/mq | wc -l)-$(cat /sys/block/vdb/ro)-$(cat /sys/block/vdb/serial)
   CH-DISK-A-([0-9a-zA-Z-]+)|||echo CH-DISK-B-$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
@@ -202,31 +203,35 @@ in_l1() {
   CH-DISK-E-([0-9a-f]+)|||echo CH-DISK-F-$(dd if=/dev/vdc bs=512 skip=2048 count=1 2>/dev/null | head -c 11)
   CH-DISK-F-([A-Z]+)|||printf GUESTQCOW | dd of=/dev/vdc bs=512 seek=4096 conv=fsync 2>/dev/null; echo CH-DISK-G-$((3+4))
   CH-DISK-G-([0-9]+)|||s=$(cut -d" " -f1 /proc/uptime); dd if=/dev/vdd of=/dev/null bs=65536 count=48 2>/dev/null; echo CH-DISK-H-$s-$(cut -d" " -f1 /proc/uptime)
-  CH-DISK-H-([0-9.-]+)|||poweroff -f'
+  CH-DISK-H-([0-9.-]+)|||s=$(cut -d" " -f1 /proc/uptime); dd if=/dev/vde of=/dev/null bs=65536 count=24 2>/dev/null & dd if=/dev/vdf of=/dev/null bs=65536 count=24 2>/dev/null; wait; echo CH-DISK-I-$s-$(cut -d" " -f1 /proc/uptime)
+  CH-DISK-I-([0-9.-]+)|||poweroff -f'
     local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL" "path=$disk_c,backing_files=on"
-      "path=$disk_d,bw_size=1048576,bw_refill_time=1000")
+      "path=$disk_d,bw_size=1048576,bw_refill_time=1000" "path=$disk_e,rate_limit_group=pair" "path=$disk_f,rate_limit_group=pair"
+      --rate-limit-group "bw_size=1048576,bw_refill_time=1000,id=pair")
     run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
     if ((stalled)); then
       echo "ch-e2e: [disks] the guest stalled; running the scenario again"
       dd of="$disk_a" if=/dev/zero bs=65536 seek=32 count=16 conv=notrunc status=none
       run_l2 disks "$disk_steps" "$binary" -v "${base[@]}" --cpus boot=2 --memory size=256M --cmdline "$append" "${disks[@]}"
     fi
-    local host_a_sum qcow_check qcow_guest qcow_base limited_s
+    local host_a_sum qcow_check qcow_guest qcow_base limited_s group_s
     # vdd is limited to 1 MiB/s (a full 1 MiB bucket at the start): reading 3 MiB takes 2 s at least.
     limited_s="$(awk -v t="${captures[7]:-0-0}" 'BEGIN { split(t, a, "-"); printf "%.2f", a[2] - a[1] }')"
+    # vde and vdf share one 1 MiB/s group: 1.5 MiB from each at once takes 2 s at least.
+    group_s="$(awk -v t="${captures[8]:-0-0}" 'BEGIN { split(t, a, "-"); printf "%.2f", a[2] - a[1] }')"
     host_a_sum="$(dd if="$disk_a" bs=65536 skip=32 count=16 status=none | md5sum | cut -c1-32)"
     qcow_check="$(qemu-img check -q "$disk_c" >/dev/null 2>&1 && echo clean || echo damaged)"
     qemu-img convert -O raw "$disk_c" "$disk_dir/c.raw"
     qcow_guest="$(dd if="$disk_dir/c.raw" bs=512 skip=4096 count=1 status=none | head -c 9)"
     qcow_base="$(dd if="$disk_dir/c.raw" bs=512 skip=2048 count=1 status=none | head -c 11)"
-    if ((steps_done == 9)) && ((vmm_status == 0)) && awk -v s="$limited_s" 'BEGIN { exit !(s >= 1.8) }' &&
+    if ((steps_done == 10)) && ((vmm_status == 0)) && awk -v s="$limited_s" -v g="$group_s" 'BEGIN { exit !(s >= 1.8 && g >= 1.8) }' &&
       [[ ${captures[0]} == 8192-2-1-ROSERIAL && ${captures[1]} == HOSTPATTERN &&
       ${captures[2]} == "$host_a_sum" && ${captures[3]} != 0 && ${captures[4]} == "$host_a_sum" &&
       $(md5sum <"$disk_b" | cut -c1-32) == "$disk_b_sum" && ${captures[5]} == BASEPATTERN && $qcow_check == clean &&
       $qcow_guest == GUESTQCOW && $qcow_base == BASEPATTERN && $(md5sum <"$disk_base" | cut -c1-32) == "$disk_base_sum" ]]; then
-      pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, qemu-img check clean, base unchanged; vdd limited to 1 MiB/s (bw_size=1048576,bw_refill_time=1000): 3 MiB read in ${limited_s}s (2 s at least)"
+      pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, qemu-img check clean, base unchanged; vdd limited to 1 MiB/s (bw_size=1048576,bw_refill_time=1000): 3 MiB read in ${limited_s}s (2 s at least); vde and vdf in one 1 MiB/s --rate-limit-group: 1.5 MiB from each at once in ${group_s}s (2 s at least)"
     else
-      fail "disks: steps $steps_done/9, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base', limited read ${limited_s}s (2 s at least expected)"
+      fail "disks: steps $steps_done/10, group read ${group_s}s, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base', limited read ${limited_s}s (2 s at least expected)"
     fi
     rm -rf "$disk_dir"
   fi

@@ -47,6 +47,11 @@ struct CloudHypervisorCommand: ParsableCommand {
             help: ArgumentHelp("Network device (virtio-net over TAP), repeatable: \(NetConfig.syntax)", valueName: "net"))
     var net: [String] = []
 
+    @Option(name: .customLong("rate-limit-group"), parsing: .upToNextOption,
+            help: ArgumentHelp("Rate limit shared by the disks that name it (rate_limit_group=), repeatable: \(RateLimitGroupConfig.syntax)",
+                               valueName: "rate-limit-group"))
+    var rateLimitGroup: [String] = []
+
     @Option(name: .customLong("api-socket"),
             help: ArgumentHelp("HTTP API socket: \(APISocketConfig.syntax); without --kernel the VMM waits for vm.create and vm.boot", valueName: "api-socket"))
     var apiSocket: String?
@@ -77,6 +82,9 @@ struct CloudHypervisorCommand: ParsableCommand {
         if let rng { config.rng = try RngConfig.parse(rng) }
         if !disk.isEmpty { config.disks = try disk.map { (text) throws(ConfigError) in try DiskConfig.parse(text) } }
         if !net.isEmpty { config.net = try net.map { (text) throws(ConfigError) in try NetConfig.parse(text) } }
+        if !rateLimitGroup.isEmpty {
+            config.rateLimitGroups = try rateLimitGroup.map { (text) throws(ConfigError) in try RateLimitGroupConfig.parse(text) }
+        }
         try config.validate()
         return config
     }

@@ -8,6 +8,7 @@ import Interrupts
 import Hypervisor
 import Logging
 import PCI
+import RateLimiter
 import VMAllocator
 import VirtioDevices
 
@@ -98,11 +99,23 @@ struct VMBuilder {
             virtio.append(console.attachment)
             deviceTree["_console"] = DeviceNode(id: "_console", pciBDF: console.address)
         }
+        // One limiter per --rate-limit-group, shared by its disks; its wake-up serves them all.
+        var groups: [String: (limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
+        for group in config.rateLimitGroups ?? [] { groups[group.id] = (group.rateLimiterConfig.makeLimiter(), []) }
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
-            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars)
+            let shared = disk.rateLimitGroup.flatMap { groups[$0]?.limiter }
+            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, sharedLimiter: shared)
             virtio.append(attachment)
             deviceTree[id] = DeviceNode(id: id, pciBDF: address)
             disks.append((id, block))
+            if let name = disk.rateLimitGroup { groups[name]?.members.append((attachment.transport, disk.numQueues)) }
+        }
+        for (name, group) in groups.sorted(by: { $0.key < $1.key }) where !group.members.isEmpty && !group.limiter.isUnlimited {
+            let members = group.members
+            try RateLimiterWakeUp.install(group.limiter, events: events) {
+                for member in members { for queue in 0..<member.queues { member.transport.notifyQueue(queue) } }
+            }
+            logger.info("rate limit group \(name): \(members.count) disk(s) share \(Self.describe(group.limiter))")
         }
         var nets: [AttachedNet] = []
         for (net, id) in zip(config.net ?? [], config.netIDs) {

@@ -157,13 +157,15 @@ extension VMBuilder {
     }
 
     /// Attaches one virtio-blk disk (`--disk path=...`).
+    /// With `sharedLimiter` (its `--rate-limit-group`), the disk uses that limiter, whose
+    /// wake-up the caller installs for the whole group.
     func attachVirtioBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
-                           bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
+                           bars: inout AddressAllocator, sharedLimiter: RateLimiter? = nil) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
         let backend = try DiskImageOpener.open(config)
         let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
         let limiter = config.rateLimiterConfig?.makeLimiter()
         let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
-                                          rateLimiter: limiter)
+                                          rateLimiter: limiter ?? sharedLimiter)
         let block = VirtioBlock(backend: backend, options: options)
         let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
         if let limiter, !limiter.isUnlimited {

@@ -46,6 +46,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     public var imageType: DiskImageType?
     /// I/O throttling (`bw_*`, `ops_*`); `nil` for none.
     public var rateLimiterConfig: RateLimiterConfig?
+    /// The `--rate-limit-group` whose limit this disk shares (instead of a limit of its own).
+    public var rateLimitGroup: String?
 
     /// A writable raw disk at `path` with one queue of 128 entries.
     public init(path: String? = nil) { self.path = path }
@@ -53,7 +55,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case path, readonly, direct, iommu, numQueues = "num_queues", queueSize = "queue_size", vhostUser = "vhost_user"
         case vhostSocket = "vhost_socket", id, serial, pciSegment = "pci_segment", backingFiles = "backing_files", sparse
-        case imageType = "image_type", rateLimiterConfig = "rate_limiter_config"
+        case imageType = "image_type", rateLimiterConfig = "rate_limiter_config", rateLimitGroup = "rate_limit_group"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -74,16 +76,17 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         sparse = try c.decodeIfPresent(Bool.self, forKey: .sparse) ?? true
         imageType = try c.decodeIfPresent(DiskImageType.self, forKey: .imageType)
         rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
+        rateLimitGroup = try c.decodeIfPresent(String.self, forKey: .rateLimitGroup)
     }
 
     /// The accepted `--disk` syntax.
-    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2,\(RateLimiterConfig.syntax)"
+    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2,\(RateLimiterConfig.syntax),rate_limit_group=<group_id>"
 
     /// Parses one `--disk` value (for example `path=disk.img,readonly=on,num_queues=2`).
     public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
         let list = try OptionList(text, option: "--disk", knownKeys: [
             "path", "readonly", "direct", "iommu", "num_queues", "queue_size", "vhost_user", "socket", "id", "pci_segment",
-            "serial", "backing_files", "sparse", "image_type",
+            "serial", "backing_files", "sparse", "image_type", "rate_limit_group",
         ] + RateLimiterConfig.keys)
         var config = DiskConfig(path: list["path"])
         config.readonly = try list.bool("readonly") ?? false
@@ -99,6 +102,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         config.backingFiles = try list.bool("backing_files") ?? false
         config.sparse = try list.bool("sparse") ?? true
         config.rateLimiterConfig = try RateLimiterConfig.parse(list, option: "--disk")
+        if let group = list["rate_limit_group"], !group.isEmpty { config.rateLimitGroup = group }
         if let type = list["image_type"] {
             switch type.lowercased() {
             case "raw": config.imageType = .raw
@@ -133,5 +137,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         }
         if let id, id.isEmpty { throw ConfigError(option: "--disk", "id= must not be empty (\(path))") }
         try rateLimiterConfig?.validate(option: "--disk")
+        if let rateLimitGroup, rateLimiterConfig != nil {
+            throw ConfigError(option: "--disk", "give either bw_*/ops_* limits or rate_limit_group=\(rateLimitGroup), not both (\(path))")
+        }
     }
 }

@@ -96,3 +96,36 @@ public struct RateLimiterConfig: Codable, Equatable, Sendable {
         RateLimiter(bandwidth: bandwidth?.bucket, operations: ops?.bucket)
     }
 }
+
+/// One `--rate-limit-group`: a rate limit shared by every disk that names it with
+/// `rate_limit_group=` (Cloud Hypervisor's `RateLimitGroupConfig`).
+public struct RateLimitGroupConfig: Codable, Equatable, Sendable {
+    /// The group's name, which disks give as `rate_limit_group=`.
+    public var id: String
+    /// The limit the group's disks share.
+    public var rateLimiterConfig: RateLimiterConfig
+
+    /// A group named `id`.
+    public init(id: String, rateLimiterConfig: RateLimiterConfig) {
+        self.id = id
+        self.rateLimiterConfig = rateLimiterConfig
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, rateLimiterConfig = "rate_limiter_config"
+    }
+
+    /// The accepted `--rate-limit-group` syntax.
+    public static let syntax = "\(RateLimiterConfig.syntax),id=<group_id>"
+
+    /// Parses one `--rate-limit-group` value (for example `bw_size=1048576,bw_refill_time=1000,id=group0`).
+    public static func parse(_ text: String) throws(ConfigError) -> RateLimitGroupConfig {
+        let option = "--rate-limit-group"
+        let list = try OptionList(text, option: option, knownKeys: RateLimiterConfig.keys + ["id"])
+        guard let id = list["id"], !id.isEmpty else { throw ConfigError(option: option, "id= is required: \(syntax)") }
+        guard let limits = try RateLimiterConfig.parse(list, option: option) else {
+            throw ConfigError(option: option, "group \(id) sets no limit; give bw_size= and bw_refill_time=, or ops_size= and ops_refill_time=")
+        }
+        return RateLimitGroupConfig(id: id, rateLimiterConfig: limits)
+    }
+}

@@ -210,9 +210,15 @@ public struct VMConfig: Codable, Equatable, Sendable {
     public var disks: [DiskConfig]?
     /// The virtio-net devices, in `--net` order (`nil` when there are none).
     public var net: [NetConfig]?
+    /// Rate limits shared by several disks (`--rate-limit-group`; `nil` when there are none).
+    public var rateLimitGroups: [RateLimitGroupConfig]?
 
     /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null.
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case cpus, memory, payload, serial, console, rng, disks, net, rateLimitGroups = "rate_limit_groups"
+    }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
     public init(from decoder: any Decoder) throws {
@@ -225,5 +231,6 @@ public struct VMConfig: Codable, Equatable, Sendable {
         rng = try c.decodeIfPresent(RngConfig.self, forKey: .rng) ?? RngConfig()
         disks = try c.decodeIfPresent([DiskConfig].self, forKey: .disks)
         net = try c.decodeIfPresent([NetConfig].self, forKey: .net)
+        rateLimitGroups = try c.decodeIfPresent([RateLimitGroupConfig].self, forKey: .rateLimitGroups)
     }
 }

@@ -35,6 +35,19 @@ extension VMConfig {
         for id in diskIDs {
             guard seen.insert(id).inserted else { throw ConfigError(option: "--disk", "id=\(id) is used by two devices; ids must be unique") }
         }
+        var groups = Set<String>()
+        for group in rateLimitGroups ?? [] {
+            guard !group.id.isEmpty else { throw ConfigError(option: "--rate-limit-group", "id= must not be empty") }
+            guard groups.insert(group.id).inserted else {
+                throw ConfigError(option: "--rate-limit-group", "id=\(group.id) is given twice; group ids must be unique")
+            }
+            try group.rateLimiterConfig.validate(option: "--rate-limit-group")
+        }
+        for disk in disks {
+            if let group = disk.rateLimitGroup, !groups.contains(group) {
+                throw ConfigError(option: "--disk", "rate_limit_group=\(group) names no --rate-limit-group (\(disk.path ?? "?"))")
+            }
+        }
         var paths = Set<String>()
         for disk in disks {
             guard let path = disk.path else { continue }
