@@ -99,23 +99,28 @@ struct VMBuilder {
             virtio.append(console.attachment)
             deviceTree["_console"] = DeviceNode(id: "_console", pciBDF: console.address)
         }
-        // One limiter per --rate-limit-group, shared by its disks; its wake-up serves them all.
-        var groups: [String: (limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
-        for group in config.rateLimitGroups ?? [] { groups[group.id] = (group.rateLimiterConfig.makeLimiter(), []) }
+        // Each disk limiter, a disk's own or a --rate-limit-group's shared one, gets one wake-up
+        // timer that serves all the disks it limits.
+        var groupLimiters: [String: RateLimiter] = [:]
+        for group in config.rateLimitGroups ?? [] { groupLimiters[group.id] = group.rateLimiterConfig.makeLimiter() }
+        var limited: [ObjectIdentifier: (name: String, limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
-            let shared = disk.rateLimitGroup.flatMap { groups[$0]?.limiter }
-            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, sharedLimiter: shared)
+            let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
+            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, rateLimiter: limiter)
             virtio.append(attachment)
             deviceTree[id] = DeviceNode(id: id, pciBDF: address)
             disks.append((id, block))
-            if let name = disk.rateLimitGroup { groups[name]?.members.append((attachment.transport, disk.numQueues)) }
+            if let limiter, !limiter.isUnlimited {
+                let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
+                limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))
+            }
         }
-        for (name, group) in groups.sorted(by: { $0.key < $1.key }) where !group.members.isEmpty && !group.limiter.isUnlimited {
-            let members = group.members
-            try RateLimiterWakeUp.install(group.limiter, events: events) {
+        for entry in limited.values.sorted(by: { $0.name < $1.name }) {
+            let members = entry.members
+            try RateLimiterWakeUp.install(entry.limiter, events: events) {
                 for member in members { for queue in 0..<member.queues { member.transport.notifyQueue(queue) } }
             }
-            logger.info("rate limit group \(name): \(members.count) disk(s) share \(Self.describe(group.limiter))")
+            logger.info("\(entry.name): rate limited (\(Self.describe(entry.limiter))) for \(members.count) disk(s)")
         }
         var nets: [AttachedNet] = []
         for (net, id) in zip(config.net ?? [], config.netIDs) {

@@ -157,24 +157,16 @@ extension VMBuilder {
     }
 
     /// Attaches one virtio-blk disk (`--disk path=...`).
-    /// With `sharedLimiter` (its `--rate-limit-group`), the disk uses that limiter, whose
-    /// wake-up the caller installs for the whole group.
+    /// The disk is throttled by `rateLimiter` (its own, or its `--rate-limit-group`'s), whose
+    /// wake-up the caller installs.
     func attachVirtioBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
-                           bars: inout AddressAllocator, sharedLimiter: RateLimiter? = nil) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
+                           bars: inout AddressAllocator, rateLimiter: RateLimiter?) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
         let backend = try DiskImageOpener.open(config)
         let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
-        let limiter = config.rateLimiterConfig?.makeLimiter()
         let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
-                                          rateLimiter: limiter ?? sharedLimiter)
+                                          rateLimiter: rateLimiter)
         let block = VirtioBlock(backend: backend, options: options)
         let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
-        if let limiter, !limiter.isUnlimited {
-            let transport = attachment.transport, queues = config.numQueues
-            try RateLimiterWakeUp.install(limiter, events: context.events) {
-                for queue in 0..<queues { transport.notifyQueue(queue) }
-            }
-            logger.info("\(id): rate limited (\(Self.describe(limiter)))")
-        }
         logger.info("\(id): \(config.path ?? "?"), \(backend.size) bytes\(config.readonly ? ", read-only" : "")\(config.direct ? ", O_DIRECT" : ""), \(config.numQueues) queue(s) of \(config.queueSize)")
         return (attachment, address, block)
     }
