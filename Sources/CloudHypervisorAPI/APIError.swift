@@ -47,7 +47,7 @@ public enum APIError: Error, Equatable, Sendable, CustomStringConvertible {
     public static func status(for error: ControlError) -> HTTPResponseStatus {
         switch error {
         case .vmNotCreated: .notFound
-        case .invalidConfig: .badRequest
+        case .invalidConfig, .absentFeature: .badRequest
         case .vmAlreadyCreated, .invalidState, .unsupported, .failed: .internalServerError
         }
     }

@@ -5,6 +5,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import HostSystem
 import NIOHTTP1
 import VMM
 
@@ -16,12 +17,17 @@ public struct APIRequest: Sendable {
     public var uri: String
     /// The body; `nil` when the request had none (or an empty one).
     public var body: [UInt8]?
+    /// Descriptors passed with the request as SCM_RIGHTS ancillary data, in order. The router
+    /// hands them to the action that takes them (`vm.add-net`, `vm.create`'s NICs); any it
+    /// does not hand on are closed when the request is done.
+    public var fileDescriptors: [OwnedFileDescriptor]
 
     /// Creates a request.
-    public init(method: HTTPMethod, uri: String, body: [UInt8]? = nil) {
+    public init(method: HTTPMethod, uri: String, body: [UInt8]? = nil, fileDescriptors: [OwnedFileDescriptor] = []) {
         self.method = method
         self.uri = uri
         self.body = body
+        self.fileDescriptors = fileDescriptors
     }
 }
 
@@ -84,10 +90,10 @@ public struct APIRouter: Sendable {
             guard let body else { throw .missingBody(endpoint: endpoint.rawValue, schema: schema) }
             try StrictJSON.requireObject(body, typeName: schema)
         }
-        return try perform(endpoint, body: body)
+        return try perform(endpoint, body: body, descriptors: request.fileDescriptors)
     }
 
-    private func perform(_ endpoint: APIEndpoint, body: [UInt8]?) throws(APIError) -> APIResponse {
+    private func perform(_ endpoint: APIEndpoint, body: [UInt8]?, descriptors: [OwnedFileDescriptor]) throws(APIError) -> APIResponse {
         func act(_ action: () throws(ControlError) -> Void) throws(APIError) -> APIResponse {
             do { try action() } catch { throw .control(endpoint: endpoint.rawValue, error) }
             return APIResponse(status: .noContent)
@@ -100,13 +106,16 @@ public struct APIRouter: Sendable {
             do { try control.shutdownVMM() } catch { throw .control(endpoint: endpoint.rawValue, error) }
             return APIResponse(status: .ok)
         case .vmCreate:
-            let config = try StrictJSON.decode(VMConfig.self, from: body ?? [], typeName: "VmConfig")
+            var config = try StrictJSON.decode(VMConfig.self, from: body ?? [], typeName: "VmConfig")
+            try attach(descriptors, toNetsOf: &config)
+            if let absent = config.absentFeatures.first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
             do {
                 try config.validate()
             } catch {
                 throw .control(endpoint: endpoint.rawValue, .invalidConfig(error.description))
             }
-            return try act { () throws(ControlError) in try control.create(config) }
+            let passed = descriptors
+            return try act { () throws(ControlError) in try control.create(config, descriptors: passed) }
         case .vmBoot: return try act(control.boot)
         case .vmDelete: return try act(control.delete)
         case .vmPause: return try act(control.pause)
@@ -122,11 +131,80 @@ public struct APIRouter: Sendable {
             let counters: [String: [String: UInt64]]
             do { counters = try control.counters() } catch { throw .control(endpoint: endpoint.rawValue, error) }
             return try json(counters)
-        case .vmNmi, .vmAddDisk, .vmAddNet, .vmAddDevice, .vmAddFs, .vmAddPmem, .vmAddVsock, .vmAddVdpa, .vmAddUserDevice,
-            .vmAddGenericVhostUser, .vmRemoveDevice, .vmResize, .vmResizeZone, .vmResizeDisk, .vmSnapshot, .vmRestore,
-            .vmCoredump, .vmSendMigration, .vmReceiveMigration:
+        case .vmResize:
+            let request = try StrictJSON.decode(VMResize.self, from: body ?? [], typeName: "VmResize")
+            return try act { () throws(ControlError) in try control.resize(request) }
+        case .vmAddDisk:
+            let disk = try StrictJSON.decode(DiskConfig.self, from: body ?? [], typeName: "DiskConfig")
+            return try added(endpoint) { () throws(ControlError) in try control.addDisk(disk) }
+        case .vmAddNet:
+            var net = try StrictJSON.decode(NetConfig.self, from: body ?? [], typeName: "NetConfig")
+            net.fds = nil
+            let passed = descriptors
+            return try added(endpoint) { () throws(ControlError) in try control.addNet(net, descriptors: passed) }
+        case .vmRemoveDevice:
+            let request = try StrictJSON.decode(VMRemoveDevice.self, from: body ?? [], typeName: "VmRemoveDevice")
+            guard let id = request.id, !id.isEmpty else { throw .invalidBody("VmRemoveDevice: field 'id' is required") }
+            return try act { () throws(ControlError) in try control.removeDevice(id: id) }
+        case .vmAddFs:
+            _ = try StrictJSON.decode(FsConfig.self, from: body ?? [], typeName: "FsConfig")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "fs", option: "--fs", feature: "virtio-fs")))
+        case .vmAddPmem:
+            _ = try StrictJSON.decode(PmemConfig.self, from: body ?? [], typeName: "PmemConfig")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "pmem", option: "--pmem", feature: "virtio-pmem")))
+        case .vmAddVsock:
+            _ = try StrictJSON.decode(VsockConfig.self, from: body ?? [], typeName: "VsockConfig")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "vsock", option: "--vsock", feature: "virtio-vsock")))
+        case .vmAddVdpa:
+            _ = try StrictJSON.decode(VdpaConfig.self, from: body ?? [], typeName: "VdpaConfig")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "vdpa", option: "--vdpa", feature: "vDPA devices")))
+        case .vmAddDevice:
+            _ = try StrictJSON.decode(DeviceConfig.self, from: body ?? [], typeName: "DeviceConfig")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "devices", option: "--device", feature: "VFIO device assignment")))
+        case .vmAddUserDevice:
+            _ = try StrictJSON.decode(UserDeviceConfig.self, from: body ?? [], typeName: "VmAddUserDevice")
+            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "user_devices", option: "--user-device", feature: "vfio-user devices")))
+        case .vmAddGenericVhostUser:
+            _ = try StrictJSON.decode(GenericVhostUserConfig.self, from: body ?? [], typeName: "GenericVhostUserConfig")
+            throw .control(endpoint: endpoint.rawValue,
+                           .absentFeature(AbsentFeature(field: "generic_vhost_user", option: "--generic-vhost-user", feature: "generic vhost-user devices")))
+        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmSnapshot, .vmRestore, .vmCoredump, .vmSendMigration, .vmReceiveMigration:
             throw .control(endpoint: endpoint.rawValue, .unsupported(action: endpoint.rawValue))
         }
+    }
+
+    /// Answers a `vm.add-*`: 204 when the device went into the configuration of a VM not
+    /// booted yet, 200 with `PciDeviceInfo` when it was added to the running VM.
+    private func added(_ endpoint: APIEndpoint, _ action: () throws(ControlError) -> PciDeviceInfo?) throws(APIError) -> APIResponse {
+        let info: PciDeviceInfo?
+        do { info = try action() } catch { throw .control(endpoint: endpoint.rawValue, error) }
+        guard let info else { return APIResponse(status: .noContent) }
+        return try json(info)
+    }
+
+    /// Gives `vm.create`'s NICs the descriptors passed with the request, as Cloud Hypervisor
+    /// matches them: in order, as many to each NIC as its `fds` lists. Numbers written in the
+    /// body are never taken as this process's descriptors; without passed ones they are dropped.
+    private func attach(_ descriptors: [OwnedFileDescriptor], toNetsOf config: inout VMConfig) throws(APIError) {
+        guard var nets = config.net else {
+            guard descriptors.isEmpty else { throw .invalidBody("VmConfig: \(descriptors.count) descriptor(s) were passed but no NIC lists fds") }
+            return
+        }
+        let wanted = nets.reduce(0) { $0 + ($1.fds?.count ?? 0) }
+        if descriptors.isEmpty {
+            for index in nets.indices { nets[index].fds = nil }
+        } else {
+            guard wanted == descriptors.count else {
+                throw .invalidBody("VmConfig: the NICs' fds list \(wanted) descriptor(s) but \(descriptors.count) were passed with the request")
+            }
+            var next = 0
+            for index in nets.indices {
+                guard let count = nets[index].fds?.count else { continue }
+                nets[index].fds = descriptors[next..<(next + count)].map(\.rawValue)
+                next += count
+            }
+        }
+        config.net = nets
     }
 
     private func json(_ value: some Encodable) throws(APIError) -> APIResponse {

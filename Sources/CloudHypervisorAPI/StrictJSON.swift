@@ -92,40 +92,13 @@ enum JSONShape: Codable, Sendable {
         default: return nil
         }
     }
-
-    /// The keys present in `self` (at any depth) that `known` lacks, as dotted paths.
-    /// Keys whose value is `null` are not reported: they decode as absent.
-    func keys(missingFrom known: JSONShape, at path: String = "") -> [(path: String, siblings: [String])] {
-        switch (self, known) {
-        case let (.object(mine), .object(theirs)):
-            var found: [(path: String, siblings: [String])] = []
-            for key in mine.keys.sorted() {
-                guard let value = mine[key] else { continue }
-                let child = path.isEmpty ? key : "\(path).\(key)"
-                if let counterpart = theirs[key] {
-                    found += value.keys(missingFrom: counterpart, at: child)
-                } else if case .null = value {
-                    continue
-                } else {
-                    found.append((child, theirs.keys.sorted()))
-                }
-            }
-            return found
-        case let (.array(mine), .array(theirs)):
-            return zip(mine.indices, zip(mine, theirs)).flatMap { index, pair in
-                pair.0.keys(missingFrom: pair.1, at: "\(path)[\(index)]")
-            }
-        default:
-            return []
-        }
-    }
 }
 
 /// Strict JSON decoding for request bodies.
 public enum StrictJSON {
-    /// Decodes `T` from `bytes`, refusing malformed JSON, wrong types, out-of-range numbers and
-    /// fields that `T` does not know (found by encoding the decoded value again and comparing
-    /// the keys, so it works for any `Codable` whose encoding mirrors its decoding).
+    /// Decodes `T` from `bytes`, refusing malformed JSON, wrong types and out-of-range numbers.
+    /// Fields `T` does not know are ignored, as Cloud Hypervisor's serde decoding ignores them
+    /// (Kata's client sends fields of newer and older releases).
     ///
     /// - Parameter typeName: the schema name for messages (`"VmConfig"`).
     /// - Throws: `APIError.invalidBody` with a sentence naming the field at fault.
@@ -149,16 +122,6 @@ public enum StrictJSON {
             throw .invalidBody("\(typeName): \(badNumber(in: shape, as: T.self))")
         } catch {
             throw .invalidBody("\(typeName): \(describe(error))")
-        }
-        let known: JSONShape
-        do {
-            known = try JSONDecoder().decode(JSONShape.self, from: JSONEncoder().encode(value))
-        } catch {
-            throw .invalidBody("\(typeName): the decoded configuration could not be checked: \(error)")
-        }
-        if let unknown = shape.keys(missingFrom: known).first {
-            let accepted = unknown.siblings.isEmpty ? "" : "; accepted fields there: \(unknown.siblings.joined(separator: ", "))"
-            throw .invalidBody("\(typeName): unknown field '\(unknown.path)' (not supported by this VMM)\(accepted)")
         }
         return value
     }

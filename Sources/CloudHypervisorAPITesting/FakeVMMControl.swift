@@ -1,6 +1,7 @@
 // A VMMControl with no VM behind it: Cloud Hypervisor's lifecycle state machine
 // (vmm/src/vm.rs's transitions, vmm/src/lib.rs's checks), for API tests, fuzzing and benchmarks.
 import Glibc
+import HostSystem
 import Synchronization
 import VMM
 
@@ -17,6 +18,15 @@ public final class FakeVMMControl: VMMControl {
         public var vmmShutdownRequested = false
         /// The calls made, by name (`"boot"`, `"info"`, ...), in order.
         public var calls: [String] = []
+        /// For each call that took passed descriptors (`create`, `addNet`): how many came and
+        /// whether each was open when the call ran.
+        public var descriptors: [(call: String, open: [Bool])] = []
+
+        /// Compares the recorded fields.
+        public static func == (a: Snapshot, b: Snapshot) -> Bool {
+            a.config == b.config && a.state == b.state && a.vmmShutdownRequested == b.vmmShutdownRequested && a.calls == b.calls
+                && a.descriptors.map(\.call) == b.descriptors.map(\.call) && a.descriptors.map(\.open) == b.descriptors.map(\.open)
+        }
     }
 
     private let memory = Mutex(Snapshot())
@@ -39,7 +49,7 @@ public final class FakeVMMControl: VMMControl {
 
     public func ping() -> VMMPingResponse {
         record("ping")
-        return VMMPingResponse(buildVersion: "fake-\(VMMVersion.string)", version: VMMVersion.string, pid: Int64(getpid()), features: [])
+        return VMMPingResponse(buildVersion: VMMVersion.build, version: VMMVersion.cloudHypervisor, pid: Int64(getpid()), features: [])
     }
 
     public func shutdownVMM() throws(ControlError) {
@@ -50,7 +60,9 @@ public final class FakeVMMControl: VMMControl {
         }
     }
 
-    public func create(_ config: VMConfig) throws(ControlError) {
+    public func create(_ config: VMConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
+        note("create", descriptors)
+        if let absent = config.absentFeatures.first { throw .absentFeature(absent) }
         do { try config.validate() } catch { throw .invalidConfig(error.description) }
         try transition("create") { (snapshot: inout Snapshot) throws(ControlError) in
             if snapshot.config != nil, !permissive { throw .vmAlreadyCreated }
@@ -116,6 +128,68 @@ public final class FakeVMMControl: VMMControl {
         try move("powerButton", action: "vm.power-button", from: [.running], to: nil)
     }
 
+    public func resize(_ request: VMResize) throws(ControlError) {
+        try transition("resize") { (snapshot: inout Snapshot) throws(ControlError) in
+            guard let config = snapshot.config else {
+                if permissive { return }
+                throw .vmNotCreated
+            }
+            if let vcpus = request.desiredVCPUs, vcpus != UInt32(config.cpus.bootVCPUs), !permissive {
+                throw .absentFeature(AbsentFeature(field: "desired_vcpus", option: "ch-remote resize --cpus", feature: "vCPU hotplug"))
+            }
+        }
+    }
+
+    public func addDisk(_ config: DiskConfig) throws(ControlError) -> PciDeviceInfo? {
+        try added("addDisk") { (vm: inout VMConfig) in vm.disks = (vm.disks ?? []) + [config] }
+    }
+
+    public func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo? {
+        note("addNet", descriptors)
+        var device = config
+        device.fds = descriptors.isEmpty ? nil : descriptors.map(\.rawValue)
+        return try added("addNet") { (vm: inout VMConfig) in vm.net = (vm.net ?? []) + [device] }
+    }
+
+    public func removeDevice(id: String) throws(ControlError) {
+        try transition("removeDevice") { (snapshot: inout Snapshot) throws(ControlError) in
+            guard var config = snapshot.config else {
+                if permissive { return }
+                throw .vmNotCreated
+            }
+            if let index = config.diskIDs.firstIndex(of: id) {
+                config.disks?.remove(at: index)
+            } else if let index = config.netIDs.firstIndex(of: id) {
+                config.net?.remove(at: index)
+            } else if !permissive {
+                throw .invalidConfig("no device has id '\(id)'")
+            }
+            snapshot.config = config
+        }
+    }
+
+    /// Adds a device to the configuration before boot; on a running VM answers a made-up
+    /// address (the fake has no PCI bus), as hotplug would.
+    private func added(_ call: String, _ change: (inout VMConfig) -> Void) throws(ControlError) -> PciDeviceInfo? {
+        try transition(call) { (snapshot: inout Snapshot) throws(ControlError) -> PciDeviceInfo? in
+            guard var config = snapshot.config, let state = snapshot.state else {
+                if permissive { return nil }
+                throw .vmNotCreated
+            }
+            change(&config)
+            snapshot.config = config
+            guard state == .running || state == .paused else { return nil }
+            let count = (config.disks?.count ?? 0) + (config.net?.count ?? 0)
+            return PciDeviceInfo(id: call == "addDisk" ? "_disk\((config.disks?.count ?? 1) - 1)" : "_net\((config.net?.count ?? 1) - 1)",
+                                 bdf: "0000:00:\(String(format2: 3 + count)).0")
+        }
+    }
+
+    private func note(_ call: String, _ descriptors: [OwnedFileDescriptor]) {
+        let open = descriptors.map { fcntl($0.rawValue, F_GETFD) != -1 }
+        memory.withLock { $0.descriptors.append((call, open)) }
+    }
+
     private func record(_ call: String) {
         memory.withLock { $0.calls.append(call) }
     }
@@ -137,5 +211,13 @@ public final class FakeVMMControl: VMMControl {
             snapshot.calls.append(call)
             return try body(&snapshot)
         }
+    }
+}
+
+extension String {
+    /// Two lowercase hexadecimal digits.
+    init(format2 value: Int) {
+        let digits = String(value, radix: 16)
+        self = digits.count < 2 ? "0" + digits : digits
     }
 }

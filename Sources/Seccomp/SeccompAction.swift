@@ -22,7 +22,7 @@ public enum ThreadKind: String, CaseIterable, Equatable, Sendable, CustomStringC
     /// The main thread (lifecycle, VM creation and boot, signals turned into events) and the
     /// REST API's worker thread, which runs the same lifecycle actions.
     case vmm
-    /// A vCPU thread (`ch-vcpu<N>`): `KVM_RUN` and the device emulation its exits reach.
+    /// A vCPU thread (`vcpu<N>`, as Cloud Hypervisor names it): `KVM_RUN` and the device emulation its exits reach.
     case vcpu
     /// The REST API's event loop thread (SwiftNIO): the Unix socket and HTTP.
     case api

@@ -6,8 +6,17 @@ import Seccomp
 
 /// The VMM's version.
 public enum VMMVersion {
-    /// The version string printed by `--version`.
-    public static let string = "0.1.0"
+    /// The Cloud Hypervisor release whose command line and REST API this VMM implements
+    /// (`version` in `vmm.ping`, Cloud Hypervisor's `CARGO_PKG_VERSION`).
+    public static let cloudHypervisor = "53.0.0"
+    /// This project's own version.
+    public static let project = "0.2.0"
+    /// The build version as Cloud Hypervisor writes it (`v<release>`), with this project's
+    /// version after a hyphen as Cloud Hypervisor's `CH_EXTRA_VERSION` adds one:
+    /// `v53.0.0-swift.0.2.0`. Clients such as libvirt read the release up to the first `-`.
+    public static let build = "v\(cloudHypervisor)-swift.\(project)"
+    /// The version string printed by `--version` and `-V` after the program name.
+    public static let string = build
 }
 
 /// Why the VMM could not run the VM.

@@ -54,7 +54,7 @@ struct SeccompBinaryTests {
     func everyThreadFiltered() throws {
         let threads = try Self.threads(seccomp: "true")
         let names = threads.map(\.name)
-        for expected in ["cloud-hyperviso", "ch-signals", "ch-event-loop", "ch-vcpu0", "ch-vcpu1", "ch-vm-watch", "TP-#0"] {
+        for expected in ["cloud-hyperviso", "ch-signals", "ch-event-loop", "vcpu0", "vcpu1", "ch-vm-watch", "TP-#0"] {
             #expect(names.contains(expected), "thread \(expected) in \(names)")
         }
         #expect(names.contains { $0.hasPrefix("NIO-ELT-") }, "the API event loop in \(names)")

@@ -133,8 +133,10 @@ struct VMBuilder {
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
 
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
-        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, pciSegment: pciSegment,
-                                       ged: ged.description)
+        // The CMOS clock raises no interrupt (CMOSRTC emulates none), so its description has no IRQ.
+        let rtc = devices.cmos.map { _ in PlatformAML.CMOSRealTimeClock(port: UInt16(CMOSRTC.portBase), length: UInt8(CMOSRTC.portLength)) }
+        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
+                                       pciSegment: pciSegment, ged: ged.description)
         let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                          topology: topology, rsdpAddress: rsdp)
         logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
@@ -157,11 +159,13 @@ struct VMBuilder {
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
-    /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT.
-    /// Returns the RSDP's address for the boot protocol.
-    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, pciSegment: PCISegment,
-                         ged: PlatformAML.GenericEventDevice) throws -> GuestAddress {
+    /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT
+    /// (which, unlike Cloud Hypervisor's, also describes the CMOS clock so that Linux's
+    /// `rtc_cmos` binds to it). Returns the RSDP's address for the boot protocol.
+    func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
+                         pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
+        configuration.cmosRealTimeClock = realTimeClock
         configuration.genericEventDevice = ged
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)

@@ -38,6 +38,12 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     public var serial: String?
     /// The PCI segment the device sits on.
     public var pciSegment: UInt16 = 0
+    /// The device (slot) number on the segment's bus, chosen by the VMM when not given.
+    public var pciDeviceID: UInt8?
+    /// Host CPUs for each queue's I/O (`queue_affinity=[0@[1,2]]`).
+    public var queueAffinity: [VirtQueueAffinity]?
+    /// How the image lock is taken: `Full` (the default, byte 0 to the end) or `ByteRange`.
+    public var lockGranularity: LockGranularity?
     /// Let a qcow2 image use its backing file.
     public var backingFiles = false
     /// Keep the image sparse: discard frees host space.
@@ -56,6 +62,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         case path, readonly, direct, iommu, numQueues = "num_queues", queueSize = "queue_size", vhostUser = "vhost_user"
         case vhostSocket = "vhost_socket", id, serial, pciSegment = "pci_segment", backingFiles = "backing_files", sparse
         case imageType = "image_type", rateLimiterConfig = "rate_limiter_config", rateLimitGroup = "rate_limit_group"
+        case pciDeviceID = "pci_device_id", queueAffinity = "queue_affinity", lockGranularity = "lock_granularity"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -77,16 +84,44 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         imageType = try c.decodeIfPresent(DiskImageType.self, forKey: .imageType)
         rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
         rateLimitGroup = try c.decodeIfPresent(String.self, forKey: .rateLimitGroup)
+        pciDeviceID = try c.optional(.pciDeviceID)
+        queueAffinity = try c.optional(.queueAffinity)
+        lockGranularity = try c.optional(.lockGranularity)
+    }
+
+    /// Encodes as Cloud Hypervisor does (`iommu` only when set, absent options omitted).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(path, forKey: .path)
+        try c.encode(readonly, forKey: .readonly)
+        try c.encode(direct, forKey: .direct)
+        try c.encodeIfTrue(iommu, forKey: .iommu)
+        try c.encode(numQueues, forKey: .numQueues)
+        try c.encode(queueSize, forKey: .queueSize)
+        try c.encode(vhostUser, forKey: .vhostUser)
+        try c.encodeIfPresent(vhostSocket, forKey: .vhostSocket)
+        try c.encodeIfPresent(id, forKey: .id)
+        try c.encodeIfPresent(serial, forKey: .serial)
+        try c.encode(pciSegment, forKey: .pciSegment)
+        try c.encodeIfPresent(pciDeviceID, forKey: .pciDeviceID)
+        try c.encode(backingFiles, forKey: .backingFiles)
+        try c.encode(sparse, forKey: .sparse)
+        try c.encodeIfPresent(imageType, forKey: .imageType)
+        try c.encodeIfPresent(rateLimiterConfig, forKey: .rateLimiterConfig)
+        try c.encodeIfPresent(rateLimitGroup, forKey: .rateLimitGroup)
+        try c.encodeIfPresent(queueAffinity, forKey: .queueAffinity)
+        try c.encodeIfPresent(lockGranularity, forKey: .lockGranularity)
     }
 
     /// The accepted `--disk` syntax.
-    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2,\(RateLimiterConfig.syntax),rate_limit_group=<group_id>"
+    public static let syntax = "path=<disk_image_path>,readonly=on|off,direct=on|off,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,vhost_user=on|off,socket=<vhost_user_socket_path>,id=<device_id>,pci_segment=<segment_id>,pci_device_id=<pci_slot>,serial=<serial_number>,backing_files=on|off,sparse=on|off,image_type=raw|qcow2|vhd|vhdx,lock_granularity=byte-range|full,queue_affinity=<list_of_queue_indices_with_their_associated_cpuset>,\(RateLimiterConfig.syntax),rate_limit_group=<group_id>"
 
     /// Parses one `--disk` value (for example `path=disk.img,readonly=on,num_queues=2`).
     public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
         let list = try OptionList(text, option: "--disk", knownKeys: [
             "path", "readonly", "direct", "iommu", "num_queues", "queue_size", "vhost_user", "socket", "id", "pci_segment",
-            "serial", "backing_files", "sparse", "image_type", "rate_limit_group",
+            "serial", "backing_files", "sparse", "image_type", "rate_limit_group", "pci_device_id", "queue_affinity",
+            "lock_granularity", "_disable_io_uring", "_disable_aio",
         ] + RateLimiterConfig.keys)
         var config = DiskConfig(path: list["path"])
         config.readonly = try list.bool("readonly") ?? false
@@ -98,6 +133,17 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         config.vhostSocket = list["socket"]
         config.id = list["id"]
         config.pciSegment = try list.integer("pci_segment", as: UInt16.self) ?? 0
+        config.pciDeviceID = try list.integer("pci_device_id", as: UInt8.self, in: 0...31)
+        // Cloud Hypervisor's test-only switches: this VMM has neither io_uring nor AIO to turn off.
+        _ = try list.bool("_disable_io_uring")
+        _ = try list.bool("_disable_aio")
+        if let affinity = list["queue_affinity"] { config.queueAffinity = try VirtQueueAffinity.parseList(affinity, option: "--disk") }
+        switch list["lock_granularity"]?.lowercased() {
+        case nil: break
+        case "full": config.lockGranularity = .full
+        case "byte-range", "byterange": config.lockGranularity = .byteRange
+        case let other?: throw ConfigError(option: "--disk", "lock_granularity=\(other) is not accepted; use byte-range or full")
+        }
         config.serial = list["serial"]
         config.backingFiles = try list.bool("backing_files") ?? false
         config.sparse = try list.bool("sparse") ?? true
@@ -117,12 +163,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
 
     /// Checks one disk, as Cloud Hypervisor does, naming `--disk` and the image.
     public func validate() throws(ConfigError) {
-        if vhostUser || vhostSocket != nil {
-            throw ConfigError(option: "--disk", "vhost_user=on is not supported yet; give path= to an image")
-        }
         guard let path, !path.isEmpty else { throw ConfigError(option: "--disk", "path= is required: \(Self.syntax)") }
-        if iommu { throw ConfigError(option: "--disk", "iommu=on is not supported yet (\(path))") }
-        if pciSegment != 0 { throw ConfigError(option: "--disk", "pci_segment=\(pciSegment): only segment 0 exists (\(path))") }
         guard (1...1024).contains(numQueues) else {
             throw ConfigError(option: "--disk", "num_queues=\(numQueues) is out of range; give 1 to 1024 (\(path))")
         }
@@ -132,13 +173,65 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         if let serial, serial.utf8.count > 20 {
             throw ConfigError(option: "--disk", "serial=\(serial) is longer than the 20 bytes virtio-blk returns (\(path))")
         }
-        if let imageType, imageType == .fixedVhd || imageType == .vhdx {
-            throw ConfigError(option: "--disk", "image_type \(imageType.rawValue) is not supported; use raw or qcow2 (\(path))")
-        }
         if let id, id.isEmpty { throw ConfigError(option: "--disk", "id= must not be empty (\(path))") }
         try rateLimiterConfig?.validate(option: "--disk")
         if let rateLimitGroup, rateLimiterConfig != nil {
             throw ConfigError(option: "--disk", "give either bw_*/ops_* limits or rate_limit_group=\(rateLimitGroup), not both (\(path))")
         }
+    }
+}
+
+/// How a disk image is locked (`lock_granularity=`), spelled as Cloud Hypervisor's `LockGranularity`.
+public enum LockGranularity: String, Codable, Sendable, CaseIterable {
+    /// A lock on a byte range.
+    case byteRange = "ByteRange"
+    /// A lock on the whole file.
+    case full = "Full"
+}
+
+/// Host CPUs for one queue (`queue_affinity=[0@[1,2],1@[3]]`).
+public struct VirtQueueAffinity: Codable, Equatable, Sendable {
+    /// The queue.
+    public var queueIndex: UInt16
+    /// The host CPUs.
+    public var hostCPUs: [UInt32]
+
+    /// Creates an affinity.
+    public init(queueIndex: UInt16, hostCPUs: [UInt32]) {
+        self.queueIndex = queueIndex
+        self.hostCPUs = hostCPUs
+    }
+
+    enum CodingKeys: String, CodingKey { case queueIndex = "queue_index", hostCPUs = "host_cpus" }
+
+    /// Parses Cloud Hypervisor's `[<index>@[<cpu>,<cpu>-<cpu>],...]` list.
+    public static func parseList(_ text: String, option: String) throws(ConfigError) -> [VirtQueueAffinity] {
+        try AffinityList.parse(text, option: option, key: "queue_affinity").map { VirtQueueAffinity(queueIndex: UInt16(clamping: $0.index), hostCPUs: $0.cpus) }
+    }
+}
+
+/// Cloud Hypervisor's `[<index>@[<cpus>],...]` syntax (`affinity=`, `queue_affinity=`).
+enum AffinityList {
+    /// Parses the list into (index, host CPUs) pairs; CPU ranges `a-b` are expanded.
+    static func parse(_ text: String, option: String, key: String) throws(ConfigError) -> [(index: UInt32, cpus: [UInt32])] {
+        let bad = ConfigError(option: option, "\(key)=\(text) is not a list like [0@[1,2],1@[3-5]]")
+        guard text.hasPrefix("["), text.hasSuffix("]") else { throw bad }
+        var result: [(index: UInt32, cpus: [UInt32])] = []
+        var rest = Substring(text.dropFirst().dropLast())
+        while !rest.isEmpty {
+            guard let at = rest.firstIndex(of: "@"), let index = UInt32(rest[..<at]) else { throw bad }
+            rest = rest[rest.index(after: at)...]
+            guard rest.first == "[", let close = rest.firstIndex(of: "]") else { throw bad }
+            var cpus: [UInt32] = []
+            for item in rest[rest.index(after: rest.startIndex)..<close].split(separator: ",") {
+                let bounds = item.split(separator: "-", omittingEmptySubsequences: false)
+                guard let low = UInt32(bounds[0]), let high = UInt32(bounds.last!), bounds.count <= 2, low <= high, high - low < 4096 else { throw bad }
+                cpus.append(contentsOf: low...high)
+            }
+            result.append((index, cpus))
+            rest = rest[rest.index(after: close)...]
+            if rest.first == "," { rest = rest.dropFirst() } else if !rest.isEmpty { throw bad }
+        }
+        return result
     }
 }

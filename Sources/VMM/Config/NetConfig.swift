@@ -34,6 +34,10 @@ public struct NetConfig: Codable, Equatable, Sendable {
     public var fds: [Int32]?
     /// The PCI segment the device sits on.
     public var pciSegment: UInt16 = 0
+    /// The device (slot) number on the segment's bus, chosen by the VMM when not given.
+    public var pciDeviceID: UInt8?
+    /// Whether the VMM connects to the vhost-user socket (`Client`, the default) or listens on it.
+    public var vhostMode = VhostMode.client
     /// Offer TCP segmentation offload.
     public var offloadTSO = true
     /// Offer UDP fragmentation offload.
@@ -50,7 +54,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
         case tap, ip, mask, mac, hostMac = "host_mac", mtu, iommu, numQueues = "num_queues", queueSize = "queue_size"
         case vhostUser = "vhost_user", vhostSocket = "vhost_socket", id, fds, pciSegment = "pci_segment"
         case offloadTSO = "offload_tso", offloadUFO = "offload_ufo", offloadCsum = "offload_csum"
-        case rateLimiterConfig = "rate_limiter_config"
+        case rateLimiterConfig = "rate_limiter_config", pciDeviceID = "pci_device_id", vhostMode = "vhost_mode"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -68,23 +72,52 @@ public struct NetConfig: Codable, Equatable, Sendable {
         vhostUser = try c.decodeIfPresent(Bool.self, forKey: .vhostUser) ?? false
         vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)
         id = try c.decodeIfPresent(String.self, forKey: .id)
-        fds = try c.decodeIfPresent([Int32].self, forKey: .fds)
+        // Descriptor numbers in a body mean nothing in this process: kept only as "this many
+        // were named" (-1 each), as Cloud Hypervisor does; real ones come with the request
+        // (SCM_RIGHTS) or from the command line's fd=.
+        fds = try c.decodeIfPresent([Int32].self, forKey: .fds).map { Array(repeating: -1, count: $0.count) }
         pciSegment = try c.decodeIfPresent(UInt16.self, forKey: .pciSegment) ?? 0
         offloadTSO = try c.decodeIfPresent(Bool.self, forKey: .offloadTSO) ?? true
         offloadUFO = try c.decodeIfPresent(Bool.self, forKey: .offloadUFO) ?? true
         offloadCsum = try c.decodeIfPresent(Bool.self, forKey: .offloadCsum) ?? true
         rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
+        pciDeviceID = try c.optional(.pciDeviceID)
+        vhostMode = try c.value(.vhostMode, default: .client)
+    }
+
+    /// Encodes as Cloud Hypervisor does: descriptors are never written out, `iommu` only when set.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(tap, forKey: .tap)
+        try c.encodeIfPresent(ip, forKey: .ip)
+        try c.encodeIfPresent(mask, forKey: .mask)
+        try c.encodeIfPresent(mac, forKey: .mac)
+        try c.encodeIfPresent(hostMac, forKey: .hostMac)
+        try c.encodeIfPresent(mtu, forKey: .mtu)
+        try c.encodeIfTrue(iommu, forKey: .iommu)
+        try c.encode(numQueues, forKey: .numQueues)
+        try c.encode(queueSize, forKey: .queueSize)
+        try c.encode(vhostUser, forKey: .vhostUser)
+        try c.encodeIfPresent(vhostSocket, forKey: .vhostSocket)
+        try c.encode(vhostMode, forKey: .vhostMode)
+        try c.encodeIfPresent(id, forKey: .id)
+        try c.encode(pciSegment, forKey: .pciSegment)
+        try c.encodeIfPresent(pciDeviceID, forKey: .pciDeviceID)
+        try c.encodeIfPresent(rateLimiterConfig, forKey: .rateLimiterConfig)
+        try c.encode(offloadTSO, forKey: .offloadTSO)
+        try c.encode(offloadUFO, forKey: .offloadUFO)
+        try c.encode(offloadCsum, forKey: .offloadCsum)
     }
 
     /// The accepted `--net` syntax.
-    public static let syntax = "tap=<if_name>,ip=<ip_addr>,mask=<net_mask>,mac=<mac_addr>,host_mac=<mac_addr>,mtu=<mtu>,fd=<fd1,fd2...>,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,id=<device_id>,vhost_user=on|off,socket=<vhost_user_socket_path>,pci_segment=<segment_id>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off,\(RateLimiterConfig.syntax)"
+    public static let syntax = "tap=<if_name>,ip=<ip_addr>,mask=<net_mask>,mac=<mac_addr>,host_mac=<mac_addr>,mtu=<mtu>,fd=<fd1,fd2...>,iommu=on|off,num_queues=<number_of_queues>,queue_size=<size_of_each_queue>,id=<device_id>,vhost_user=on|off,socket=<vhost_user_socket_path>,vhost_mode=client|server,pci_segment=<segment_id>,pci_device_id=<pci_slot>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off,\(RateLimiterConfig.syntax)"
 
     /// Parses one `--net` value (for example `tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0`).
     /// Empty values (`--net "tap=,mac=,ip=,mask="`) mean "not given", as in Cloud Hypervisor's examples.
     public static func parse(_ text: String) throws(ConfigError) -> NetConfig {
         let list = try OptionList(text, option: "--net", knownKeys: [
             "tap", "ip", "mask", "mac", "host_mac", "mtu", "fd", "iommu", "num_queues", "queue_size", "id", "vhost_user",
-            "socket", "vhost_mode", "pci_segment", "offload_tso", "offload_ufo", "offload_csum",
+            "socket", "vhost_mode", "pci_segment", "pci_device_id", "offload_tso", "offload_ufo", "offload_csum",
         ] + RateLimiterConfig.keys)
         var config = NetConfig(tap: nonEmpty(list["tap"]))
         config.ip = nonEmpty(list["ip"])
@@ -115,6 +148,12 @@ public struct NetConfig: Codable, Equatable, Sendable {
         config.vhostUser = try list.bool("vhost_user") ?? false
         config.vhostSocket = nonEmpty(list["socket"])
         config.pciSegment = try list.integer("pci_segment", as: UInt16.self) ?? 0
+        config.pciDeviceID = try list.integer("pci_device_id", as: UInt8.self, in: 0...31)
+        switch list["vhost_mode"]?.lowercased() {
+        case nil, "client": config.vhostMode = .client
+        case "server": config.vhostMode = .server
+        case let other?: throw ConfigError(option: "--net", "vhost_mode=\(other) is not accepted; use client or server")
+        }
         config.offloadTSO = try list.bool("offload_tso") ?? true
         config.offloadUFO = try list.bool("offload_ufo") ?? true
         config.offloadCsum = try list.bool("offload_csum") ?? true
@@ -130,9 +169,9 @@ public struct NetConfig: Codable, Equatable, Sendable {
     /// Checks one device, as Cloud Hypervisor does, naming `--net` and the interface.
     public func validate() throws(ConfigError) {
         let name = tap ?? (fds.map { "fd=\($0.map(String.init).joined(separator: ","))" } ?? "a new TAP")
-        if vhostUser || vhostSocket != nil { throw ConfigError(option: "--net", "vhost_user=on is not supported yet (\(name))") }
-        if iommu { throw ConfigError(option: "--net", "iommu=on is not supported yet (\(name))") }
-        if pciSegment != 0 { throw ConfigError(option: "--net", "pci_segment=\(pciSegment): only segment 0 exists (\(name))") }
+        if let fds, fds.contains(where: { $0 < 0 }) {
+            throw ConfigError(option: "--net", "fds lists descriptors that were not passed with the request: send them as SCM_RIGHTS ancillary data on the API socket (\(name))")
+        }
         guard numQueues >= 2, numQueues % 2 == 0, numQueues <= 512 else {
             throw ConfigError(option: "--net", "num_queues=\(numQueues) must be an even number from 2 to 512: one receive and one transmit queue per pair (\(name))")
         }
@@ -168,9 +207,13 @@ public struct NetConfig: Codable, Equatable, Sendable {
         }
         if let id, id.isEmpty { throw ConfigError(option: "--net", "id= must not be empty (\(name))") }
         try rateLimiterConfig?.validate(option: "--net")
-        if fds != nil, ip != nil || hostMac != nil || mtu != nil {
-            // Cloud Hypervisor leaves a handed-over TAP as the caller configured it.
-            throw ConfigError(option: "--net", "ip=, mask=, host_mac= and mtu= configure a TAP this VMM opens; with fd= configure it before handing it over")
-        }
     }
+}
+
+/// Who connects on a vhost-user socket, spelled as Cloud Hypervisor's `VhostMode`.
+public enum VhostMode: String, Codable, Equatable, Sendable, CaseIterable {
+    /// The VMM connects to the back-end's socket.
+    case client = "Client"
+    /// The VMM listens and the back-end connects.
+    case server = "Server"
 }

@@ -27,9 +27,15 @@ public struct OptionList: Sendable {
             guard knownKeys.contains(key) else {
                 throw ConfigError(option: option, "unknown key '\(key)'; accepted keys: \(knownKeys.joined(separator: ", "))")
             }
-            guard values[key] == nil else { throw ConfigError(option: option, "'\(key)' is given twice") }
+            // As Cloud Hypervisor's option parser: `key=` means "not given", and a key given
+            // twice takes its last value.
+            if value.isEmpty, item.contains("=") {
+                values[key] = nil
+                order.removeAll { $0 == key }
+                continue
+            }
+            if values[key] == nil { order.append(key) }
             values[key] = value
-            order.append(key)
         }
     }
 
@@ -67,10 +73,10 @@ public struct OptionList: Sendable {
     /// The keys given, in order.
     public var keys: [String] { order }
 
-    /// `key` as `on|off` (also `true|false`).
+    /// `key` as `on|off` (also `true|false`, in any case).
     public func bool(_ key: String) throws(ConfigError) -> Bool? {
         guard let value = values[key] else { return nil }
-        switch value {
+        switch value.lowercased() {
         case "on", "true": return true
         case "off", "false": return false
         default: throw ConfigError(option: option, "\(key)=\(value) is not on or off")

@@ -1,104 +1,12 @@
-// The VM configuration: the same value types behind the command line and (later) the REST
-// API, with Cloud Hypervisor's JSON field names (vmm/src/vm_config.rs, cloud-hypervisor.yaml).
+// The VM configuration: the same value types behind the command line and the REST API, with
+// Cloud Hypervisor's JSON field names and defaults (vmm/src/vm_config.rs, cloud-hypervisor.yaml).
+// Every field of Cloud Hypervisor's VmConfig is decoded and echoed; unknown fields are ignored,
+// as serde does for Cloud Hypervisor. Which fields ask for a feature this VMM lacks is decided
+// in AbsentFeatures.swift.
 
-/// The vCPU topology: `threads_per_core × cores_per_die × dies_per_package × packages`.
-public struct CpuTopology: Codable, Equatable, Sendable {
-    /// Threads (hyperthreads) per core.
-    public var threadsPerCore: UInt8
-    /// Cores per die.
-    public var coresPerDie: UInt8
-    /// Dies per package.
-    public var diesPerPackage: UInt8
-    /// Packages (sockets).
-    public var packages: UInt8
-
-    /// Creates a topology.
-    public init(threadsPerCore: UInt8, coresPerDie: UInt8, diesPerPackage: UInt8, packages: UInt8) {
-        self.threadsPerCore = threadsPerCore
-        self.coresPerDie = coresPerDie
-        self.diesPerPackage = diesPerPackage
-        self.packages = packages
-    }
-
-    /// The number of vCPUs the topology describes.
-    public var vcpuCount: Int { Int(threadsPerCore) * Int(coresPerDie) * Int(diesPerPackage) * Int(packages) }
-
-    enum CodingKeys: String, CodingKey {
-        case threadsPerCore = "threads_per_core", coresPerDie = "cores_per_die", diesPerPackage = "dies_per_package", packages
-    }
-}
-
-/// `--cpus`: how many vCPUs and how they are arranged.
-public struct CpusConfig: Codable, Equatable, Sendable {
-    /// vCPUs started at boot.
-    public var bootVCPUs: UInt8 = 1
-    /// The most vCPUs the VM may have (hotplug).
-    public var maxVCPUs: UInt8 = 1
-    /// The topology, if given.
-    public var topology: CpuTopology?
-    /// Hyper-V enlightenments (not supported yet; refused by validation when on).
-    public var kvmHyperv = false
-    /// Guest physical address bits (Cloud Hypervisor's default 46).
-    public var maxPhysBits: UInt8 = 46
-
-    /// One vCPU.
-    public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case bootVCPUs = "boot_vcpus", maxVCPUs = "max_vcpus", topology, kvmHyperv = "kvm_hyperv", maxPhysBits = "max_phys_bits"
-    }
-
-    /// Decodes with Cloud Hypervisor's defaults for absent fields.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        bootVCPUs = try c.decode(UInt8.self, forKey: .bootVCPUs)
-        maxVCPUs = try c.decode(UInt8.self, forKey: .maxVCPUs)
-        topology = try c.decodeIfPresent(CpuTopology.self, forKey: .topology)
-        kvmHyperv = try c.decodeIfPresent(Bool.self, forKey: .kvmHyperv) ?? false
-        maxPhysBits = try c.decodeIfPresent(UInt8.self, forKey: .maxPhysBits) ?? 46
-    }
-}
-
-/// `--memory`: guest RAM.
-public struct MemoryConfig: Codable, Equatable, Sendable {
-    /// Guest RAM in bytes (Cloud Hypervisor's default 512 MiB).
-    public var size: UInt64 = 512 << 20
-    /// Let KSM merge identical pages (`MADV_MERGEABLE`).
-    public var mergeable = false
-    /// Map RAM shared (`MAP_SHARED`), needed by vhost-user back-ends.
-    public var shared = false
-    /// Back RAM with huge pages.
-    public var hugepages = false
-    /// The huge page size in bytes, if not the system default.
-    public var hugepageSize: UInt64?
-    /// Fault every page in at start.
-    public var prefault = false
-    /// Use transparent huge pages where possible.
-    public var thp = true
-
-    /// 512 MiB of private RAM.
-    public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case size, mergeable, shared, hugepages, hugepageSize = "hugepage_size", prefault, thp
-    }
-
-    /// Decodes with Cloud Hypervisor's defaults for absent fields.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        size = try c.decode(UInt64.self, forKey: .size)
-        mergeable = try c.decodeIfPresent(Bool.self, forKey: .mergeable) ?? false
-        shared = try c.decodeIfPresent(Bool.self, forKey: .shared) ?? false
-        hugepages = try c.decodeIfPresent(Bool.self, forKey: .hugepages) ?? false
-        hugepageSize = try c.decodeIfPresent(UInt64.self, forKey: .hugepageSize)
-        prefault = try c.decodeIfPresent(Bool.self, forKey: .prefault) ?? false
-        thp = try c.decodeIfPresent(Bool.self, forKey: .thp) ?? true
-    }
-}
-
-/// What to boot: `--kernel`, `--initramfs`, `--cmdline` (`--firmware` is not supported yet).
+/// What to boot: `--kernel`, `--initramfs`, `--cmdline` (`--firmware`, `--igvm` decoded; absent).
 public struct PayloadConfig: Codable, Equatable, Sendable {
-    /// Firmware image (not supported yet; refused by validation).
+    /// Firmware image.
     public var firmware: String?
     /// The kernel: an ELF `vmlinux` with a PVH note, or a `bzImage`.
     public var kernel: String?
@@ -106,6 +14,10 @@ public struct PayloadConfig: Codable, Equatable, Sendable {
     public var cmdline: String?
     /// The initramfs image.
     public var initramfs: String?
+    /// An IGVM file.
+    public var igvm: String?
+    /// SEV-SNP host data.
+    public var hostData: String?
 
     /// Nothing to boot.
     public init(firmware: String? = nil, kernel: String? = nil, cmdline: String? = nil, initramfs: String? = nil) {
@@ -114,85 +26,60 @@ public struct PayloadConfig: Codable, Equatable, Sendable {
         self.cmdline = cmdline
         self.initramfs = initramfs
     }
-}
 
-/// Where a serial port or console goes.
-public enum ConsoleOutputMode: String, Codable, Equatable, Sendable {
-    /// No device at all.
-    case off = "Off"
-    /// A new pseudo-terminal.
-    case pty = "Pty"
-    /// This process's terminal (standard input and output).
-    case tty = "Tty"
-    /// A file (output only).
-    case file = "File"
-    /// The device exists; output is discarded, no input.
-    case null = "Null"
-}
-
-/// `--serial` / `--console`.
-public struct ConsoleConfig: Codable, Equatable, Sendable {
-    /// The file for `.file` mode.
-    public var file: String?
-    /// The mode.
-    public var mode: ConsoleOutputMode
-    /// Place the device behind the virtual IOMMU (not supported yet).
-    public var iommu = false
-
-    /// Creates a console configuration.
-    public init(mode: ConsoleOutputMode, file: String? = nil, iommu: Bool = false) {
-        self.mode = mode
-        self.file = file
-        self.iommu = iommu
-    }
-
-    /// Decodes with Cloud Hypervisor's defaults for absent fields.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        mode = try c.decode(ConsoleOutputMode.self, forKey: .mode)
-        file = try c.decodeIfPresent(String.self, forKey: .file)
-        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
-    }
-
-    /// Cloud Hypervisor's serial default: the port exists, output discarded.
-    public static let defaultSerial = ConsoleConfig(mode: .null)
-    /// Cloud Hypervisor's virtio-console default: on the terminal (standard input and output).
-    public static let defaultConsole = ConsoleConfig(mode: .tty)
+    enum CodingKeys: String, CodingKey { case firmware, kernel, cmdline, initramfs, igvm, hostData = "host_data" }
 }
 
 /// `--rng`: the virtio entropy device every VM has, as in Cloud Hypervisor.
 public struct RngConfig: Codable, Equatable, Sendable {
     /// The host file the entropy comes from.
     public var src: String = "/dev/urandom"
-    /// Place the device behind the virtual IOMMU (not supported yet).
-    public var iommu = false
+    /// The PCI fields (id, iommu, segment, slot).
+    public var pci = PCIDeviceCommon()
+
+    /// Place the device behind the virtual IOMMU.
+    public var iommu: Bool {
+        get { pci.iommu }
+        set { pci.iommu = newValue }
+    }
 
     /// Entropy from `/dev/urandom`.
     public init(src: String = "/dev/urandom", iommu: Bool = false) {
         self.src = src
-        self.iommu = iommu
+        pci.iommu = iommu
     }
 
-    /// Decodes with Cloud Hypervisor's defaults for absent fields.
+    enum CodingKeys: String, CodingKey { case src }
+
+    /// Decodes with Cloud Hypervisor's defaults for absent fields (`src` is required).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         src = try c.decode(String.self, forKey: .src)
-        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
+        pci = try PCIDeviceCommon(from: decoder)
+    }
+
+    /// Encodes as Cloud Hypervisor does.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(src, forKey: .src)
+        try pci.encode(to: encoder)
     }
 
     /// The accepted `--rng` syntax.
-    public static let syntax = "src=<entropy_source_path>,iommu=on|off"
+    public static let syntax = "src=<entropy_source_path>,\(PCIDeviceCommon.syntax)"
 
-    /// Parses `--rng` (for example `src=/dev/urandom`).
+    /// Parses `--rng` (for example `src=/dev/urandom`; empty means Cloud Hypervisor's default).
     public static func parse(_ text: String) throws(ConfigError) -> RngConfig {
-        let list = try OptionList(text, option: "--rng", knownKeys: ["src", "iommu"])
+        let list = try OptionList(text, option: "--rng", knownKeys: ["src"] + PCIDeviceCommon.keys)
         let src = list["src"] ?? "/dev/urandom"
         guard !src.isEmpty else { throw ConfigError(option: "--rng", "src= needs a path") }
-        return RngConfig(src: src, iommu: try list.bool("iommu") ?? false)
+        var config = RngConfig(src: src)
+        config.pci = try PCIDeviceCommon.parse(list)
+        return config
     }
 }
 
-/// A whole VM.
+/// A whole VM: Cloud Hypervisor's `VmConfig` with every field.
 public struct VMConfig: Codable, Equatable, Sendable {
     /// vCPUs.
     public var cpus = CpusConfig()
@@ -200,37 +87,152 @@ public struct VMConfig: Codable, Equatable, Sendable {
     public var memory = MemoryConfig()
     /// What to boot.
     public var payload: PayloadConfig?
-    /// The 16550 serial port.
-    public var serial = ConsoleConfig.defaultSerial
-    /// The virtio console.
-    public var console = ConsoleConfig.defaultConsole
-    /// The virtio entropy device.
-    public var rng = RngConfig()
+    /// Rate limits shared by several disks (`--rate-limit-group`; `nil` when there are none).
+    public var rateLimitGroups: [RateLimitGroupConfig]?
     /// The virtio-blk disks, in `--disk` order (`nil` when there are none, as Cloud Hypervisor prints it).
     public var disks: [DiskConfig]?
     /// The virtio-net devices, in `--net` order (`nil` when there are none).
     public var net: [NetConfig]?
-    /// Rate limits shared by several disks (`--rate-limit-group`; `nil` when there are none).
-    public var rateLimitGroups: [RateLimitGroupConfig]?
+    /// The virtio entropy device.
+    public var rng = RngConfig()
+    /// The balloon.
+    public var balloon: BalloonConfig?
+    /// Generic vhost-user devices.
+    public var genericVhostUser: [GenericVhostUserConfig]?
+    /// virtio-fs devices.
+    public var fs: [FsConfig]?
+    /// virtio-pmem devices.
+    public var pmem: [PmemConfig]?
+    /// The 16550 serial port.
+    public var serial = ConsoleConfig.defaultSerial
+    /// The virtio console.
+    public var console = ConsoleConfig.defaultConsole
+    /// The debug console port.
+    public var debugConsole = DebugConsoleConfig()
+    /// VFIO devices.
+    public var devices: [DeviceConfig]?
+    /// vfio-user devices.
+    public var userDevices: [UserDeviceConfig]?
+    /// vDPA devices.
+    public var vdpa: [VdpaConfig]?
+    /// The vsock device.
+    public var vsock: VsockConfig?
+    /// The pvpanic device.
+    public var pvpanic = false
+    /// A virtual IOMMU.
+    public var iommu = false
+    /// Guest NUMA nodes.
+    public var numa: [NumaConfig]?
+    /// A virtio watchdog.
+    public var watchdog = false
+    /// The virtio RTC device.
+    public var rtc: RtcConfig?
+    /// Per-segment aperture weights.
+    public var pciSegments: [PciSegmentConfig]?
+    /// Platform settings.
+    public var platform: PlatformConfig?
+    /// A TPM.
+    public var tpm: TpmConfig?
+    /// Sandbox the VMM with Landlock.
+    public var landlockEnable = false
+    /// Extra Landlock rules.
+    public var landlockRules: [LandlockConfig]?
 
-    /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null.
+    /// Cloud Hypervisor's defaults: 1 vCPU, 512 MiB, serial null, console tty.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case cpus, memory, payload, serial, console, rng, disks, net, rateLimitGroups = "rate_limit_groups"
+        case cpus, memory, payload, rateLimitGroups = "rate_limit_groups", disks, net, rng, balloon
+        case genericVhostUser = "generic_vhost_user", genericVhostUserHyphen = "generic-vhost-user", fs, pmem, serial, console
+        case debugConsole = "debug_console", devices, userDevices = "user_devices", vdpa, vsock, pvpanic, iommu, numa, watchdog
+        case rtc, pciSegments = "pci_segments", platform, tpm, landlockEnable = "landlock_enable", landlockRules = "landlock_rules"
+        // The body of Cloud Hypervisor before `payload` (v27 and older), which libvirt 9.0 still sends.
+        case kernel, cmdline, initramfs
     }
 
-    /// Decodes with Cloud Hypervisor's defaults for absent fields.
+    /// The pre-`payload` objects: `kernel: {path}`, `initramfs: {path}`, `cmdline: {args}`.
+    private struct LegacyPath: Decodable { var path: String }
+    private struct LegacyCmdline: Decodable { var args: String }
+
+    /// Decodes with Cloud Hypervisor's defaults for absent fields; accepts the pre-`payload` form too.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        cpus = try c.decodeIfPresent(CpusConfig.self, forKey: .cpus) ?? CpusConfig()
-        memory = try c.decodeIfPresent(MemoryConfig.self, forKey: .memory) ?? MemoryConfig()
-        payload = try c.decodeIfPresent(PayloadConfig.self, forKey: .payload)
-        serial = try c.decodeIfPresent(ConsoleConfig.self, forKey: .serial) ?? .defaultSerial
-        console = try c.decodeIfPresent(ConsoleConfig.self, forKey: .console) ?? .defaultConsole
-        rng = try c.decodeIfPresent(RngConfig.self, forKey: .rng) ?? RngConfig()
-        disks = try c.decodeIfPresent([DiskConfig].self, forKey: .disks)
-        net = try c.decodeIfPresent([NetConfig].self, forKey: .net)
-        rateLimitGroups = try c.decodeIfPresent([RateLimitGroupConfig].self, forKey: .rateLimitGroups)
+        cpus = try c.value(.cpus, default: CpusConfig())
+        memory = try c.value(.memory, default: MemoryConfig())
+        payload = try c.optional(.payload)
+        let legacyKernel: LegacyPath? = try c.optional(.kernel)
+        let legacyInitramfs: LegacyPath? = try c.optional(.initramfs)
+        let legacyCmdline: LegacyCmdline? = try c.optional(.cmdline)
+        if legacyKernel != nil || legacyInitramfs != nil || legacyCmdline != nil {
+            guard payload == nil else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .kernel, in: c, debugDescription: "give either payload or the older top-level kernel/cmdline/initramfs, not both")
+            }
+            payload = PayloadConfig(kernel: legacyKernel?.path, cmdline: legacyCmdline?.args, initramfs: legacyInitramfs?.path)
+        }
+        rateLimitGroups = try c.optional(.rateLimitGroups)
+        disks = try c.optional(.disks)
+        net = try c.optional(.net)
+        rng = try c.value(.rng, default: RngConfig())
+        balloon = try c.optional(.balloon)
+        genericVhostUser = try c.optional(.genericVhostUser) ?? c.optional(.genericVhostUserHyphen)
+        fs = try c.optional(.fs)
+        pmem = try c.optional(.pmem)
+        serial = try c.value(.serial, default: .defaultSerial)
+        console = try c.value(.console, default: .defaultConsole)
+        debugConsole = try c.value(.debugConsole, default: DebugConsoleConfig())
+        devices = try c.optional(.devices)
+        userDevices = try c.optional(.userDevices)
+        vdpa = try c.optional(.vdpa)
+        vsock = try c.optional(.vsock)
+        pvpanic = try c.value(.pvpanic, default: false)
+        iommu = try c.value(.iommu, default: false)
+        numa = try c.optional(.numa)
+        watchdog = try c.value(.watchdog, default: false)
+        rtc = try c.optional(.rtc)
+        pciSegments = try c.optional(.pciSegments)
+        platform = try c.optional(.platform)
+        tpm = try c.optional(.tpm)
+        landlockEnable = try c.value(.landlockEnable, default: false)
+        landlockRules = try c.optional(.landlockRules)
+    }
+
+    /// A wrapper that writes a console configuration as Cloud Hypervisor's SerialConfig.
+    private struct SerialView: Encodable {
+        let config: ConsoleConfig
+        func encode(to encoder: any Encoder) throws { try config.encodeSerial(to: encoder) }
+    }
+
+    /// Encodes as Cloud Hypervisor serialises its VmConfig (absent options omitted).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(cpus, forKey: .cpus)
+        try c.encode(memory, forKey: .memory)
+        try c.encodeIfPresent(payload, forKey: .payload)
+        try c.encodeIfPresent(rateLimitGroups, forKey: .rateLimitGroups)
+        try c.encodeIfPresent(disks, forKey: .disks)
+        try c.encodeIfPresent(net, forKey: .net)
+        try c.encode(rng, forKey: .rng)
+        try c.encodeIfPresent(balloon, forKey: .balloon)
+        try c.encodeIfPresent(genericVhostUser, forKey: .genericVhostUser)
+        try c.encodeIfPresent(fs, forKey: .fs)
+        try c.encodeIfPresent(pmem, forKey: .pmem)
+        try c.encode(SerialView(config: serial), forKey: .serial)
+        try c.encode(console, forKey: .console)
+        try c.encode(debugConsole, forKey: .debugConsole)
+        try c.encodeIfPresent(devices, forKey: .devices)
+        try c.encodeIfPresent(userDevices, forKey: .userDevices)
+        try c.encodeIfPresent(vdpa, forKey: .vdpa)
+        try c.encodeIfPresent(vsock, forKey: .vsock)
+        try c.encode(pvpanic, forKey: .pvpanic)
+        try c.encode(iommu, forKey: .iommu)
+        try c.encodeIfPresent(numa, forKey: .numa)
+        try c.encode(watchdog, forKey: .watchdog)
+        try c.encodeIfPresent(rtc, forKey: .rtc)
+        try c.encodeIfPresent(pciSegments, forKey: .pciSegments)
+        try c.encodeIfPresent(platform, forKey: .platform)
+        try c.encodeIfPresent(tpm, forKey: .tpm)
+        try c.encode(landlockEnable, forKey: .landlockEnable)
+        try c.encodeIfPresent(landlockRules, forKey: .landlockRules)
     }
 }

@@ -1,17 +1,14 @@
 extension VMConfig {
     /// Checks that the configuration can be built, naming the option at fault.
     public func validate() throws(ConfigError) {
+        if let first = absentFeatures.first { throw ConfigError(option: first.option, first.optionDescription) }
         guard let payload else { throw ConfigError(option: "--kernel", "no kernel to boot: give --kernel <vmlinux or bzImage>") }
-        if payload.firmware != nil {
-            throw ConfigError(option: "--firmware", "firmware boot is not supported yet; boot a kernel directly with --kernel")
-        }
         guard let kernel = payload.kernel, !kernel.isEmpty else {
             throw ConfigError(option: "--kernel", "no kernel to boot: give --kernel <vmlinux or bzImage>")
         }
         try cpus.validate()
         try memory.validate()
         try serial.validate(option: "--serial")
-        if rng.iommu { throw ConfigError(option: "--rng", "iommu=on is not supported yet") }
         try validateDisks()
         try validateNets()
         try console.validate(option: "--console")
@@ -97,13 +94,9 @@ extension CpusConfig {
         guard maxVCPUs >= bootVCPUs else {
             throw ConfigError(option: "--cpus", "max=\(maxVCPUs) is below boot=\(bootVCPUs); max must be at least boot")
         }
-        if maxVCPUs > bootVCPUs {
-            throw ConfigError(option: "--cpus", "max above boot needs vCPU hotplug, which is not supported yet; use max=\(bootVCPUs) or leave it out")
-        }
         if let topology, topology.vcpuCount != Int(maxVCPUs) {
             throw ConfigError(option: "--cpus", "topology \(topology.threadsPerCore):\(topology.coresPerDie):\(topology.diesPerPackage):\(topology.packages) describes \(topology.vcpuCount) vCPUs but max is \(maxVCPUs); they must be equal")
         }
-        if kvmHyperv { throw ConfigError(option: "--cpus", "kvm_hyperv=on is not supported yet") }
     }
 }
 
@@ -126,7 +119,7 @@ extension MemoryConfig {
 extension ConsoleConfig {
     /// Checks a serial/console configuration.
     public func validate(option: String) throws(ConfigError) {
-        if iommu { throw ConfigError(option: option, "iommu=on is not supported yet") }
+        if mode == .socket, (socket ?? "").isEmpty { throw ConfigError(option: option, "socket mode needs a path: socket=</path/to/a/socket>") }
         if mode == .file, (file ?? "").isEmpty { throw ConfigError(option: option, "file mode needs a path: file=</path/to/a/file>") }
     }
 }

@@ -1,3 +1,5 @@
+import HostSystem
+
 // The control plane's contract: what the REST API (and any embedder) can ask of the VMM,
 // with Cloud Hypervisor's state names and JSON shapes (cloud-hypervisor.yaml).
 
@@ -87,6 +89,50 @@ public struct VMMPingResponse: Codable, Equatable, Sendable {
     }
 }
 
+/// `PUT /api/v1/vm.resize`'s body (`VmResize`): the vCPU count, RAM and balloon size wanted.
+public struct VMResize: Codable, Equatable, Sendable {
+    /// vCPUs wanted (at least 1).
+    public var desiredVCPUs: UInt32?
+    /// RAM wanted, in bytes.
+    public var desiredRAM: UInt64?
+    /// Balloon size wanted, in bytes.
+    public var desiredBalloon: UInt64?
+
+    /// Creates a request.
+    public init(desiredVCPUs: UInt32? = nil, desiredRAM: UInt64? = nil, desiredBalloon: UInt64? = nil) {
+        self.desiredVCPUs = desiredVCPUs
+        self.desiredRAM = desiredRAM
+        self.desiredBalloon = desiredBalloon
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case desiredVCPUs = "desired_vcpus", desiredRAM = "desired_ram", desiredBalloon = "desired_balloon"
+    }
+}
+
+/// `PUT /api/v1/vm.remove-device`'s body (`VmRemoveDevice`).
+public struct VMRemoveDevice: Codable, Equatable, Sendable {
+    /// The id of the device to remove.
+    public var id: String?
+
+    /// Creates a request.
+    public init(id: String?) { self.id = id }
+}
+
+/// What `vm.add-*` answers for a device added to a running VM (`PciDeviceInfo`).
+public struct PciDeviceInfo: Codable, Equatable, Sendable {
+    /// The device's id.
+    public var id: String
+    /// Its PCI address (`0000:00:05.0`).
+    public var bdf: String
+
+    /// Creates the answer.
+    public init(id: String, bdf: String) {
+        self.id = id
+        self.bdf = bdf
+    }
+}
+
 /// Why the VMM refused or failed a control request. The REST API turns each case into a
 /// status code and the sentence into the body.
 public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -98,6 +144,8 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidState(action: String, state: VMState)
     /// The configuration (or a device configuration) does not validate; the sentence says why.
     case invalidConfig(String)
+    /// A configuration field asks for a feature this VMM does not have.
+    case absentFeature(AbsentFeature)
     /// The action exists in Cloud Hypervisor but this VMM does not do it yet (hotplug...).
     case unsupported(action: String)
     /// The action was allowed but failed while running; the sentence says why.
@@ -110,6 +158,7 @@ public enum ControlError: Error, Equatable, Sendable, CustomStringConvertible {
         case .vmAlreadyCreated: "a VM is already created: send vm.delete first"
         case let .invalidState(action, state): "\(action) is not allowed while the VM is \(state.rawValue)"
         case let .invalidConfig(message): "invalid configuration: \(message)"
+        case let .absentFeature(feature): "\(feature)"
         case let .unsupported(action): "\(action) is not supported by this VMM yet"
         case let .failed(action, reason): "\(action) failed: \(reason)"
         }
@@ -126,8 +175,10 @@ public protocol VMMControl: AnyObject, Sendable {
     func ping() -> VMMPingResponse
     /// `vmm.shutdown`: stops the VM if one runs and makes the VMM process exit.
     func shutdownVMM() throws(ControlError)
-    /// `vm.create`: validates and stores the configuration (state Created).
-    func create(_ config: VMConfig) throws(ControlError)
+    /// `vm.create`: validates and stores the configuration (state Created). `descriptors`
+    /// were passed with the request (SCM_RIGHTS) and are named by the NICs' `fds`; the
+    /// control owns them from now on.
+    func create(_ config: VMConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError)
     /// `vm.boot`: builds and starts the created VM (or boots a shut-down one again).
     func boot() throws(ControlError)
     /// `vm.delete`: stops the VM if it runs and forgets it.
@@ -146,4 +197,19 @@ public protocol VMMControl: AnyObject, Sendable {
     func reboot() throws(ControlError)
     /// `vm.power-button`: presses the ACPI power button.
     func powerButton() throws(ControlError)
+    /// `vm.resize`: changes the vCPU count, RAM or balloon.
+    func resize(_ request: VMResize) throws(ControlError)
+    /// `vm.add-disk`: before boot, adds the disk to the configuration (nil answer); on a running
+    /// VM, hot-adds it and answers its PCI address.
+    func addDisk(_ config: DiskConfig) throws(ControlError) -> PciDeviceInfo?
+    /// `vm.add-net`: as `addDisk`. `descriptors` are TAP descriptors passed with the request
+    /// (SCM_RIGHTS); the control owns them from now on, and closes them if it refuses.
+    func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo?
+    /// `vm.remove-device`: removes the device with this id.
+    func removeDevice(id: String) throws(ControlError)
+}
+
+extension VMMControl {
+    /// `vm.create` with no passed descriptors.
+    public func create(_ config: VMConfig) throws(ControlError) { try create(config, descriptors: []) }
 }

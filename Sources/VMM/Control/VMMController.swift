@@ -25,10 +25,13 @@ public final class VMMController: VMMControl {
         case failed(String)
     }
 
-    private struct Slot {
+    struct Slot {
         var config: VMConfig?
         var state: VMState = .created
         var instance: VMInstance?
+        /// Descriptors passed with API requests (SCM_RIGHTS) that the configuration names,
+        /// by number; closed when the configuration lets go of them.
+        var passed: [Int32: OwnedFileDescriptor] = [:]
     }
 
     private enum Event: Sendable {
@@ -41,7 +44,7 @@ public final class VMMController: VMMControl {
     private let hypervisor: KVMHypervisor
     private let logger: Logger
     private let monitor: EventMonitor?
-    private let slot = Mutex(Slot())
+    let slot = Mutex(Slot())
     private let mailbox = Mutex<[Event]>([])
     private let wakeup: EventFD
     private let signals: OwnedFileDescriptor
@@ -106,9 +109,10 @@ public final class VMMController: VMMControl {
             switch nextEvent() {
             case .signal(let number):
                 stopInstance(reason: .signal(number))
+                finish()
                 return .finished("stopped by signal \(number)")
             case .vmmShutdown:
-                stopInstance(reason: .requested)
+                finish()
                 return .finished("vmm.shutdown")
             case .failure(let reason):
                 stopInstance(reason: .failure(reason))
@@ -130,6 +134,7 @@ public final class VMMController: VMMControl {
                     stopInstance(reason: .shutdown)
                     slot.withLock { $0.state = .shutdown }
                     monitor?.emit(source: "vm", event: "shutdown")
+                    finish()
                     return .finished("the guest shut down")
                 case .failure(let text):
                     stopInstance(reason: reason)
@@ -139,6 +144,21 @@ public final class VMMController: VMMControl {
                 }
             }
         }
+    }
+
+    /// Ends the VMM as Cloud Hypervisor's `vmm_shutdown` does: stops a running VM
+    /// (`vm:shutdown`), forgets it (`vm:deleted`), then `vmm:shutdown`.
+    private func finish() {
+        let (instance, hadConfig) = slot.withLock { slot -> (VMInstance?, Bool) in
+            defer { slot = Slot() }
+            return (slot.instance, slot.config != nil)
+        }
+        if let instance {
+            instance.stop(reason: .requested)
+            monitor?.emit(source: "vm", event: "shutdown")
+        }
+        if hadConfig { monitor?.emit(source: "vm", event: "deleted") }
+        monitor?.emit(source: "vmm", event: "shutdown")
     }
 
     private func stopInstance(reason: VMExitReason) {
@@ -181,7 +201,7 @@ public final class VMMController: VMMControl {
 
     /// Version, pid and features.
     public func ping() -> VMMPingResponse {
-        VMMPingResponse(buildVersion: VMMVersion.string, version: VMMVersion.string, pid: Int64(getpid()), features: ["kvm"])
+        VMMPingResponse(buildVersion: VMMVersion.build, version: VMMVersion.cloudHypervisor, pid: Int64(getpid()), features: ["kvm"])
     }
 
     /// Stops the VM if one runs, then makes ``run()`` return.
@@ -190,14 +210,15 @@ public final class VMMController: VMMControl {
     }
 
     /// Stores a validated configuration (state Created).
-    public func create(_ config: VMConfig) throws(ControlError) {
+    public func create(_ config: VMConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
+        if let absent = config.absentFeatures.first { throw .absentFeature(absent) }
         do { try config.validate() } catch { throw .invalidConfig(error.description) }
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard slot.config == nil else { throw .vmAlreadyCreated }
             slot.config = config
             slot.state = .created
+            for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
         }
-        monitor?.emit(source: "vm", event: "created")
     }
 
     /// Builds and starts the VM (from Created or Shutdown).
@@ -219,7 +240,7 @@ public final class VMMController: VMMControl {
     /// Stops the VM if it runs and forgets its configuration.
     public func delete() throws(ControlError) {
         let instance = slot.withLock { slot -> VMInstance? in
-            defer { slot = Slot() ; slot.config = nil }
+            defer { slot = Slot() }
             return slot.instance
         }
         instance?.stop(reason: .requested)
@@ -229,7 +250,12 @@ public final class VMMController: VMMControl {
     /// The configuration, the state, the RAM size and the device tree.
     public func info() throws(ControlError) -> VMInfo {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> VMInfo in
-            guard let config = slot.config else { throw .vmNotCreated }
+            guard var config = slot.config else { throw .vmNotCreated }
+            // A pty's path exists once the VM runs; Cloud Hypervisor reports it as the `file`.
+            if let built = slot.instance?.built {
+                if let path = built.serialPTYPath { config.serial.file = path }
+                if let path = built.consolePTYPath { config.console.file = path }
+            }
             return VMInfo(config: config, state: slot.state, memoryActualSize: config.memory.size,
                           deviceTree: slot.instance?.built.deviceTree)
         }

@@ -74,6 +74,9 @@ final class HostEndpoint: Sendable {
         case .file:
             let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_TRUNC)
             return HostEndpoint(output: DescriptorOutput(descriptor: file.rawValue, owner: file), inputDescriptor: nil, terminal: nil, pty: nil, file: file)
+        case .socket:
+            // Refused by validation (VMConfig.absentFeatures) before any device is built.
+            throw ConfigError(option: what, "a Unix socket endpoint is an absent feature of this VMM")
         case .pty:
             let pty = try PseudoTerminal()
             logger.info("\(what) on pseudo-terminal \(pty.path)")

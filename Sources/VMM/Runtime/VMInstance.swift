@@ -44,7 +44,7 @@ final class VMInstance: Sendable {
         var threads: [HostThread] = []
         for loop in loops {
             do {
-                threads.append(try HostThread(name: "ch-vcpu\(loop.vcpu.id)") {
+                threads.append(try HostThread(name: "vcpu\(loop.vcpu.id)") {
                     guard ThreadFilters.install(.vcpu, action: seccomp, thread: "vCPU \(loop.vcpu.id)", exits: exits) else { return }
                     loop.run()
                 })

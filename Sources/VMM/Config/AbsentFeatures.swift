@@ -1,0 +1,122 @@
+// Which configuration fields ask for something this VMM does not have. A field at Cloud
+// Hypervisor's default is accepted; one that asks for an absent feature is refused, naming
+// the field (JSON path, for the REST API) and the option (for the command line).
+
+/// A configuration field that asks for a feature this VMM does not have.
+public struct AbsentFeature: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The field's JSON path in `VmConfig` (`vsock`, `cpus.kvm_hyperv`, `disks[0].vhost_user`).
+    public var field: String
+    /// The command-line option and key (`--vsock`, `--cpus kvm_hyperv=`).
+    public var option: String
+    /// The feature, in words (`virtio-vsock`).
+    public var feature: String
+
+    /// Creates an entry.
+    public init(field: String, option: String, feature: String) {
+        self.field = field
+        self.option = option
+        self.feature = feature
+    }
+
+    /// A sentence naming the field and the feature.
+    public var description: String { "field '\(field)' asks for \(feature), an absent feature of this VMM" }
+
+    /// The same for the command line, naming the option.
+    public var optionDescription: String { "\(feature) is an absent feature of this VMM" }
+}
+
+extension PCIDeviceCommon {
+    /// The absent features these PCI fields ask for (`at` is the device's JSON path).
+    func absentFeatures(at path: String, option: String) -> [AbsentFeature] {
+        var found: [AbsentFeature] = []
+        if iommu { found.append(AbsentFeature(field: "\(path).iommu", option: "\(option) iommu=", feature: "the virtual IOMMU")) }
+        if pciSegment != 0 {
+            found.append(AbsentFeature(field: "\(path).pci_segment", option: "\(option) pci_segment=", feature: "PCI segments other than 0"))
+        }
+        if pciDeviceID != nil {
+            found.append(AbsentFeature(field: "\(path).pci_device_id", option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
+        }
+        return found
+    }
+}
+
+extension VMConfig {
+    /// Every field of this configuration that asks for an absent feature, in document order.
+    public var absentFeatures: [AbsentFeature] {
+        var found: [AbsentFeature] = []
+        func absent(_ field: String, _ option: String, _ feature: String) {
+            found.append(AbsentFeature(field: field, option: option, feature: feature))
+        }
+        // vCPUs. max_vcpus above boot_vcpus is accepted: the spare vCPUs wait for hotplug.
+        if cpus.kvmHyperv { absent("cpus.kvm_hyperv", "--cpus kvm_hyperv=", "Hyper-V enlightenments") }
+        if cpus.affinity != nil { absent("cpus.affinity", "--cpus affinity=", "vCPU pinning") }
+        if cpus.features.amx { absent("cpus.features.amx", "--cpus features=", "AMX") }
+        if !cpus.nested { absent("cpus.nested", "--cpus nested=", "hiding the host's virtualisation extensions (nested=off)") }
+        if cpus.coreScheduling == .vcpu { absent("cpus.core_scheduling", "--cpus core_scheduling=", "per-vCPU core scheduling") }
+        if cpus.profile != "Host" { absent("cpus.profile", "--cpus profile=", "CPU profile \(cpus.profile)") }
+        // Memory. hotplug_size is accepted (room kept for hotplug, as max_vcpus is).
+        if let size = memory.hotpluggedSize, size > 0 { absent("memory.hotplugged_size", "--memory hotplugged_size=", "memory hotplug") }
+        if memory.reserve { absent("memory.reserve", "--memory reserve=", "reserved (no MAP_NORESERVE) guest memory") }
+        if memory.zones != nil { absent("memory.zones", "--memory-zone", "memory zones") }
+        // Payload.
+        if payload?.firmware != nil { absent("payload.firmware", "--firmware", "firmware boot") }
+        if payload?.igvm != nil { absent("payload.igvm", "--igvm", "IGVM boot") }
+        if payload?.hostData != nil { absent("payload.host_data", "--host-data", "SEV-SNP") }
+        // Disks and NICs.
+        for (index, disk) in (disks ?? []).enumerated() {
+            let path = "disks[\(index)]"
+            if disk.vhostUser || disk.vhostSocket != nil { absent("\(path).vhost_user", "--disk vhost_user=", "vhost-user-blk") }
+            if disk.queueAffinity != nil { absent("\(path).queue_affinity", "--disk queue_affinity=", "queue affinity") }
+            if disk.lockGranularity == .byteRange {
+                absent("\(path).lock_granularity", "--disk lock_granularity=", "byte-range image locks")
+            }
+            if let type = disk.imageType, type == .fixedVhd || type == .vhdx {
+                absent("\(path).image_type", "--disk image_type=", "\(type.rawValue) images")
+            }
+            var common = PCIDeviceCommon(id: disk.id)
+            (common.iommu, common.pciSegment, common.pciDeviceID) = (disk.iommu, disk.pciSegment, disk.pciDeviceID)
+            found += common.absentFeatures(at: path, option: "--disk")
+        }
+        for (index, device) in (net ?? []).enumerated() {
+            let path = "net[\(index)]"
+            if device.vhostUser || device.vhostSocket != nil { absent("\(path).vhost_user", "--net vhost_user=", "vhost-user-net") }
+            var common = PCIDeviceCommon(id: device.id)
+            (common.iommu, common.pciSegment, common.pciDeviceID) = (device.iommu, device.pciSegment, device.pciDeviceID)
+            found += common.absentFeatures(at: path, option: "--net")
+        }
+        found += rng.pci.absentFeatures(at: "rng", option: "--rng")
+        // Device kinds this VMM does not build.
+        if balloon != nil { absent("balloon", "--balloon", "virtio-balloon") }
+        if !(genericVhostUser ?? []).isEmpty { absent("generic_vhost_user", "--generic-vhost-user", "generic vhost-user devices") }
+        if !(fs ?? []).isEmpty { absent("fs", "--fs", "virtio-fs") }
+        if !(pmem ?? []).isEmpty { absent("pmem", "--pmem", "virtio-pmem") }
+        if !(devices ?? []).isEmpty { absent("devices", "--device", "VFIO device assignment") }
+        if !(userDevices ?? []).isEmpty { absent("user_devices", "--user-device", "vfio-user devices") }
+        if !(vdpa ?? []).isEmpty { absent("vdpa", "--vdpa", "vDPA devices") }
+        if vsock != nil { absent("vsock", "--vsock", "virtio-vsock") }
+        if rtc != nil { absent("rtc", "--rtc", "the virtio RTC device") }
+        if tpm != nil { absent("tpm", "--tpm", "TPM devices") }
+        if pvpanic { absent("pvpanic", "--pvpanic", "the pvpanic device") }
+        if watchdog { absent("watchdog", "--watchdog", "the virtio watchdog") }
+        if iommu { absent("iommu", "--iommu", "the virtual IOMMU") }
+        if !(numa ?? []).isEmpty { absent("numa", "--numa", "guest NUMA nodes") }
+        // Consoles.
+        if serial.mode == .socket { absent("serial.mode", "--serial socket=", "a serial port on a Unix socket") }
+        if console.mode == .socket { absent("console.mode", "--console socket=", "a virtio console on a Unix socket") }
+        found += console.pci.absentFeatures(at: "console", option: "--console")
+        if debugConsole.mode != .off { absent("debug_console", "--debug-console", "the debug console port") }
+        // Platform.
+        if (pciSegments ?? []).contains(where: { $0.pciSegment != 0 }) { absent("pci_segments", "--pci-segment", "PCI segments other than 0") }
+        if let platform {
+            if platform.numPCISegments > 1 { absent("platform.num_pci_segments", "--platform num_pci_segments=", "PCI segments other than 0") }
+            if !(platform.iommuSegments ?? []).isEmpty { absent("platform.iommu_segments", "--platform iommu_segments=", "the virtual IOMMU") }
+            if platform.hasSMBIOS { absent("platform", "--platform serial_number=,uuid=,oem_strings=", "SMBIOS tables") }
+            if platform.tdx { absent("platform.tdx", "--platform tdx=", "Intel TDX") }
+            if platform.sevSNP { absent("platform.sev_snp", "--platform sev_snp=", "AMD SEV-SNP") }
+            if platform.iommufd { absent("platform.iommufd", "--platform iommufd=", "iommufd") }
+        }
+        if landlockEnable { absent("landlock_enable", "--landlock", "Landlock") }
+        if !(landlockRules ?? []).isEmpty { absent("landlock_rules", "--landlock-rules", "Landlock") }
+        return found
+    }
+}

@@ -1,0 +1,100 @@
+// The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
+// vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
+// on a running VM they need hotplug, which is absent: the answer names it.
+import HostSystem
+
+extension VMMController {
+    /// `vm.resize`: a request for the current vCPU count and RAM changes nothing (Kata sends
+    /// one on every container create); anything else needs hotplug, an absent feature.
+    public func resize(_ request: VMResize) throws(ControlError) {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard let config = slot.config else { throw .vmNotCreated }
+            if let vcpus = request.desiredVCPUs {
+                guard vcpus >= 1 else { throw .invalidConfig("desired_vcpus must be at least 1") }
+                guard vcpus <= UInt32(config.cpus.maxVCPUs) else {
+                    throw .invalidConfig("desired_vcpus \(vcpus) is above max_vcpus \(config.cpus.maxVCPUs)")
+                }
+                if vcpus != UInt32(config.cpus.bootVCPUs) {
+                    throw .absentFeature(AbsentFeature(field: "desired_vcpus", option: "ch-remote resize --cpus",
+                                                       feature: "vCPU hotplug (the VM has \(config.cpus.bootVCPUs))"))
+                }
+            }
+            if let ram = request.desiredRAM, ram != config.memory.size {
+                if let room = config.memory.hotplugSize, ram > config.memory.size + room {
+                    throw .invalidConfig("desired_ram \(ram) is above the RAM plus hotplug_size (\(config.memory.size + room))")
+                }
+                throw .absentFeature(AbsentFeature(field: "desired_ram", option: "ch-remote resize --memory",
+                                                   feature: "memory hotplug (the VM has \(config.memory.size) bytes)"))
+            }
+            if let balloon = request.desiredBalloon, balloon != 0 {
+                throw .absentFeature(AbsentFeature(field: "desired_balloon", option: "ch-remote resize --balloon", feature: "virtio-balloon"))
+            }
+        }
+    }
+
+    /// `vm.add-disk`: added to the configuration before boot; hot-adding is absent.
+    public func addDisk(_ config: DiskConfig) throws(ControlError) -> PciDeviceInfo? {
+        try addDevice { (vm: inout VMConfig) throws(ControlError) in
+            var disks = vm.disks ?? []
+            disks.append(config)
+            vm.disks = disks
+        }
+    }
+
+    /// `vm.add-net`: the passed descriptors become the device's `fds`; added to the
+    /// configuration before boot; hot-adding is absent.
+    public func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo? {
+        var device = config
+        // Numbers written in the body mean nothing here: only passed descriptors count.
+        device.fds = descriptors.isEmpty ? nil : descriptors.map(\.rawValue)
+        if !descriptors.isEmpty, config.fds == nil || config.numQueues == 2 {
+            device.numQueues = descriptors.count * 2
+        }
+        let owned = descriptors
+        return try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+            var nets = vm.net ?? []
+            nets.append(device)
+            vm.net = nets
+        }, passing: owned)
+    }
+
+    /// `vm.remove-device`: before boot, removes a disk or NIC from the configuration (and
+    /// closes descriptors passed for it); on a running VM, hot-removal is absent.
+    public func removeDevice(id: String) throws(ControlError) {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+            guard var config = slot.config else { throw .vmNotCreated }
+            guard slot.instance == nil else {
+                throw .absentFeature(AbsentFeature(field: "id", option: "ch-remote remove-device", feature: "device hot-removal"))
+            }
+            if let index = config.diskIDs.firstIndex(of: id) {
+                config.disks?.remove(at: index)
+                if config.disks?.isEmpty == true { config.disks = nil }
+            } else if let index = config.netIDs.firstIndex(of: id) {
+                let removed = config.net?.remove(at: index)
+                if config.net?.isEmpty == true { config.net = nil }
+                for fd in removed?.fds ?? [] { slot.passed[fd] = nil }
+            } else {
+                throw .invalidConfig("no device has id '\(id)'")
+            }
+            slot.config = config
+        }
+    }
+
+    /// Applies `change` to the stored configuration of a VM that is not running, after
+    /// validating the result; takes ownership of `descriptors` (closed if refused).
+    private func addDevice(_ change: (inout VMConfig) throws(ControlError) -> Void,
+                           passing descriptors: [OwnedFileDescriptor] = []) throws(ControlError) -> PciDeviceInfo? {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) -> PciDeviceInfo? in
+            guard var config = slot.config else { throw .vmNotCreated }
+            guard slot.instance == nil else {
+                throw .absentFeature(AbsentFeature(field: "vm.add-*", option: "ch-remote add-*", feature: "PCI device hotplug on a running VM"))
+            }
+            try change(&config)
+            if let absent = config.absentFeatures.first { throw .absentFeature(absent) }
+            do throws(ConfigError) { try config.validate() } catch { throw .invalidConfig(error.description) }
+            slot.config = config
+            for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
+            return nil
+        }
+    }
+}
