@@ -16,7 +16,7 @@
 #
 # The guest (a test guest: root has no password):
 #   - Debian bookworm, debootstrap's minbase variant plus systemd-sysv, udev, iproute2,
-#     util-linux(-extra) for hwclock, kmod, iputils-ping, initramfs-tools;
+#     dbus (for logind), util-linux(-extra) for hwclock, kmod, iputils-ping, initramfs-tools;
 #   - /lib/modules/<release>: the cached kernel's modules (sound, GPU, media, wireless,
 #     InfiniBand and staging drivers left out), depmod run in the chroot;
 #   - systemd-networkd gives the virtio-net NIC 192.168.249.2/24 (the host side the
@@ -93,7 +93,7 @@ cleanup() {
 trap cleanup EXIT
 
 nested_log "debootstrap $suite from $mirror (kernel $kver); log in $log"
-packages=systemd-sysv,udev,iproute2,util-linux,util-linux-extra,kmod,iputils-ping,initramfs-tools
+packages=systemd-sysv,udev,dbus,iproute2,util-linux,util-linux-extra,kmod,iputils-ping,initramfs-tools
 debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >>"$log" 2>&1 ||
   nested_die "debootstrap failed (see $log: $(tail -n 3 "$log" | tr '\n' ' '))"
 debootstrap_ns="$(nested_now_ns)"
