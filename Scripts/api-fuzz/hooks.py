@@ -1,5 +1,37 @@
 """Schemathesis hooks for the API fuzz run (Scripts/api-fuzz.sh)."""
+import json
+import os
+import threading
+
 import schemathesis
+
+_log_lock = threading.Lock()
+
+
+def _messages(response):
+    """The error body's sentences (the server answers every refusal with a JSON list of them)."""
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return []
+    return [str(item) for item in body] if isinstance(body, list) else []
+
+
+def _record(kind, response, case):
+    """Appends one refusal of a schema-valid request to $API_FUZZ_REFUSALS (JSON lines), which
+    api-fuzz.sh sums up after the run."""
+    path = os.environ.get("API_FUZZ_REFUSALS")
+    if not path:
+        return
+    entry = {
+        "kind": kind,
+        "operation": case.operation.label,
+        "status": response.status_code,
+        "messages": _messages(response),
+        "body": json.dumps(case.body, sort_keys=True)[:400] if case.body is not None else None,
+    }
+    with _log_lock, open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
 
 
 @schemathesis.check
@@ -8,3 +40,51 @@ def no_server_error_but_unsupported(ctx, response, case):
     (the server runs over a permissive fake control, so no state makes an action fail)."""
     if response.status_code >= 500 and "is not supported by this VMM yet" not in response.text:
         raise AssertionError(f"server error {response.status_code}: {response.text[:300]}")
+
+
+@schemathesis.check
+def positive_data_acceptance_or_explained(ctx, response, case):
+    """Schemathesis's positive_data_acceptance, told what this VMM may answer to a request that
+    fits the document. The built-in check only takes a list of statuses; this one reads the error
+    body too. A schema-valid request must get a 2xx, or one of these refusals:
+
+    - 400 whose sentences say "absent feature": the body asks for a feature this VMM lacks;
+    - 404 "no VM is created", or 500 "... is not allowed while the VM is ..." / "already
+      created": the fake control's state forbids the action;
+    - 500 "... is not supported by this VMM yet": the whole action is absent;
+    - 400 "invalid configuration: ...": the body decodes but breaks a rule the document cannot
+      state (boot_vcpus above max_vcpus, a rate_limit_group naming no group, no kernel in the
+      payload...). Cloud Hypervisor itself stores such a VmConfig at vm.create and refuses it at
+      vm.boot; this VMM refuses it at once. These are counted for the run's summary and fail only
+      when API_FUZZ_STRICT=1.
+
+    Anything else fails: above all a 400 from decoding, which means the decoder and the document
+    disagree about a field's name, type, range, enum or presence.
+    """
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    status, text = response.status_code, response.text
+    if 200 <= status < 300:
+        return None
+    if status == 400 and "absent feature" in text:
+        _record("absent feature", response, case)
+        return None
+    if status == 404 and "no VM is created" in text:
+        return None
+    if status == 500 and ("is not allowed while the VM is" in text or "already created" in text):
+        _record("state", response, case)
+        return None
+    if status == 500 and "is not supported by this VMM yet" in text:
+        return None
+    if status == 400 and "invalid configuration" in text:
+        _record("validation", response, case)
+        if os.environ.get("API_FUZZ_STRICT") == "1":
+            raise AssertionError(f"a schema-valid body failed validation (API_FUZZ_STRICT=1): {text[:400]}")
+        return None
+    _record("refused", response, case)
+    raise AssertionError(
+        f"a request that fits the document was refused with {status}: {text[:400]}\n"
+        "(acceptable refusals: 400 naming an absent feature or an invalid configuration, 404 no VM, "
+        "500 state refusal or unsupported action)"
+    )
