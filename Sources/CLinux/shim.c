@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "CLinux.h"
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 
 int clinux_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
@@ -15,6 +16,7 @@ int clinux_ofd_lock(int fd, int exclusive) {
 }
 int clinux_fallocate(int fd, int mode, long long offset, long long length) { return fallocate(fd, mode, (off_t)offset, (off_t)length); }
 int clinux_o_direct(void) { return O_DIRECT; }
+int clinux_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
 int clinux_errno(void) { return errno; }
 void clinux_set_errno(int value) { errno = value; }
 

@@ -34,6 +34,9 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     public var isInterrupted: Bool { errno == EINTR }
     /// The try-again error (`EAGAIN`/`EWOULDBLOCK`).
     public var isWouldBlock: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
+    /// The message-too-long error (`EMSGSIZE`), which ``UnixSocket/receive(maxBytes:maxDescriptors:)``
+    /// also uses for descriptors that did not fit (`MSG_CTRUNC`).
+    public var isMessageTooLong: Bool { errno == EMSGSIZE }
 }
 
 /// Runs a system call that returns -1 on failure, retrying while it fails with `EINTR`.

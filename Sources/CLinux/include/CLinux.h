@@ -73,6 +73,11 @@ int clinux_fallocate(int fd, int mode, long long offset, long long length);
 /// The `O_DIRECT` open flag (a GNU extension Swift's Glibc module hides).
 int clinux_o_direct(void);
 
+/// Calls `accept4(fd, NULL, NULL, flags)` (a GNU extension Swift's Glibc module hides): takes one
+/// pending connection with `SOCK_CLOEXEC`/`SOCK_NONBLOCK` set atomically. Returns the new
+/// descriptor, or -1 with `errno` set.
+int clinux_accept4(int fd, int flags);
+
 /// Returns the current thread's `errno`.
 int clinux_errno(void);
 
