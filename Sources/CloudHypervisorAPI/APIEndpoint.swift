@@ -1,6 +1,5 @@
 // The endpoints Cloud Hypervisor serves under /api/v1 (vmm/src/api/http/mod.rs's routes),
 // with the method and the body each takes.
-import NIOHTTP1
 
 /// One endpoint of the REST API.
 public enum APIEndpoint: String, CaseIterable, Sendable {
@@ -24,47 +23,47 @@ public enum APIEndpoint: String, CaseIterable, Sendable {
     case vmReboot = "vm.reboot"
     /// `PUT /api/v1/vm.power-button`.
     case vmPowerButton = "vm.power-button"
-    /// `PUT /api/v1/vm.nmi` (not supported yet).
+    /// `PUT /api/v1/vm.nmi` .
     case vmNmi = "vm.nmi"
     /// `GET /api/v1/vm.info`: `VmInfo`.
     case vmInfo = "vm.info"
     /// `GET /api/v1/vm.counters`: per-device counters.
     case vmCounters = "vm.counters"
-    /// `PUT /api/v1/vm.add-disk` with a `DiskConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-disk` with a `DiskConfig` .
     case vmAddDisk = "vm.add-disk"
-    /// `PUT /api/v1/vm.add-net` with a `NetConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-net` with a `NetConfig` .
     case vmAddNet = "vm.add-net"
-    /// `PUT /api/v1/vm.add-device` with a `DeviceConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-device` with a `DeviceConfig` .
     case vmAddDevice = "vm.add-device"
-    /// `PUT /api/v1/vm.add-fs` with an `FsConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-fs` with an `FsConfig` .
     case vmAddFs = "vm.add-fs"
-    /// `PUT /api/v1/vm.add-pmem` with a `PmemConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-pmem` with a `PmemConfig` .
     case vmAddPmem = "vm.add-pmem"
-    /// `PUT /api/v1/vm.add-vsock` with a `VsockConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-vsock` with a `VsockConfig` .
     case vmAddVsock = "vm.add-vsock"
-    /// `PUT /api/v1/vm.add-vdpa` with a `VdpaConfig` (not supported yet).
+    /// `PUT /api/v1/vm.add-vdpa` with a `VdpaConfig` .
     case vmAddVdpa = "vm.add-vdpa"
-    /// `PUT /api/v1/vm.add-user-device` with a `VmAddUserDevice` (not supported yet).
+    /// `PUT /api/v1/vm.add-user-device` with a `VmAddUserDevice` .
     case vmAddUserDevice = "vm.add-user-device"
-    /// `PUT /api/v1/vm.add-generic-vhost-user` (not supported yet).
+    /// `PUT /api/v1/vm.add-generic-vhost-user` .
     case vmAddGenericVhostUser = "vm.add-generic-vhost-user"
-    /// `PUT /api/v1/vm.remove-device` with a `VmRemoveDevice` (not supported yet).
+    /// `PUT /api/v1/vm.remove-device` with a `VmRemoveDevice` .
     case vmRemoveDevice = "vm.remove-device"
-    /// `PUT /api/v1/vm.resize` with a `VmResize` (not supported yet).
+    /// `PUT /api/v1/vm.resize` with a `VmResize` .
     case vmResize = "vm.resize"
-    /// `PUT /api/v1/vm.resize-zone` with a `VmResizeZone` (not supported yet).
+    /// `PUT /api/v1/vm.resize-zone` with a `VmResizeZone` .
     case vmResizeZone = "vm.resize-zone"
-    /// `PUT /api/v1/vm.resize-disk` (not supported yet).
+    /// `PUT /api/v1/vm.resize-disk` .
     case vmResizeDisk = "vm.resize-disk"
-    /// `PUT /api/v1/vm.snapshot` with a `VmSnapshotConfig` (not supported yet).
+    /// `PUT /api/v1/vm.snapshot` with a `VmSnapshotConfig` .
     case vmSnapshot = "vm.snapshot"
-    /// `PUT /api/v1/vm.restore` with a `RestoreConfig` (not supported yet).
+    /// `PUT /api/v1/vm.restore` with a `RestoreConfig` .
     case vmRestore = "vm.restore"
-    /// `PUT /api/v1/vm.coredump` with a `VmCoredumpData` (not supported yet).
+    /// `PUT /api/v1/vm.coredump` with a `VmCoredumpData` .
     case vmCoredump = "vm.coredump"
-    /// `PUT /api/v1/vm.send-migration` with a `SendMigrationData` (not supported yet).
+    /// `PUT /api/v1/vm.send-migration` with a `SendMigrationData` .
     case vmSendMigration = "vm.send-migration"
-    /// `PUT /api/v1/vm.receive-migration` with a `ReceiveMigrationData` (not supported yet).
+    /// `PUT /api/v1/vm.receive-migration` with a `ReceiveMigrationData` .
     case vmReceiveMigration = "vm.receive-migration"
 
     /// What an endpoint does with a request body.
@@ -75,6 +74,8 @@ public enum APIEndpoint: String, CaseIterable, Sendable {
         case none
         /// A `VmConfig` JSON object.
         case vmConfig
+        /// A JSON object of the named schema, which the endpoint acts on.
+        case object(schema: String)
         /// A JSON object of the named schema, which this VMM does not act on yet.
         case unsupported(schema: String)
     }
@@ -99,17 +100,17 @@ public enum APIEndpoint: String, CaseIterable, Sendable {
         case .vmmPing, .vmInfo, .vmCounters: .ignored
         case .vmmShutdown, .vmBoot, .vmDelete, .vmPause, .vmResume, .vmShutdown, .vmReboot, .vmPowerButton, .vmNmi: .none
         case .vmCreate: .vmConfig
-        case .vmAddDisk: .unsupported(schema: "DiskConfig")
-        case .vmAddNet: .unsupported(schema: "NetConfig")
-        case .vmAddDevice: .unsupported(schema: "DeviceConfig")
-        case .vmAddFs: .unsupported(schema: "FsConfig")
-        case .vmAddPmem: .unsupported(schema: "PmemConfig")
-        case .vmAddVsock: .unsupported(schema: "VsockConfig")
-        case .vmAddVdpa: .unsupported(schema: "VdpaConfig")
-        case .vmAddUserDevice: .unsupported(schema: "VmAddUserDevice")
-        case .vmAddGenericVhostUser: .unsupported(schema: "GenericVhostUserConfig")
-        case .vmRemoveDevice: .unsupported(schema: "VmRemoveDevice")
-        case .vmResize: .unsupported(schema: "VmResize")
+        case .vmAddDisk: .object(schema: "DiskConfig")
+        case .vmAddNet: .object(schema: "NetConfig")
+        case .vmAddDevice: .object(schema: "DeviceConfig")
+        case .vmAddFs: .object(schema: "FsConfig")
+        case .vmAddPmem: .object(schema: "PmemConfig")
+        case .vmAddVsock: .object(schema: "VsockConfig")
+        case .vmAddVdpa: .object(schema: "VdpaConfig")
+        case .vmAddUserDevice: .object(schema: "VmAddUserDevice")
+        case .vmAddGenericVhostUser: .object(schema: "GenericVhostUserConfig")
+        case .vmRemoveDevice: .object(schema: "VmRemoveDevice")
+        case .vmResize: .object(schema: "VmResize")
         case .vmResizeZone: .unsupported(schema: "VmResizeZone")
         case .vmResizeDisk: .unsupported(schema: "VmResizeDisk")
         case .vmSnapshot: .unsupported(schema: "VmSnapshotConfig")

@@ -43,21 +43,27 @@ struct BadInputTests {
         ("not json", "not valid JSON"),
         ("[]", "must be a JSON object"),
         ("42", "must be a JSON object"),
-        (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1},"vsock":{"cid":3,"socket":"/tmp/v"}}"#, "unknown field 'vsock'"),
-        (#"{"memory":{"size":33554432,"hotplug_size":1}}"#, "unknown field 'memory.hotplug_size'"),
+        (#"{"payload":{"kernel":"/k"},"vsock":{"cid":3,"socket":"/tmp/v"}}"#, "field 'vsock' asks for virtio-vsock, an absent feature"),
+        (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1,"max_vcpus":1,"kvm_hyperv":true}}"#, "field 'cpus.kvm_hyperv' asks for"),
+        (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","vhost_user":true}]}"#, "field 'disks[0].vhost_user' asks for vhost-user-blk"),
+        (#"{"payload":{"kernel":"/k"},"platform":{"num_pci_segments":2}}"#, "field 'platform.num_pci_segments'"),
+        (#"{"payload":{"kernel":"/k"},"fs":[{"tag":"t","socket":"/s"}]}"#, "field 'fs' asks for virtio-fs"),
+        (#"{"vsock":{"cid":"three","socket":"/tmp/v"}}"#, "field 'vsock.cid'"),
         (#"{"cpus":{"boot_vcpus":"two","max_vcpus":2}}"#, "field 'cpus.boot_vcpus': expected an integer from 0 to 255"),
         (#"{"cpus":{"boot_vcpus":256,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 256 does not fit"),
         (#"{"cpus":{"boot_vcpus":-1,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': -1 does not fit"),
         (#"{"memory":{"size":1.5}}"#, "field 'memory.size': 1.5 does not fit"),
         (#"{"memory":{"size":"1G"}}"#, "field 'memory.size'"),
         (#"{"memory":{}}"#, "field 'memory.size': required field is missing"),
-        (#"{"serial":{"mode":"Socket"}}"#, "field 'serial.mode'"),
+        (#"{"payload":{"kernel":"/k"},"serial":{"mode":"Socket","socket":"/s"}}"#, "field 'serial.mode' asks for"),
+        (#"{"serial":{"mode":"Telnet"}}"#, "field 'serial.mode'"),
         (#"{"payload":{"kernel":42}}"#, "field 'payload.kernel': expected a string"),
         (#"{"payload":[]}"#, "field 'payload'"),
         (#"{"payload":{"kernel":"/k"},"memory":{"size":4096}}"#, "--memory: size=4096 is too small"),
         (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":2,"max_vcpus":1}}"#, "max must be at least boot"),
         (#"{"cpus":{"boot_vcpus":1,"max_vcpus":1}}"#, "no kernel to boot"),
-        (#"{"payload":{"kernel":"/k","firmware":"/f"}}"#, "firmware boot is not supported"),
+        (#"{"payload":{"kernel":"/k","firmware":"/f"}}"#, "field 'payload.firmware' asks for firmware boot, an absent feature"),
+        (#"{"payload":{"kernel":"/k"},"kernel":{"path":"/k2"}}"#, "not both"),
     ]
 
     @Test("vm.create refuses bad bodies with 400 naming the field, and creates nothing", arguments: badBodies.indices)
@@ -78,6 +84,29 @@ struct BadInputTests {
         try withServer { _, path throws in
             let body = #"{"payload":{"kernel":"/k","firmware":null},"memory":{"size":33554432,"hugepage_size":null}}"#
             #expect(try send(path, "PUT", "vm.create", body: body).status == 204)
+        }
+    }
+
+    @Test("unknown fields are ignored, as Cloud Hypervisor's serde decoding ignores them; defaults of absent features are accepted")
+    func unknownFieldsIgnored() throws {
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            let body = #"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":2,"max_vcpus":4,"nested":true,"future_knob":7},"memory":{"size":33554432,"hotplug_method":"Acpi","hotplug_size":1073741824},"iommu":false,"watchdog":false,"pvpanic":false,"landlock_enable":false,"platform":{"num_pci_segments":1,"tdx":false,"sev_snp":false},"serial":{"mode":"Tty","iommu":false},"console":{"mode":"Off"},"brand_new_section":{"x":1}}"#
+            let response = try send(path, "PUT", "vm.create", body: body)
+            #expect(response.status == 204, "\(response.text)")
+            #expect(control.snapshot.config?.cpus.maxVCPUs == 4)
+            #expect(control.snapshot.config?.memory.hotplugSize == 1 << 30)
+        }
+    }
+
+    @Test("libvirt 9.0's pre-payload body (top-level kernel, cmdline, initramfs) is accepted as the payload")
+    func legacyPayload() throws {
+        let control = FakeVMMControl()
+        try withServer(control: control) { _, path throws in
+            let body = #"{"cpus":{"boot_vcpus":2,"max_vcpus":2},"memory":{"size":536870912},"kernel":{"path":"/k"},"cmdline":{"args":"console=hvc0"},"initramfs":{"path":"/i"},"console":{"mode":"Pty"},"serial":{"mode":"Null"}}"#
+            let response = try send(path, "PUT", "vm.create", body: body)
+            #expect(response.status == 204, "\(response.text)")
+            #expect(control.snapshot.config?.payload == PayloadConfig(kernel: "/k", cmdline: "console=hvc0", initramfs: "/i"))
         }
     }
 

@@ -32,12 +32,14 @@ struct ServerTests {
         ("/run/ch.sock", .path("/run/ch.sock")),
         ("fd=3", .fileDescriptor(3)),
         ("fd=0", .fileDescriptor(0)),
+        // Cloud Hypervisor's option parser: a repeated key takes its last value.
+        ("path=/a,path=/b", .path("/b")),
     ])
     func parse(text: String, expected: APISocketConfig) throws {
         #expect(try APISocketConfig.parse(text) == expected)
     }
 
-    @Test("bad --api-socket values name the option", arguments: ["", "path=", "fd=-1", "fd=x", "fd=3,path=/a", "mode=1", "path=/a,path=/b"])
+    @Test("bad --api-socket values name the option", arguments: ["", "path=", "fd=-1", "fd=x", "fd=3,path=/a", "mode=1"])
     func parseErrors(text: String) {
         #expect {
             try APISocketConfig.parse(text)

@@ -108,8 +108,11 @@ struct APILifecycleTests {
         let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(log.contains("vmm.shutdown"), "\(log)")
         let monitor = (try? String(contentsOfFile: events, encoding: .utf8)) ?? ""
-        for event in ["starting", "created", "booted", "paused", "resumed", "shutdown", "rebooted"] {
+        for event in ["starting", "booting", "booted", "pausing", "paused", "resuming", "resumed", "rebooting", "rebooted", "shutdown", "deleted"] {
             #expect(monitor.contains("\"event\": \"\(event)\""), "event \(event) in \(monitor)")
         }
+        // Cloud Hypervisor's vmm_shutdown: the VM is deleted, then the VMM says it shuts down, last.
+        #expect(monitor.contains("\"source\": \"vmm\",\n  \"event\": \"shutdown\""), "\(monitor)")
+        #expect(!monitor.contains("\"created\""), "\(monitor)")
     }
 }
