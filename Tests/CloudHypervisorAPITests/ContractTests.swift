@@ -17,10 +17,7 @@ struct ContractTests {
     }
 
     /// The document, found from this source file's location in the repository.
-    static let document: String = {
-        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return (try? String(contentsOf: repository.appendingPathComponent("docs/api/cloud-hypervisor-swift.yaml"), encoding: .utf8)) ?? ""
-    }()
+    static let document = repositoryFile("docs/api/cloud-hypervisor-swift.yaml")
 
     /// The operations, read with a line scanner (the document keeps a fixed indentation).
     static let operations: [Operation] = {
@@ -42,6 +39,61 @@ struct ContractTests {
         return found
     }()
 
+    /// A file of the repository, found from this source file's location.
+    static func repositoryFile(_ path: String) -> String {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return (try? String(contentsOf: repository.appendingPathComponent(path), encoding: .utf8)) ?? ""
+    }
+
+    /// Cloud Hypervisor v53.0's document as Scripts/api-fuzz/openapi_index.py indexes it: one
+    /// tab-separated fact a line (`path`, `schema`, `field`), comments skipped.
+    static let cloudHypervisorIndex: [[String]] = repositoryFile("Tests/CloudHypervisorAPITests/Fixtures/ch-v53.0-openapi-index.txt")
+        .split(separator: "\n").filter { !$0.hasPrefix("#") }.map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
+
+    /// Our document indexed the way openapi_index.py indexes a document, read with a line scanner
+    /// that relies on the document's fixed indentation (paths at 2 spaces, schemas at 4, their
+    /// keys at 6, fields at 8, field keys at 10, a field's items at 12; lists in flow style).
+    static let documentIndex: [[String]] = OpenAPIIndexer(document).lines
+
+    @Test("every path and schema of Cloud Hypervisor v53.0's document is in ours, with the same fields, types, required lists, enums and defaults")
+    func cloudHypervisorCoverage() {
+        let fixture = Self.cloudHypervisorIndex
+        let ours = Self.documentIndex
+        #expect(fixture.count > 300, "Tests/CloudHypervisorAPITests/Fixtures/ch-v53.0-openapi-index.txt not found or short")
+        #expect(ours.count > 300, "docs/api/cloud-hypervisor-swift.yaml not found or short")
+        let ourLines = Set(ours.map { $0.joined(separator: "\t") })
+        func ourRow(_ kind: String, _ keys: String...) -> [String]? {
+            ours.first { $0.first == kind && Array($0.dropFirst().prefix(keys.count)) == keys }
+        }
+        for row in fixture {
+            switch row.first {
+            case "path":
+                // path, method, request body schema, schema of the first 2xx answer.
+                guard let mine = ourRow("path", row[1], row[2]) else {
+                    Issue.record("\(row[2].uppercased()) \(row[1]) of Cloud Hypervisor's document is missing from ours")
+                    continue
+                }
+                #expect(mine[3] == row[3], "\(row[1]): request body \(mine[3]), Cloud Hypervisor's is \(row[3])")
+                // An operation this VMM cannot succeed at documents no 2xx, so no 2xx schema.
+                let succeeds = Self.operations.first { $0.path == row[1] && $0.method == row[2] }?.statuses.contains { (200..<300).contains($0) } ?? false
+                if succeeds { #expect(mine[4] == row[4], "\(row[1]): 2xx answer \(mine[4]), Cloud Hypervisor's is \(row[4])") }
+            case "schema":
+                let mine = ourRow("schema", row[1]), same = ourLines.contains(row.joined(separator: "\t"))
+                #expect(same,
+                        "schema \(row[1]): ours is \(mine.map { $0.joined(separator: " ") } ?? "missing"), Cloud Hypervisor's is \(row.joined(separator: " "))")
+            case "field":
+                let mine = ourRow("field", row[1], row[2]), same = ourLines.contains(row.joined(separator: "\t"))
+                #expect(same,
+                        "\(row[1]).\(row[2]): ours is \(mine.map { $0.joined(separator: " ") } ?? "missing"), Cloud Hypervisor's is \(row.joined(separator: " "))")
+            default:
+                Issue.record("unknown fixture line \(row)")
+            }
+        }
+        let theirPaths = Set(fixture.filter { $0.first == "path" }.map { $0[1] })
+        let ourPaths = Set(ours.filter { $0.first == "path" }.map { $0[1] })
+        #expect(ourPaths == theirPaths, "paths only in ours: \(ourPaths.subtracting(theirPaths).sorted())")
+    }
+
     @Test("the document lists exactly the endpoints the server routes, with their methods and bodies")
     func coverage() {
         #expect(!Self.operations.isEmpty, "docs/api/cloud-hypervisor-swift.yaml not found or empty")
@@ -52,14 +104,14 @@ struct ContractTests {
             guard let endpoint = APIEndpoint(path: "/api/v1" + operation.path) else { continue }
             let needsBody: Bool
             switch endpoint.body {
-            case .vmConfig, .unsupported: needsBody = true
             case .none, .ignored: needsBody = false
+            default: needsBody = true
             }
             #expect(operation.takesBody == needsBody, "\(operation)")
         }
     }
 
-    /// The state in which an operation succeeds, and the body it needs.
+    /// The state in which an operation succeeds, and a body that fits Cloud Hypervisor's schema.
     static func successScenario(_ endpoint: APIEndpoint) -> (state: VMState?, body: String?) {
         switch endpoint {
         case .vmmPing, .vmmShutdown: (nil, nil)
@@ -67,19 +119,46 @@ struct ContractTests {
         case .vmBoot: (.created, nil)
         case .vmResume: (.paused, nil)
         case .vmInfo, .vmCounters, .vmDelete, .vmPause, .vmShutdown, .vmReboot, .vmPowerButton, .vmNmi: (.running, nil)
-        default: (.running, "{}")
+        case .vmResize: (.running, #"{"desired_vcpus":1,"desired_ram":536870912}"#)
+        case .vmAddDisk: (.running, #"{"path":"/nonexistent/disk.img","id":"disk9"}"#)
+        case .vmAddNet: (.running, #"{"tap":"vmtap9","id":"net9"}"#)
+        case .vmRemoveDevice: (.running, #"{"id":"disk9"}"#)
+        case .vmAddFs: (.running, #"{"tag":"fs0","socket":"/nonexistent/fs.sock","num_queues":1,"queue_size":1024}"#)
+        case .vmAddPmem: (.running, #"{"file":"/nonexistent/pmem.img"}"#)
+        case .vmAddVsock: (.running, #"{"cid":3,"socket":"/nonexistent/vsock.sock"}"#)
+        case .vmAddVdpa: (.running, #"{"path":"/dev/vhost-vdpa-0","num_queues":1}"#)
+        case .vmAddDevice: (.running, #"{"path":"/sys/bus/pci/devices/0000:01:00.0"}"#)
+        case .vmAddUserDevice: (.running, #"{"socket":"/nonexistent/user.sock"}"#)
+        case .vmAddGenericVhostUser: (.running, #"{"socket":"/nonexistent/vu.sock","queue_sizes":[256],"device_type":1}"#)
+        case .vmResizeDisk: (.running, #"{"id":"disk9","desired_size":1073741824}"#)
+        case .vmResizeZone: (.running, #"{"id":"zone0","desired_ram":1073741824}"#)
+        case .vmSnapshot: (.paused, #"{"destination_url":"file:///nonexistent/snapshot"}"#)
+        case .vmCoredump: (.paused, #"{"destination_url":"file:///nonexistent/core"}"#)
+        case .vmRestore: (nil, #"{"source_url":"file:///nonexistent/snapshot"}"#)
+        case .vmSendMigration: (.running, #"{"destination_url":"unix:/nonexistent/migration.sock"}"#)
+        case .vmReceiveMigration: (nil, #"{"receiver_url":"unix:/nonexistent/migration.sock"}"#)
         }
     }
 
-    @Test("each documented operation answers its documented 2xx in its success scenario (500 where it is unsupported)",
+    @Test("each documented operation answers its documented 2xx to a schema-valid body in its success scenario; one with no 2xx refuses it as documented (400 naming an absent feature, or 500 not supported)",
           arguments: operations)
     func success(operation: Operation) throws {
         let endpoint = try #require(APIEndpoint(path: "/api/v1" + operation.path))
         let scenario = Self.successScenario(endpoint)
         try withServer(control: try fake(in: scenario.state)) { _, path throws in
+            if endpoint == .vmRemoveDevice {
+                // Something to remove: the disk vm.add-disk's scenario plugs in.
+                let added = try send(path, "PUT", APIEndpoint.vmAddDisk.path, body: Self.successScenario(.vmAddDisk).body)
+                #expect(added.status == 200, "vm.add-disk before vm.remove-device: \(added.text)")
+            }
             let response = try send(path, operation.method.uppercased(), "/api/v1" + operation.path, body: scenario.body)
-            let expected = operation.statuses.first { (200..<300).contains($0) } ?? 500
-            #expect(response.status == expected, "\(operation): \(response.text)")
+            if let success = operation.statuses.first(where: { (200..<300).contains($0) }) {
+                #expect(response.status == success, "\(operation): \(response.text)")
+            } else if operation.statuses.contains(500) {
+                #expect(response.status == 500 && response.text.contains("is not supported by this VMM yet"), "\(operation): \(response.status) \(response.text)")
+            } else {
+                #expect(response.status == 400 && response.text.contains("absent feature"), "\(operation): \(response.status) \(response.text)")
+            }
             if response.status == 200, !response.body.isEmpty {
                 #expect(response.header("Content-Type") == "application/json")
                 _ = try JSONSerialization.jsonObject(with: Data(response.body))
@@ -102,4 +181,146 @@ struct ContractTests {
             }
         }
     }
+}
+
+/// Indexes an OpenAPI document written with this repository's fixed indentation, in the format of
+/// Scripts/api-fuzz/openapi_index.py (which reads any YAML with PyYAML).
+struct OpenAPIIndexer {
+    private(set) var lines: [[String]] = []
+
+    private struct Node {
+        var type = "", format = "", ref = "", defaultValue = "-", deprecated = false
+        var items: (type: String, format: String, ref: String) = ("", "", "")
+
+        var typeName: String {
+            func name(_ type: String, _ format: String, _ ref: String) -> String {
+                ref.isEmpty ? (format.isEmpty ? type : "\(type)/\(format)") : ref
+            }
+            return type == "array" ? "array<\(name(items.type, items.format, items.ref))>" : name(type, format, ref)
+        }
+    }
+
+    init(_ document: String) {
+        var topLevel = ""
+        // Paths: the operation being read, the section of it (request body or a response code).
+        var operation: (path: String, method: String, body: String, responses: [(code: String, schema: String)])?
+        var path = "", section = ""
+        // Components: the schema, its fields, the keys being read at levels 6 and 10.
+        var schemaName: String?
+        var schema = Node(), required = "-", enumeration = "-"
+        var fields: [(String, Node)] = []
+        var schemaKey = "", fieldKey = ""
+
+        func flushOperation() {
+            guard let op = operation else { return }
+            let success = op.responses.sorted { $0.code < $1.code }.first { $0.code.hasPrefix("2") }?.schema ?? ""
+            lines.append(["path", op.path, op.method, op.body.isEmpty ? "-" : op.body, success.isEmpty ? "-" : success])
+            operation = nil
+        }
+        func flushSchema() {
+            guard let name = schemaName else { return }
+            lines.append(["schema", name, schema.type.isEmpty ? "-" : schema.type, required, enumeration, schema.defaultValue])
+            for (field, node) in fields {
+                lines.append(["field", name, field, node.typeName.isEmpty ? "-" : node.typeName, node.defaultValue, node.deprecated ? "true" : "-"])
+            }
+            schemaName = nil
+        }
+
+        for raw in document.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = String(raw)
+            let indent = line.prefix { $0 == " " }.count
+            let text = line.dropFirst(indent)
+            guard !text.isEmpty, !text.hasPrefix("#"), !text.hasPrefix("- ") else { continue }
+            let key = text.prefix { $0 != ":" }
+            let rest = Self.scalar(String(text.dropFirst(key.count + 1)))
+            let name = Self.scalar(String(key))
+            if indent == 0 {
+                flushOperation()
+                topLevel = name
+                continue
+            }
+            if topLevel == "paths" {
+                switch indent {
+                case 2: flushOperation(); path = name
+                case 4: flushOperation(); operation = (path, name, "", [])
+                case 6: section = name == "requestBody" ? "body" : ""
+                case 8 where section != "body" && Int(name) != nil: section = name; operation?.responses.append((name, ""))
+                default:
+                    guard key == "$ref", operation != nil else { break }
+                    let target = Self.refName(rest)
+                    if section == "body" { operation?.body = target } else if let last = operation?.responses.indices.last { operation?.responses[last].schema = target }
+                }
+                continue
+            }
+            guard topLevel == "components" else { continue }
+            switch indent {
+            case 4:
+                flushSchema()
+                schemaName = name
+                schema = Node(); required = "-"; enumeration = "-"; fields = []; schemaKey = ""
+            case 6:
+                schemaKey = name
+                switch name {
+                case "type": schema.type = rest
+                case "required": required = Self.list(rest).joined(separator: ",").nonEmpty
+                case "enum": enumeration = Self.list(rest).joined(separator: "|").nonEmpty
+                case "default": schema.defaultValue = Self.json(rest)
+                default: break
+                }
+            case 8 where schemaKey == "properties":
+                fields.append((name, Node())); fieldKey = ""
+            case 10 where schemaKey == "properties" && !fields.isEmpty:
+                fieldKey = name
+                let last = fields.count - 1
+                switch name {
+                case "type": fields[last].1.type = rest
+                case "format": fields[last].1.format = rest
+                case "$ref": fields[last].1.ref = Self.refName(rest)
+                case "default": fields[last].1.defaultValue = Self.json(rest)
+                case "deprecated": fields[last].1.deprecated = rest == "true"
+                default: break
+                }
+            case 12 where schemaKey == "properties" && fieldKey == "items" && !fields.isEmpty:
+                let last = fields.count - 1
+                switch name {
+                case "type": fields[last].1.items.type = rest
+                case "format": fields[last].1.items.format = rest
+                case "$ref": fields[last].1.items.ref = Self.refName(rest)
+                default: break
+                }
+            default: break
+            }
+        }
+        flushOperation()
+        flushSchema()
+    }
+
+    /// A plain or quoted YAML scalar's text.
+    static func scalar(_ text: String) -> String {
+        let text = text.trimmingCharacters(in: .whitespaces)
+        if text.count >= 2, text.hasPrefix("'"), text.hasSuffix("'") { return String(text.dropFirst().dropLast()).replacingOccurrences(of: "''", with: "'") }
+        if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") { return String(text.dropFirst().dropLast()) }
+        return text
+    }
+
+    /// The items of a flow-style list (`[a, 'b']`).
+    static func list(_ text: String) -> [String] {
+        text.trimmingCharacters(in: CharacterSet(charactersIn: "[] ")).split(separator: ",").map { scalar(String($0)) }.filter { !$0.isEmpty }
+    }
+
+    /// `#/components/schemas/Name` → `Name`.
+    static func refName(_ reference: String) -> String {
+        String(reference.split(separator: "/").last ?? "")
+    }
+
+    /// A default as openapi_index.py writes it: JSON, with YAML's booleans, numbers and strings.
+    static func json(_ value: String) -> String {
+        if ["true", "false", "null"].contains(value) || Int(value) != nil || (Double(value) != nil && !value.contains(where: \.isLetter)) { return value }
+        return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}
+
+private extension String {
+    /// `-` for an empty cell, as in the index.
+    var nonEmpty: String { isEmpty ? "-" : self }
 }
