@@ -17,9 +17,12 @@
 # deb-src line are missing.
 #
 # The daemon's configuration, state, runtime and log directories are compiled in under
-# /run/ch-libvirt (etc, var, run): the nested bench's level 1 mounts the host's root tree
-# read-only and /run is a writable tmpfs there. virtchd creates what it needs itself; no
-# configuration file is required (the built-in defaults are used).
+# /run/ch-libvirt (sysconfdir etc/, localstatedir itself, so lib/ and log/ below it, and
+# runstatedir run/ = localstatedir/run, where libvirt's clients look for the system
+# sockets): the nested bench's level 1 mounts the host's root tree read-only and /run is a
+# writable tmpfs there. virtchd creates its subdirectories itself; /run/ch-libvirt/run must
+# exist before it starts (its pid file goes there). No configuration file is required (the
+# built-in defaults are used; -f FILE gives one).
 set -euo pipefail
 
 cache="${CH_LIBVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud-hypervisor-swift/libvirt}"
@@ -129,7 +132,7 @@ src="$cache/src"
 build="$src/build"
 meson_opts=(
   --prefix "$prefix" --libdir lib --buildtype release
-  --sysconfdir "$runtime_root/etc" --localstatedir "$runtime_root/var" -Drunstatedir="$runtime_root/run"
+  --sysconfdir "$runtime_root/etc" --localstatedir "$runtime_root" -Drunstatedir="$runtime_root/run"
   -Dauto_features=disabled
   -Ddriver_ch=enabled -Ddriver_libvirtd=enabled -Ddriver_remote=enabled
   -Dcurl=enabled -Dyajl=enabled
