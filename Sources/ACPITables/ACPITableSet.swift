@@ -8,6 +8,9 @@ public struct ACPIConfiguration: Sendable {
     public var apicIDs: [UInt32]
     /// Whether the DSDT describes the COM1 serial port (0x3F8, IRQ 4).
     public var serialPort: Bool
+    /// The CMOS real-time clock the DSDT describes (`PNP0B00`), or `nil` for none (Cloud
+    /// Hypervisor describes none).
+    public var cmosRealTimeClock: PlatformAML.CMOSRealTimeClock?
     /// The port of the sleep control, sleep status and reset registers.
     public var shutdownPort: UInt16
     /// The port of the 32-bit ACPI PM timer, or `nil` when the VMM has none.
@@ -29,6 +32,7 @@ public struct ACPIConfiguration: Sendable {
     public init(apicIDs: [UInt32], serialPort: Bool = true) {
         self.apicIDs = apicIDs
         self.serialPort = serialPort
+        cmosRealTimeClock = nil
         shutdownPort = FADT.cloudHypervisorShutdownPort
         pmTimerPort = nil
         ioapicID = 0
@@ -115,6 +119,7 @@ public struct ACPITableSet: Hashable, Sendable {
             definitions.append(PlatformAML.motherboardResources(ecam: configuration.pciSegments))
         }
         if configuration.serialPort { definitions.append(PlatformAML.serialPort()) }
+        if let rtc = configuration.cmosRealTimeClock { definitions.append(rtc.device) }
         definitions.append(PlatformAML.s5SleepState)
         definitions.append(PlatformAML.powerButton)
         if let ged = configuration.genericEventDevice { definitions += ged.definitions }

@@ -40,6 +40,59 @@ public enum PlatformAML {
         }
     }
 
+    /// The CMOS real-time clock at ports 0x70-0x71 (`PNP0B00`).
+    ///
+    /// Cloud Hypervisor (v53.0) emulates this device but describes it nowhere; with its
+    /// hardware-reduced FADT Linux then registers a platform `rtc_cmos` device whose IRQ 8 was
+    /// never mapped through ACPI (no legacy PIC), and the driver's probe fails with -EINVAL.
+    /// Described here, the device is probed through PNP ACPI instead:
+    ///
+    /// ```text
+    /// Device (\_SB_.RTC_) {
+    ///     Name (_HID, EisaId ("PNP0B00"))
+    ///     Name (_UID, Zero)
+    ///     Name (_CRS, ResourceTemplate () {
+    ///         IO (Decode16, 0x0070, 0x0070, 0x01, 0x02)
+    ///         IRQNoFlags () { 8 }          // only when the clock raises its interrupt
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// Without an interrupt Linux's `rtc_cmos` still binds (it takes the port and reports
+    /// no alarm), and `hwclock` polls the update-in-progress flag instead of waiting for an
+    /// update interrupt; an interrupt that is described but never raised would make it wait
+    /// for ten seconds and then warn.
+    public struct CMOSRealTimeClock: Hashable, Sendable {
+        /// The ISA IRQ of the real-time clock on a PC.
+        public static let pcIRQ: UInt8 = 8
+
+        /// The first I/O port (index register; the data register follows).
+        public var port: UInt16
+        /// How many ports the device decodes.
+        public var length: UInt8
+        /// The ISA IRQ (0...15) of its periodic, alarm and update interrupts, or `nil`
+        /// when the emulated clock raises none.
+        public var irq: UInt8?
+
+        /// A clock at `port` decoding `length` ports, with an optional ISA IRQ.
+        public init(port: UInt16 = 0x70, length: UInt8 = 2, irq: UInt8? = nil) {
+            self.port = port
+            self.length = length
+            self.irq = irq
+        }
+
+        /// The `\_SB_.RTC_` device.
+        public var device: AML.Device {
+            var resources: [any AMLResourceDescriptor] = [AML.IO(minimum: port, maximum: port, alignment: 1, length: length)]
+            if let irq { resources.append(AML.IRQ(noFlags: [irq])) }
+            return AML.Device("\\_SB_.RTC_") {
+                AML.Name("_HID", AML.EISAID("PNP0B00"))
+                AML.Name("_UID", AML.zero)
+                AML.Name("_CRS", AML.ResourceTemplate(resources))
+            }
+        }
+    }
+
     /// The power button, a control-method device: `Device (\_SB_.PWRB) { Name (_HID,
     /// EisaId ("PNP0C0C")) Name (_UID, Zero) }`. The Generic Event Device notifies it
     /// (`Notify (\_SB_.PWRB, 0x80)`) when the VMM presses the button.

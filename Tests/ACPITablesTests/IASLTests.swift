@@ -14,9 +14,11 @@ struct IASLTests {
         full.genericEventDevice = PlatformAML.GenericEventDevice(
             address: 0xfed0_0000, irq: 5, events: [.cpuHotplug, .powerButton])
         full.pmTimerPort = 0x608
+        full.cmosRealTimeClock = PlatformAML.CMOSRealTimeClock()
         full.additionalDefinitions = [PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
             mmio32: (base: 0xC000_0000, size: 0x2800_0000), mmio64: (base: 0x1_0000_0000 << 4, size: 1 << 36)))]
-        let x2apic = ACPIConfiguration(apicIDs: (0..<300).map { $0 }, serialPort: true)
+        var x2apic = ACPIConfiguration(apicIDs: (0..<300).map { $0 }, serialPort: true)
+        x2apic.cmosRealTimeClock = PlatformAML.CMOSRealTimeClock(irq: PlatformAML.CMOSRealTimeClock.pcIRQ)
         return [
             ("minimal", ACPIConfiguration(vcpuCount: 1, serialPort: false)),
             ("full", full),
@@ -72,6 +74,7 @@ struct IASLTests {
             "OperationRegion (GDST, SystemMemory, 0xFED00000, One)", "Notify (\\_SB.PWRB, 0x80)",
             "Memory32Fixed (ReadWrite,", "Device (\\_SB.PC00)", "EisaId (\"PNP0A08\")", "EisaId (\"PNP0A03\")",
             "WordBusNumber (ResourceProducer,", "DWordMemory (ResourceProducer,", "QWordMemory (ResourceProducer,",
+            "Device (\\_SB.RTC)", "EisaId (\"PNP0B00\")",
         ] {
             #expect(asl.contains(fragment), "the disassembled DSDT lacks \(fragment)")
         }

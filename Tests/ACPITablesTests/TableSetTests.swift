@@ -141,6 +141,43 @@ struct TableSetTests {
         #expect(contains(mbrd, AML.EISAID("PNP0C02").amlBytes))
     }
 
+    @Test func cmosRealTimeClockDeviceBytes() {
+        // Device (\_SB_.RTC_) { _HID PNP0B00, _UID 0, _CRS { IO (Decode16, 0x70, 0x70, 1, 2) } }
+        let expected = hexBytes("""
+            5B 82 2E 5C 2E 5F 53 42 5F 52 54 43 5F
+            08 5F 48 49 44 0C 41 D0 0B 00
+            08 5F 55 49 44 00
+            08 5F 43 52 53 11 0D 0A 0A
+               47 01 70 00 70 00 01 02
+               79 00
+            """)
+        #expect(PlatformAML.CMOSRealTimeClock().device.amlBytes == expected)
+        // With its interrupt: IRQNoFlags () { 8 } after the ports.
+        let withIRQ = hexBytes("""
+            5B 82 31 5C 2E 5F 53 42 5F 52 54 43 5F
+            08 5F 48 49 44 0C 41 D0 0B 00
+            08 5F 55 49 44 00
+            08 5F 43 52 53 11 10 0A 0D
+               47 01 70 00 70 00 01 02
+               22 00 01
+               79 00
+            """)
+        #expect(PlatformAML.CMOSRealTimeClock(irq: PlatformAML.CMOSRealTimeClock.pcIRQ).device.amlBytes == withIRQ)
+    }
+
+    @Test func dsdtDescribesTheRealTimeClockOnlyWhenAsked() throws {
+        var configuration = ACPIConfiguration(vcpuCount: 1)
+        let plain = try #require(try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000).table("DSDT")).bytes
+        #expect(!contains(plain, AML.EISAID("PNP0B00").amlBytes))
+        configuration.cmosRealTimeClock = PlatformAML.CMOSRealTimeClock()
+        let dsdt = try #require(try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000).table("DSDT")).bytes
+        #expect(contains(dsdt, PlatformAML.CMOSRealTimeClock().device.amlBytes))
+        // The FADT keeps IAPC_BOOT_ARCH bit 5 ("CMOS RTC not present") clear: Linux gives up
+        // on the clock when it is set.
+        let facp = try #require(try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000).table("FACP")).bytes
+        #expect(load(UInt16.self, facp, at: FADT.iapcBootArchitectureOffset) & (1 << 5) == 0)
+    }
+
     @Test func configurationKnobsReachTheTables() throws {
         var configuration = ACPIConfiguration(vcpuCount: 1)
         configuration.shutdownPort = 0x3c0
