@@ -58,6 +58,19 @@ public struct CPUTopology: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Checks that every level has at least one member and that the topology has room for
+    /// `count` processors: the ones present at boot when the topology describes `max_vcpus`.
+    ///
+    /// - Throws: `ArchError.invalidTopology`.
+    public func validate(holding count: UInt32) throws(ArchError) {
+        guard threadsPerCore > 0, coresPerDie > 0, diesPerPackage > 0, packages > 0 else {
+            throw .invalidTopology(reason: "\(self) has a level with no members")
+        }
+        guard totalCPUs >= UInt64(count) else {
+            throw .invalidTopology(reason: "\(self) holds \(totalCPUs) vCPUs but the VM boots \(count)")
+        }
+    }
+
     /// The x2APIC ID of vCPU `cpu` (equal to `cpu` when every level's count is a power of two).
     public func x2apicID(of cpu: UInt32) -> UInt32 {
         let threads = UInt32(max(threadsPerCore, 1))

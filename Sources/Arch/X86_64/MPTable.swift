@@ -43,11 +43,12 @@ public struct MPTable: Hashable, Sendable {
     /// A table for `cpuCount` vCPUs laid out as `topology` (default: flat, APIC ID = index).
     ///
     /// - Throws: `.tooManyCPUsForMPTable` for 0 or more than 254 vCPUs or an APIC ID that
-    ///   does not fit in 8 bits; `.invalidTopology` when the topology does not hold `cpuCount`.
+    ///   does not fit in 8 bits; `.invalidTopology` when the topology has no room for `cpuCount`
+    ///   (it may describe more: the spare vCPUs of `max_vcpus`).
     public init(cpuCount: Int, topology: CPUTopology? = nil) throws(ArchError) {
         guard cpuCount > 0, cpuCount <= Self.maxCPUs else { throw .tooManyCPUsForMPTable(count: cpuCount, max: Self.maxCPUs) }
         let layout = topology ?? .flat(vcpus: UInt16(cpuCount))
-        try layout.validate(totalVCPUs: UInt32(cpuCount))
+        try layout.validate(holding: UInt32(cpuCount))
         let ids = (0..<UInt32(cpuCount)).map { layout.x2apicID(of: $0) }
         let ioapic = max(UInt32(cpuCount), (ids.max() ?? 0) + 1)
         guard ioapic < 0xFF else { throw .tooManyCPUsForMPTable(count: cpuCount, max: Self.maxCPUs) }

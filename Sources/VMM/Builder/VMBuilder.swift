@@ -146,7 +146,7 @@ struct VMBuilder {
         for id in 0..<UInt32(vcpuCount) {
             // The KVM vCPU id is the initial APIC id, which the topology may spread out.
             let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
-            try configureVCPU(vcpu, id: id, count: vcpuCount, topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits)
+            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits)
             if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             vcpus.append(vcpu)
         }
@@ -231,7 +231,8 @@ struct VMBuilder {
             return CPUTopology(threadsPerCore: UInt16(t.threadsPerCore), coresPerDie: UInt16(t.coresPerDie),
                                diesPerPackage: UInt16(t.diesPerPackage), packages: UInt16(t.packages))
         }
-        return .flat(vcpus: UInt16(cpus.bootVCPUs))
+        // The topology describes every vCPU the VM may have (max_vcpus), as Cloud Hypervisor's does.
+        return .flat(vcpus: UInt16(cpus.maxVCPUs))
     }
 
     /// CPUID, MSRs, FPU and the LAPIC's LINT0/LINT1 wiring, for every vCPU.
