@@ -41,7 +41,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // Layer 0: the Linux kernel ABI (KVM, virtio, boot headers) and the few C shims Swift needs.
@@ -99,10 +98,7 @@ let package = Package(
 
         // The REST API (Cloud Hypervisor's /api/v1 over a Unix socket) and its blocking client.
         .target(name: "CloudHypervisorAPI", dependencies: [
-            "VMM",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
+            "VMM", "HostSystem",
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["README.md"]),
         // A scripted VMMControl (Cloud Hypervisor's state machine, no VM) for API tests, fuzzing and benchmarks.
@@ -162,8 +158,6 @@ let package = Package(
         ]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),

@@ -1,7 +1,8 @@
 // A small blocking HTTP/1.1 client for the API socket: what ch-remote, the benchmark and
 // the tests use. Requests carry Content-Length; responses are read by Content-Length.
-import NIOCore
-import NIOPosix
+// Descriptors can travel with a request (SCM_RIGHTS), as libvirt and Kata pass TAP devices.
+import HostSystem
+import Synchronization
 
 /// Why a client request failed (transport, not HTTP status).
 public enum APIClientError: Error, Sendable, CustomStringConvertible {
@@ -56,75 +57,73 @@ public struct APIClientResponse: Sendable, Equatable {
     public var isSuccess: Bool { (200..<300).contains(status) }
 }
 
-/// A blocking client on one connection. Not for use from a SwiftNIO event loop thread.
+/// A blocking client on one connection. One thread at a time may use it.
 public final class APIClient: Sendable {
-    private let channel: any Channel
-    private let collector: ResponseCollector
+    private struct Connection {
+        var socket: UnixSocket?
+        var buffer: [UInt8] = []
+        var responses: [APIClientResponse] = []
+        var closed = false
+    }
+
+    private let connection: Mutex<Connection>
     /// How long one exchange may take.
-    public let timeout: TimeAmount
+    public let timeout: Duration
 
     /// Connects to the API socket at `socketPath`.
-    public init(socketPath: String, timeout: TimeAmount = .seconds(30),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws(APIClientError) {
-        let collector = ResponseCollector()
+    public init(socketPath: String, timeout: Duration = .seconds(30)) throws(APIClientError) {
         do {
-            channel = try ClientBootstrap(group: group)
-                .connectTimeout(.seconds(5))
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
-                }
-                .connect(unixDomainSocketPath: socketPath).wait()
+            connection = Mutex(Connection(socket: try UnixSocket.connect(to: socketPath)))
         } catch {
-            throw .connectFailed(path: socketPath, reason: "\(error)")
+            throw .connectFailed(path: socketPath, reason: error.reason)
         }
-        self.collector = collector
         self.timeout = timeout
     }
 
-    deinit {
-        channel.close(promise: nil)
-    }
-
-    /// Sends one request and waits for its response.
-    public func request(_ method: String, _ path: String, body: [UInt8]? = nil) throws(APIClientError) -> APIClientResponse {
+    /// Sends one request and waits for its response. `fileDescriptors` travel with the
+    /// request's first bytes as SCM_RIGHTS ancillary data (the server gets its own copies;
+    /// the caller keeps and closes its own).
+    public func request(_ method: String, _ path: String, body: [UInt8]? = nil,
+                        fileDescriptors: [Int32] = []) throws(APIClientError) -> APIClientResponse {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n"
         if let body {
             text += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
         }
         text += "\r\n"
-        let responses = try exchange(Array(text.utf8) + (body ?? []), expecting: 1)
+        let responses = try exchange(Array(text.utf8) + (body ?? []), expecting: 1, fileDescriptors: fileDescriptors)
         guard let first = responses.first else {
             throw .connectionLost("the server closed the connection without answering")
         }
         return first
     }
 
-    /// Sends raw bytes and waits until `count` responses arrived or the server closed the
-    /// connection; returns the responses received (for pipelining and bad-input tests).
-    public func exchange(_ bytes: [UInt8], expecting count: Int) throws(APIClientError) -> [APIClientResponse] {
-        let promise = channel.eventLoop.makePromise(of: [APIClientResponse].self)
-        let collector = self.collector
-        let deadline = timeout
-        channel.eventLoop.execute {
-            collector.await(count, promise: promise, timeout: deadline)
-        }
-        if !bytes.isEmpty {
-            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
-        }
-        do {
-            return try promise.futureResult.wait()
-        } catch let error as APIClientError {
-            throw error
-        } catch {
-            throw .connectionLost("\(error)")
+    /// Sends raw bytes (and descriptors with them) and waits until `count` responses arrived
+    /// or the server closed the connection; returns the responses received (for pipelining
+    /// and bad-input tests).
+    public func exchange(_ bytes: [UInt8], expecting count: Int,
+                         fileDescriptors: [Int32] = []) throws(APIClientError) -> [APIClientResponse] {
+        if !bytes.isEmpty || !fileDescriptors.isEmpty { try send(bytes, fileDescriptors: fileDescriptors) }
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let ready = connection.withLock { connection -> [APIClientResponse]? in
+                guard connection.responses.count >= count || connection.closed else { return nil }
+                let taken = Array(connection.responses.prefix(count))
+                connection.responses.removeFirst(taken.count)
+                return taken
+            }
+            if let ready { return ready }
+            guard try receive(until: deadline) else {
+                let parts = timeout.components
+                throw .timedOut(seconds: Double(parts.seconds) + Double(parts.attoseconds) / 1e18)
+            }
         }
     }
 
-    /// Sends bytes without waiting for anything.
-    public func send(_ bytes: [UInt8]) throws(APIClientError) {
+    /// Sends bytes (and descriptors with them) without waiting for anything.
+    public func send(_ bytes: [UInt8], fileDescriptors: [Int32] = []) throws(APIClientError) {
+        guard let socket = connection.withLock({ $0.socket }) else { throw .connectionLost("the client was closed") }
         do {
-            try channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).wait()
+            try socket.sendAll(bytes, descriptors: fileDescriptors)
         } catch {
             throw .connectionLost("\(error)")
         }
@@ -132,94 +131,61 @@ public final class APIClient: Sendable {
 
     /// Half-closes the connection: the server sees the end of input.
     public func shutdownOutput() {
-        try? channel.close(mode: .output).wait()
+        try? connection.withLock { $0.socket }?.shutdown(.writing)
     }
 
-    /// Whether the server closed the connection (waits up to `within` for it).
-    public func waitForClose(within: TimeAmount = .seconds(5)) -> Bool {
-        let promise = channel.eventLoop.makePromise(of: Void.self)
-        channel.closeFuture.cascade(to: promise)
-        let timer = channel.eventLoop.scheduleTask(in: within) { promise.fail(APIClientError.timedOut(seconds: 0)) }
-        defer { timer.cancel() }
-        return (try? promise.futureResult.wait()) != nil
+    /// Whether the server closed the connection (waits up to `within` for it). Responses that
+    /// arrive meanwhile are kept for `exchange`.
+    public func waitForClose(within: Duration = .seconds(5)) -> Bool {
+        let deadline = ContinuousClock.now + within
+        while !connection.withLock({ $0.closed }) {
+            guard (try? receive(until: deadline)) == true else { return false }
+        }
+        return true
     }
 
     /// Closes the connection.
     public func close() {
-        try? channel.close().wait()
-    }
-}
-
-/// Collects response bytes on the event loop and cuts them into responses.
-private final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
-    // Touched only on the channel's event loop (handler callbacks and `execute` blocks).
-    typealias InboundIn = ByteBuffer
-
-    private var buffer: [UInt8] = []
-    private var responses: [APIClientResponse] = []
-    private var waiter: (count: Int, promise: EventLoopPromise<[APIClientResponse]>, timer: Scheduled<Void>)?
-    private var closed = false
-    private var failure: APIClientError?
-
-    func await(_ count: Int, promise: EventLoopPromise<[APIClientResponse]>, timeout: TimeAmount) {
-        let timer = promise.futureResult.eventLoop.scheduleTask(in: timeout) { [self] in
-            fail(.timedOut(seconds: Double(timeout.nanoseconds) / 1e9))
+        connection.withLock { connection in
+            connection.socket = nil
+            connection.closed = true
         }
-        waiter = (count, promise, timer)
-        settle()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        buffer.append(contentsOf: unwrapInboundIn(data).readableBytesView)
+    /// Reads once (waiting until `deadline`) and cuts what arrived into responses. False when
+    /// the deadline passed first.
+    private func receive(until deadline: ContinuousClock.Instant) throws(APIClientError) -> Bool {
+        guard let socket = connection.withLock({ $0.socket }) else {
+            connection.withLock { $0.closed = true }
+            return true
+        }
+        let left = deadline - ContinuousClock.now
+        guard left > .zero else { return false }
+        let parts = left.components
+        let milliseconds = Int32(clamping: parts.seconds * 1000 + (parts.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+        let message: ReceivedMessage?
         do {
-            while let (response, used) = try Self.parse(buffer) {
-                buffer.removeFirst(used)
-                // Interim responses (100 Continue) announce the real one; they are not kept.
-                if !(100..<200).contains(response.status) { responses.append(response) }
-            }
+            guard try socket.wait(for: .readable, timeoutMilliseconds: milliseconds) else { return false }
+            message = try socket.receive()
         } catch {
-            failure = error
+            // A reset after the server closed with our bytes unread: the connection is over.
+            connection.withLock { $0.closed = true }
+            return true
         }
-        settle()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event {
-            closed = true
-            settle()
+        guard let message else { return true }
+        return try connection.withLock { (connection) throws(APIClientError) -> Bool in
+            if message.isEndOfStream {
+                connection.closed = true
+                return true
+            }
+            connection.buffer += message.bytes
+            while let (response, used) = try Self.parse(connection.buffer) {
+                connection.buffer.removeFirst(used)
+                // Interim responses (100 Continue) announce the real one; they are not kept.
+                if !(100..<200).contains(response.status) { connection.responses.append(response) }
+            }
+            return true
         }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        closed = true
-        settle()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-
-    private func fail(_ error: APIClientError) {
-        guard let waiter else { return }
-        self.waiter = nil
-        waiter.promise.fail(error)
-    }
-
-    private func settle() {
-        guard let waiter else { return }
-        if let failure {
-            self.failure = nil
-            fail(failure)
-            return
-        }
-        guard responses.count >= waiter.count || closed else { return }
-        let taken = Array(responses.prefix(waiter.count))
-        responses.removeFirst(taken.count)
-        waiter.timer.cancel()
-        self.waiter = nil
-        waiter.promise.succeed(taken)
     }
 
     /// One response from the front of `bytes` and how many bytes it used, or nil if incomplete.

@@ -1,5 +1,4 @@
 // Every refusal the API gives, and the one place that turns it into a status code.
-import NIOHTTP1
 import VMM
 
 /// Why a request was refused: bad HTTP, a bad body, an unknown path, or the VMM's own
@@ -28,7 +27,7 @@ public enum APIError: Error, Equatable, Sendable, CustomStringConvertible {
     /// bad requests, wrong methods and undecodable bodies are 400; an unknown path is 404; an
     /// action on a VM that was never created is 404 (`VmNotCreated`); every other failed
     /// action is 500 (`ApiError` → `InternalServerError`).
-    public var status: HTTPResponseStatus {
+    public var status: HTTPStatus {
         switch self {
         case .notFound: .notFound
         // Cloud Hypervisor answers a method an endpoint does not take with 400, not 405.
@@ -44,7 +43,7 @@ public enum APIError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The status for each `ControlError`, following Cloud Hypervisor's `api_error_status_code`:
     /// only `VmNotCreated` is singled out (404); an invalid configuration is a bad request (400,
     /// like a body that does not deserialize); every refused or failed action is 500.
-    public static func status(for error: ControlError) -> HTTPResponseStatus {
+    public static func status(for error: ControlError) -> HTTPStatus {
         switch error {
         case .vmNotCreated: .notFound
         case .invalidConfig, .absentFeature: .badRequest

@@ -6,7 +6,6 @@ import FoundationEssentials
 import Foundation
 #endif
 import HostSystem
-import NIOHTTP1
 import VMM
 
 /// A complete HTTP request as the router sees it.
@@ -34,12 +33,12 @@ public struct APIRequest: Sendable {
 /// A response: status and an optional JSON body.
 public struct APIResponse: Sendable, Equatable {
     /// The status.
-    public var status: HTTPResponseStatus
+    public var status: HTTPStatus
     /// The JSON body, if any.
     public var body: [UInt8]?
 
     /// Creates a response.
-    public init(status: HTTPResponseStatus, body: [UInt8]? = nil) {
+    public init(status: HTTPStatus, body: [UInt8]? = nil) {
         self.status = status
         self.body = body
     }

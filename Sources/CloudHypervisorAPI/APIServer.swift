@@ -1,10 +1,9 @@
 // The REST API server: HTTP/1.1 on a Unix socket (created at a path, or inherited as a
-// descriptor), answering from a worker thread so the event loop never blocks on the VMM.
-import Glibc
+// descriptor). One event loop thread accepts and does every connection's I/O; requests are
+// answered on a worker thread so the loop never blocks on the VMM. Descriptors passed with a
+// request (SCM_RIGHTS, as libvirt and Kata pass TAP devices) reach the router with it.
+import HostSystem
 import Logging
-import NIOCore
-import NIOHTTP1
-import NIOPosix
 import Synchronization
 import VMM
 
@@ -46,12 +45,17 @@ public enum APIServerError: Error, Equatable, Sendable, CustomStringConvertible 
 /// ...
 /// server.stop()
 /// ```
+///
+/// Descriptors a client passes with a request arrive in ``APIRequest/fileDescriptors``. The
+/// request owns them: the responder keeps those it uses (holding the `OwnedFileDescriptor` or
+/// calling `take()`), and the rest close when the request is done with, whether it succeeded,
+/// was refused, or never reached the responder (a malformed request, a closed connection).
 public final class APIServer: Sendable {
     /// The server's threads, for ``Configuration/threadSetup``.
     public enum ThreadRole: Sendable, Equatable {
-        /// The SwiftNIO event loop thread: the socket and HTTP.
+        /// The event loop thread (`ch-api`): the socket and HTTP.
         case eventLoop
-        /// A worker thread that runs `VMMControl` actions.
+        /// A worker thread (`ch-api-worker`) that runs `VMMControl` actions.
         case worker
     }
 
@@ -61,12 +65,15 @@ public final class APIServer: Sendable {
         public var maxBodySize = 1 << 20
         /// How long a client may take to send one complete request, and how long an idle
         /// connection is kept. Default 10 seconds.
-        public var requestTimeout = TimeAmount.seconds(10)
+        public var requestTimeout = Duration.seconds(10)
         /// Threads that run VMMControl calls. Default 1, which serializes actions as Cloud
-        /// Hypervisor's single VMM thread does.
+        /// Hypervisor's single VMM thread does. Requests on one connection are always answered
+        /// one at a time, in order.
         public var workerThreads = 1
         /// Pipelined requests queued per connection before it stops reading. Default 16.
         public var maxQueuedRequests = 16
+        /// Descriptors accepted with one request (SCM_RIGHTS); more is a bad request. Default 64.
+        public var maxDescriptorsPerRequest = 64
         /// Runs once on each of the server's threads before the socket is bound, so before
         /// anything is served (the VMM installs each thread's seccomp filter here). An error
         /// makes `start()` fail. Default none.
@@ -77,9 +84,9 @@ public final class APIServer: Sendable {
     }
 
     private struct Running {
-        var group: MultiThreadedEventLoopGroup
-        var pool: NIOThreadPool
-        var channel: any Channel
+        var loop: ServerLoop
+        var loopThread: HostThread
+        var workers: [HostThread]
     }
 
     private enum State {
@@ -90,10 +97,11 @@ public final class APIServer: Sendable {
 
     /// Where the server listens.
     public let socket: APISocketConfig
-    /// The VMM it controls.
-    public let control: any VMMControl
+    /// The VMM it controls (nil for a server made with its own responder).
+    public let control: (any VMMControl)?
     /// Its tunables.
     public let configuration: Configuration
+    private let respond: @Sendable (APIRequest) -> APIResponse
     private let logger: Logger
     private let state = Mutex<State>(.idle)
 
@@ -104,6 +112,20 @@ public final class APIServer: Sendable {
         self.control = control
         self.configuration = configuration
         self.logger = logger
+        let router = APIRouter(control: control)
+        respond = { router.respond(to: $0) }
+    }
+
+    /// Creates a server that answers every request with `responder` (on the worker threads)
+    /// instead of an `APIRouter`: for embedding the HTTP side alone, and for tests.
+    public init(socket: APISocketConfig, configuration: Configuration = Configuration(),
+                logger: Logger = Logger(label: "cloud-hypervisor.api"),
+                responder: @escaping @Sendable (APIRequest) -> APIResponse) {
+        self.socket = socket
+        control = nil
+        self.configuration = configuration
+        self.logger = logger
+        respond = responder
     }
 
     /// A server that creates (binds) a Unix socket at `socketPath`.
@@ -118,8 +140,8 @@ public final class APIServer: Sendable {
         self.init(socket: .fileDescriptor(fd), control: control, logger: logger)
     }
 
-    /// Starts listening; returns once the socket accepts connections. Call from a thread that
-    /// is not a SwiftNIO event loop.
+    /// Starts the threads, runs ``Configuration/threadSetup`` on each, then listens; returns
+    /// once the socket accepts connections.
     public func start() throws(APIServerError) {
         let claimed = state.withLock { state -> Bool in
             guard case .idle = state else { return false }
@@ -128,65 +150,62 @@ public final class APIServer: Sendable {
         }
         guard claimed else { throw .alreadyStarted }
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let workers = max(1, configuration.workerThreads)
-        let pool = NIOThreadPool(numberOfThreads: workers)
-        pool.start()
-        if let setup = configuration.threadSetup {
-            do {
-                try Self.setUpThreads(setup, group: group, pool: pool, workers: workers)
-            } catch {
-                try? pool.syncShutdownGracefully()
-                try? group.syncShutdownGracefully()
-                throw .threadSetupFailed(reason: "\(error)")
-            }
-        }
-        let router = APIRouter(control: control)
         let limits = ConnectionLimits(
             maxBodySize: configuration.maxBodySize, requestTimeout: configuration.requestTimeout,
-            maxQueuedRequests: max(1, configuration.maxQueuedRequests))
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 128)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let activity = InboundActivity()
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(activity)
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
-                    try sync.addHandler(APIConnectionHandler(router: router, pool: pool, limits: limits, activity: activity))
-                }
-            }
+            maxQueuedRequests: max(1, configuration.maxQueuedRequests),
+            maxDescriptors: min(253, max(1, configuration.maxDescriptorsPerRequest)))
+        let jobs: WorkQueue
+        let loop: ServerLoop
+        let launch: Launch
+        do {
+            jobs = try WorkQueue()
+            loop = try ServerLoop(jobs: jobs, limits: limits, logger: logger)
+            launch = try Launch()
+        } catch {
+            throw .threadSetupFailed(reason: "\(error)")
+        }
 
-        let channel: any Channel
-        do throws(APIServerError) {
-            switch socket {
-            case let .path(path):
-                try Self.refuseLiveSocket(at: path, group: group)
-                do {
-                    channel = try bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
-                } catch {
-                    throw APIServerError.bindFailed(path: path, reason: "\(error)")
-                }
-            case let .fileDescriptor(fd):
-                try Self.checkInherited(fd)
-                do {
-                    channel = try bootstrap.withBoundSocket(fd).wait()
-                } catch {
-                    throw APIServerError.badDescriptor(fd: fd, reason: "\(error)")
-                }
+        // Every thread runs its setup and reports; the loop thread then waits for the listener.
+        let setup = configuration.threadSetup
+        let workerCount = max(1, configuration.workerThreads)
+        var threads: [HostThread] = []
+        var loopThread: HostThread?
+        do {
+            loopThread = try HostThread(name: "ch-api") {
+                guard launch.setUp(setup, role: .eventLoop), let listener = launch.waitForListener() else { return }
+                loop.run(listener: listener)
+            }
+            for index in 0..<workerCount {
+                let respond = self.respond
+                threads.append(try HostThread(name: workerCount == 1 ? "ch-api-worker" : "ch-api-worker\(index)") {
+                    guard launch.setUp(setup, role: .worker) else { return }
+                    Self.work(jobs: jobs, loop: loop, respond: respond)
+                })
             }
         } catch {
-            try? pool.syncShutdownGracefully()
-            try? group.syncShutdownGracefully()
+            Self.abort(launch: launch, jobs: jobs, loopThread: loopThread, workers: threads)
+            throw .threadSetupFailed(reason: "\(error)")
+        }
+        if let failure = launch.waitForSetUp(threads: workerCount + 1) {
+            Self.abort(launch: launch, jobs: jobs, loopThread: loopThread, workers: threads)
+            throw .threadSetupFailed(reason: failure)
+        }
+
+        let listener: UnixSocket
+        do throws(APIServerError) {
+            listener = try Self.listen(on: socket)
+        } catch {
+            Self.abort(launch: launch, jobs: jobs, loopThread: loopThread, workers: threads)
             throw error
         }
-        state.withLock { $0 = .running(Running(group: group, pool: pool, channel: channel)) }
+        launch.go(with: listener)
+        state.withLock { $0 = .running(Running(loop: loop, loopThread: loopThread!, workers: threads)) }
         logger.info("API server listening", metadata: ["socket": "\(socket)"])
     }
 
-    /// Stops accepting, closes every connection, and removes the socket file it created.
-    /// Call from a thread that is not a SwiftNIO event loop.
+    /// Stops accepting, lets the requests in flight finish (queued ones are dropped), writes
+    /// their answers, closes every connection, and removes the socket file it created. Call
+    /// from a thread that is not one of the server's.
     public func stop() {
         let running: Running? = state.withLock { state in
             defer { state = .stopped }
@@ -197,11 +216,12 @@ public final class APIServer: Sendable {
         // No new connections; let the requests in flight finish (the `vmm.shutdown` that
         // stopped the VMM among them), then let the event loop write their answers before
         // the connections close.
-        try? running.channel.close().wait()
-        try? running.pool.syncShutdownGracefully()
-        try? running.group.next().submit {}.wait()
-        try? running.group.syncShutdownGracefully()
-        if case let .path(path) = socket { _ = unlink(path) }
+        running.loop.advance(to: .stopAccepting)
+        running.loop.jobs.close(wakingWorkers: running.workers.count)
+        for worker in running.workers { worker.join() }
+        running.loop.advance(to: .drain)
+        running.loopThread.join()
+        if case let .path(path) = socket { UnixSocket.removeSocketFile(at: path) }
         logger.info("API server stopped")
     }
 
@@ -210,61 +230,100 @@ public final class APIServer: Sendable {
         state.withLock { if case .running = $0 { true } else { false } }
     }
 
-    /// Runs `setup` on every event loop thread, then on every worker thread: one work item
-    /// per worker, each waiting until all have started, so that each lands on its own thread.
-    private static func setUpThreads(_ setup: @escaping @Sendable (ThreadRole) throws -> Void,
-                                     group: MultiThreadedEventLoopGroup, pool: NIOThreadPool, workers: Int) throws {
-        for loop in group.makeIterator() {
-            try loop.submit { try setup(.eventLoop) }.wait()
+    /// A worker thread's life: take a request, answer it, hand the answer to the loop.
+    private static func work(jobs: WorkQueue, loop: ServerLoop, respond: @Sendable (APIRequest) -> APIResponse) {
+        while var job = jobs.take() {
+            let connection = job.connection
+            let response = respond(job.request)
+            // The request's descriptors that nobody kept close here, before the client can
+            // read the answer.
+            job = WorkQueue.Job(connection: connection, request: APIRequest(method: .GET, uri: ""))
+            loop.deliver(response, to: connection)
         }
-        let arrived = Counter()
-        let items = (0..<workers).map { _ in
-            pool.runIfActive(eventLoop: group.next()) {
-                defer {
-                    arrived.increment()
-                    while arrived.value < workers { sched_yield() }
-                }
-                try setup(.worker)
+    }
+
+    /// Ends the threads of a start that failed.
+    private static func abort(launch: Launch, jobs: WorkQueue, loopThread: HostThread?, workers: [HostThread]) {
+        launch.cancel()
+        jobs.close(wakingWorkers: workers.count)
+        loopThread?.join()
+        for worker in workers { worker.join() }
+    }
+
+    /// The listening socket for `config`.
+    private static func listen(on config: APISocketConfig) throws(APIServerError) -> UnixSocket {
+        switch config {
+        case let .path(path):
+            if UnixSocket.hasListener(at: path) { throw .socketInUse(path: path) }
+            do {
+                return try UnixSocket.listening(at: path)
+            } catch {
+                throw .bindFailed(path: path, reason: "\(error)")
+            }
+        case let .fileDescriptor(fd):
+            do {
+                return try UnixSocket.adoptingListener(fd)
+            } catch {
+                throw .badDescriptor(fd: fd, reason: error.description)
             }
         }
-        for item in items { try item.wait() }
+    }
+}
+
+/// Start-up handshake between `start()` and the server's threads: each thread reports its
+/// setup; the loop thread then waits for the listener (or a cancellation).
+private final class Launch: Sendable {
+    private struct State {
+        var failures: [String] = []
+        var listener: UnixSocket?
+        var cancelled = false
     }
 
-    /// A thread-safe count.
-    private final class Counter: Sendable {
-        private let count = Atomic<Int>(0)
-        func increment() { count.add(1, ordering: .acquiringAndReleasing) }
-        var value: Int { count.load(ordering: .acquiring) }
+    private let state = Mutex(State())
+    private let reported: EventFD
+    private let started: EventFD
+
+    init() throws(SystemError) {
+        reported = try EventFD(nonBlocking: false, semaphore: true)
+        started = try EventFD(nonBlocking: false, semaphore: true)
     }
 
-    /// Fails if a live server answers at `path` (a stale socket file is fine: bind replaces it).
-    private static func refuseLiveSocket(at path: String, group: any EventLoopGroup) throws(APIServerError) {
-        var status = stat()
-        guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK else { return }
-        let probe = ClientBootstrap(group: group).connectTimeout(.milliseconds(500))
-        if let channel = try? probe.connect(unixDomainSocketPath: path).wait() {
-            try? channel.close().wait()
-            throw .socketInUse(path: path)
+    /// Runs `setup` for `role` on this thread and reports; false if it failed.
+    func setUp(_ setup: (@Sendable (APIServer.ThreadRole) throws -> Void)?, role: APIServer.ThreadRole) -> Bool {
+        var succeeded = true
+        if let setup {
+            do {
+                try setup(role)
+            } catch {
+                succeeded = false
+                state.withLock { $0.failures.append("\(role): \(error)") }
+            }
         }
+        try? reported.signal()
+        return succeeded
     }
 
-    /// Checks an inherited descriptor before SwiftNIO takes it: an AF_UNIX stream socket,
-    /// bound, and listening (listen(2) is called here if it is not yet).
-    private static func checkInherited(_ fd: Int32) throws(APIServerError) {
-        var status = stat()
-        guard fstat(fd, &status) == 0 else { throw .badDescriptor(fd: fd, reason: "it is not open (\(errnoText()))") }
-        guard status.st_mode & S_IFMT == S_IFSOCK else { throw .badDescriptor(fd: fd, reason: "it is not a socket") }
-        var value: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &length) == 0, value == AF_UNIX else {
-            throw .badDescriptor(fd: fd, reason: "it is not an AF_UNIX socket")
-        }
-        length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &length) == 0, value == Int32(SOCK_STREAM.rawValue) else {
-            throw .badDescriptor(fd: fd, reason: "it is not a stream socket")
-        }
-        guard listen(fd, 128) == 0 else { throw .badDescriptor(fd: fd, reason: "listen failed (\(errnoText())); is it bound?") }
+    /// Waits until `threads` threads reported; the first failure, if any.
+    func waitForSetUp(threads: Int) -> String? {
+        for _ in 0..<threads { _ = try? reported.read() }
+        return state.withLock { $0.failures.first }
     }
 
-    private static func errnoText() -> String { String(cString: strerror(errno)) }
+    /// Hands the listener to the loop thread.
+    func go(with listener: UnixSocket) {
+        state.withLock { $0.listener = listener }
+        try? started.signal()
+    }
+
+    /// Tells the loop thread not to serve.
+    func cancel() {
+        state.withLock { $0.cancelled = true }
+        try? started.signal()
+    }
+
+    /// The listener, once `go` was called; nil after `cancel`.
+    func waitForListener() -> UnixSocket? {
+        _ = try? started.read()
+        return state.withLock { $0.cancelled ? nil : $0.listener }
+    }
 }

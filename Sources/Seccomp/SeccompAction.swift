@@ -24,7 +24,7 @@ public enum ThreadKind: String, CaseIterable, Equatable, Sendable, CustomStringC
     case vmm
     /// A vCPU thread (`vcpu<N>`, as Cloud Hypervisor names it): `KVM_RUN` and the device emulation its exits reach.
     case vcpu
-    /// The REST API's event loop thread (SwiftNIO): the Unix socket and HTTP.
+    /// The REST API's event loop thread (`ch-api`): accepting, and HTTP on the Unix socket.
     case api
     /// The device event loop (`ch-event-loop`): virtqueues, disk and tap I/O, host input.
     case eventLoop = "event-loop"

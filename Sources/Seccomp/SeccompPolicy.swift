@@ -21,9 +21,9 @@ public enum SeccompPolicy {
     public static func rules(for kind: ThreadKind) -> [SyscallRule] {
         switch kind {
         case .vmm:
-            return SyscallRule.merge(runtime + vmmOnly + threadStart + vcpu + api + eventLoop + signalHandler + watcher)
+            return SyscallRule.merge(runtime + vmmOnly + apiSetup + threadStart + vcpu + api + eventLoop + signalHandler + watcher)
         case .vcpu: return SyscallRule.merge(runtime + vcpu)
-        case .api: return SyscallRule.merge(runtime + api + threadStart)
+        case .api: return SyscallRule.merge(runtime + api)
         case .eventLoop: return SyscallRule.merge(runtime + eventLoop)
         case .signalHandler: return SyscallRule.merge(runtime + signalHandler)
         case .watcher: return SyscallRule.merge(runtime + watcher)
@@ -59,9 +59,7 @@ public enum SeccompPolicy {
     /// Starting threads, and what a new thread does before it installs a filter of its own:
     /// threads only (`clone` with `CLONE_THREAD`; `clone3`, whose flags sit in memory a filter
     /// cannot read, fails with `ENOSYS` so that glibc falls back to `clone`), their name,
-    /// and libdispatch's worker threads resetting their priority. The API thread needs this
-    /// too: when SwiftNIO shuts down, its event loop thread hands the completion to a
-    /// dispatch queue, and libdispatch may start a worker thread there.
+    /// and libdispatch's worker threads resetting their priority.
     static var threadStart: [SyscallRule] {
         [
             .allow("clone", when: .set(0, cloneThread)), .fail("clone3", errno: ENOSYS),
@@ -100,18 +98,20 @@ public enum SeccompPolicy {
         ]
     }
 
-    /// SwiftNIO's event loop serving the API socket.
+    /// The REST API's event loop thread (`ch-api`): epoll (its eventfd and wake-ups),
+    /// accepting connections, and moving bytes and passed descriptors on them. The sockets,
+    /// the epoll instance and the eventfds are made on the thread that starts the server.
     static var api: [SyscallRule] {
         [
-            .allow("epoll_create"), .allow("epoll_create1"), .allow("epoll_wait"), .allow("epoll_pwait"), .allow("epoll_ctl"), .allow("eventfd2"),
-            .allow("timerfd_create"), .allow("timerfd_settime"),
-            .allow("socket", when: .equals(0, UInt64(AF_UNIX))),
-            .allow("bind"), .allow("listen"), .allow("connect"), .allow("accept4"), .allow("shutdown"),
-            .allow("getsockname"), .allow("getpeername"), .allow("getsockopt"), .allow("setsockopt"),
-            .allow("read"), .allow("readv"), .allow("recvfrom"), .allow("recvmsg"),
-            .allow("writev"), .allow("sendto"), .allow("sendmsg"),
-            .allow("fcntl"), .allow("fstat"), .allow("newfstatat"), .allow("unlink"),
+            .allow("epoll_wait"), .allow("epoll_pwait"), .allow("epoll_ctl"), .allow("read"),
+            .allow("accept4"), .allow("recvmsg"), .allow("sendmsg"),
         ]
+    }
+
+    /// What the VMM thread does to start and stop the API server: bind or adopt the socket,
+    /// probe a path for a live server, remove the socket file.
+    static var apiSetup: [SyscallRule] {
+        [.allow("bind"), .allow("listen"), .allow("connect"), .allow("getsockopt")]
     }
 
     /// The signalfd reader.

@@ -1,7 +1,6 @@
 import CloudHypervisorAPI
 import CloudHypervisorAPITesting
 import Foundation
-import NIOCore
 import Testing
 import VMM
 
