@@ -154,11 +154,12 @@ let package = Package(
         .testTarget(name: "VirtioDevicesTests", dependencies: ["VirtioDevices", "VirtioQueue", "GuestMemory", "PCI", "BlockStorage", "RateLimiter", "TestSupport"]),
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
-            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", .product(name: "Logging", package: "swift-log"),
-        ]),
+            "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", "CloudHypervisor", "CloudHypervisorAPI",
+            .product(name: "Logging", package: "swift-log"),
+        ], exclude: ["Fixtures"]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",
-        ]),
+        ], exclude: ["Fixtures"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "GuestMemory", "Hypervisor"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "HypervisorTesting", "GuestMemory", "HostSystem"]),
     ],

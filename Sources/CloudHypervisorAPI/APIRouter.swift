@@ -85,6 +85,8 @@ public struct APIRouter: Sendable {
             if body != nil { throw .unexpectedBody(endpoint: endpoint.rawValue) }
         case .vmConfig:
             guard body != nil else { throw .missingBody(endpoint: endpoint.rawValue, schema: "VmConfig") }
+        case let .object(schema):
+            guard body != nil else { throw .missingBody(endpoint: endpoint.rawValue, schema: schema) }
         case let .unsupported(schema):
             guard let body else { throw .missingBody(endpoint: endpoint.rawValue, schema: schema) }
             try StrictJSON.requireObject(body, typeName: schema)

@@ -82,6 +82,8 @@ public enum SeccompPolicy {
             .ioctl(Ioctl.vcpuRuntime + Ioctl.deviceFromVCPU),
             // A guest that moves a virtio BAR: new notify eventfds, registered with the event loop.
             .allow("eventfd2"), .allow("epoll_ctl"),
+            // The serial port's output to its socket client (`--serial socket=`).
+            .allow("sendmsg"),
         ]
     }
 
@@ -94,6 +96,9 @@ public enum SeccompPolicy {
             .allow("pread64"), .allow("pwrite64"), .allow("preadv"), .allow("pwritev"), .allow("preadv2"), .allow("pwritev2"),
             .allow("fsync"), .allow("fdatasync"), .allow("fallocate"), .allow("ftruncate"), .allow("lseek"), .allow("fstat"),
             .allow("timerfd_settime"),
+            // A console or serial port on a socket: accepting its client, writing to it, and the
+            // retry timer of the client's input pump.
+            .allow("accept4"), .allow("sendmsg"), .allow("timerfd_create"),
             .ioctl(Ioctl.eventLoop),
         ]
     }
@@ -111,7 +116,7 @@ public enum SeccompPolicy {
     /// What the VMM thread does to start and stop the API server: bind or adopt the socket,
     /// probe a path for a live server, remove the socket file.
     static var apiSetup: [SyscallRule] {
-        [.allow("bind"), .allow("listen"), .allow("connect"), .allow("getsockopt")]
+        [.allow("bind"), .allow("listen"), .allow("connect"), .allow("getsockopt"), .allow("shutdown")]
     }
 
     /// The signalfd reader.

@@ -111,7 +111,6 @@ struct CommandLineCompatibilityTests {
             (["--memory", "size=512M,hotplugged_size=512M,hotplug_size=1G"], "--memory hotplugged_size="),
             (["--disk", "path=/tmp/d,vhost_user=on,socket=/tmp/s"], "--disk vhost_user="),
             (["--net", "vhost_user=on,socket=/tmp/n,vhost_mode=server"], "--net vhost_user="),
-            (["--serial", "socket=/tmp/serial.sock", "--console", "off"], "--serial socket="),
           ])
     func absentOptions(arguments: [String], option: String) {
         let error = #expect(throws: ConfigError.self) { _ = try Self.config(["--kernel", "k"] + arguments) }
@@ -132,5 +131,7 @@ struct CommandLineCompatibilityTests {
         #expect(config.pciSegments?.first?.mmio32ApertureWeight == 2)
         #expect(config.disks?.first?.lockGranularity == .full)
         #expect(config.rng.pci.id == "rng0" && config.rng.src == "/dev/random")
+        let sockets = try #require(try Self.config(["--kernel", "k", "--serial", "socket=/tmp/s.sock", "--console", "socket=/tmp/c.sock"]))
+        #expect(sockets.serial.mode == .socket && sockets.serial.socket == "/tmp/s.sock" && sockets.console.socket == "/tmp/c.sock")
     }
 }

@@ -101,8 +101,6 @@ extension VMConfig {
         if iommu { absent("iommu", "--iommu", "the virtual IOMMU") }
         if !(numa ?? []).isEmpty { absent("numa", "--numa", "guest NUMA nodes") }
         // Consoles.
-        if serial.mode == .socket { absent("serial.mode", "--serial socket=", "a serial port on a Unix socket") }
-        if console.mode == .socket { absent("console.mode", "--console socket=", "a virtio console on a Unix socket") }
         found += console.pci.absentFeatures(at: "console", option: "--console")
         if debugConsole.mode != .off { absent("debug_console", "--debug-console", "the debug console port") }
         // Platform.

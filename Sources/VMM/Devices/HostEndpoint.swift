@@ -43,22 +43,29 @@ final class DescriptorOutput: SerialOutput, ConsoleOutput {
 /// The host side of a serial port or virtio console: where output goes, where input comes
 /// from, and what to restore or close afterwards.
 final class HostEndpoint: Sendable {
-    let output: DescriptorOutput?
+    let output: (any SerialOutput & ConsoleOutput)?
     let inputDescriptor: Int32?
     let terminal: RawTerminal?
     let pty: PseudoTerminal?
     let file: OwnedFileDescriptor?
+    /// The listening socket of `socket` mode.
+    let socket: SocketConsole?
 
-    init(output: DescriptorOutput?, inputDescriptor: Int32?, terminal: RawTerminal?, pty: PseudoTerminal?, file: OwnedFileDescriptor?) {
+    init(output: (any SerialOutput & ConsoleOutput)?, inputDescriptor: Int32?, terminal: RawTerminal?, pty: PseudoTerminal?,
+         file: OwnedFileDescriptor?, socket: SocketConsole? = nil) {
         self.output = output
         self.inputDescriptor = inputDescriptor
         self.terminal = terminal
         self.pty = pty
         self.file = file
+        self.socket = socket
     }
 
     /// Puts the host terminal back as it was.
-    func restore() { terminal?.restore() }
+    func restore() {
+        terminal?.restore()
+        socket?.stop()
+    }
 
     /// Opens the host side `config` asks for; nil for `off`. `what` names the device in
     /// messages ("serial port", "virtio console").
@@ -75,8 +82,9 @@ final class HostEndpoint: Sendable {
             let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_TRUNC)
             return HostEndpoint(output: DescriptorOutput(descriptor: file.rawValue, owner: file), inputDescriptor: nil, terminal: nil, pty: nil, file: file)
         case .socket:
-            // Refused by validation (VMConfig.absentFeatures) before any device is built.
-            throw ConfigError(option: what, "a Unix socket endpoint is an absent feature of this VMM")
+            let socket = try SocketConsole(path: config.socket ?? "")
+            logger.info("\(what) on socket \(socket.path)")
+            return HostEndpoint(output: socket, inputDescriptor: nil, terminal: nil, pty: nil, file: nil, socket: socket)
         case .pty:
             let pty = try PseudoTerminal()
             logger.info("\(what) on pseudo-terminal \(pty.path)")
@@ -89,6 +97,10 @@ final class HostEndpoint: Sendable {
     /// Starts carrying this endpoint's input into `sink`; nil when there is no input or it
     /// cannot be polled (a regular file, /dev/null).
     func startInput(into sink: HostInputSink, name: String, events: EventManager, logger: Logger) throws -> HostInputPump? {
+        if let socket {
+            try socket.start(into: sink, name: name, events: events, logger: logger)
+            return nil
+        }
         guard let input = inputDescriptor else { return nil }
         let pump = try HostInputPump(sink: sink, name: name, descriptor: input, events: events, logger: logger)
         do {
