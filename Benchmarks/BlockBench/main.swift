@@ -70,7 +70,7 @@ let memory: GuestMemory
 let backend: RawFileBackend
 do {
     memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 64 << 20)])
-    backend = try RawFileBackend(path: path, options: .init(lock: false))
+    backend = try RawFileBackend(path: path, options: .init(lock: .none))
 } catch { fail("setup: \(error)") }
 let device = VirtioBlock(backend: backend, options: .init(queueSize: 256))
 let descriptors = GuestAddress(0x10000), available = GuestAddress(0x20000), used = GuestAddress(0x30000)

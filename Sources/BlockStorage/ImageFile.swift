@@ -36,7 +36,7 @@ public final class ImageFile: Sendable {
     ///
     /// - Throws: ``BlockError/host(call:errno:)`` naming the path (and `O_DIRECT` when the
     ///   file system refuses it), ``BlockError/locked(path:)`` when another process holds it.
-    public init(path: String, readOnly: Bool, direct: Bool, lock: Bool) throws(BlockError) {
+    public init(path: String, readOnly: Bool, direct: Bool, lock: ImageLock) throws(BlockError) {
         self.path = path
         var flags = readOnly ? O_RDONLY : O_RDWR
         if direct { flags |= clinux_o_direct() }
@@ -48,7 +48,13 @@ public final class ImageFile: Sendable {
         }
         isDirect = direct
         isReadOnly = readOnly
-        if lock { try lockImageFile(descriptor.rawValue, path: path, exclusive: !readOnly) }
+        switch lock {
+        case .none: break
+        case .wholeFile: try lockImageFile(descriptor.rawValue, path: path, exclusive: !readOnly)
+        case .byteRange:
+            // An empty file locks the whole file: a zero-length range means "to the end".
+            try lockImageFile(descriptor.rawValue, path: path, exclusive: !readOnly, length: try length())
+        }
     }
 
     /// The file's current length in bytes (block devices included).

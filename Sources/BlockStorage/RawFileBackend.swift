@@ -22,10 +22,10 @@ public final class RawFileBackend: BlockBackend {
         public var readOnly = false
         /// Open with `O_DIRECT`.
         public var direct = false
-        /// Take the image lock (on by default).
-        public var lock = true
+        /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
+        public var lock = ImageLock.byteRange
         /// The default options: writable, cached, locked.
-        public init(readOnly: Bool = false, direct: Bool = false, lock: Bool = true) {
+        public init(readOnly: Bool = false, direct: Bool = false, lock: ImageLock = .byteRange) {
             self.readOnly = readOnly
             self.direct = direct
             self.lock = lock

@@ -10,8 +10,8 @@ int clinux_ioctl_val(int fd, unsigned long request, unsigned long value) { retur
 int clinux_open(const char *path, int flags) { return open(path, flags); }
 int clinux_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int clinux_fcntl_val(int fd, int command, long value) { return fcntl(fd, command, value); }
-int clinux_ofd_lock(int fd, int exclusive) {
-    struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0 };
+int clinux_ofd_lock(int fd, int exclusive, unsigned long long start, unsigned long long length) {
+    struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = (off_t)start, .l_len = (off_t)length, .l_pid = 0 };
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
 int clinux_fallocate(int fd, int mode, long long offset, long long length) { return fallocate(fd, mode, (off_t)offset, (off_t)length); }

@@ -137,9 +137,11 @@ public struct APIRouter: Sendable {
             return try act { () throws(ControlError) in try control.resize(request) }
         case .vmAddDisk:
             let disk = try StrictJSON.decode(DiskConfig.self, from: body ?? [], typeName: "DiskConfig")
+            if let absent = disk.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
             return try added(endpoint) { () throws(ControlError) in try control.addDisk(disk) }
         case .vmAddNet:
             var net = try StrictJSON.decode(NetConfig.self, from: body ?? [], typeName: "NetConfig")
+            if let absent = net.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
             net.fds = nil
             let passed = descriptors
             return try added(endpoint) { () throws(ControlError) in try control.addNet(net, descriptors: passed) }

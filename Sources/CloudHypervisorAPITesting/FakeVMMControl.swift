@@ -88,7 +88,11 @@ public final class FakeVMMControl: VMMControl {
     public func info() throws(ControlError) -> VMInfo {
         try transition("info") { (snapshot: inout Snapshot) throws(ControlError) -> VMInfo in
             guard let config = snapshot.config, let state = snapshot.state else {
-                if permissive { return VMInfo(config: VMConfig(), state: .created) }
+                if permissive {
+                    var config = VMConfig()
+                    config.payload = PayloadConfig(kernel: "/nonexistent/vmlinux")
+                    return VMInfo(config: config, state: .created, memoryActualSize: config.memory.size)
+                }
                 throw .vmNotCreated
             }
             let tree = ["_rng": DeviceNode(id: "_rng", pciBDF: "0000:00:01.0")]

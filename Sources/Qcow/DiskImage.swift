@@ -43,12 +43,12 @@ public enum DiskImage {
         public var direct: Bool
         /// Allow qcow2 backing files (`backing_files=on`; off by default, as in Cloud Hypervisor).
         public var backingFiles: Bool
-        /// Take the image lock (on by default).
-        public var lock: Bool
+        /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
+        public var lock: ImageLock
 
         /// Probed format, writable, cached, no backing files, locked.
         public init(format: ImageFormat? = nil, readOnly: Bool = false, direct: Bool = false,
-                    backingFiles: Bool = false, lock: Bool = true) {
+                    backingFiles: Bool = false, lock: ImageLock = .byteRange) {
             self.format = format
             self.readOnly = readOnly
             self.direct = direct

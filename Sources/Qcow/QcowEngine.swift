@@ -62,7 +62,7 @@ final class QcowEngine {
     var inflatedEntry: UInt64?
 
     /// Opens the image file and its tables; `openBacking` opens the backing file the header names.
-    init(path: String, readOnly: Bool, direct: Bool, lock: Bool,
+    init(path: String, readOnly: Bool, direct: Bool, lock: ImageLock,
          openBacking: (QcowHeader) throws(BlockError) -> (any BlockBackend)?) throws(BlockError) {
         self.path = path
         file = try ImageFile(path: path, readOnly: readOnly, direct: direct, lock: lock)

@@ -31,11 +31,11 @@ public final class QcowImage: BlockBackend {
         public var direct: Bool
         /// Allow a backing file (Cloud Hypervisor's `backing_files=on`); off refuses an image that has one.
         public var backingFiles: Bool
-        /// Take the image lock (on by default).
-        public var lock: Bool
+        /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
+        public var lock: ImageLock
 
         /// Writable, cached, locked, and refusing backing files unless asked (Cloud Hypervisor's defaults).
-        public init(readOnly: Bool = false, direct: Bool = false, backingFiles: Bool = false, lock: Bool = true) {
+        public init(readOnly: Bool = false, direct: Bool = false, backingFiles: Bool = false, lock: ImageLock = .byteRange) {
             self.readOnly = readOnly
             self.direct = direct
             self.backingFiles = backingFiles

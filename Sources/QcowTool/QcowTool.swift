@@ -49,7 +49,7 @@ struct Info: ParsableCommand {
     @Argument(help: "The qcow2 image.") var image: String
 
     func run() throws {
-        let disk = try QcowImage(path: image, options: .init(readOnly: true, backingFiles: true, lock: false))
+        let disk = try QcowImage(path: image, options: .init(readOnly: true, backingFiles: true, lock: .none))
         let info = try disk.info()
         print("""
         {
@@ -78,7 +78,7 @@ struct Check: ParsableCommand {
     @Argument(help: "The qcow2 image.") var image: String
 
     func run() throws {
-        let disk = try QcowImage(path: image, options: .init(readOnly: true, backingFiles: true, lock: false))
+        let disk = try QcowImage(path: image, options: .init(readOnly: true, backingFiles: true, lock: .none))
         let report = try disk.check()
         for message in report.messages { print(message) }
         if report.errors > 0 {

@@ -1,3 +1,5 @@
+import HostSystem
+import CLinux
 import BlockStorage
 import Foundation
 import Testing
@@ -60,6 +62,25 @@ final class ScratchImage {
         #expect(throws: BlockError.locked(path: image.path)) { _ = try RawFileBackend(path: image.path) }
         #expect(throws: BlockError.locked(path: image.path)) { _ = try RawFileBackend(path: image.path, options: .init(readOnly: true)) }
         _ = first
+    }
+
+    @Test("Cloud Hypervisor's lock granularities: a byte-range lock covers [0, size), so a lock past the end is free; a whole-file lock covers it too")
+    func lockGranularities() throws {
+        let image = try ScratchImage(size: 4096)
+        do {
+            let probe = try OwnedFileDescriptor(path: image.path, flags: O_RDWR)
+            let ranged = try RawFileBackend(path: image.path, options: .init(lock: .byteRange))
+            #expect(throws: BlockError.locked(path: image.path)) { _ = try RawFileBackend(path: image.path, options: .init(lock: .wholeFile)) }
+            // Past the locked range: another open file description may lock there.
+            #expect(clinux_ofd_lock(probe.rawValue, 1, 4096, 512) == 0)
+            _ = ranged
+        }
+        let probe2 = try OwnedFileDescriptor(path: image.path, flags: O_RDWR)
+        do {
+            let whole = try RawFileBackend(path: image.path, options: .init(lock: .wholeFile))
+            #expect(clinux_ofd_lock(probe2.rawValue, 1, 8192, 512) != 0, "a whole-file lock reaches past the end")
+            _ = whole
+        }
     }
 
     @Test func readOnlyOpensShareTheImageAndTheLockGoesWithTheBackend() throws {

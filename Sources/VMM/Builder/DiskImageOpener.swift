@@ -22,7 +22,8 @@ enum DiskImageOpener {
             throw ConfigError(option: "--disk", "image_type \(config.imageType!.rawValue) is not supported for \(path); use raw or qcow2")
         }
         let options = DiskImage.Options(format: format, readOnly: config.readonly, direct: config.direct,
-                                        backingFiles: config.backingFiles)
+                                        backingFiles: config.backingFiles,
+                                        lock: config.lockGranularity == .full ? .wholeFile : .byteRange)
         do {
             return try DiskImage.open(path: path, options: options)
         } catch {

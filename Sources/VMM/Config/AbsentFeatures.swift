@@ -25,18 +25,54 @@ public struct AbsentFeature: Error, Equatable, Sendable, CustomStringConvertible
     public var optionDescription: String { "\(feature) is an absent feature of this VMM" }
 }
 
+/// `path.name`, or `name` at the top of a body.
+private func joined(_ path: String, _ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
+
 extension PCIDeviceCommon {
-    /// The absent features these PCI fields ask for (`at` is the device's JSON path).
+    /// The absent features these PCI fields ask for (`at` is the device's JSON path, empty
+    /// for a device body of its own such as `vm.add-disk`'s).
     func absentFeatures(at path: String, option: String) -> [AbsentFeature] {
         var found: [AbsentFeature] = []
-        if iommu { found.append(AbsentFeature(field: "\(path).iommu", option: "\(option) iommu=", feature: "the virtual IOMMU")) }
+        if iommu { found.append(AbsentFeature(field: joined(path, "iommu"), option: "\(option) iommu=", feature: "the virtual IOMMU")) }
         if pciSegment != 0 {
-            found.append(AbsentFeature(field: "\(path).pci_segment", option: "\(option) pci_segment=", feature: "PCI segments other than 0"))
+            found.append(AbsentFeature(field: joined(path, "pci_segment"), option: "\(option) pci_segment=", feature: "PCI segments other than 0"))
         }
         if pciDeviceID != nil {
-            found.append(AbsentFeature(field: "\(path).pci_device_id", option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
+            found.append(AbsentFeature(field: joined(path, "pci_device_id"), option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
         }
         return found
+    }
+}
+
+extension DiskConfig {
+    /// The absent features this disk asks for (`at`: its JSON path, empty for `vm.add-disk`'s body).
+    public func absentFeatures(at path: String = "") -> [AbsentFeature] {
+        var found: [AbsentFeature] = []
+        if vhostUser || vhostSocket != nil {
+            found.append(AbsentFeature(field: joined(path, "vhost_user"), option: "--disk vhost_user=", feature: "vhost-user-blk"))
+        }
+        if queueAffinity != nil {
+            found.append(AbsentFeature(field: joined(path, "queue_affinity"), option: "--disk queue_affinity=", feature: "queue affinity"))
+        }
+        if let type = imageType, type == .fixedVhd || type == .vhdx {
+            found.append(AbsentFeature(field: joined(path, "image_type"), option: "--disk image_type=", feature: "\(type.rawValue) images"))
+        }
+        var common = PCIDeviceCommon(id: id)
+        (common.iommu, common.pciSegment, common.pciDeviceID) = (iommu, pciSegment, pciDeviceID)
+        return found + common.absentFeatures(at: path, option: "--disk")
+    }
+}
+
+extension NetConfig {
+    /// The absent features this NIC asks for (`at`: its JSON path, empty for `vm.add-net`'s body).
+    public func absentFeatures(at path: String = "") -> [AbsentFeature] {
+        var found: [AbsentFeature] = []
+        if vhostUser || vhostSocket != nil {
+            found.append(AbsentFeature(field: joined(path, "vhost_user"), option: "--net vhost_user=", feature: "vhost-user-net"))
+        }
+        var common = PCIDeviceCommon(id: id)
+        (common.iommu, common.pciSegment, common.pciDeviceID) = (iommu, pciSegment, pciDeviceID)
+        return found + common.absentFeatures(at: path, option: "--net")
     }
 }
 
@@ -57,33 +93,14 @@ extension VMConfig {
         // Memory. hotplug_size is accepted (room kept for hotplug, as max_vcpus is).
         if let size = memory.hotpluggedSize, size > 0 { absent("memory.hotplugged_size", "--memory hotplugged_size=", "memory hotplug") }
         if memory.reserve { absent("memory.reserve", "--memory reserve=", "reserved (no MAP_NORESERVE) guest memory") }
-        if memory.zones != nil { absent("memory.zones", "--memory-zone", "memory zones") }
+        if !(memory.zones ?? []).isEmpty { absent("memory.zones", "--memory-zone", "memory zones") }
         // Payload.
         if payload?.firmware != nil { absent("payload.firmware", "--firmware", "firmware boot") }
         if payload?.igvm != nil { absent("payload.igvm", "--igvm", "IGVM boot") }
         if payload?.hostData != nil { absent("payload.host_data", "--host-data", "SEV-SNP") }
         // Disks and NICs.
-        for (index, disk) in (disks ?? []).enumerated() {
-            let path = "disks[\(index)]"
-            if disk.vhostUser || disk.vhostSocket != nil { absent("\(path).vhost_user", "--disk vhost_user=", "vhost-user-blk") }
-            if disk.queueAffinity != nil { absent("\(path).queue_affinity", "--disk queue_affinity=", "queue affinity") }
-            if disk.lockGranularity == .byteRange {
-                absent("\(path).lock_granularity", "--disk lock_granularity=", "byte-range image locks")
-            }
-            if let type = disk.imageType, type == .fixedVhd || type == .vhdx {
-                absent("\(path).image_type", "--disk image_type=", "\(type.rawValue) images")
-            }
-            var common = PCIDeviceCommon(id: disk.id)
-            (common.iommu, common.pciSegment, common.pciDeviceID) = (disk.iommu, disk.pciSegment, disk.pciDeviceID)
-            found += common.absentFeatures(at: path, option: "--disk")
-        }
-        for (index, device) in (net ?? []).enumerated() {
-            let path = "net[\(index)]"
-            if device.vhostUser || device.vhostSocket != nil { absent("\(path).vhost_user", "--net vhost_user=", "vhost-user-net") }
-            var common = PCIDeviceCommon(id: device.id)
-            (common.iommu, common.pciSegment, common.pciDeviceID) = (device.iommu, device.pciSegment, device.pciDeviceID)
-            found += common.absentFeatures(at: path, option: "--net")
-        }
+        for (index, disk) in (disks ?? []).enumerated() { found += disk.absentFeatures(at: "disks[\(index)]") }
+        for (index, device) in (net ?? []).enumerated() { found += device.absentFeatures(at: "net[\(index)]") }
         found += rng.pci.absentFeatures(at: "rng", option: "--rng")
         // Device kinds this VMM does not build.
         if balloon != nil { absent("balloon", "--balloon", "virtio-balloon") }

@@ -23,7 +23,7 @@ extension CpusConfig {
             config.topology = CpuTopology(threadsPerCore: t, coresPerDie: c, diesPerPackage: d, packages: p)
         }
         if let text = list["affinity"] {
-            config.affinity = try AffinityList.parse(text, option: "--cpus", key: "affinity").map { CpuAffinity(vcpu: $0.index, hostCPUs: $0.cpus) }
+            config.affinity = try AffinityList.parse(text, option: "--cpus", key: "affinity").map { CpuAffinity(vcpu: $0.index, hostCPUs: $0.cpus.map(UInt64.init)) }
         }
         if let text = list["features"] {
             for feature in text.split(separator: ",") where !feature.isEmpty {

@@ -33,10 +33,10 @@ public struct CpuAffinity: Codable, Equatable, Sendable {
     /// The vCPU index.
     public var vcpu: UInt32
     /// The host CPUs it may run on.
-    public var hostCPUs: [UInt32]
+    public var hostCPUs: [UInt64]
 
     /// Creates a pinning.
-    public init(vcpu: UInt32, hostCPUs: [UInt32]) {
+    public init(vcpu: UInt32, hostCPUs: [UInt64]) {
         self.vcpu = vcpu
         self.hostCPUs = hostCPUs
     }

@@ -2,9 +2,10 @@
 // (`#[serde(default)]`) as one call per field.
 
 extension KeyedDecodingContainer {
-    /// The value at `key`, or `fallback` when the key is absent or `null` (serde's `default`).
+    /// The value at `key`, or `fallback` when the key is absent (serde's `default`). A `null`
+    /// is refused, as serde refuses it for a field that is not an `Option`.
     func value<T: Decodable>(_ key: Key, default fallback: @autoclosure () -> T) throws -> T {
-        try decodeIfPresent(T.self, forKey: key) ?? fallback()
+        contains(key) ? try decode(T.self, forKey: key) : fallback()
     }
 
     /// The value at `key`, or nil when absent or `null`.

@@ -47,7 +47,7 @@ public struct FsConfig: Codable, Equatable, Sendable {
     /// The back-end's vhost-user socket.
     public var socket: String
     /// Request queues (default 1).
-    public var numQueues: Int = 1
+    public var numQueues: UInt64 = 1
     /// Entries per queue (default 1024).
     public var queueSize: UInt16 = 1024
 
@@ -156,7 +156,7 @@ public struct VdpaConfig: Codable, Equatable, Sendable {
     /// The vhost-vdpa character device.
     public var path: String
     /// Queues (default 1).
-    public var numQueues: Int = 1
+    public var numQueues: UInt64 = 1
 
     /// A device at `path`.
     public init(path: String) { self.path = path }

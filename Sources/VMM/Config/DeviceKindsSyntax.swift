@@ -69,7 +69,7 @@ extension FsConfig {
         let list = try OptionList(text, option: "--fs", knownKeys: ["tag", "socket", "num_queues", "queue_size", "id", "pci_segment", "pci_device_id"])
         var config = FsConfig(tag: try list.required("tag", syntax: syntax), socket: try list.required("socket", syntax: syntax))
         guard config.tag.utf8.count <= 36 else { throw ConfigError(option: "--fs", "tag=\(config.tag) is longer than 36 bytes") }
-        config.numQueues = Int(try list.integer("num_queues", as: UInt16.self, in: 1...1024) ?? 1)
+        config.numQueues = UInt64(try list.integer("num_queues", as: UInt16.self, in: 1...1024) ?? 1)
         config.queueSize = try list.integer("queue_size", as: UInt16.self) ?? 1024
         config.pci = try PCIDeviceCommon.parse(list)
         return config
@@ -113,7 +113,7 @@ extension VdpaConfig {
     public static func parse(_ text: String) throws(ConfigError) -> VdpaConfig {
         let list = try OptionList(text, option: "--vdpa", knownKeys: ["path", "num_queues"] + PCIDeviceCommon.keys)
         var config = VdpaConfig(path: try list.required("path", syntax: syntax))
-        config.numQueues = Int(try list.integer("num_queues", as: UInt16.self) ?? 1)
+        config.numQueues = UInt64(try list.integer("num_queues", as: UInt16.self) ?? 1)
         config.pci = try PCIDeviceCommon.parse(list)
         return config
     }

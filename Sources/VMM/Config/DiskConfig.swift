@@ -69,24 +69,25 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         path = try c.decodeIfPresent(String.self, forKey: .path)
-        readonly = try c.decodeIfPresent(Bool.self, forKey: .readonly) ?? false
-        direct = try c.decodeIfPresent(Bool.self, forKey: .direct) ?? false
-        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
-        numQueues = try c.decodeIfPresent(Int.self, forKey: .numQueues) ?? 1
-        queueSize = try c.decodeIfPresent(UInt16.self, forKey: .queueSize) ?? 128
-        vhostUser = try c.decodeIfPresent(Bool.self, forKey: .vhostUser) ?? false
+        readonly = try c.value(.readonly, default: false)
+        direct = try c.value(.direct, default: false)
+        iommu = try c.value(.iommu, default: false)
+        numQueues = try c.value(.numQueues, default: 1)
+        queueSize = try c.value(.queueSize, default: 128)
+        vhostUser = try c.value(.vhostUser, default: false)
         vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)
         id = try c.decodeIfPresent(String.self, forKey: .id)
         serial = try c.decodeIfPresent(String.self, forKey: .serial)
-        pciSegment = try c.decodeIfPresent(UInt16.self, forKey: .pciSegment) ?? 0
-        backingFiles = try c.decodeIfPresent(Bool.self, forKey: .backingFiles) ?? false
-        sparse = try c.decodeIfPresent(Bool.self, forKey: .sparse) ?? true
-        imageType = try c.decodeIfPresent(DiskImageType.self, forKey: .imageType)
+        pciSegment = try c.value(.pciSegment, default: 0)
+        backingFiles = try c.value(.backingFiles, default: false)
+        sparse = try c.value(.sparse, default: true)
+        // Fields with a default in Cloud Hypervisor (not options there): absent is the default, null is refused.
+        imageType = c.contains(.imageType) ? try c.decode(DiskImageType.self, forKey: .imageType) : nil
         rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
         rateLimitGroup = try c.decodeIfPresent(String.self, forKey: .rateLimitGroup)
         pciDeviceID = try c.optional(.pciDeviceID)
         queueAffinity = try c.optional(.queueAffinity)
-        lockGranularity = try c.optional(.lockGranularity)
+        lockGranularity = c.contains(.lockGranularity) ? try c.decode(LockGranularity.self, forKey: .lockGranularity) : nil
     }
 
     /// Encodes as Cloud Hypervisor does (`iommu` only when set, absent options omitted).
@@ -194,10 +195,10 @@ public struct VirtQueueAffinity: Codable, Equatable, Sendable {
     /// The queue.
     public var queueIndex: UInt16
     /// The host CPUs.
-    public var hostCPUs: [UInt32]
+    public var hostCPUs: [UInt64]
 
     /// Creates an affinity.
-    public init(queueIndex: UInt16, hostCPUs: [UInt32]) {
+    public init(queueIndex: UInt16, hostCPUs: [UInt64]) {
         self.queueIndex = queueIndex
         self.hostCPUs = hostCPUs
     }
@@ -206,7 +207,7 @@ public struct VirtQueueAffinity: Codable, Equatable, Sendable {
 
     /// Parses Cloud Hypervisor's `[<index>@[<cpu>,<cpu>-<cpu>],...]` list.
     public static func parseList(_ text: String, option: String) throws(ConfigError) -> [VirtQueueAffinity] {
-        try AffinityList.parse(text, option: option, key: "queue_affinity").map { VirtQueueAffinity(queueIndex: UInt16(clamping: $0.index), hostCPUs: $0.cpus) }
+        try AffinityList.parse(text, option: option, key: "queue_affinity").map { VirtQueueAffinity(queueIndex: UInt16(clamping: $0.index), hostCPUs: $0.cpus.map(UInt64.init)) }
     }
 }
 

@@ -66,20 +66,20 @@ public struct NetConfig: Codable, Equatable, Sendable {
         mac = try c.decodeIfPresent(String.self, forKey: .mac)
         hostMac = try c.decodeIfPresent(String.self, forKey: .hostMac)
         mtu = try c.decodeIfPresent(UInt16.self, forKey: .mtu)
-        iommu = try c.decodeIfPresent(Bool.self, forKey: .iommu) ?? false
-        numQueues = try c.decodeIfPresent(Int.self, forKey: .numQueues) ?? 2
-        queueSize = try c.decodeIfPresent(UInt16.self, forKey: .queueSize) ?? 256
-        vhostUser = try c.decodeIfPresent(Bool.self, forKey: .vhostUser) ?? false
+        iommu = try c.value(.iommu, default: false)
+        numQueues = try c.value(.numQueues, default: 2)
+        queueSize = try c.value(.queueSize, default: 256)
+        vhostUser = try c.value(.vhostUser, default: false)
         vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)
         id = try c.decodeIfPresent(String.self, forKey: .id)
         // Descriptor numbers in a body mean nothing in this process: kept only as "this many
         // were named" (-1 each), as Cloud Hypervisor does; real ones come with the request
         // (SCM_RIGHTS) or from the command line's fd=.
         fds = try c.decodeIfPresent([Int32].self, forKey: .fds).map { Array(repeating: -1, count: $0.count) }
-        pciSegment = try c.decodeIfPresent(UInt16.self, forKey: .pciSegment) ?? 0
-        offloadTSO = try c.decodeIfPresent(Bool.self, forKey: .offloadTSO) ?? true
-        offloadUFO = try c.decodeIfPresent(Bool.self, forKey: .offloadUFO) ?? true
-        offloadCsum = try c.decodeIfPresent(Bool.self, forKey: .offloadCsum) ?? true
+        pciSegment = try c.value(.pciSegment, default: 0)
+        offloadTSO = try c.value(.offloadTSO, default: true)
+        offloadUFO = try c.value(.offloadUFO, default: true)
+        offloadCsum = try c.value(.offloadCsum, default: true)
         rateLimiterConfig = try c.decodeIfPresent(RateLimiterConfig.self, forKey: .rateLimiterConfig)
         pciDeviceID = try c.optional(.pciDeviceID)
         vhostMode = try c.value(.vhostMode, default: .client)

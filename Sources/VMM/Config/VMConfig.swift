@@ -163,11 +163,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
         let legacyKernel: LegacyPath? = try c.optional(.kernel)
         let legacyInitramfs: LegacyPath? = try c.optional(.initramfs)
         let legacyCmdline: LegacyCmdline? = try c.optional(.cmdline)
-        if legacyKernel != nil || legacyInitramfs != nil || legacyCmdline != nil {
-            guard payload == nil else {
-                throw DecodingError.dataCorruptedError(
-                    forKey: .kernel, in: c, debugDescription: "give either payload or the older top-level kernel/cmdline/initramfs, not both")
-            }
+        // With `payload` present the older fields are unknown keys to Cloud Hypervisor: ignored.
+        if payload == nil, legacyKernel != nil || legacyInitramfs != nil || legacyCmdline != nil {
             payload = PayloadConfig(kernel: legacyKernel?.path, cmdline: legacyCmdline?.args, initramfs: legacyInitramfs?.path)
         }
         rateLimitGroups = try c.optional(.rateLimitGroups)

@@ -108,6 +108,17 @@ public struct VMResize: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case desiredVCPUs = "desired_vcpus", desiredRAM = "desired_ram", desiredBalloon = "desired_balloon"
     }
+
+    /// Decodes; sizes are int64 in Cloud Hypervisor's document, so larger ones are refused.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        desiredVCPUs = try c.decodeIfPresent(UInt32.self, forKey: .desiredVCPUs)
+        desiredRAM = try c.decodeIfPresent(UInt64.self, forKey: .desiredRAM)
+        desiredBalloon = try c.decodeIfPresent(UInt64.self, forKey: .desiredBalloon)
+        for (key, value) in [(CodingKeys.desiredRAM, desiredRAM), (.desiredBalloon, desiredBalloon)] where (value ?? 0) > UInt64(Int64.max) {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\(value!) is above the int64 range of the field")
+        }
+    }
 }
 
 /// `PUT /api/v1/vm.remove-device`'s body (`VmRemoveDevice`).
