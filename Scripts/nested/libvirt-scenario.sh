@@ -19,6 +19,9 @@
 #   "running"), destroys (SIGTERM to the VMM: "shut off", the process gone), and checks
 #   that virtchd logged no error.
 
+# Everything here runs under ch-e2e.sh's `set -euo pipefail`: commands that may fail are
+# tested or end in `|| true`.
+
 # libvirt_scenario_virsh ARG...: virsh against the system ch driver, bounded in time.
 libvirt_scenario_virsh() {
   timeout -k 5 120 "$libvirt_prefix/bin/virsh" -q -c ch:///system "$@"
@@ -26,14 +29,14 @@ libvirt_scenario_virsh() {
 
 # libvirt_scenario_state DOMAIN: "State" and "CPU(s)" of `virsh dominfo`, as "state/cpus".
 libvirt_scenario_state() {
-  libvirt_scenario_virsh dominfo "$1" 2>&1 | awk -F': *' '/^State:/ { s = $2 } /^CPU\(s\):/ { c = $2 } END { printf "%s/%s", s, c }'
+  { libvirt_scenario_virsh dominfo "$1" 2>&1 || true; } | awk -F': *' '/^State:/ { s = $2 } /^CPU\(s\):/ { c = $2 } END { printf "%s/%s", s, c }'
 }
 
 # libvirt_console_open PTY LOG: opens the guest's console PTY as a console client does (one
 # descriptor held open, raw and without echo, as `virsh console` sets it: the line discipline
 # must not send the guest's output back as input) and copies what arrives into LOG.
 libvirt_console_open() {
-  exec {libvirt_pty_fd}<>"$1"
+  exec {libvirt_pty_fd}<>"$1" || return 1
   stty raw -echo <&"$libvirt_pty_fd" 2>/dev/null || true
   timeout "$l2_timeout" cat <&"$libvirt_pty_fd" >"$2" 2>/dev/null &
   libvirt_reader_pid=$!
@@ -42,8 +45,8 @@ libvirt_console_open() {
 # libvirt_console_close: the console client goes away (its last descriptor closes).
 libvirt_console_close() {
   if [[ -n ${libvirt_reader_pid:-} ]]; then
-    kill "$libvirt_reader_pid" 2>/dev/null
-    wait "$libvirt_reader_pid" 2>/dev/null
+    kill "$libvirt_reader_pid" 2>/dev/null || true
+    wait "$libvirt_reader_pid" 2>/dev/null || true
   fi
   if [[ -n ${libvirt_pty_fd:-} ]]; then exec {libvirt_pty_fd}>&-; fi
   libvirt_reader_pid="" libvirt_pty_fd=""
@@ -53,7 +56,7 @@ libvirt_console_close() {
 # (which the echo of LINE cannot contain) shows in LOG, within 60 s.
 libvirt_console_ask() {
   local i
-  printf '%s\n' "$1" >&"$libvirt_pty_fd"
+  printf '%s\n' "$1" >&"$libvirt_pty_fd" || return 1
   for ((i = 0; i < 60; i++)); do
     grep -aq "$2" "$3" && return 0
     sleep 1
@@ -111,19 +114,21 @@ EOF
     echo "ch-e2e: [libvirt] virsh start $name (virtchd runs $binary)"
     if ! libvirt_scenario_virsh start "$name" >/dev/null 2>"$dir/virsh.err"; then
       problem="virsh start failed: $(tr '\n' ' ' <"$dir/virsh.err")"
+    else
+      # The domain's id is the VMM's pid.
+      vmm_pid="$(libvirt_scenario_virsh domid "$name" 2>/dev/null | tr -d ' ' || true)"
     fi
   fi
   if [[ -z $problem ]]; then
     pty="$(libvirt_scenario_virsh ttyconsole "$name" 2>/dev/null || true)"
     if [[ -c $pty ]]; then
-      libvirt_console_open "$pty" "$dir/console.log"
+      libvirt_console_open "$pty" "$dir/console.log" || problem="cannot open the console PTY $pty"
     else
       problem="no console PTY: virsh ttyconsole said '$pty' (libvirt takes it from vm.info's config.console.file)"
     fi
   fi
   if [[ -z $problem ]]; then
     state="$(libvirt_scenario_state "$name")"
-    vmm_pid="$(libvirt_scenario_virsh domid "$name" 2>/dev/null | tr -d ' ' || true)"
     [[ $state == running/2 ]] || problem="dominfo after start says '$state' (running/2 expected)"
   fi
   if [[ -z $problem ]]; then
@@ -142,10 +147,10 @@ EOF
         # A second console client, as when `virsh console` is left and entered again: the
         # first one closes the terminal side (the VMM's end sees a hang-up), a new one opens it.
         libvirt_console_close
-        libvirt_console_open "$pty" "$dir/console2.log"
+        libvirt_console_open "$pty" "$dir/console2.log" || true
         # shellcheck disable=SC2016  # typed into the guest's shell
         libvirt_console_ask 'echo CH-LIBVIRT-$((6*8))' CH-LIBVIRT-48 "$dir/console2.log" && answer=48
-        cat "$dir/console2.log" >>"$dir/console.log"
+        cat "$dir/console2.log" >>"$dir/console.log" || true
       fi
     fi
     sed -e 's/\r//g' -e 's/^/libvirt| /' "$dir/console.log"
@@ -187,8 +192,8 @@ EOF
     libvirt_scenario_virsh undefine "$name" >/dev/null 2>&1 || true
   fi
   libvirt_console_close
-  kill "$daemon_pid" 2>/dev/null
-  wait "$daemon_pid" 2>/dev/null
+  kill "$daemon_pid" 2>/dev/null || true
+  wait "$daemon_pid" 2>/dev/null || true
   local errors
   # `virsh dominfo` asks for things libvirt 9.0's ch driver does not implement (OS type,
   # persistence, autostart, managed save, security model, messages): those errors are
