@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -27,6 +27,17 @@
 #   net      two --net NICs on TAPs the VMM creates (ip=, mask=, mac=; 2 queue pairs on the
 #            first): pings and TCP transfers both ways with matching checksums
 #            (net-scenarios.sh).
+#   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
+#            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),
+#            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
+#            logs no error (libvirt-scenario.sh).
+#   kata     Kata Containers' requests replayed by Scripts/kata/kata-client.py against
+#            `--api-socket PATH` (its full vm.create refused naming virtio-fs, then created,
+#            vm.add-net with a TAP passed in SCM_RIGHTS, boot, info, no-op resize); the guest's
+#            NIC on the passed TAP pings the host; vmm.shutdown ends the VMM (kata-scenario.sh).
+#   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
+#            root over a qcow2 overlay to multi-user: no failed unit, /dev/rtc0 and hwclock,
+#            its NIC configured and pinging; it powers off with status 0 (debian-scenario.sh).
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -57,6 +68,8 @@ in_l1() {
   want() { [[ -z $only || " $only " == *" $1 "* ]]; }
   # shellcheck source-path=SCRIPTDIR source=net-scenarios.sh
   source "$here/net-scenarios.sh"
+  # shellcheck source-path=SCRIPTDIR source=libvirt-scenario.sh
+  source "$here/libvirt-scenario.sh"
   fail() { failed=$((failed + 1)); echo "ch-e2e: FAIL $*"; }
 
   # run_l2 NAME STEPS VMM...: starts the VMM as a coprocess and follows the guest's serial
@@ -314,6 +327,17 @@ in_l1() {
   fi
 
   if want net; then scenario_net; fi
+  if want libvirt; then libvirt_scenario "$binary"; fi
+  if want kata; then
+    # shellcheck source-path=SCRIPTDIR source=kata-scenario.sh
+    source "$here/kata-scenario.sh"
+    kata_scenario "$binary"
+  fi
+  if want debian; then
+    # shellcheck source-path=SCRIPTDIR source=debian-scenario.sh
+    source "$here/debian-scenario.sh"
+    debian_scenario "$binary"
+  fi
 
   if [[ $bench == 1 ]] && want pvh; then
     run_l2 qemu 'L2-INIT-READY|||poweroff -f' qemu-system-x86_64 -enable-kvm -cpu host -smp 2 -m 512 -nographic -no-reboot \
@@ -383,6 +407,11 @@ fi
 remote="$(dirname "$binary")/ch-remote"
 [[ -x $remote ]] || nested_die "no ch-remote beside $binary (build it: swift build -c release --product ch-remote)"
 [[ -x $binary ]] || nested_die "no cloud-hypervisor binary at $binary"
+# libvirt 9.0 with its Cloud Hypervisor driver, built once into a cache (level 1 reads it there).
+if [[ -z $only || " $only " == *" libvirt "* ]]; then "$repo/Scripts/libvirt/build-libvirt.sh" >&2; fi
+export CH_LIBVIRT_CACHE="${CH_LIBVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud-hypervisor-swift/libvirt}"
+# The Debian guest's image is built here (debootstrap needs this machine's network), once.
+if [[ -z $only || " $only " == *" debian "* ]]; then "$here/debian-image.sh" >&2; fi
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
 rm -f "$stripped"
@@ -393,7 +422,7 @@ trap 'rm -f "$log"' EXIT
 # A failed check inside level 1 (any other status) is never retried.
 for attempt in 1 2; do
   set +e
-  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-1500}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
+  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-2400}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
   ((rc == 125 && attempt == 1)) || break

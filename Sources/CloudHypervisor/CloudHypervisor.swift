@@ -13,7 +13,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cloud-hypervisor",
         abstract: "Launch a cloud-hypervisor VMM (Cloud Hypervisor in Swift).",
-        version: "cloud-hypervisor v\(VMMVersion.string)")
+        version: "cloud-hypervisor \(VMMVersion.build)")
 
     @Option(help: "Kernel to boot: an ELF vmlinux with a PVH entry note, or a bzImage.")
     var kernel: String?

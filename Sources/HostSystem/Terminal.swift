@@ -55,13 +55,20 @@ public final class PseudoTerminal: Sendable {
     public let controller: OwnedFileDescriptor
     /// The path of the terminal side (`/dev/pts/N`).
     public let path: String
+    /// The terminal side, held open by the VMM itself: when a user's client (`screen`,
+    /// `virsh console`) closes it, the controller then sees no hang-up and input keeps
+    /// flowing for the next client, as Cloud Hypervisor keeps its pty's other end.
+    public let terminal: OwnedFileDescriptor
 
-    /// Opens a new pseudo-terminal in raw mode.
+    /// Opens a new pseudo-terminal in raw mode. The controller is non-blocking: output
+    /// nobody reads fills the terminal's buffer and is then dropped, never stalling a writer.
     public init() throws(SystemError) {
         var buffer = [CChar](repeating: 0, count: 128)
         let fd = try checked("posix_openpt") { clinux_open_pty(&buffer, buffer.count) }
         controller = OwnedFileDescriptor(adopting: fd)
         path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        terminal = try OwnedFileDescriptor(path: path, flags: O_RDWR | O_NOCTTY | O_CLOEXEC)
+        try controller.setNonBlocking(true)
         var settings = termios()
         if tcgetattr(fd, &settings) == 0 {
             cfmakeraw(&settings)

@@ -86,6 +86,14 @@ struct CommandLineCompatibilityTests {
         #expect(error?.option == "--rtc")
     }
 
+    @Test("--version and -V print Cloud Hypervisor's format with the release this VMM implements (libvirt reads up to the first '-' and wants 15.0 or later)")
+    func version() throws {
+        for flag in ["--version", "-V"] {
+            let run = try BinaryTests.run([flag])
+            #expect(run.status == 0 && run.stdout == "cloud-hypervisor v53.0.0-swift.0.2.0\n", "\(run)")
+        }
+    }
+
     @Test("every v53.0 option is accepted by the parser, and those of absent features are refused naming the option",
           arguments: [
             (["--balloon", "size=1G,deflate_on_oom=on"], "--balloon"),

@@ -104,7 +104,7 @@ struct KataReplayTests {
         #expect(try client.request("GET", "/api/v1/vmm.ping").status == 200)
         #expect(try client.request("PUT", "/api/v1/vmm.shutdown").status == 200)
         waited = 0
-        while vmm.isRunning && waited < 500 { usleep(10_000); waited += 1 }
+        while vmm.isRunning && waited < 3000 { usleep(10_000); waited += 1 }
         #expect(!vmm.isRunning && vmm.terminationStatus == 0)
     }
 }
