@@ -223,7 +223,7 @@ enum ActionBodies {
             if connections > 1 { throw invalid("local option and connections option cannot be used at the same time.") }
         }
         if let tlsDirectory, let problem = tlsDirectoryProblem(tlsDirectory, files: ["ca-cert.pem", "client-cert.pem", "client-key.pem"], endpoint: "migration client") {
-            throw invalid("invalid TLS configuration for send-migration: \(problem)")
+            throw invalid("invalid TLS configuration for send-migration (tls_dir): \(problem)")
         }
         if mode == "Postcopy" {
             if local { throw invalid("memory_mode=postcopy and local options are mutually exclusive.") }
@@ -258,7 +258,7 @@ enum ActionBodies {
             throw invalid("receiver_url must use tcp:<host>:<port> or unix:<path>.")
         }
         if let tlsDirectory, let problem = tlsDirectoryProblem(tlsDirectory, files: ["ca-cert.pem", "server-cert.pem", "server-key.pem"], endpoint: "migration server") {
-            throw invalid("invalid TLS configuration for receive-migration: \(problem)")
+            throw invalid("invalid TLS configuration for receive-migration (tls_dir): \(problem)")
         }
         return .object([("receiver_url", .string(url)), ("tls_dir", .string(tlsDirectory)), ("memory_mode", .string(mode))])
     }

@@ -145,7 +145,7 @@ extension AddCommand {
         let body: Data
         do {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = .withoutEscapingSlashes
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             body = try encoder.encode(parsed)
         } catch {
             throw RemoteFailure(["\(Self.name): cannot encode the \(Self.kind) configuration as JSON", "\(error)"])
