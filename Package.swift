@@ -105,7 +105,7 @@ let package = Package(
         .target(name: "CloudHypervisorAPITesting", dependencies: ["VMM", "CloudHypervisorAPI"]),
         // The ch-remote command.
         .executableTarget(name: "CHRemote", dependencies: [
-            "CloudHypervisorAPI", "HostSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CloudHypervisorAPI", "HostSystem", "VMM", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The API server over the fake control, for Scripts/api-fuzz.sh.
         .executableTarget(name: "APITestServer", dependencies: [

@@ -2,6 +2,7 @@
 // descriptor). One event loop thread accepts and does every connection's I/O; requests are
 // answered on a worker thread so the loop never blocks on the VMM. Descriptors passed with a
 // request (SCM_RIGHTS, as libvirt and Kata pass TAP devices) reach the router with it.
+import Glibc
 import HostSystem
 import Logging
 import Synchronization
@@ -87,6 +88,8 @@ public final class APIServer: Sendable {
         var loop: ServerLoop
         var loopThread: HostThread
         var workers: [HostThread]
+        /// `<socket>.lock`, held while the server runs (a path socket only).
+        var lock: OwnedFileDescriptor?
     }
 
     private enum State {
@@ -192,14 +195,16 @@ public final class APIServer: Sendable {
         }
 
         let listener: UnixSocket
+        var lock: OwnedFileDescriptor?
         do throws(APIServerError) {
+            if case let .path(path) = socket { lock = try Self.acquireLock(for: path) }
             listener = try Self.listen(on: socket)
         } catch {
             Self.abort(launch: launch, jobs: jobs, loopThread: loopThread, workers: threads)
             throw error
         }
         launch.go(with: listener)
-        state.withLock { $0 = .running(Running(loop: loop, loopThread: loopThread!, workers: threads)) }
+        state.withLock { $0 = .running(Running(loop: loop, loopThread: loopThread!, workers: threads, lock: lock)) }
         logger.info("API server listening", metadata: ["socket": "\(socket)"])
     }
 
@@ -222,6 +227,7 @@ public final class APIServer: Sendable {
         running.loop.advance(to: .drain)
         running.loopThread.join()
         if case let .path(path) = socket { UnixSocket.removeSocketFile(at: path) }
+        _ = running.lock  // released with the socket file gone
         logger.info("API server stopped")
     }
 
@@ -248,6 +254,22 @@ public final class APIServer: Sendable {
         jobs.close(wakingWorkers: workers.count)
         loopThread?.join()
         for worker in workers { worker.join() }
+    }
+
+    /// Takes Cloud Hypervisor's `<socket>.lock`: a file beside the socket, locked exclusively
+    /// while a VMM serves the socket, so a second VMM refuses the path instead of replacing
+    /// (and deleting) a socket in use. The file stays; the lock goes with the process.
+    private static func acquireLock(for path: String) throws(APIServerError) -> OwnedFileDescriptor {
+        let lockPath = path + ".lock"
+        do {
+            let file = try OwnedFileDescriptor(path: lockPath, flags: O_WRONLY | O_CREAT | O_CLOEXEC, mode: 0o600)
+            guard try file.tryLockExclusively() else { throw APIServerError.socketInUse(path: path) }
+            return file
+        } catch let error as APIServerError {
+            throw error
+        } catch {
+            throw .bindFailed(path: path, reason: "cannot lock \(lockPath): \(error)")
+        }
     }
 
     /// The listening socket for `config`.

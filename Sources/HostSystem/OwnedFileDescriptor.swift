@@ -45,6 +45,18 @@ public final class OwnedFileDescriptor: @unchecked Sendable, CustomStringConvert
         return OwnedFileDescriptor(adopting: fd)
     }
 
+    /// Takes an exclusive open-file-description lock on the whole file without waiting:
+    /// `true` when taken, `false` when another open file holds a lock on it. The lock lasts
+    /// as long as this open file.
+    ///
+    /// The corresponding system call is `fcntl(F_OFD_SETLK)` with `F_WRLCK`.
+    public func tryLockExclusively() throws(SystemError) -> Bool {
+        if clinux_ofd_lock(raw, 1, 0, 0) == 0 { return true }
+        let error = SystemError.current("fcntl(F_OFD_SETLK)")
+        if error.errno == EAGAIN || error.errno == EACCES { return false }
+        throw error
+    }
+
     /// Switches `O_NONBLOCK` on or off.
     public func setNonBlocking(_ on: Bool) throws(SystemError) {
         let flags = try checked("fcntl(F_GETFL)") { clinux_fcntl_val(raw, F_GETFL, 0) }

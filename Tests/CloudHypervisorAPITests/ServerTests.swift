@@ -1,6 +1,7 @@
 import CloudHypervisorAPI
 import CloudHypervisorAPITesting
 import Foundation
+import HostSystem
 import Testing
 import Synchronization
 import VMM
@@ -68,6 +69,24 @@ struct ServerTests {
             #expect(throws: APIServerError.socketInUse(path: path)) { try second.start() }
             #expect(try send(path, "GET", "vmm.ping").status == 200)
         }
+    }
+
+    @Test("Cloud Hypervisor's <socket>.lock: while another VMM holds it the path is refused even with no listener yet; the file is made beside the socket")
+    func lockFile() throws {
+        let path = temporarySocketPath()
+        defer { try? FileManager.default.removeItem(atPath: path + ".lock") }
+        do {
+            let holder = try OwnedFileDescriptor(path: path + ".lock", flags: O_WRONLY | O_CREAT, mode: 0o600)
+            #expect(try holder.tryLockExclusively())
+            let server = APIServer(socketPath: path, control: FakeVMMControl())
+            #expect(throws: APIServerError.socketInUse(path: path)) { try server.start() }
+            #expect(!FileManager.default.fileExists(atPath: path), "nothing was bound")
+        }
+        let again = APIServer(socketPath: path, control: FakeVMMControl())
+        try again.start()
+        #expect(try send(path, "GET", "vmm.ping").status == 200)
+        #expect(!(try OwnedFileDescriptor(path: path + ".lock", flags: O_WRONLY).tryLockExclusively()), "the running server holds the lock")
+        again.stop()
     }
 
     @Test("a path that is a regular file, or in a missing folder, is refused with the path in the message")
