@@ -51,3 +51,37 @@ extension BinaryTests {
         #expect(!FileManager.default.fileExists(atPath: path), "the socket file is removed")
     }
 }
+
+extension BinaryTests {
+    @Test("--event-monitor path= on a FIFO whose reader opens late: every event arrives, in Cloud Hypervisor's order, ending with vmm:shutdown",
+          .enabled(if: kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func eventsToALateFIFOReader() throws {
+        let kernel = try Self.temporaryFile("fifo.elf", TinyKernel.pvhELF(code: Self.printAndPowerOff))
+        let fifo = NSTemporaryDirectory() + "ch-events-\(getpid()).fifo"
+        defer { try? FileManager.default.removeItem(atPath: kernel); try? FileManager.default.removeItem(atPath: fifo) }
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let vmm = Process()
+        vmm.executableURL = URL(fileURLWithPath: Self.binary)
+        vmm.arguments = ["--kernel", kernel, "--serial", "null", "--console", "off", "--memory", "size=32M", "--event-monitor", "path=\(fifo)"]
+        vmm.standardOutput = FileHandle.nullDevice
+        vmm.standardError = FileHandle.nullDevice
+        try vmm.run()
+        defer { if vmm.isRunning { vmm.terminate(); vmm.waitUntilExit() } }
+        usleep(300_000)  // the VMM waits for a reader, as Cloud Hypervisor does
+        let reader = try FileHandle(forReadingFrom: URL(fileURLWithPath: fifo))
+        let text = String(decoding: reader.readDataToEndOfFile(), as: UTF8.self)
+        vmm.waitUntilExit()
+        #expect(vmm.terminationStatus == 0)
+        let events = text.split(separator: "\n").compactMap { line -> String? in
+            guard line.contains("\"event\"") else { return nil }
+            return line.split(separator: "\"").dropFirst(3).first.map(String.init)
+        }
+        let sources = text.split(separator: "\n").compactMap { line -> String? in
+            guard line.contains("\"source\"") else { return nil }
+            return line.split(separator: "\"").dropFirst(3).first.map(String.init)
+        }
+        #expect(zip(sources, events).map { "\($0):\($1)" } == [
+            "vmm:starting", "vm:booting", "vm:booted", "vm:shutdown", "vm:deleted", "vmm:shutdown",
+        ], "\(text)")
+    }
+}
