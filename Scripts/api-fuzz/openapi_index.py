@@ -15,8 +15,10 @@ Lines (fields separated by one tab; an empty value is written as -):
   path    <path> <method> <request body schema> <2xx response schema>
   schema  <name> <type> <required, comma-separated> <enum, |-separated> <default as JSON>
   field   <schema> <field> <type> <default as JSON> <deprecated: true or ->
-A field's type is its $ref's schema name, or its type with /format appended, and array<...>
-around its items' type. Needs PyYAML (Debian: python3-yaml).
+A field's type is its $ref's schema name (or that of the one $ref in its allOf), or its type
+with /format appended, and array<...> around its items' type. `nullable` is not indexed: Cloud
+Hypervisor's document never says which fields take null; ours marks those that are Option in
+its decoder. Needs PyYAML (Debian: python3-yaml).
 """
 import json
 import sys
@@ -41,6 +43,11 @@ def json_default(node):
 def type_of(node):
     if "$ref" in node:
         return node["$ref"].removeprefix(REF_PREFIX)
+    # OpenAPI 3.0 ignores keys beside a $ref, so a nullable reference is written
+    # `type: object, nullable: true, allOf: [{$ref: ...}]`; its type is still the referenced schema.
+    all_of = node.get("allOf", [])
+    if len(all_of) == 1 and "$ref" in all_of[0]:
+        return all_of[0]["$ref"].removeprefix(REF_PREFIX)
     kind = node.get("type", "")
     if kind == "array":
         return f"array<{type_of(node.get('items', {}))}>"
