@@ -176,6 +176,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
         fs = try c.optional(.fs)
         pmem = try c.optional(.pmem)
         serial = try c.value(.serial, default: .defaultSerial)
+        // The serial port is no PCI device: Cloud Hypervisor's SerialConfig has no such fields.
+        serial.pci = PCIDeviceCommon()
         console = try c.value(.console, default: .defaultConsole)
         debugConsole = try c.value(.debugConsole, default: DebugConsoleConfig())
         devices = try c.optional(.devices)
