@@ -113,6 +113,11 @@ public enum StrictJSON {
         guard case .object = shape else {
             throw .invalidBody("the body must be a JSON object (\(typeName)), not \(shape.kindName)")
         }
+        if let number = firstFractionalNumber(in: bytes) {
+            // Every number in Cloud Hypervisor's API is an integer, and serde refuses `1.0` or
+            // `5e8` for one; Foundation's decoder would take them.
+            throw .invalidBody("\(typeName): \(number) is not a whole number; every number in this API is an integer")
+        }
         let value: T
         do {
             value = try JSONDecoder().decode(T.self, from: data)
@@ -124,6 +129,40 @@ public enum StrictJSON {
             throw .invalidBody("\(typeName): \(describe(error))")
         }
         return value
+    }
+
+    /// The first number literal written with a fraction or an exponent, outside strings.
+    static func firstFractionalNumber(in bytes: [UInt8]) -> String? {
+        var index = 0
+        var inString = false
+        while index < bytes.count {
+            let byte = bytes[index]
+            if inString {
+                if byte == UInt8(ascii: "\\") { index += 2; continue }
+                if byte == UInt8(ascii: "\"") { inString = false }
+                index += 1
+                continue
+            }
+            if byte == UInt8(ascii: "\"") {
+                inString = true
+                index += 1
+                continue
+            }
+            if byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                let start = index
+                var fractional = false
+                while index < bytes.count, let scalar = Optional(bytes[index]),
+                      scalar == UInt8(ascii: "-") || scalar == UInt8(ascii: "+") || scalar == UInt8(ascii: ".") ||
+                      scalar == UInt8(ascii: "e") || scalar == UInt8(ascii: "E") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(scalar) {
+                    if scalar == UInt8(ascii: ".") || scalar == UInt8(ascii: "e") || scalar == UInt8(ascii: "E") { fractional = true }
+                    index += 1
+                }
+                if fractional { return String(decoding: bytes[start..<index], as: UTF8.self) }
+                continue
+            }
+            index += 1
+        }
+        return nil
     }
 
     /// Names the number that does not fit its field (out of range, negative, or fractional),

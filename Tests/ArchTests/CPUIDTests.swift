@@ -111,6 +111,19 @@ struct CPUIDTests {
         }
     }
 
+    @Test("nested=off hides VMX and SVM and the SVM feature leaf; nested=on (the default) keeps them")
+    func nestedVirtualization() throws {
+        var supported = supportedCPUID(amd: true)
+        supported[1].ecx |= 1 << 5
+        supported = supported.map { var e = $0; if e.function == 0x8000_0001 { e.ecx |= 1 << 2 }; return e }
+        supported.append(CPUIDEntry(function: 0x8000_000A, eax: 1, ebx: 0x8000, edx: 0x1BF))
+        let kept = try CPUIDBuilder.build(supported: supported, vcpuID: 0, topology: .flat(vcpus: 1), totalVCPUs: 1)
+        #expect(kept.leaf(1)!.ecx & (1 << 5) != 0 && kept.leaf(0x8000_0001)!.ecx & (1 << 2) != 0 && kept.leaf(0x8000_000A) != nil)
+        let hidden = try CPUIDBuilder.build(supported: supported, vcpuID: 0, topology: .flat(vcpus: 1), totalVCPUs: 1,
+                                            options: CPUIDOptions(nestedVirtualization: false))
+        #expect(hidden.leaf(1)!.ecx & (1 << 5) == 0 && hidden.leaf(0x8000_0001)!.ecx & (1 << 2) == 0 && hidden.leaf(0x8000_000A) == nil)
+    }
+
     @Test func amdTopologyLeaves() throws {
         var supported = supportedCPUID(amd: true)
         supported.append(CPUIDEntry(function: 0x8000_001D, index: 0, flags: 1, eax: 0x121))

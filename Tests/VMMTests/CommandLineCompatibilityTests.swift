@@ -115,6 +115,7 @@ struct CommandLineCompatibilityTests {
             (["--platform", "serial_number=abc,uuid=1234,oem_strings=[a,b]"], "--platform serial_number=,uuid=,oem_strings="),
             (["--debug-console", "tty"], "--debug-console"),
             (["--cpus", "boot=2,kvm_hyperv=on"], "--cpus kvm_hyperv="),
+            (["--cpus", "boot=2,core_scheduling=vcpu"], "--cpus core_scheduling="),
             (["--cpus", "boot=2,affinity=[0@[0-1],1@[2]]"], "--cpus affinity="),
             (["--memory", "size=512M,hotplugged_size=512M,hotplug_size=1G"], "--memory hotplugged_size="),
             (["--disk", "path=/tmp/d,vhost_user=on,socket=/tmp/s"], "--disk vhost_user="),

@@ -15,14 +15,19 @@ public struct CPUIDOptions: Hashable, Sendable {
     /// at 1 GHz); `nil` publishes none. Cloud Hypervisor does this when the host TSC is
     /// invariant.
     public var tscFrequencyKHz: UInt32?
+    /// Offer the host's virtualisation extensions to the guest (Cloud Hypervisor's
+    /// `nested`, on by default). `false` clears VMX (leaf 1 ECX bit 5) and SVM (leaf
+    /// 0x8000_0001 ECX bit 2) and drops the SVM feature leaf 0x8000_000A.
+    public var nestedVirtualization: Bool
 
     /// Cloud Hypervisor's defaults: TSC deadline on, KVM's address width and the host brand.
     public init(tscDeadline: Bool = true, physicalAddressBits: UInt8? = nil, brandString: String? = nil,
-                tscFrequencyKHz: UInt32? = nil) {
+                tscFrequencyKHz: UInt32? = nil, nestedVirtualization: Bool = true) {
         self.tscDeadline = tscDeadline
         self.physicalAddressBits = physicalAddressBits
         self.brandString = brandString
         self.tscFrequencyKHz = tscFrequencyKHz
+        self.nestedVirtualization = nestedVirtualization
     }
 }
 
@@ -126,6 +131,13 @@ public enum CPUIDBuilder {
         }
         if let brand = options.brandString {
             table += try brandLeaves(brand)
+        }
+        if !options.nestedVirtualization {
+            table.removeAll { $0.function == 0x8000_000A }
+            for index in table.indices {
+                if table[index].function == 0x1 { table[index].ecx &= ~(UInt32(1) << 5) }
+                if table[index].function == 0x8000_0001 { table[index].ecx &= ~(UInt32(1) << 2) }
+            }
         }
         return table.sorted { ($0.function, $0.index) < ($1.function, $1.index) }
     }

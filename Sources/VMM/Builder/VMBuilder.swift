@@ -146,7 +146,8 @@ struct VMBuilder {
         for id in 0..<UInt32(vcpuCount) {
             // The KVM vCPU id is the initial APIC id, which the topology may spread out.
             let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
-            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits)
+            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits,
+                              nested: config.cpus.nested)
             if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             vcpus.append(vcpu)
         }
@@ -236,10 +237,12 @@ struct VMBuilder {
     }
 
     /// CPUID, MSRs, FPU and the LAPIC's LINT0/LINT1 wiring, for every vCPU.
-    func configureVCPU(_ vcpu: KVMVCPU, id: UInt32, count: Int, topology: CPUTopology, supported: [CPUIDEntry], maxPhysBits: UInt8) throws {
+    func configureVCPU(_ vcpu: KVMVCPU, id: UInt32, count: Int, topology: CPUTopology, supported: [CPUIDEntry], maxPhysBits: UInt8,
+                       nested: Bool = true) throws {
         let tscDeadline = hypervisor.checkExtension(72 /* KVM_CAP_TSC_DEADLINE_TIMER */) > 0
         let cpuid = try CPUIDBuilder.build(supported: supported, vcpuID: id, topology: topology, totalVCPUs: UInt32(count),
-                                           options: CPUIDOptions(tscDeadline: tscDeadline, physicalAddressBits: maxPhysBits))
+                                           options: CPUIDOptions(tscDeadline: tscDeadline, physicalAddressBits: maxPhysBits,
+                                                                 nestedVirtualization: nested))
         try vcpu.setCPUID(cpuid)
         try vcpu.setMSRs(X86BootCPU.bootMSRs())
         try vcpu.setFPU(X86BootCPU.bootFPU())

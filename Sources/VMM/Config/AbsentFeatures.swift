@@ -87,7 +87,6 @@ extension VMConfig {
         if cpus.kvmHyperv { absent("cpus.kvm_hyperv", "--cpus kvm_hyperv=", "Hyper-V enlightenments") }
         if cpus.affinity != nil { absent("cpus.affinity", "--cpus affinity=", "vCPU pinning") }
         if cpus.features.amx { absent("cpus.features.amx", "--cpus features=", "AMX") }
-        if !cpus.nested { absent("cpus.nested", "--cpus nested=", "hiding the host's virtualisation extensions (nested=off)") }
         if cpus.coreScheduling == .vcpu { absent("cpus.core_scheduling", "--cpus core_scheduling=", "per-vCPU core scheduling") }
         if cpus.profile != "Host" { absent("cpus.profile", "--cpus profile=", "CPU profile \(cpus.profile)") }
         // Memory. hotplug_size is accepted (room kept for hotplug, as max_vcpus is).

@@ -10,15 +10,15 @@ extension CpusConfig {
             "boot", "max", "topology", "kvm_hyperv", "max_phys_bits", "affinity", "features", "nested", "core_scheduling", "profile",
         ])
         var config = CpusConfig()
-        config.bootVCPUs = try list.integer("boot", as: UInt8.self, in: 1...254) ?? 1
-        config.maxVCPUs = try list.integer("max", as: UInt8.self, in: 1...254) ?? config.bootVCPUs
+        config.bootVCPUs = try list.integer("boot", as: UInt32.self, in: 1...254) ?? 1
+        config.maxVCPUs = try list.integer("max", as: UInt32.self, in: 1...254) ?? config.bootVCPUs
         config.kvmHyperv = try list.bool("kvm_hyperv") ?? false
         config.maxPhysBits = try list.integer("max_phys_bits", as: UInt8.self, in: 32...52) ?? 46
         config.nested = try list.bool("nested") ?? true
         if let text = list["topology"] {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { UInt8($0) }
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { UInt16($0) }
             guard parts.count == 4, let t = parts[0], let c = parts[1], let d = parts[2], let p = parts[3], t > 0, c > 0, d > 0, p > 0 else {
-                throw ConfigError(option: "--cpus", "topology=\(text) is not <threads_per_core>:<cores_per_die>:<dies_per_package>:<packages> with each a number from 1 to 255")
+                throw ConfigError(option: "--cpus", "topology=\(text) is not <threads_per_core>:<cores_per_die>:<dies_per_package>:<packages> with each a number from 1 to 65535")
             }
             config.topology = CpuTopology(threadsPerCore: t, coresPerDie: c, diesPerPackage: d, packages: p)
         }

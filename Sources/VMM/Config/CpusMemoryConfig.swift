@@ -4,16 +4,16 @@
 /// The vCPU topology: `threads_per_core × cores_per_die × dies_per_package × packages`.
 public struct CpuTopology: Codable, Equatable, Sendable {
     /// Threads (hyperthreads) per core.
-    public var threadsPerCore: UInt8
+    public var threadsPerCore: UInt16
     /// Cores per die.
-    public var coresPerDie: UInt8
+    public var coresPerDie: UInt16
     /// Dies per package.
-    public var diesPerPackage: UInt8
+    public var diesPerPackage: UInt16
     /// Packages (sockets).
-    public var packages: UInt8
+    public var packages: UInt16
 
     /// Creates a topology.
-    public init(threadsPerCore: UInt8, coresPerDie: UInt8, diesPerPackage: UInt8, packages: UInt8) {
+    public init(threadsPerCore: UInt16, coresPerDie: UInt16, diesPerPackage: UInt16, packages: UInt16) {
         self.threadsPerCore = threadsPerCore
         self.coresPerDie = coresPerDie
         self.diesPerPackage = diesPerPackage
@@ -74,9 +74,9 @@ public enum CoreScheduling: String, Codable, Equatable, Sendable, CaseIterable {
 /// `--cpus`: how many vCPUs and how they are arranged.
 public struct CpusConfig: Codable, Equatable, Sendable {
     /// vCPUs started at boot.
-    public var bootVCPUs: UInt8 = 1
+    public var bootVCPUs: UInt32 = 1
     /// The most vCPUs the VM may have; the ones above `bootVCPUs` wait for vCPU hotplug.
-    public var maxVCPUs: UInt8 = 1
+    public var maxVCPUs: UInt32 = 1
     /// The topology, if given.
     public var topology: CpuTopology?
     /// Hyper-V enlightenments.
@@ -105,8 +105,8 @@ public struct CpusConfig: Codable, Equatable, Sendable {
     /// Decodes with Cloud Hypervisor's defaults for absent fields (`boot_vcpus` and `max_vcpus` are required).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        bootVCPUs = try c.decode(UInt8.self, forKey: .bootVCPUs)
-        maxVCPUs = try c.decode(UInt8.self, forKey: .maxVCPUs)
+        bootVCPUs = try c.decode(UInt32.self, forKey: .bootVCPUs)
+        maxVCPUs = try c.decode(UInt32.self, forKey: .maxVCPUs)
         topology = try c.optional(.topology)
         kvmHyperv = try c.value(.kvmHyperv, default: false)
         maxPhysBits = try c.value(.maxPhysBits, default: 46)

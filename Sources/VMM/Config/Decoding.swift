@@ -14,6 +14,24 @@ extension KeyedDecodingContainer {
     }
 }
 
+/// Any key, to list the ones an object holds.
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Refuses an object with keys outside `known`, for the few Cloud Hypervisor types that
+/// deny unknown fields (the rate limiter's).
+func refuseUnknownKeys(in decoder: any Decoder, known: [String]) throws {
+    let c = try decoder.container(keyedBy: AnyCodingKey.self)
+    if let unknown = c.allKeys.first(where: { !known.contains($0.stringValue) }) {
+        throw DecodingError.dataCorruptedError(forKey: unknown, in: c,
+                                               debugDescription: "unknown field '\(unknown.stringValue)', expected one of \(known.joined(separator: ", "))")
+    }
+}
+
 extension KeyedEncodingContainer {
     /// Encodes `flag` only when it is set, as Cloud Hypervisor serialises `iommu`
     /// (`skip_serializing_if = "Not::not"`).

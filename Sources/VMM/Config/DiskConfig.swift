@@ -72,7 +72,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         readonly = try c.value(.readonly, default: false)
         direct = try c.value(.direct, default: false)
         iommu = try c.value(.iommu, default: false)
-        numQueues = try c.value(.numQueues, default: 1)
+        // usize in Cloud Hypervisor: any u64 decodes; validation names what is out of range.
+        numQueues = Int(clamping: try c.value(.numQueues, default: UInt64(1)))
         queueSize = try c.value(.queueSize, default: 128)
         vhostUser = try c.value(.vhostUser, default: false)
         vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)

@@ -63,11 +63,13 @@ public struct NetConfig: Codable, Equatable, Sendable {
         tap = try c.decodeIfPresent(String.self, forKey: .tap)
         ip = try c.decodeIfPresent(String.self, forKey: .ip)
         mask = try c.decodeIfPresent(String.self, forKey: .mask)
-        mac = try c.decodeIfPresent(String.self, forKey: .mac)
+        // A MAC address with a default (a random one) in Cloud Hypervisor, not an option: null is refused.
+        mac = c.contains(.mac) ? try c.decode(String.self, forKey: .mac) : nil
         hostMac = try c.decodeIfPresent(String.self, forKey: .hostMac)
         mtu = try c.decodeIfPresent(UInt16.self, forKey: .mtu)
         iommu = try c.value(.iommu, default: false)
-        numQueues = try c.value(.numQueues, default: 2)
+        // usize in Cloud Hypervisor: any u64 decodes; validation names what is out of range.
+        numQueues = Int(clamping: try c.value(.numQueues, default: UInt64(2)))
         queueSize = try c.value(.queueSize, default: 256)
         vhostUser = try c.value(.vhostUser, default: false)
         vhostSocket = try c.decodeIfPresent(String.self, forKey: .vhostSocket)

@@ -19,8 +19,17 @@ public struct TokenBucketConfig: Codable, Equatable, Sendable {
         self.refillTime = refillTime
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case size, oneTimeBurst = "one_time_burst", refillTime = "refill_time"
+    }
+
+    /// Decodes; unknown fields are refused, as Cloud Hypervisor's `deny_unknown_fields` does here.
+    public init(from decoder: any Decoder) throws {
+        try refuseUnknownKeys(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        size = try c.decode(UInt64.self, forKey: .size)
+        oneTimeBurst = try c.decodeIfPresent(UInt64.self, forKey: .oneTimeBurst)
+        refillTime = try c.decode(UInt64.self, forKey: .refillTime)
     }
 
     /// The bucket's settings for ``RateLimiter``; `nil` when it limits nothing (a size or
@@ -43,6 +52,16 @@ public struct RateLimiterConfig: Codable, Equatable, Sendable {
     public init(bandwidth: TokenBucketConfig? = nil, ops: TokenBucketConfig? = nil) {
         self.bandwidth = bandwidth
         self.ops = ops
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case bandwidth, ops }
+
+    /// Decodes; unknown fields are refused, as Cloud Hypervisor's `deny_unknown_fields` does here.
+    public init(from decoder: any Decoder) throws {
+        try refuseUnknownKeys(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        bandwidth = try c.decodeIfPresent(TokenBucketConfig.self, forKey: .bandwidth)
+        ops = try c.decodeIfPresent(TokenBucketConfig.self, forKey: .ops)
     }
 
     /// The option keys, as `--disk` and `--net` spell them.

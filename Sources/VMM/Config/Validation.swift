@@ -91,6 +91,7 @@ extension CpusConfig {
     /// Checks vCPU counts and topology as Cloud Hypervisor does.
     public func validate() throws(ConfigError) {
         guard bootVCPUs >= 1 else { throw ConfigError(option: "--cpus", "boot must be at least 1") }
+        guard maxVCPUs <= 254 else { throw ConfigError(option: "--cpus", "max=\(maxVCPUs) is above the 254 vCPUs this VMM supports") }
         guard maxVCPUs >= bootVCPUs else {
             throw ConfigError(option: "--cpus", "max=\(maxVCPUs) is below boot=\(bootVCPUs); max must be at least boot")
         }
