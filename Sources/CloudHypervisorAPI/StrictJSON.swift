@@ -113,11 +113,6 @@ public enum StrictJSON {
         guard case .object = shape else {
             throw .invalidBody("the body must be a JSON object (\(typeName)), not \(shape.kindName)")
         }
-        if let number = firstFractionalNumber(in: bytes) {
-            // Every number in Cloud Hypervisor's API is an integer, and serde refuses `1.0` or
-            // `5e8` for one; Foundation's decoder would take them.
-            throw .invalidBody("\(typeName): \(number) is not a whole number; every number in this API is an integer")
-        }
         let value: T
         do {
             value = try JSONDecoder().decode(T.self, from: data)
@@ -128,41 +123,82 @@ public enum StrictJSON {
         } catch {
             throw .invalidBody("\(typeName): \(describe(error))")
         }
+        // Every number in Cloud Hypervisor's API is an integer, and serde refuses `1.0` or `5e8`
+        // for one (Foundation's decoder takes them). Fields the type does not know are ignored,
+        // whatever they hold, as serde ignores them.
+        let fractional = fractionalNumbers(in: bytes)
+        if !fractional.isEmpty, let encoded = try? JSONEncoder().encode(value),
+           let known = try? JSONDecoder().decode(JSONShape.self, from: encoded),
+           let number = fractional.first(where: { known.value(at: $0.path) != nil }) {
+            let field = number.path.reduce("") { $0.isEmpty || $1.hasPrefix("[") ? $0 + $1 : $0 + "." + $1 }
+            throw .invalidBody("\(typeName): field '\(field)': \(number.text) is not a whole number")
+        }
         return value
     }
 
-    /// The first number literal written with a fraction or an exponent, outside strings.
-    static func firstFractionalNumber(in bytes: [UInt8]) -> String? {
+    /// The number literals written with a fraction or an exponent (`1.0`, `5e8`), with the
+    /// path of each (keys, and `[i]` for array elements, as ``JSONShape/value(at:)`` takes it).
+    /// The bytes are valid JSON (checked before).
+    static func fractionalNumbers(in bytes: [UInt8]) -> [(path: [String], text: String)] {
+        enum Frame { case object(key: String?), array(index: Int) }
+        var stack: [Frame] = []
+        var found: [(path: [String], text: String)] = []
         var index = 0
-        var inString = false
+        func path() -> [String] {
+            stack.compactMap { frame in
+                switch frame {
+                case let .object(key): key
+                case let .array(position): "[\(position)]"
+                }
+            }
+        }
+        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
         while index < bytes.count {
             let byte = bytes[index]
-            if inString {
-                if byte == UInt8(ascii: "\\") { index += 2; continue }
-                if byte == UInt8(ascii: "\"") { inString = false }
+            switch byte {
+            case UInt8(ascii: "{"): stack.append(.object(key: nil)); index += 1
+            case UInt8(ascii: "["): stack.append(.array(index: 0)); index += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = stack.popLast(); index += 1
+            case UInt8(ascii: ","):
+                if case let .array(position)? = stack.last { stack[stack.count - 1] = .array(index: position + 1) }
+                if case .object? = stack.last { stack[stack.count - 1] = .object(key: nil) }
                 index += 1
-                continue
-            }
-            if byte == UInt8(ascii: "\"") {
-                inString = true
+            case UInt8(ascii: "\""):
+                var text: [UInt8] = []
                 index += 1
-                continue
-            }
-            if byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
-                let start = index
-                var fractional = false
-                while index < bytes.count, let scalar = Optional(bytes[index]),
-                      scalar == UInt8(ascii: "-") || scalar == UInt8(ascii: "+") || scalar == UInt8(ascii: ".") ||
-                      scalar == UInt8(ascii: "e") || scalar == UInt8(ascii: "E") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(scalar) {
-                    if scalar == UInt8(ascii: ".") || scalar == UInt8(ascii: "e") || scalar == UInt8(ascii: "E") { fractional = true }
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
+                    if bytes[index] == UInt8(ascii: "\\") { text.append(bytes[index]); index += 1 }
+                    if index < bytes.count { text.append(bytes[index]) }
                     index += 1
                 }
-                if fractional { return String(decoding: bytes[start..<index], as: UTF8.self) }
-                continue
+                index += 1
+                // A string right after `{` or `,` in an object is a key (the `:` follows).
+                if case .object(nil)? = stack.last {
+                    var next = index
+                    while next < bytes.count, bytes[next] == 0x20 || bytes[next] == 0x0A || bytes[next] == 0x0D || bytes[next] == 0x09 { next += 1 }
+                    if next < bytes.count, bytes[next] == UInt8(ascii: ":") {
+                        let key = (try? JSONDecoder().decode(String.self, from: Data([UInt8(ascii: "\"")] + text + [UInt8(ascii: "\"")])))
+                            ?? String(decoding: text, as: UTF8.self)
+                        stack[stack.count - 1] = .object(key: key)
+                    }
+                }
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                let start = index
+                var fractional = false
+                while index < bytes.count {
+                    let scalar = bytes[index]
+                    if scalar == UInt8(ascii: ".") || scalar == UInt8(ascii: "e") || scalar == UInt8(ascii: "E") {
+                        fractional = true
+                    } else if !(isDigit(scalar) || scalar == UInt8(ascii: "-") || scalar == UInt8(ascii: "+")) {
+                        break
+                    }
+                    index += 1
+                }
+                if fractional { found.append((path(), String(decoding: bytes[start..<index], as: UTF8.self))) }
+            default: index += 1
             }
-            index += 1
         }
-        return nil
+        return found
     }
 
     /// Names the number that does not fit its field (out of range, negative, or fractional),

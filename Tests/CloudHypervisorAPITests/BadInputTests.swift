@@ -53,9 +53,9 @@ struct BadInputTests {
         (#"{"cpus":{"boot_vcpus":4294967296,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 4294967296 does not fit"),
         (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":255,"max_vcpus":255}}"#, "max=255 is above the 254 vCPUs"),
         (#"{"cpus":{"boot_vcpus":-1,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': -1 does not fit"),
-        (#"{"memory":{"size":1.5}}"#, "1.5 is not a whole number"),
-        (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1.0,"max_vcpus":1}}"#, "1.0 is not a whole number"),
-        (#"{"payload":{"kernel":"/k"},"memory":{"size":5e8}}"#, "5e8 is not a whole number"),
+        (#"{"memory":{"size":1.5}}"#, "field 'memory.size'"),
+        (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1.0,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 1.0 is not a whole number"),
+        (#"{"payload":{"kernel":"/k"},"memory":{"size":5e8}}"#, "field 'memory.size': 5e8 is not a whole number"),
         (#"{"payload":{"kernel":"/k"},"net":[{"mac":null}]}"#, "field 'net[0].mac'"),
         (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","rate_limiter_config":{"x":1}}]}"#, "unknown field 'x'"),
         (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","num_queues":9223372036854775808}]}"#, "num_queues=9223372036854775807 is out of range"),
@@ -99,7 +99,7 @@ struct BadInputTests {
     func unknownFieldsIgnored() throws {
         let control = FakeVMMControl()
         try withServer(control: control) { _, path throws in
-            let body = #"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":2,"max_vcpus":4,"nested":true,"future_knob":7},"memory":{"size":33554432,"hotplug_method":"Acpi","hotplug_size":1073741824},"iommu":false,"watchdog":false,"pvpanic":false,"landlock_enable":false,"platform":{"num_pci_segments":1,"tdx":false,"sev_snp":false},"serial":{"mode":"Tty","iommu":false},"console":{"mode":"Off"},"brand_new_section":{"x":1}}"#
+            let body = #"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":2,"max_vcpus":4,"nested":true,"future_knob":7},"memory":{"size":33554432,"hotplug_method":"Acpi","hotplug_size":1073741824},"iommu":false,"watchdog":false,"pvpanic":false,"landlock_enable":false,"platform":{"num_pci_segments":1,"tdx":false,"sev_snp":false},"serial":{"mode":"Tty","iommu":false},"console":{"mode":"Off"},"brand_new_section":{"x":1.5,"y":[2e9]}}"#
             let response = try send(path, "PUT", "vm.create", body: body)
             #expect(response.status == 204, "\(response.text)")
             #expect(control.snapshot.config?.cpus.maxVCPUs == 4)
