@@ -26,7 +26,7 @@ REQUIRED_BY_DECODER_AT = {
 
 
 def _required_by_decoder(text):
-    return any(f"{schema}: field '{field}' is required" in text
+    return any(f"{schema}: field '{field}' is required" in text or f"{schema}: field '{field}': required field is missing" in text
                for schema, fields in REQUIRED_BY_DECODER.items() for field in fields) or \
         any(f"field '{path}.{field}': required field is missing" in text
             for path, fields in REQUIRED_BY_DECODER_AT.items() for field in fields)

@@ -23,9 +23,8 @@ public struct TokenBucketConfig: Codable, Equatable, Sendable {
         case size, oneTimeBurst = "one_time_burst", refillTime = "refill_time"
     }
 
-    /// Decodes; unknown fields are refused, as Cloud Hypervisor's `deny_unknown_fields` does here.
+    /// Decodes (unknown fields ignored: only the limiter object around it denies them).
     public init(from decoder: any Decoder) throws {
-        try refuseUnknownKeys(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         size = try c.decode(UInt64.self, forKey: .size)
         oneTimeBurst = try c.decodeIfPresent(UInt64.self, forKey: .oneTimeBurst)

@@ -172,7 +172,10 @@ public struct VMConfig: Codable, Equatable, Sendable {
         net = try c.optional(.net)
         rng = try c.value(.rng, default: RngConfig())
         balloon = try c.optional(.balloon)
-        genericVhostUser = try c.optional(.genericVhostUser) ?? c.optional(.genericVhostUserHyphen)
+        // Cloud Hypervisor's code reads `generic_vhost_user`; its document spells the field
+        // `generic-vhost-user`, which is taken too, as the document types it (a list, not null).
+        genericVhostUser = try c.optional(.genericVhostUser)
+            ?? (c.contains(.genericVhostUserHyphen) ? c.decode([GenericVhostUserConfig].self, forKey: .genericVhostUserHyphen) : nil)
         fs = try c.optional(.fs)
         pmem = try c.optional(.pmem)
         serial = try c.value(.serial, default: .defaultSerial)
