@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && case ":$PATH:" in *":/opt/swift/usr/bin:"*) ;; *) PATH="$PATH:/opt/swift/usr/bin" ;; esac
 Scripts/install-deps.sh
 
+# The nested bench's cache (Debian's kernel, as bzImage and vmlinux) also feeds the loader
+# tests on a real kernel; prepare.sh is quick once the cache is complete.
+if [ "${CH_SKIP_NESTED:-0}" != 1 ] || [ "${CH_REQUIRE_REAL_KERNEL:-0}" = 1 ]; then Scripts/nested/prepare.sh >&2; fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
