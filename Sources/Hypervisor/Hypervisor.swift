@@ -147,6 +147,12 @@ public protocol X86VirtualMachine: VirtualMachine {
     func createIRQChip() throws(HypervisorError)
     /// Creates the in-kernel i8254 PIT.
     func createPIT() throws(HypervisorError)
+    /// The state of the in-kernel devices (PICs, IOAPIC, PIT) and the guest clock. Take it
+    /// with every vCPU stopped.
+    func state() throws(HypervisorError) -> VMState
+    /// Writes back a state from `state()`; the VM must have the same in-kernel devices.
+    /// A state of another format version is refused.
+    func restore(_ state: VMState) throws(HypervisorError)
 }
 
 /// Something that can make a vCPU's `run()` return `.interrupted` from another thread.
@@ -203,4 +209,10 @@ public protocol X86VirtualCPU: VirtualCPU {
     func mpState() throws(HypervisorError) -> MPState
     /// Sets the multiprocessing state.
     func setMPState(_ state: MPState) throws(HypervisorError)
+    /// The complete state of the vCPU, for snapshot or migration; call it while the vCPU is
+    /// not in `run()`.
+    func state() throws(HypervisorError) -> VCPUState
+    /// Writes back a state from `state()` in the order the hypervisor needs (CPUID first,
+    /// events and MP state last). A state of another format version is refused.
+    func restore(_ state: VCPUState) throws(HypervisorError)
 }

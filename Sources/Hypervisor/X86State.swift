@@ -2,7 +2,7 @@
 // The KVM backend converts to and from `kvm_regs`, `kvm_sregs` and friends.
 
 /// The general-purpose registers, instruction pointer and flags.
-public struct StandardRegisters: Equatable, Sendable {
+public struct StandardRegisters: Equatable, Sendable, Codable {
     /// RAX.
     public var rax: UInt64 = 0
     /// RBX.
@@ -45,7 +45,7 @@ public struct StandardRegisters: Equatable, Sendable {
 }
 
 /// A segment register with its hidden descriptor cache.
-public struct SegmentRegister: Equatable, Sendable {
+public struct SegmentRegister: Equatable, Sendable, Codable {
     /// Base address.
     public var base: UInt64 = 0
     /// Limit (in bytes, already scaled by granularity).
@@ -93,7 +93,7 @@ public struct SegmentRegister: Equatable, Sendable {
 }
 
 /// The GDTR or IDTR: a descriptor table's base and limit.
-public struct DescriptorTable: Equatable, Sendable {
+public struct DescriptorTable: Equatable, Sendable, Codable {
     /// Base address.
     public var base: UInt64 = 0
     /// Limit (size in bytes minus one).
@@ -110,7 +110,7 @@ public struct DescriptorTable: Equatable, Sendable {
 }
 
 /// Segment, control and system registers.
-public struct SpecialRegisters: Equatable, Sendable {
+public struct SpecialRegisters: Equatable, Sendable, Codable {
     /// CS.
     public var cs = SegmentRegister()
     /// DS.
@@ -153,7 +153,7 @@ public struct SpecialRegisters: Equatable, Sendable {
 }
 
 /// The x87 FPU and SSE state (`KVM_GET_FPU`).
-public struct FPUState: Equatable, Sendable {
+public struct FPUState: Equatable, Sendable, Codable {
     /// The eight x87 registers, 16 bytes each (80 bits used).
     public var fpr: [[UInt8]] = Array(repeating: Array(repeating: 0, count: 16), count: 8)
     /// FPU control word (0x37F after FNINIT).
@@ -178,7 +178,7 @@ public struct FPUState: Equatable, Sendable {
 }
 
 /// One model-specific register and its value.
-public struct MSREntry: Equatable, Sendable {
+public struct MSREntry: Equatable, Sendable, Codable {
     /// The MSR number (for example 0xC0000080 for EFER).
     public var index: UInt32
     /// The value.
@@ -192,7 +192,7 @@ public struct MSREntry: Equatable, Sendable {
 }
 
 /// One CPUID leaf (or sub-leaf) as the guest sees it.
-public struct CPUIDEntry: Equatable, Sendable {
+public struct CPUIDEntry: Equatable, Sendable, Codable {
     /// The leaf (EAX input).
     public var function: UInt32
     /// The sub-leaf (ECX input), meaningful when `flags` has `significantIndex`.
@@ -224,7 +224,7 @@ public struct CPUIDEntry: Equatable, Sendable {
 }
 
 /// The local APIC's 1 KiB register page (`KVM_GET_LAPIC`), with typed register access.
-public struct LAPICState: Equatable, Sendable {
+public struct LAPICState: Equatable, Sendable, Codable {
     /// The raw register page, 1024 bytes.
     public var registers: [UInt8]
 
@@ -246,6 +246,19 @@ public struct LAPICState: Equatable, Sendable {
         self.registers = registers
     }
 
+    private enum CodingKeys: String, CodingKey { case registers }
+
+    /// Decodes the page, refusing one that is not exactly 1024 bytes.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let bytes = try container.decode([UInt8].self, forKey: .registers)
+        guard bytes.count == 1024 else {
+            throw DecodingError.dataCorruptedError(forKey: .registers, in: container,
+                                                   debugDescription: "a LAPIC register page is 1024 bytes, this one has \(bytes.count)")
+        }
+        registers = bytes
+    }
+
     /// The 32-bit register at `offset` (a multiple of 16 below 1024).
     public func register(at offset: Int) -> UInt32 {
         precondition(offset >= 0 && offset + 4 <= 1024, "LAPIC register offset \(offset) out of range")
@@ -260,7 +273,7 @@ public struct LAPICState: Equatable, Sendable {
 }
 
 /// An extended control register (`XCR0` and friends) and its value.
-public struct ExtendedControlRegister: Equatable, Sendable {
+public struct ExtendedControlRegister: Equatable, Sendable, Codable {
     /// The register number (0 for XCR0).
     public var register: UInt32
     /// The value.
@@ -275,7 +288,7 @@ public struct ExtendedControlRegister: Equatable, Sendable {
 
 /// Pending and in-flight events of a vCPU (`KVM_GET_VCPU_EVENTS`): exceptions, interrupts,
 /// NMIs, SIPI and SMM state, as needed to save and restore a vCPU exactly.
-public struct VCPUEvents: Equatable, Sendable {
+public struct VCPUEvents: Equatable, Sendable, Codable {
     /// An exception being injected.
     public var exceptionInjected = false
     /// Its vector.
@@ -324,7 +337,7 @@ public struct VCPUEvents: Equatable, Sendable {
 }
 
 /// A vCPU's multiprocessing state (`KVM_GET_MP_STATE`).
-public struct MPState: RawRepresentable, Equatable, Sendable, CustomStringConvertible {
+public struct MPState: RawRepresentable, Equatable, Sendable, Codable, CustomStringConvertible {
     /// The KVM value (`KVM_MP_STATE_*`).
     public var rawValue: UInt32
     /// Creates the value.

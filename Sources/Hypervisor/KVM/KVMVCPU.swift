@@ -44,6 +44,9 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
     // vCPU thread reads and writes it outside of the immediate_exit byte.
     private let shared: UnsafeMutablePointer<kvm_run>
     private let kvmKicker: KVMVCPUKicker
+    /// KVM's MSR save list filtered to what `KVM_GET_MSRS` reads on this vCPU (computed on
+    /// first use, forgotten when the CPUID changes because it decides which MSRs exist).
+    let saveableMSRCache = Mutex<[UInt32]?>(nil)
 
     init(id: UInt32, descriptor: OwnedFileDescriptor, runMapping: MemoryMapping, vm: KVMVirtualMachine) {
         self.id = id
@@ -218,6 +221,7 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
         buffer.header.pointee.nent = UInt32(entries.count)
         for (i, entry) in entries.enumerated() { buffer.entries[i] = KVMConvert.kvmCPUID(entry) }
         _ = try kvmIoctl(fd, IOCTL_KVM_SET_CPUID2, "KVM_SET_CPUID2", buffer.raw)
+        saveableMSRCache.withLock { $0 = nil }
     }
 
     /// The corresponding KVM ioctl is `KVM_GET_LAPIC`.

@@ -9,6 +9,16 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     /// The hypervisor it belongs to (kept alive for the vCPU mapping size).
     public let hypervisor: KVMHypervisor
     private let slots = Mutex<[UInt32: MemorySlot]>([:])
+    /// Which in-kernel devices this VM has (set by `createIRQChip`, `createPIT` and enabling
+    /// `KVM_CAP_SPLIT_IRQCHIP`), so that `state()` saves exactly those.
+    let inKernel = Mutex<InKernelDevices>(InKernelDevices())
+
+    /// The in-kernel devices a KVM VM can have.
+    struct InKernelDevices {
+        var irqchip = false
+        var lapic = false
+        var pit = false
+    }
 
     init(descriptor: OwnedFileDescriptor, hypervisor: KVMHypervisor) {
         self.descriptor = descriptor
@@ -262,6 +272,7 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     /// The corresponding KVM ioctl is `KVM_CREATE_IRQCHIP`.
     public func createIRQChip() throws(HypervisorError) {
         _ = try kvmIoctl(fd, IOCTL_KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", value: 0)
+        inKernel.withLock { $0.irqchip = true; $0.lapic = true }
     }
 
     /// Creates the in-kernel PIT with a dummy PC speaker port.
@@ -271,6 +282,7 @@ public final class KVMVirtualMachine: X86VirtualMachine {
         var config = kvm_pit_config()
         config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY)
         _ = try kvmIoctl(fd, IOCTL_KVM_CREATE_PIT2, "KVM_CREATE_PIT2", &config)
+        inKernel.withLock { $0.pit = true }
     }
 
     /// Enables a VM capability (`KVM_ENABLE_CAP` on the VM).
@@ -281,5 +293,6 @@ public final class KVMVirtualMachine: X86VirtualMachine {
             for (i, value) in arguments.prefix(4).enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
         }
         _ = try kvmIoctl(fd, IOCTL_KVM_ENABLE_CAP, "KVM_ENABLE_CAP", &request)
+        if capability == UInt32(KVM_CAP_SPLIT_IRQCHIP) { inKernel.withLock { $0.lapic = true } }
     }
 }

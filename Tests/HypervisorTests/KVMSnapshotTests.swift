@@ -1,0 +1,153 @@
+import Foundation
+import HostSystem
+import Hypervisor
+import HypervisorTesting
+import Synchronization
+import Testing
+
+/// Complete vCPU and VM state on this host's /dev/kvm: a counting guest saved, destroyed,
+/// rebuilt from its state and memory, and still counting from where it stopped.
+@Suite("KVM snapshot state", .enabled(if: KVMSupport.available, KVMSupport.reason))
+struct KVMSnapshotTests {
+    /// CPL3 loop: `1: inc rax; mov [0x3000],rax; jmp 1b` (the count in RAX and in memory).
+    static let counter: [UInt8] = [0x48, 0xFF, 0xC0, 0x48, 0x89, 0x04, 0x25, 0x00, 0x30, 0x00, 0x00, 0xEB, 0xF3]
+    static let counterAddress = 0x3000
+
+    /// Runs the vCPU on its own thread for about `milliseconds`, then kicks it out of the guest.
+    static func run(_ vcpu: KVMVCPU, milliseconds: UInt32) throws {
+        try KickSignal.install()
+        let exit = Mutex<String>("none")
+        let run = try BackgroundRun {
+            let result = try? vcpu.run()
+            exit.withLock { $0 = "\(String(describing: result))" }
+        }
+        usleep(milliseconds * 1000)
+        vcpu.kicker.kick()
+        #expect(run.wait(seconds: 30), "the kick ended KVM_RUN")
+        #expect(exit.withLock { $0 }.contains("interrupted"), "the counting guest only leaves when kicked, got \(exit.withLock { $0 })")
+    }
+
+    static func counterInMemory(_ guest: TinyGuest) -> UInt64 {
+        guest.bytes(at: counterAddress, count: 8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+
+    /// A guest with the in-kernel irqchip and PIT, some non-default state, counted for a while
+    /// and stopped; returns its vCPU state, VM state and memory, then destroys it.
+    static func countAndSave() throws -> (VCPUState, VMState, [UInt8]) {
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
+        try guest.vm.createPIT()
+        try guest.startUserMode(counter)
+        try guest.vcpu.setMSRs([MSREntry(index: 0x174, data: 0x10), MSREntry(index: 0xC000_0082, data: 0xFFFF_8000_0000_1000)])
+        if var debug = try guest.vcpu.debugRegisters() {
+            debug.breakpoints = [0x4000, 0x5000, 0, 0]
+            try guest.vcpu.setDebugRegisters(debug)
+        }
+        try run(guest.vcpu, milliseconds: 200)
+        let vcpu = try guest.vcpu.state()
+        let vm = try guest.vm.state()
+        return (vcpu, vm, guest.bytes(at: 0, count: guest.memory.size))
+    }
+
+    @Test("A counting CPL3 guest continues from its count after save, destroy and restore into a new VM")
+    func counterContinuesAfterRestore() throws {
+        let (saved, savedVM, memory) = try Self.countAndSave()
+        let count = saved.registers.rax
+        #expect(count > 1000, "the guest counted before the save (RAX \(count))")
+        #expect((0x2000..<0x2000 + UInt64(Self.counter.count)).contains(saved.registers.rip), "stopped inside the loop")
+        #expect(saved.specialRegisters.cs.dpl == 3, "stopped at CPL3")
+        #expect(saved.msrs.contains(MSREntry(index: 0x174, data: 0x10)), "IA32_SYSENTER_CS is in the saved MSRs")
+        #expect(saved.msrs.contains { $0.index == 0x10 }, "IA32_TSC is in the saved MSRs")
+        #expect(saved.lapic != nil && savedVM.picMaster != nil && savedVM.ioapic != nil && savedVM.pit != nil)
+
+        // Through JSON, as a snapshot file would carry it.
+        let decoded = try JSONDecoder().decode(VCPUState.self, from: JSONEncoder().encode(saved))
+        let decodedVM = try JSONDecoder().decode(VMState.self, from: JSONEncoder().encode(savedVM))
+
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
+        try guest.vm.createPIT()
+        #expect(Self.counterInMemory(guest) == 0, "the new VM starts with empty memory")
+        guest.load(memory, at: 0)
+        try guest.vm.restore(decodedVM)
+        try guest.vcpu.restore(decoded)
+
+        // Everything reads back as saved, but the TSC, which kept running.
+        let restored = try guest.vcpu.state()
+        #expect(restored.registers == saved.registers)
+        #expect(restored.specialRegisters == saved.specialRegisters)
+        #expect(restored.fpu == saved.fpu)
+        #expect(restored.xsave == saved.xsave)
+        #expect(restored.xcrs == saved.xcrs)
+        #expect(restored.lapic == saved.lapic)
+        #expect(restored.debugRegisters == saved.debugRegisters)
+        #expect(restored.events == saved.events)
+        #expect(restored.mpState == saved.mpState)
+        #expect(restored.tscKHz == saved.tscKHz)
+        #expect(restored.cpuid == saved.cpuid)
+        #expect(restored.msrs.map(\.index) == saved.msrs.map(\.index))
+        let differing = zip(restored.msrs, saved.msrs).filter { $0.0 != $0.1 && $0.0.index != 0x10 }.map { String($0.0.index, radix: 16) }
+        #expect(differing.isEmpty, "MSRs other than IA32_TSC read back as saved; differing: \(differing)")
+        let restoredVM = try guest.vm.state()
+        #expect(restoredVM.picMaster == savedVM.picMaster && restoredVM.picSlave == savedVM.picSlave)
+        #expect(restoredVM.ioapic == savedVM.ioapic)
+        #expect(restoredVM.pit?.flags == savedVM.pit?.flags)
+
+        try Self.run(guest.vcpu, milliseconds: 100)
+        let after = try guest.vcpu.registers().rax
+        #expect(after > count, "the counter went on from \(count) (now \(after)), not from 0")
+        let inMemory = Self.counterInMemory(guest)
+        #expect(inMemory == after || inMemory == after - 1, "memory holds the count (\(inMemory)) next to RAX (\(after))")
+    }
+
+    @Test("vCPU and VM state survive JSON unchanged")
+    func jsonRoundTrip() throws {
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
+        try guest.vm.createPIT()
+        try guest.startUserMode(Self.counter)
+        let state = try guest.vcpu.state()
+        let vmState = try guest.vm.state()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = try encoder.encode(state)
+        let back = try JSONDecoder().decode(VCPUState.self, from: json)
+        #expect(back == state)
+        #expect(try encoder.encode(back) == json, "encoding is stable")
+        #expect(try JSONDecoder().decode(VMState.self, from: encoder.encode(vmState)) == vmState)
+        #expect(state.version == VCPUState.currentVersion && vmState.version == VMState.currentVersion)
+        if let xsave = state.xsave { #expect(xsave.count == guest.vcpu.xsaveSize && xsave.count >= 4096) }
+    }
+
+    @Test("A state of another version, another vCPU or a damaged LAPIC page is refused with the reason")
+    func refusals() throws {
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
+        try guest.startUserMode(Self.counter)
+        var state = try guest.vcpu.state()
+        let registersBefore = try guest.vcpu.registers()
+        state.version = 7
+        state.registers.rax = 0x5555
+        let error = #expect(throws: HypervisorError.self) { try guest.vcpu.restore(state) }
+        #expect(error?.description.contains("version 7") == true && error?.description.contains("version 1") == true,
+                "the message names both versions: \(String(describing: error))")
+        #expect(try guest.vcpu.registers() == registersBefore, "nothing was written")
+
+        var vmState = try guest.vm.state()
+        vmState.version = 0
+        let vmError = #expect(throws: HypervisorError.self) { try guest.vm.restore(vmState) }
+        #expect(vmError?.description.contains("version 0") == true && vmError?.description.contains("version 1") == true)
+
+        state.version = VCPUState.currentVersion
+        state.id = 3
+        let idError = #expect(throws: HypervisorError.self) { try guest.vcpu.restore(state) }
+        #expect(idError?.description.contains("vCPU 3") == true)
+
+        let plain = try TinyGuest(hypervisor: KVMSupport.kvm())   // no in-kernel irqchip
+        state.id = 0
+        let chipError = #expect(throws: HypervisorError.self) { try plain.vcpu.restore(state) }
+        #expect(chipError?.description.contains("irqchip") == true)
+        #expect(try plain.vcpu.state().lapic == nil, "a VM without the irqchip saves no LAPIC")
+        #expect(try plain.vm.state().picMaster == nil && plain.vm.state().pit == nil)
+
+        let json = String(decoding: try JSONEncoder().encode(state.lapic), as: UTF8.self)
+        let shortPage = json.replacingOccurrences(of: "[0,", with: "[")
+        #expect(throws: DecodingError.self) { _ = try JSONDecoder().decode(LAPICState.self, from: Data(shortPage.utf8)) }
+    }
+}
