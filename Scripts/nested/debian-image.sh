@@ -168,6 +168,9 @@ ExecStart=/usr/local/sbin/ch-report
 WantedBy=multi-user.target
 EOF
 chroot "$root" systemctl enable systemd-networkd.service ch-report.service >>"$log" 2>&1
+# No login prompt on the serial console: the getty's vhangup of ttyS0 would cut the report's
+# output off (seen in a run: the report never reached the host, then the guest powered off).
+chroot "$root" systemctl mask serial-getty@ttyS0.service >>"$log" 2>&1
 
 # --- The initramfs -------------------------------------------------------------------------
 # initramfs-tools in the chroot, for the cached kernel: only the listed modules (and what

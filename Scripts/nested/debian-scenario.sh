@@ -42,10 +42,22 @@ CH-DEBIAN-DONE|||'
   # nested=off (Cloud Hypervisor's --cpus key) hides SVM from the guest: otherwise udev loads
   # kvm_amd in it, a third level of virtualisation over TCG's emulated SVM, and the guest was
   # seen to reset right after (twice in one run); this scenario is about the distribution.
-  run_l2 debian "$steps" "$binary" --kernel "$nested_vmlinux" --initramfs "$initrd" \
-    --cmdline "console=ttyS0 root=/dev/vda rw panic=-1 ${CH_NESTED_L2_APPEND:-}" \
-    --disk "path=$overlay,backing_files=on" --net "tap=,ip=192.168.249.1,mask=255.255.255.0" \
-    --serial tty --console off --cpus boot=2,nested=off --memory size=1G
+  local attempt retried=""
+  for attempt in 1 2; do
+    run_l2 debian "$steps" "$binary" --kernel "$nested_vmlinux" --initramfs "$initrd" \
+      --cmdline "console=ttyS0 root=/dev/vda rw panic=-1 ${CH_NESTED_L2_APPEND:-}" \
+      --disk "path=$overlay,backing_files=on" --net "tap=,ip=192.168.249.1,mask=255.255.255.0" \
+      --serial tty --console off --cpus boot=2,nested=off --memory size=1G
+    # A guest that never reached its report (no line at all) is booted once more, on a fresh
+    # overlay: in this bench the level-2 Debian guest was seen to take a triple fault once in
+    # four boots (its kernel also warns about XSAVE sizes under TCG's emulated SVM; not yet
+    # understood). A report with a wrong figure is never retried.
+    ((steps_done == 0 && attempt == 1)) || break
+    retried=" (second boot: the first never reached its report, see the log above)"
+    echo "ch-e2e: [debian] the guest did not reach its report; booting it once more on a fresh overlay"
+    rm -f "$overlay"
+    qemu-img create -q -f qcow2 -b "$image" -F raw "$overlay" || break
+  done
   local state="${captures[0]:-}" failed="${captures[1]:-}" rtc="${captures[2]:-}" net="${captures[3]:-}" times="${captures[4]:-}"
   # systemd-analyze: "... graphical.target reached after 1min 21.170s in userspace" (the
   # default target, which multi-user.target is part of).
@@ -54,7 +66,7 @@ CH-DEBIAN-DONE|||'
   local figures="state '$state', $failed failed units, RTC '$rtc', NIC '$net', systemd-analyze '$times', CH-DEBIAN-STATE ${debian_state_s}s after the VMM started"
   if ((steps_done == 6)) && ((vmm_status == 0)) && [[ $state == running && $failed == 0 &&
     $rtc == "rtc0=yes hwclock=ok"* && $net == *=192.168.249.2/24\ ping=3/3* ]]; then
-    pass "debian: Debian 12 with systemd booted (${multi_user:-?} in userspace; ${debian_state_s}s from the VMM's start to the report), state running, 0 failed units, /dev/rtc0 and hwclock -r work, NIC ${net}, systemctl poweroff ended the VMM (status 0)"
+    pass "debian: Debian 12 with systemd booted (${multi_user:-?} in userspace; ${debian_state_s}s from the VMM's start to the report), state running, 0 failed units, /dev/rtc0 and hwclock -r work, NIC ${net}, systemctl poweroff ended the VMM (status 0)$retried"
   else
     fail "debian: steps $steps_done/6, VMM status $vmm_status; $figures"
   fi
