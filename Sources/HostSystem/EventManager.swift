@@ -245,7 +245,13 @@ public final class EventManager: Sendable {
     ///
     /// Starting a loop that is already running is refused with `EBUSY`. If `epoll_wait` fails
     /// the thread ends and `loopError` tells why.
-    public func start(name: String = "ch-event-loop", onThreadStart: (@Sendable () -> Bool)? = nil) throws(SystemError) {
+    ///
+    /// With `gate`, the thread passes the gate between two rounds of handlers: while the gate
+    /// is closed no handler runs (a paused VM's devices do nothing: queue notifications,
+    /// host input, TAP frames and timers wait in their descriptors). Close the gate, then
+    /// ``wake()`` the loop so that a waiting round ends and the thread parks.
+    public func start(name: String = "ch-event-loop", gate: PauseGate? = nil,
+                      onThreadStart: (@Sendable () -> Bool)? = nil) throws(SystemError) {
         try state.withLock { (state) throws(SystemError) in
             if state.loopThread != nil {
                 throw SystemError(call: "EventManager.start(\(name)) while its loop thread is running", errno: EBUSY)
@@ -255,14 +261,16 @@ public final class EventManager: Sendable {
             // The new thread takes this lock to read `stopRequested`, so it waits until we are done.
             state.loopThread = try HostThread(name: name) { [self] in
                 if let onThreadStart, !onThreadStart() { return }
-                runLoop()
+                runLoop(gate: gate)
             }
         }
     }
 
     /// The body of the loop thread.
-    private func runLoop() {
+    private func runLoop(gate: PauseGate?) {
         while !state.withLock({ $0.stopRequested }) {
+            gate?.checkpoint()
+            if state.withLock({ $0.stopRequested }) { return }
             do {
                 try runOnce()
             } catch {

@@ -35,6 +35,34 @@ extension HostSystemTests {
             #expect(try manager.runOnce(timeoutMilliseconds: 0) == 0)
         }
 
+        @Test("a closed gate holds the loop thread between rounds: no handler runs until it opens, and nothing is lost")
+        func gateHoldsTheLoop() throws {
+            let manager = try EventManager()
+            let gate = PauseGate()
+            let event = try EventFD(nonBlocking: true)
+            let total = Shared<UInt64>(0)
+            try manager.add(event.rawValue) { _ in
+                let value = (try? event.read()) ?? 0
+                total.update { $0 += value }
+            }
+            try manager.start(name: "gate-test", gate: gate)
+            defer { manager.stop() }
+            try event.signal(1)
+            var waited = 0
+            while total.value != 1 && waited < 1000 { usleep(1000); waited += 1 }
+            #expect(total.value == 1)
+            gate.close()
+            try manager.wake()
+            #expect(gate.waitUntilParked(1, timeoutMilliseconds: 5000))
+            try event.signal(5)
+            usleep(100_000)
+            #expect(total.value == 1, "no handler ran while the gate was closed")
+            gate.open()
+            waited = 0
+            while total.value != 6 && waited < 5000 { usleep(1000); waited += 1 }
+            #expect(total.value == 6, "what arrived meanwhile is handled after the gate opens")
+        }
+
         @Test func wakeUnblocksAWaitingRunOnce() throws {
             let manager = try EventManager()
             let entering = try EventFD()

@@ -30,8 +30,10 @@ final class VMInstance: Sendable {
         let exits = try ExitSignal()
         let events = try EventManager()
         let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
+        // One gate for the vCPUs and the device event loop: a pause stops the whole machine.
+        let gate = PauseGate()
         do {
-            try events.start(name: "ch-event-loop") {
+            try events.start(name: "ch-event-loop", gate: gate) {
                 ThreadFilters.install(.eventLoop, action: seccomp, thread: "event loop", exits: exits)
             }
         } catch {
@@ -39,7 +41,6 @@ final class VMInstance: Sendable {
             built.console?.host.restore()
             throw error
         }
-        let gate = PauseGate()
         let loops = built.vcpus.map { VCPULoop(vcpu: $0, pio: built.pio, mmio: built.mmio, exits: exits, gate: gate, logger: logger) }
         var threads: [HostThread] = []
         for loop in loops {
@@ -61,14 +62,17 @@ final class VMInstance: Sendable {
         return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher)
     }
 
-    /// Parks every vCPU between guest entries. Returns whether all parked within a second.
+    /// Stops the machine: parks every vCPU between guest entries and the device event loop
+    /// between rounds, so no device touches guest memory or its backends until `resume()`.
+    /// Returns whether all parked within a second.
     func pause() -> Bool {
         gate.close()
         for loop in loops { loop.kick() }
-        return gate.waitUntilParked(loops.count, timeoutMilliseconds: 1000)
+        try? built.events.wake()
+        return gate.waitUntilParked(loops.count + 1, timeoutMilliseconds: 1000)
     }
 
-    /// Lets the vCPUs run again.
+    /// Lets the vCPUs and the devices run again.
     func resume() {
         gate.open()
     }
