@@ -98,6 +98,64 @@ struct KVMSnapshotTests {
         #expect(inMemory == after || inMemory == after - 1, "memory holds the count (\(inMemory)) next to RAX (\(after))")
     }
 
+    /// Set in the child process of `counterContinuesInNewProcess`: the folder with the snapshot.
+    static let childFolderVariable = "CH_TEST_SNAPSHOT_FOLDER"
+
+    @Test("A counting guest saved to files is restored by a new process and counts on")
+    func counterContinuesInNewProcess() throws {
+        let environment = ProcessInfo.processInfo.environment
+        if let folder = environment[Self.childFolderVariable] {
+            try Self.restoreAndCount(from: URL(fileURLWithPath: folder))
+            return
+        }
+        let (saved, savedVM, memory) = try Self.countAndSave()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ch-snapshot-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try JSONEncoder().encode(saved).write(to: folder.appendingPathComponent("vcpu.json"))
+        try JSONEncoder().encode(savedVM).write(to: folder.appendingPathComponent("vm.json"))
+        try Data(memory).write(to: folder.appendingPathComponent("memory"))
+
+        // The test bundle itself, running only this test, with the folder in its environment.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        process.arguments = ["--testing-library", "swift-testing", "--filter", "KVMSnapshotTests/counterContinuesInNewProcess"]
+        process.environment = environment.merging([Self.childFolderVariable: folder.path]) { $1 }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && process.terminationReason == .exit, "the restoring process failed:\n\(text)")
+        #expect(process.processIdentifier != getpid())
+
+        let result = try JSONDecoder().decode([String: UInt64].self, from: Data(contentsOf: folder.appendingPathComponent("result.json")))
+        let count = saved.registers.rax
+        let after = try #require(result["rax"]), inMemory = try #require(result["memory"])
+        #expect(after > count, "the new process's guest went on from \(count) (now \(after)), not from 0")
+        #expect(inMemory == after || inMemory == after - 1, "memory holds the count (\(inMemory)) next to RAX (\(after))")
+    }
+
+    /// The child's half: a fresh VM from the files, checked, run, and its count written back.
+    static func restoreAndCount(from folder: URL) throws {
+        let saved = try JSONDecoder().decode(VCPUState.self, from: Data(contentsOf: folder.appendingPathComponent("vcpu.json")))
+        let savedVM = try JSONDecoder().decode(VMState.self, from: Data(contentsOf: folder.appendingPathComponent("vm.json")))
+        let memory = try Data(contentsOf: folder.appendingPathComponent("memory"))
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
+        try guest.vm.createPIT()
+        try #require(memory.count == guest.memory.size, "the memory file has \(memory.count) bytes")
+        guest.load(Array(memory), at: 0)
+        try guest.vm.restore(savedVM)
+        try guest.vcpu.restore(saved)
+        #expect(try guest.vcpu.registers() == saved.registers)
+        #expect(try guest.vcpu.specialRegisters() == saved.specialRegisters)
+        try run(guest.vcpu, milliseconds: 100)
+        let result = ["rax": try guest.vcpu.registers().rax, "memory": counterInMemory(guest)]
+        try JSONEncoder().encode(result).write(to: folder.appendingPathComponent("result.json"))
+    }
+
     @Test("vCPU and VM state survive JSON unchanged")
     func jsonRoundTrip() throws {
         let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)
