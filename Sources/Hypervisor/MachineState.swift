@@ -83,6 +83,49 @@ public struct VCPUState: Equatable, Sendable, Codable {
     public func checkVersion() throws(HypervisorError) {
         try checkStateVersion("vCPU \(id) state", found: version, expected: Self.currentVersion)
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case version, id, cpuid, registers, specialRegisters, fpu, xsave, xcrs, msrs, lapic, debugRegisters, tscKHz, events, mpState
+    }
+
+    /// Decodes every field; an absent part must be written as `null`, so that a damaged file
+    /// missing a key is refused instead of restoring without that part.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(UInt32.self, forKey: .version)
+        id = try c.decode(UInt32.self, forKey: .id)
+        cpuid = try c.decode([CPUIDEntry].self, forKey: .cpuid)
+        registers = try c.decode(StandardRegisters.self, forKey: .registers)
+        specialRegisters = try c.decode(SpecialRegisters.self, forKey: .specialRegisters)
+        fpu = try c.decode(FPUState.self, forKey: .fpu)
+        xsave = try c.decode([UInt8]?.self, forKey: .xsave)
+        xcrs = try c.decode([ExtendedControlRegister]?.self, forKey: .xcrs)
+        msrs = try c.decode([MSREntry].self, forKey: .msrs)
+        lapic = try c.decode(LAPICState?.self, forKey: .lapic)
+        debugRegisters = try c.decode(DebugRegisters?.self, forKey: .debugRegisters)
+        tscKHz = try c.decode(UInt32?.self, forKey: .tscKHz)
+        events = try c.decode(VCPUEvents.self, forKey: .events)
+        mpState = try c.decode(MPState.self, forKey: .mpState)
+    }
+
+    /// Encodes every field, absent parts as `null`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(version, forKey: .version)
+        try c.encode(id, forKey: .id)
+        try c.encode(cpuid, forKey: .cpuid)
+        try c.encode(registers, forKey: .registers)
+        try c.encode(specialRegisters, forKey: .specialRegisters)
+        try c.encode(fpu, forKey: .fpu)
+        try c.encode(xsave, forKey: .xsave)
+        try c.encode(xcrs, forKey: .xcrs)
+        try c.encode(msrs, forKey: .msrs)
+        try c.encode(lapic, forKey: .lapic)
+        try c.encode(debugRegisters, forKey: .debugRegisters)
+        try c.encode(tscKHz, forKey: .tscKHz)
+        try c.encode(events, forKey: .events)
+        try c.encode(mpState, forKey: .mpState)
+    }
 }
 
 /// The i8254 PIT state (`KVM_GET_PIT2`).
@@ -151,6 +194,30 @@ public struct VMState: Equatable, Sendable, Codable {
     /// Throws unless `version` is `currentVersion`.
     public func checkVersion() throws(HypervisorError) {
         try checkStateVersion("VM state", found: version, expected: Self.currentVersion)
+    }
+
+    private enum CodingKeys: String, CodingKey { case version, picMaster, picSlave, ioapic, pit, clock }
+
+    /// Decodes every field; an absent device must be written as `null` (a missing key is damage).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(UInt32.self, forKey: .version)
+        picMaster = try c.decode([UInt8]?.self, forKey: .picMaster)
+        picSlave = try c.decode([UInt8]?.self, forKey: .picSlave)
+        ioapic = try c.decode([UInt8]?.self, forKey: .ioapic)
+        pit = try c.decode(PITState?.self, forKey: .pit)
+        clock = try c.decode(ClockState?.self, forKey: .clock)
+    }
+
+    /// Encodes every field, absent devices as `null`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(version, forKey: .version)
+        try c.encode(picMaster, forKey: .picMaster)
+        try c.encode(picSlave, forKey: .picSlave)
+        try c.encode(ioapic, forKey: .ioapic)
+        try c.encode(pit, forKey: .pit)
+        try c.encode(clock, forKey: .clock)
     }
 }
 
