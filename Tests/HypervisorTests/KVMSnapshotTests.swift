@@ -9,8 +9,21 @@ import Testing
 /// rebuilt from its state and memory, and still counting from where it stopped.
 @Suite("KVM snapshot state", .enabled(if: KVMSupport.available, KVMSupport.reason))
 struct KVMSnapshotTests {
-    /// CPL3 loop: `1: inc rax; mov [0x3000],rax; jmp 1b` (the count in RAX and in memory).
-    static let counter: [UInt8] = [0x48, 0xFF, 0xC0, 0x48, 0x89, 0x04, 0x25, 0x00, 0x30, 0x00, 0x00, 0xEB, 0xF3]
+    /// CPL3 code (IOPL 3): program the in-kernel PIT's channel 0 (mode 0, count 0x1234:
+    /// `out 0x43,0x30; out 0x40,0x34; out 0x40,0x12`) and the master PIC's mask (`out 0x21,0xfb`),
+    /// then `xor eax,eax; 1: inc rax; mov [0x3000],rax; jmp 1b` (the count in RAX and in memory).
+    static let counter: [UInt8] = [0xB0, 0x30, 0xE6, 0x43, 0xB0, 0x34, 0xE6, 0x40, 0xB0, 0x12, 0xE6, 0x40,
+                                   0xB0, 0xFB, 0xE6, 0x21, 0x31, 0xC0,
+                                   0x48, 0xFF, 0xC0, 0x48, 0x89, 0x04, 0x25, 0x00, 0x30, 0x00, 0x00, 0xEB, 0xF3]
+
+    /// Channel `channel`'s count and mode in `PITState.channels` (`struct kvm_pit_channel_state`,
+    /// 24 bytes: `count` is the u32 at offset 0, `mode` the byte at offset 13).
+    static func pitChannel(_ pit: PITState?, _ channel: Int) -> (count: UInt32, mode: UInt8)? {
+        guard let bytes = pit?.channels, bytes.count == 72 else { return nil }
+        let base = channel * 24
+        let count = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[base + $1]) << (8 * UInt32($1)) }
+        return (count, bytes[base + 13])
+    }
     static let counterAddress = 0x3000
 
     /// Runs the vCPU on its own thread for about `milliseconds`, then kicks it out of the guest.
@@ -58,6 +71,9 @@ struct KVMSnapshotTests {
         #expect(saved.msrs.contains(MSREntry(index: 0x174, data: 0x10)), "IA32_SYSENTER_CS is in the saved MSRs")
         #expect(saved.msrs.contains { $0.index == 0x10 }, "IA32_TSC is in the saved MSRs")
         #expect(saved.lapic != nil && savedVM.picMaster != nil && savedVM.ioapic != nil && savedVM.pit != nil)
+        // struct kvm_pic_state: the interrupt mask register is the byte at offset 2.
+        #expect(savedVM.picMaster?[2] == 0xFB, "the guest's PIC mask is in the saved state")
+        #expect(Self.pitChannel(savedVM.pit, 0).map { [$0.count, UInt32($0.mode)] } == [0x1234, 0], "the guest's PIT programming is in the saved state")
 
         // Through JSON, as a snapshot file would carry it.
         let decoded = try JSONDecoder().decode(VCPUState.self, from: JSONEncoder().encode(saved))
@@ -90,6 +106,7 @@ struct KVMSnapshotTests {
         #expect(restoredVM.picMaster == savedVM.picMaster && restoredVM.picSlave == savedVM.picSlave)
         #expect(restoredVM.ioapic == savedVM.ioapic)
         #expect(restoredVM.pit?.flags == savedVM.pit?.flags)
+        #expect(Self.pitChannel(restoredVM.pit, 0).map { [$0.count, UInt32($0.mode)] } == [0x1234, 0], "the PIT was restored")
 
         try Self.run(guest.vcpu, milliseconds: 100)
         let after = try guest.vcpu.registers().rax
@@ -151,6 +168,7 @@ struct KVMSnapshotTests {
         try guest.vcpu.restore(saved)
         #expect(try guest.vcpu.registers() == saved.registers)
         #expect(try guest.vcpu.specialRegisters() == saved.specialRegisters)
+        #expect(try guest.vm.state().picMaster?[2] == 0xFB, "the PIC mask was restored")
         try run(guest.vcpu, milliseconds: 100)
         let result = ["rax": try guest.vcpu.registers().rax, "memory": counterInMemory(guest)]
         try JSONEncoder().encode(result).write(to: folder.appendingPathComponent("result.json"))
