@@ -180,6 +180,8 @@ extension KVMVCPU {
         if let xcrs = state.xcrs { try setXCRs(xcrs) }
         if let saved = state.tscKHz, let current = try tscKHz(), saved != current { try setTSCKHz(saved) }
         if let lapic = state.lapic { try setLAPIC(lapic) }
+        // IA32_TSC is among these. A PVM host (HOST.md) accepts the write but keeps the guest
+        // TSC equal to the host's (measured), so there the restored TSC does not go back.
         try setMSRs(state.msrs)
         if let debugRegisters = state.debugRegisters { try setDebugRegisters(debugRegisters) }
         // KVM_GET_VCPU_EVENTS does not set the "valid" bits for the pending NMI and the SIPI
