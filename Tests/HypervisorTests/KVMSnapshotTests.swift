@@ -230,6 +230,11 @@ struct KVMSnapshotTests {
         #expect(chipError?.description.contains("irqchip") == true)
         #expect(try plain.vcpu.state().lapic == nil, "a VM without the irqchip saves no LAPIC")
         #expect(try plain.vm.state().picMaster == nil && plain.vm.state().pit == nil)
+        let noChip = try plain.vcpu.state()
+        let lapicError = #expect(throws: HypervisorError.self) { try guest.vcpu.restore(noChip) }
+        #expect(lapicError?.description.contains("no in-kernel LAPIC") == true, "the other way round is refused too")
+        let vmMismatch = #expect(throws: HypervisorError.self) { try guest.vm.restore(plain.vm.state()) }
+        #expect(vmMismatch?.description.contains("no in-kernel irqchip") == true)
 
         let json = String(decoding: try JSONEncoder().encode(state.lapic), as: UTF8.self)
         let shortPage = json.replacingOccurrences(of: "[0,", with: "[")

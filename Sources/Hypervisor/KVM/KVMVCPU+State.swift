@@ -114,6 +114,9 @@ extension KVMVCPU {
         return (0..<min(read, indices.count)).map { MSREntry(index: buffer.entries[$0].index, data: buffer.entries[$0].data) }
     }
 
+    /// `KVM_GET_MSRS` and `KVM_SET_MSRS` take fewer than 256 entries a call (`MAX_IO_MSRS`).
+    static let msrChunk = 128
+
     /// KVM's MSR save list (`KVM_GET_MSR_INDEX_LIST`) without the MSRs `KVM_GET_MSRS` refuses on
     /// this vCPU (the list names every MSR KVM knows; which exist depends on the host CPU, the
     /// guest CPUID and on the host kernel: a PVM host refuses some that standard KVM reads).
@@ -122,10 +125,13 @@ extension KVMVCPU {
         var remaining = try vm.hypervisor.supportedMSRIndices()
         var accepted: [UInt32] = []
         while !remaining.isEmpty {
-            let read = try readMSRPrefix(remaining).count
+            let read = try readMSRPrefix(Array(remaining.prefix(Self.msrChunk))).count
             accepted += remaining[..<read]
-            if read >= remaining.count { break }
-            remaining = Array(remaining[(read + 1)...])   // drop the refused one, try the rest
+            if read >= min(remaining.count, Self.msrChunk) {
+                remaining = Array(remaining.dropFirst(read))
+            } else {
+                remaining = Array(remaining.dropFirst(read + 1))   // drop the refused one, try the rest
+            }
         }
         saveableMSRCache.withLock { $0 = accepted }
         return accepted
@@ -145,7 +151,10 @@ extension KVMVCPU {
         let xsave = try xsave()
         let xcrs = vm.hypervisor.checkExtension(KVM_CAP_XCRS) > 0 ? try xcrs() : nil
         let indices = try saveableMSRIndices()
-        let msrs = try msrs(indices)
+        var msrs: [MSREntry] = []
+        for start in stride(from: 0, to: indices.count, by: Self.msrChunk) {
+            msrs += try self.msrs(Array(indices[start..<min(start + Self.msrChunk, indices.count)]))
+        }
         let lapic = devices.lapic ? try lapic() : nil
         let debugRegisters = try debugRegisters()
         let tscKHz = try tscKHz()
@@ -172,6 +181,9 @@ extension KVMVCPU {
         if state.lapic != nil, !devices.lapic {
             throw .invalidArgument("the state of vCPU \(id) has an in-kernel LAPIC, but this VM has none: create the irqchip before the vCPU")
         }
+        if state.lapic == nil, devices.lapic {
+            throw .invalidArgument("the state of vCPU \(id) has no in-kernel LAPIC, but this VM has one: restore it into a VM without the in-kernel irqchip")
+        }
         try setCPUID(state.cpuid)
         try setSpecialRegisters(state.specialRegisters)
         try setRegisters(state.registers)
@@ -182,7 +194,9 @@ extension KVMVCPU {
         if let lapic = state.lapic { try setLAPIC(lapic) }
         // IA32_TSC is among these. A PVM host (HOST.md) accepts the write but keeps the guest
         // TSC equal to the host's (measured), so there the restored TSC does not go back.
-        try setMSRs(state.msrs)
+        for start in stride(from: 0, to: state.msrs.count, by: Self.msrChunk) {
+            try setMSRs(Array(state.msrs[start..<min(start + Self.msrChunk, state.msrs.count)]))
+        }
         if let debugRegisters = state.debugRegisters { try setDebugRegisters(debugRegisters) }
         // KVM_GET_VCPU_EVENTS does not set the "valid" bits for the pending NMI and the SIPI
         // vector (they are inputs only): set them so the saved values are written too.

@@ -106,6 +106,16 @@ extension KVMVirtualMachine {
         try state.checkVersion()
         let devices = inKernel.withLock { $0 }
         let chips: [(IRQChip, [UInt8]?)] = [(.picMaster, state.picMaster), (.picSlave, state.picSlave), (.ioapic, state.ioapic)]
+        let savedChips = chips.filter { $0.1 != nil }.count
+        if devices.irqchip, savedChips == 0 {
+            throw .invalidArgument("the saved VM had no in-kernel irqchip but this VM has one: restore into a VM created the same way")
+        }
+        if devices.irqchip, savedChips != chips.count {
+            throw .invalidArgument("the saved VM state has \(savedChips) of the irqchip's 3 chips (master PIC, slave PIC, IOAPIC); it is damaged")
+        }
+        if devices.pit, state.pit == nil {
+            throw .invalidArgument("the saved VM had no in-kernel PIT but this VM has one: restore into a VM created the same way")
+        }
         for (chip, bytes) in chips {
             guard let bytes else { continue }
             guard devices.irqchip else {
