@@ -1,0 +1,206 @@
+import Testing
+import Foundation
+import GuestMemory
+@testable import Arch
+
+/// Where a device-tree-compiler program lives, or nil when the package is not installed.
+func dtcTool(_ name: String) -> String? {
+    ["/usr/bin/", "/usr/local/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+/// Runs `path` with `arguments`; returns the exit status, stdout and stderr.
+func runDTCTool(_ path: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
+func bigEndian32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+    bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | UInt32($1) }
+}
+
+@Suite("FDT encoder")
+struct FDTWriterTests {
+    @Test func headerAndBlocksAreLaidOut() throws {
+        var fdt = FDTWriter(reservations: [(address: 0x1000, size: 0x2000)], bootCPUID: 3)
+        try fdt.beginNode("")
+        try fdt.property("a", u32: 0x1234_5678)
+        try fdt.property("compatible", strings: ["x,y", "z"])
+        try fdt.beginNode("child@10")
+        try fdt.property("a", u64: 0x1_0000_0002)
+        try fdt.endNode()
+        try fdt.endNode()
+        let blob = try fdt.finish()
+        #expect(bigEndian32(blob, 0) == 0xD00D_FEED)
+        #expect(Int(bigEndian32(blob, 4)) == blob.count)
+        let structOffset = Int(bigEndian32(blob, 8)), stringsOffset = Int(bigEndian32(blob, 12))
+        #expect(bigEndian32(blob, 16) == 40 && bigEndian32(blob, 20) == 17 && bigEndian32(blob, 24) == 16)
+        #expect(bigEndian32(blob, 28) == 3)
+        // Reservation block: (0x1000, 0x2000) then the (0, 0) terminator.
+        #expect(Array(blob[40..<72]) == FDTWriter.bigEndian(UInt64(0x1000)) + FDTWriter.bigEndian(UInt64(0x2000)) + Array(repeating: 0, count: 16))
+        #expect(structOffset == 72)
+        #expect(Int(bigEndian32(blob, 36)) == stringsOffset - structOffset)
+        // "a" is stored once in the strings block.
+        #expect(Array(blob[stringsOffset...]) == Array("a\0compatible\0".utf8))
+        #expect(bigEndian32(blob, structOffset) == 1)                         // FDT_BEGIN_NODE
+        #expect(bigEndian32(blob, stringsOffset - 4) == 9)                     // FDT_END
+        #expect(structOffset.isMultiple(of: 8) && (stringsOffset - structOffset).isMultiple(of: 4))
+    }
+
+    @Test func misuseIsRefused() throws {
+        var fdt = FDTWriter()
+        #expect(throws: AArch64Error.self) { try fdt.property("x", u32: 1) }
+        #expect(throws: AArch64Error.self) { try fdt.endNode() }
+        #expect(throws: AArch64Error.self) { try fdt.beginNode("root") }
+        #expect(throws: AArch64Error.self) { try fdt.finish() }
+        try fdt.beginNode("")
+        try fdt.property("x", u32: 1)
+        #expect(throws: AArch64Error.self) { try fdt.property("x", u32: 2) }
+        #expect(throws: AArch64Error.self) { try fdt.property("bad name", u32: 2) }
+        #expect(throws: AArch64Error.self) { try fdt.property("s", string: "a\0b") }
+        #expect(throws: AArch64Error.self) { try fdt.beginNode("9lives") }
+        #expect(throws: AArch64Error.self) { try fdt.beginNode("node@") }
+        #expect(throws: AArch64Error.self) { try fdt.beginNode(String(repeating: "n", count: 32)) }
+        try fdt.beginNode("n@1")
+        try fdt.phandle(5)
+        #expect(throws: AArch64Error.self) { try fdt.phandle(0) }
+        try fdt.endNode()
+        #expect(throws: AArch64Error.self) { try fdt.beginNode("n@1") }
+        #expect(throws: AArch64Error.self) { try fdt.property("late", u32: 1) }
+        try fdt.beginNode("m")
+        #expect(throws: AArch64Error.self) { try fdt.phandle(5) }
+        try fdt.endNode()
+        #expect(throws: AArch64Error.self) { try fdt.finish() }
+        try fdt.endNode()
+        #expect(throws: AArch64Error.self) { try fdt.beginNode("") }
+        _ = try fdt.finish()
+    }
+}
+
+@Suite("arm64 device tree")
+struct ARM64DeviceTreeTests {
+    static func configuration(vcpus: Int, initramfs: Bool, pci: Bool = true, ram: UInt64 = 1 << 30) throws
+        -> ARM64DeviceTree.Configuration {
+        let memory = try AArch64Layout.ramRegions(size: ram)
+        var config = ARM64DeviceTree.Configuration(
+            memory: memory, mpidrs: (0..<vcpus).map(ARM64DeviceTree.defaultMPIDR),
+            commandLine: "console=ttyAMA0 root=/dev/vda1 rw")
+        if initramfs {
+            let end = memory.last!.start.rawValue + memory.last!.size
+            let start = try AArch64Layout.initramfsAddress(size: 5 << 20, ramEnd: GuestAddress(end), lowest: AArch64Layout.kernelStart)
+            config.initramfs = (start, 5 << 20)
+        }
+        if pci {
+            let top = memory.last!.start.rawValue + memory.last!.size
+            config.pciSegments = [ARM64DeviceTree.PCISegment(
+                id: 0, ecamAddress: AArch64Layout.pciMMConfigStart, mmio64Start: GuestAddress(top), mmio64Size: 64 << 30)]
+        }
+        config.pmu = vcpus == 4
+        return config
+    }
+
+    @Test func mpidrsFollowKVM() {
+        #expect(ARM64DeviceTree.defaultMPIDR(0) == 0x8000_0000)
+        #expect(ARM64DeviceTree.defaultMPIDR(15) == 0x8000_000F)
+        #expect(ARM64DeviceTree.defaultMPIDR(16) == 0x8000_0100)
+        #expect(ARM64DeviceTree.defaultMPIDR(63) == 0x8000_030F)
+    }
+
+    @Test func badConfigurationsAreRefused() throws {
+        var config = try Self.configuration(vcpus: 1, initramfs: false)
+        config.mpidrs = []
+        #expect(throws: AArch64Error.invalidVCPUCount(count: 0, max: 255)) { try ARM64DeviceTree.build(config) }
+        config.mpidrs = [0x8000_0000, 0x8000_0000]
+        #expect(throws: AArch64Error.self) { try ARM64DeviceTree.build(config) }
+        config = try Self.configuration(vcpus: 1, initramfs: false)
+        config.initramfs = (GuestAddress(0x1000), 10)
+        #expect(throws: AArch64Error.self) { try ARM64DeviceTree.build(config) }
+        config.initramfs = nil
+        config.serial?.irq = 5
+        #expect(throws: AArch64Error.self) { try ARM64DeviceTree.build(config) }
+    }
+
+    @Test(.enabled(if: dtcTool("dtc") != nil && dtcTool("fdtget") != nil,
+                   "device-tree-compiler is not installed (Scripts/install-deps.sh installs it)"),
+          arguments: [(1, false), (1, true), (4, false), (4, true), (64, false), (64, true)])
+    func dtcReadsTheTreeWithoutWarnings(vcpus: Int, initramfs: Bool) throws {
+        let config = try Self.configuration(vcpus: vcpus, initramfs: initramfs, ram: vcpus == 64 ? 8 << 30 : 1 << 30)
+        let blob = try ARM64DeviceTree.build(config)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("arm64-dtb-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("vm.dtb").path
+        try Data(blob).write(to: URL(fileURLWithPath: path))
+
+        let dts = try runDTCTool(dtcTool("dtc")!, ["-I", "dtb", "-O", "dts", path])
+        #expect(dts.status == 0)
+        #expect(dts.err.isEmpty, "dtc warned: \(dts.err)")
+        #expect(dts.out.contains(#"compatible = "arm,psci-1.0\0arm,psci-0.2";"#))
+        #expect(dts.out.contains(#"compatible = "arm,pl011\0arm,primecell";"#))
+
+        func get(_ arguments: String...) throws -> String {
+            let result = try runDTCTool(dtcTool("fdtget")!, [path] + arguments)
+            #expect(result.status == 0, "fdtget \(arguments): \(result.err)")
+            return result.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try get("/", "compatible") == "linux,dummy-virt")
+        #expect(try get("-t", "x", "/", "interrupt-parent") == "1")
+        let cpus = try get("-l", "/cpus").split(separator: "\n")
+        #expect(cpus.count == vcpus)
+        #expect(try get("-t", "x", "/cpus/cpu@0", "reg") == "0")
+        if vcpus == 64 {
+            #expect(try get("-t", "x", "/cpus/cpu@30f", "reg") == "30f")
+            #expect(try get("/cpus/cpu@30f", "enable-method") == "psci")
+        }
+        if vcpus == 1 { #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/cpus/cpu@0", "enable-method"]).status != 0) }
+        #expect(try get("/psci", "method") == "hvc")
+        #expect(try get("-t", "u", "/timer", "interrupts") == "1 13 4 1 14 4 1 11 4 1 10 4")
+        let redist = try AArch64Layout.gicRedistributorRegion(vcpuCount: vcpus)
+        #expect(try get("/intc@8ff0000", "compatible") == "arm,gic-v3")
+        #expect(try get("-t", "x", "/intc@8ff0000", "reg")
+                == "0 8ff0000 0 10000 0 \(String(redist.start.rawValue, radix: 16)) 0 \(String(redist.size, radix: 16))")
+        let its = try AArch64Layout.gicITSRegion(vcpuCount: vcpus)
+        #expect(try get("/intc@8ff0000/msic@\(String(its.start.rawValue, radix: 16))", "compatible") == "arm,gic-v3-its")
+        #expect(try get("/pl011@9000000", "compatible") == "arm,pl011 arm,primecell")
+        #expect(try get("-t", "u", "/pl011@9000000", "interrupts") == "0 1 1")
+        #expect(try get("-t", "x", "/pl011@9000000", "clocks") == "3")
+        #expect(try get("-t", "u", "/apb-pclk", "clock-frequency") == "24000000")
+        #expect(try get("/rtc@9010000", "compatible") == "arm,pl031 arm,primecell")
+        #expect(try get("/pl061@9020000", "compatible") == "arm,pl061 arm,primecell")
+        #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "linux,code") == "116")
+        #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "gpios") == "4 3 0")
+        #expect(try get("/pci@30000000", "compatible") == "pci-host-ecam-generic")
+        #expect(try get("-t", "x", "/pci@30000000", "reg") == "0 30000000 0 100000")
+        #expect(try get("-t", "x", "/pci@30000000", "msi-map") == "0 2 0 100")
+        let window = config.pciSegments[0]
+        let base64 = max(window.mmio64Start.rawValue, AArch64Layout.pciHighBase.rawValue)
+        let size64 = window.mmio64Size - (base64 - window.mmio64Start.rawValue)
+        func cells(_ value: UInt64) -> String { "\(String(value >> 32, radix: 16)) \(String(value & 0xFFFF_FFFF, radix: 16))" }
+        #expect(try get("-t", "x", "/pci@30000000", "ranges")
+                == "1000000 0 0 0 9050000 0 10000 2000000 0 10000000 0 10000000 0 20000000 3000000 "
+                + "\(cells(base64)) \(cells(base64)) \(cells(size64))")
+        #expect(try get("/chosen", "bootargs") == "console=ttyAMA0 root=/dev/vda1 rw")
+        #expect(try get("/chosen", "stdout-path") == "/pl011@9000000")
+        #expect(try get("-t", "x", "/memory@40000000", "reg").hasPrefix("0 40000000 0"))
+        if vcpus == 64 {
+            #expect(try get("-t", "x", "/memory@100000000", "reg") == "1 0 \(cells((8 << 30) - (0xFC00_0000 - 0x4000_0000)))")
+        }
+        if let initrd = config.initramfs {
+            let start = try get("-t", "x", "/chosen", "linux,initrd-start")
+            let end = try get("-t", "x", "/chosen", "linux,initrd-end")
+            func hi(_ v: UInt64) -> String { "\(String(v >> 32, radix: 16)) \(String(v & 0xFFFF_FFFF, radix: 16))" }
+            #expect(start == hi(initrd.start.rawValue) && end == hi(initrd.start.rawValue + initrd.size))
+        } else {
+            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/chosen", "linux,initrd-start"]).status != 0)
+        }
+        if vcpus == 4 { #expect(try get("/pmu", "compatible") == "arm,armv8-pmuv3") }
+    }
+}
