@@ -227,6 +227,10 @@ public final class VMMController: VMMControl {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard let config = slot.config else { throw .vmNotCreated }
             guard slot.state == .created || slot.state == .shutdown else { throw .invalidState(action: "vm.boot", state: slot.state) }
+            // A boot starts the serial and console files afresh (a reboot appends to them).
+            for console in [config.serial, config.console] where console.mode == .file {
+                if let path = console.file { _ = try? OwnedFileDescriptor(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC) }
+            }
             do {
                 slot.instance = try startInstance(config)
             } catch {

@@ -79,7 +79,9 @@ final class HostEndpoint: Sendable {
             let terminal = RawTerminal.isTerminal(0) ? try RawTerminal(descriptor: 0) : nil
             return HostEndpoint(output: DescriptorOutput(descriptor: 1), inputDescriptor: 0, terminal: terminal, pty: nil, file: nil)
         case .file:
-            let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_TRUNC)
+            // Appended to: `vm.boot` starts the file afresh (VMMController), a guest reboot goes on
+            // writing after what the guest wrote before it, as Cloud Hypervisor keeps its file.
+            let file = try OwnedFileDescriptor(path: config.file ?? "", flags: O_WRONLY | O_CREAT | O_APPEND)
             return HostEndpoint(output: DescriptorOutput(descriptor: file.rawValue, owner: file), inputDescriptor: nil, terminal: nil, pty: nil, file: file)
         case .socket:
             let socket = try SocketConsole(path: config.socket ?? "")
