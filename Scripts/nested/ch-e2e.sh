@@ -68,7 +68,7 @@ in_l1() {
   pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
   # Every scenario runs by default except `debian`, which runs when named in --only or with
   # CH_NESTED_DEBIAN=1: it passed in this bench but is not yet steady enough for every run
-  # (its guest took a triple fault once in four boots, and level 1 itself crashed once under it).
+  # (two passes in five runs: its guest took triple faults, and level 1 itself crashed once under it).
   want() {
     if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else [[ $1 != debian || ${CH_NESTED_DEBIAN:-0} == 1 ]]; fi
   }
