@@ -40,7 +40,7 @@ public final class PL011: BusDevice {
     public func read(offset: UInt64, size: Int) -> UInt64 {
         guard size >= 1, size <= 4 else { return 0 }
         let value = state.withLock { $0.registers.read(offset: offset) }
-        return UInt64(value) & (size == 4 ? 0xFFFF_FFFF : (1 << (8 * UInt64(size))) - 1)
+        return primeCellReadValue(value, size: size)
     }
 
     /// Writes the low `size` bytes of `value` to the register at `offset`.

@@ -102,7 +102,7 @@ public final class PL031: BusDevice {
         guard size >= 1, size <= 4 else { return 0 }
         let time = now
         let value = state.withLock { $0.read(offset: offset, now: time) }
-        return UInt64(value) & (size == 4 ? 0xFFFF_FFFF : (1 << (8 * UInt64(size))) - 1)
+        return primeCellReadValue(value, size: size)
     }
 
     /// Writes the low `size` bytes of `value` to the register at `offset`.
