@@ -130,9 +130,23 @@ struct ARM64DeviceTreeTests {
 
     @Test(.enabled(if: dtcTool("dtc") != nil && dtcTool("fdtget") != nil,
                    "device-tree-compiler is not installed (Scripts/install-deps.sh installs it)"),
-          arguments: [(1, false), (1, true), (4, false), (4, true), (64, false), (64, true)])
-    func dtcReadsTheTreeWithoutWarnings(vcpus: Int, initramfs: Bool) throws {
-        let config = try Self.configuration(vcpus: vcpus, initramfs: initramfs, ram: vcpus == 64 ? 8 << 30 : 1 << 30)
+          arguments: [(1, false, false, false), (1, true, true, false), (4, false, true, true), (4, true, false, false),
+                      (64, false, true, true), (64, true, false, true)])
+    func dtcReadsTheTreeWithoutWarnings(vcpus: Int, initramfs: Bool, pci: Bool, numa: Bool) throws {
+        var config = try Self.configuration(vcpus: vcpus, initramfs: initramfs, pci: pci, ram: vcpus == 64 ? 8 << 30 : 1 << 30)
+        if numa {
+            // Two nodes: the first half of the vCPUs with the first RAM region, the rest with the others.
+            config.numaNodes = [
+                ARM64DeviceTree.NUMANode(id: 0, vcpus: Array(0..<(vcpus / 2)), memory: [config.memory[0]]),
+                ARM64DeviceTree.NUMANode(id: 1, vcpus: Array((vcpus / 2)..<vcpus),
+                                         memory: config.memory.count > 1 ? Array(config.memory.dropFirst()) : [], distances: [0: 30]),
+            ]
+            if config.memory.count == 1 {
+                let half = config.memory[0].size / 2
+                config.numaNodes[0].memory = [(config.memory[0].start, half)]
+                config.numaNodes[1].memory = [(GuestAddress(config.memory[0].start.rawValue + half), half)]
+            }
+        }
         let blob = try ARM64DeviceTree.build(config)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("arm64-dtb-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -177,16 +191,27 @@ struct ARM64DeviceTreeTests {
         #expect(try get("/pl061@9020000", "compatible") == "arm,pl061 arm,primecell")
         #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "linux,code") == "116")
         #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "gpios") == "4 3 0")
-        #expect(try get("/pci@30000000", "compatible") == "pci-host-ecam-generic")
-        #expect(try get("-t", "x", "/pci@30000000", "reg") == "0 30000000 0 100000")
-        #expect(try get("-t", "x", "/pci@30000000", "msi-map") == "0 2 0 100")
-        let window = config.pciSegments[0]
-        let base64 = max(window.mmio64Start.rawValue, AArch64Layout.pciHighBase.rawValue)
-        let size64 = window.mmio64Size - (base64 - window.mmio64Start.rawValue)
+        if numa {
+            #expect(try get("-t", "u", "/cpus/cpu@0", "numa-node-id") == "0")
+            #expect(try get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 30 1 0 30 1 1 10")
+            #expect(try get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
+        } else {
+            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/distance-map", "compatible"]).status != 0)
+        }
         func cells(_ value: UInt64) -> String { "\(String(value >> 32, radix: 16)) \(String(value & 0xFFFF_FFFF, radix: 16))" }
-        #expect(try get("-t", "x", "/pci@30000000", "ranges")
-                == "1000000 0 0 0 9050000 0 10000 2000000 0 10000000 0 10000000 0 20000000 3000000 "
-                + "\(cells(base64)) \(cells(base64)) \(cells(size64))")
+        if !pci {
+            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/pci@30000000", "compatible"]).status != 0)
+        } else {
+            #expect(try get("/pci@30000000", "compatible") == "pci-host-ecam-generic")
+            #expect(try get("-t", "x", "/pci@30000000", "reg") == "0 30000000 0 100000")
+            #expect(try get("-t", "x", "/pci@30000000", "msi-map") == "0 2 0 100")
+            let window = config.pciSegments[0]
+            let base64 = max(window.mmio64Start.rawValue, AArch64Layout.pciHighBase.rawValue)
+            let size64 = window.mmio64Size - (base64 - window.mmio64Start.rawValue)
+            #expect(try get("-t", "x", "/pci@30000000", "ranges")
+                    == "1000000 0 0 0 9050000 0 10000 2000000 0 10000000 0 10000000 0 20000000 3000000 "
+                    + "\(cells(base64)) \(cells(base64)) \(cells(size64))")
+        }
         #expect(try get("/chosen", "bootargs") == "console=ttyAMA0 root=/dev/vda1 rw")
         #expect(try get("/chosen", "stdout-path") == "/pl011@9000000")
         #expect(try get("-t", "x", "/memory@40000000", "reg").hasPrefix("0 40000000 0"))
@@ -202,5 +227,76 @@ struct ARM64DeviceTreeTests {
             #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/chosen", "linux,initrd-start"]).status != 0)
         }
         if vcpus == 4 { #expect(try get("/pmu", "compatible") == "arm,armv8-pmuv3") }
+    }
+}
+
+@Suite("arm64 device tree: NUMA")
+struct ARM64DeviceTreeNUMATests {
+    /// 4 vCPUs and 2 GiB in two nodes (vCPUs 0-1 and the first GiB; vCPUs 2-3 and the second).
+    static func configuration(distances: [UInt32: UInt8] = [1: 25]) throws -> ARM64DeviceTree.Configuration {
+        var config = try ARM64DeviceTreeTests.configuration(vcpus: 4, initramfs: true, ram: 2 << 30)
+        let base = config.memory[0].start.rawValue
+        config.numaNodes = [
+            ARM64DeviceTree.NUMANode(id: 0, vcpus: [0, 1], memory: [(GuestAddress(base), 1 << 30)], distances: distances),
+            ARM64DeviceTree.NUMANode(id: 1, vcpus: [2, 3], memory: [(GuestAddress(base + (1 << 30)), 1 << 30)]),
+        ]
+        return config
+    }
+
+    @Test(.enabled(if: dtcTool("dtc") != nil && dtcTool("fdtget") != nil,
+                   "device-tree-compiler is not installed (Scripts/install-deps.sh installs it)"))
+    func nodesAreDescribedAndDtcIsSilent() throws {
+        let blob = try ARM64DeviceTree.build(try Self.configuration())
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("arm64-numa-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("vm.dtb").path
+        try Data(blob).write(to: URL(fileURLWithPath: path))
+        let dts = try runDTCTool(dtcTool("dtc")!, ["-I", "dtb", "-O", "dts", path])
+        #expect(dts.status == 0)
+        #expect(dts.err.isEmpty, "dtc warned: \(dts.err)")
+        func get(_ arguments: String...) throws -> String {
+            let result = try runDTCTool(dtcTool("fdtget")!, [path] + arguments)
+            #expect(result.status == 0, "fdtget \(arguments): \(result.err)")
+            return result.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try get("-t", "u", "/cpus/cpu@1", "numa-node-id") == "0")
+        #expect(try get("-t", "u", "/cpus/cpu@2", "numa-node-id") == "1")
+        #expect(try get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
+        #expect(try get("-t", "x", "/memory@80000000", "reg") == "0 80000000 0 40000000")
+        #expect(try get("-t", "u", "/memory@80000000", "numa-node-id") == "1")
+        #expect(try get("/distance-map", "compatible") == "numa-distance-map-v1")
+        // Node 1 gives no distance to node 0: node 0's entry for node 1 is used both ways.
+        #expect(try get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 25 1 0 25 1 1 10")
+    }
+
+    @Test func oneNodeDescribesNoNUMA() throws {
+        var config = try Self.configuration()
+        config.numaNodes = [ARM64DeviceTree.NUMANode(id: 0, vcpus: [0, 1, 2, 3], memory: config.memory)]
+        let withOne = try ARM64DeviceTree.build(config)
+        config.numaNodes = []
+        #expect(withOne == (try ARM64DeviceTree.build(config)))
+    }
+
+    @Test func inconsistentNodesAreRefusedWithTheReason() throws {
+        func refusal(_ change: (inout ARM64DeviceTree.Configuration) -> Void) throws -> String {
+            var config = try Self.configuration()
+            change(&config)
+            do {
+                _ = try ARM64DeviceTree.build(config)
+                return "accepted"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(try refusal { $0.numaNodes[1].id = 0 }.contains("same id"))
+        #expect(try refusal { $0.numaNodes[1].vcpus = [1, 2, 3] }.contains("vCPU 1 is in nodes 0 and 1"))
+        #expect(try refusal { $0.numaNodes[1].vcpus = [2, 3, 9] }.contains("names vCPU 9"))
+        #expect(try refusal { $0.numaNodes[0].distances = [1: 10] }.contains("farther than 10"))
+        #expect(try refusal { $0.numaNodes[0].distances = [7: 20] }.contains("does not exist"))
+        #expect(try refusal { $0.numaNodes[0].distances = [0: 20] }.contains("itself"))
+        #expect(try refusal { $0.numaNodes[1].memory = [] }.contains("every byte of RAM"))
+        #expect(try refusal { $0.numaNodes[1].memory = $0.numaNodes[0].memory }.contains("share memory"))
+        #expect(try refusal { $0.numaNodes[1].memory = [(GuestAddress(0x1000), 4096)] }.contains("not inside one RAM region"))
     }
 }

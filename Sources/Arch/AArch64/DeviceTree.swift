@@ -76,6 +76,27 @@ public enum ARM64DeviceTree {
         }
     }
 
+    /// One NUMA node (`numa-node-id` on its CPUs and memory, a row of the `distance-map`):
+    /// written only when the configuration has two nodes or more, as Cloud Hypervisor does.
+    public struct NUMANode: Sendable {
+        /// The node id.
+        public var id: UInt32
+        /// Its vCPUs, as indices into `Configuration.mpidrs`.
+        public var vcpus: [Int]
+        /// Its RAM: ranges inside the configuration's `memory`, no range in two nodes.
+        public var memory: [(start: GuestAddress, size: UInt64)]
+        /// Distances to other nodes by id (11-255); a missing one is taken from the other
+        /// node's entry for this one, else 20. The distance to itself is 10.
+        public var distances: [UInt32: UInt8]
+        /// A node.
+        public init(id: UInt32, vcpus: [Int], memory: [(start: GuestAddress, size: UInt64)], distances: [UInt32: UInt8] = [:]) {
+            self.id = id
+            self.vcpus = vcpus
+            self.memory = memory
+            self.distances = distances
+        }
+    }
+
     /// Everything the tree describes.
     public struct Configuration: Sendable {
         /// RAM regions (`AArch64Layout.ramRegions`).
@@ -96,6 +117,8 @@ public enum ARM64DeviceTree {
         public var gpio: PlatformDevice? = PlatformDevice(address: AArch64Layout.pl061Start, irq: 35)
         /// The PCI host bridges.
         public var pciSegments: [PCISegment] = []
+        /// The NUMA nodes; fewer than two means no NUMA description.
+        public var numaNodes: [NUMANode] = []
 
         /// A configuration with the legacy devices at their default places and no PCI.
         public init(memory: [(start: GuestAddress, size: UInt64)], mpidrs: [UInt64], commandLine: String,
@@ -123,12 +146,24 @@ public enum ARM64DeviceTree {
         try fdt.property("#address-cells", u32: 2)
         try fdt.property("#size-cells", u32: 2)
         try fdt.property("interrupt-parent", u32: Phandle.gic)
-        try writeCPUs(&fdt, config.mpidrs)
-        for region in config.memory {
-            try fdt.beginNode("memory@\(hexDigits(region.start.rawValue))")
-            try fdt.property("device_type", string: "memory")
-            try fdt.property("reg", cells64: [region.start.rawValue, region.size])
-            try fdt.endNode()
+        let numa = config.numaNodes.count > 1 ? config.numaNodes.sorted { $0.id < $1.id } : []
+        try writeCPUs(&fdt, config.mpidrs, numa: numa)
+        if numa.isEmpty {
+            for region in config.memory {
+                try fdt.beginNode("memory@\(hexDigits(region.start.rawValue))")
+                try fdt.property("device_type", string: "memory")
+                try fdt.property("reg", cells64: [region.start.rawValue, region.size])
+                try fdt.endNode()
+            }
+        } else {
+            for node in numa where !node.memory.isEmpty {
+                let ranges = node.memory.sorted { $0.start < $1.start }
+                try fdt.beginNode("memory@\(hexDigits(ranges[0].start.rawValue))")
+                try fdt.property("device_type", string: "memory")
+                try fdt.property("reg", cells64: ranges.flatMap { [$0.start.rawValue, $0.size] })
+                try fdt.property("numa-node-id", u32: node.id)
+                try fdt.endNode()
+            }
         }
         try writeChosen(&fdt, config)
         try writeGIC(&fdt, vcpuCount: config.mpidrs.count)
@@ -158,6 +193,7 @@ public enum ARM64DeviceTree {
         for segment in config.pciSegments {
             try writePCI(&fdt, segment, segmentCount: config.pciSegments.count)
         }
+        if !numa.isEmpty { try writeDistanceMap(&fdt, numa) }
         try fdt.endNode()
         let blob = try fdt.finish()
         guard UInt64(blob.count) <= AArch64Layout.fdtMaxSize else {
@@ -204,9 +240,71 @@ public enum ARM64DeviceTree {
         guard Set(config.pciSegments.map(\.id)).count == config.pciSegments.count else {
             throw .invalidDeviceTreeConfiguration(reason: "two PCI segments have the same id")
         }
+        try validateNUMA(config)
     }
 
-    static func writeCPUs(_ fdt: inout FDTWriter, _ mpidrs: [UInt64]) throws(AArch64Error) {
+    static func validateNUMA(_ config: Configuration) throws(AArch64Error) {
+        guard config.numaNodes.count > 1 else { return }
+        func refuse(_ reason: String) -> AArch64Error { .invalidDeviceTreeConfiguration(reason: "NUMA: " + reason) }
+        let ids = Set(config.numaNodes.map(\.id))
+        guard ids.count == config.numaNodes.count else { throw refuse("two nodes have the same id") }
+        var owner: [Int: UInt32] = [:]
+        var ranges: [(start: UInt64, end: UInt64, node: UInt32)] = []
+        for node in config.numaNodes {
+            for vcpu in node.vcpus {
+                guard config.mpidrs.indices.contains(vcpu) else {
+                    throw refuse("node \(node.id) names vCPU \(vcpu), but there are \(config.mpidrs.count)")
+                }
+                if let other = owner.updateValue(node.id, forKey: vcpu) {
+                    throw refuse("vCPU \(vcpu) is in nodes \(other) and \(node.id)")
+                }
+            }
+            for (destination, distance) in node.distances {
+                guard ids.contains(destination), destination != node.id else {
+                    throw refuse("node \(node.id) gives a distance to \(destination == node.id ? "itself" : "node \(destination), which does not exist")")
+                }
+                guard distance > 10 else { throw refuse("node \(node.id)'s distance to node \(destination) is \(distance); other nodes are farther than 10") }
+            }
+            for range in node.memory {
+                let inside = config.memory.contains { region in
+                    range.start >= region.start && range.size > 0
+                        && range.start.rawValue - region.start.rawValue <= region.size
+                        && range.size <= region.size - (range.start.rawValue - region.start.rawValue)
+                }
+                guard inside else {
+                    throw refuse("node \(node.id)'s memory (\(range.size) bytes at \(range.start)) is not inside one RAM region")
+                }
+                ranges.append((range.start.rawValue, range.start.rawValue + range.size, node.id))
+            }
+        }
+        ranges.sort { $0.start < $1.start }
+        for (left, right) in zip(ranges, ranges.dropFirst()) where right.start < left.end {
+            throw refuse("nodes \(left.node) and \(right.node) share memory at 0x\(hexDigits(right.start))")
+        }
+        let described = ranges.reduce(UInt64(0)) { $0 + ($1.end - $1.start) }
+        let total = config.memory.reduce(UInt64(0)) { $0 + $1.size }
+        guard described == total else {
+            throw refuse("the nodes hold \(described) bytes of the guest's \(total): every byte of RAM belongs to one node")
+        }
+    }
+
+    /// The `distance-map` node (`numa-distance-map-v1`): a `<from to distance>` triple for
+    /// every ordered pair of nodes, in ascending order.
+    static func writeDistanceMap(_ fdt: inout FDTWriter, _ nodes: [NUMANode]) throws(AArch64Error) {
+        var matrix: [UInt32] = []
+        for from in nodes {
+            for to in nodes {
+                let distance = from.id == to.id ? 10 : (from.distances[to.id] ?? to.distances[from.id] ?? 20)
+                matrix += [from.id, to.id, UInt32(distance)]
+            }
+        }
+        try fdt.beginNode("distance-map")
+        try fdt.property("compatible", string: "numa-distance-map-v1")
+        try fdt.property("distance-matrix", cells: matrix)
+        try fdt.endNode()
+    }
+
+    static func writeCPUs(_ fdt: inout FDTWriter, _ mpidrs: [UInt64], numa: [NUMANode]) throws(AArch64Error) {
         try fdt.beginNode("cpus")
         try fdt.property("#address-cells", u32: 1)
         try fdt.property("#size-cells", u32: 0)
@@ -217,6 +315,9 @@ public enum ARM64DeviceTree {
             try fdt.property("compatible", string: "arm,arm-v8")
             if mpidrs.count > 1 { try fdt.property("enable-method", string: "psci") }
             try fdt.property("reg", u32: reg)
+            if let node = numa.first(where: { $0.vcpus.contains(index) }) {
+                try fdt.property("numa-node-id", u32: node.id)
+            }
             try fdt.phandle(Phandle.firstVCPU + UInt32(index))
             try fdt.endNode()
         }
