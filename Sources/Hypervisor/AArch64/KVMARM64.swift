@@ -135,6 +135,27 @@ public enum KVMARM64 {
         return features
     }
 
+    /// `struct kvm_vcpu_init` in 32-bit words: `target`, then `features[7]`.
+    public static let vcpuInitWords = 8
+
+    /// An ioctl request number as `_IOC` makes it for KVM (type 0xAE): direction 1 writes to
+    /// the kernel (`_IOW`), 2 reads from it (`_IOR`), 3 both.
+    public static func ioctlNumber(direction: UInt, number: UInt, size: Int) -> UInt {
+        (direction << 30) | (UInt(size) << 16) | (0xAE << 8) | number
+    }
+
+    /// `KVM_ARM_VCPU_INIT`: `_IOW(KVMIO, 0xae, struct kvm_vcpu_init)`.
+    public static let ioctlVCPUInit = ioctlNumber(direction: 1, number: 0xAE, size: 4 * vcpuInitWords)
+    /// `KVM_ARM_PREFERRED_TARGET`: `_IOR(KVMIO, 0xaf, struct kvm_vcpu_init)`.
+    public static let ioctlPreferredTarget = ioctlNumber(direction: 2, number: 0xAF, size: 4 * vcpuInitWords)
+
+    /// `KVM_ARM_VCPU_PMU_V3_CTRL`: the vCPU attribute group of the PMU.
+    public static let pmuControlGroup: UInt32 = 0
+    /// `KVM_ARM_VCPU_PMU_V3_IRQ`: the PMU's overflow interrupt (a PPI's GIC interrupt ID).
+    public static let pmuAttributeIRQ: UInt64 = 0
+    /// `KVM_ARM_VCPU_PMU_V3_INIT`: initialise the PMU (after the vGIC).
+    public static let pmuAttributeInit: UInt64 = 1
+
     /// PSTATE at the kernel entry: EL1h (SPSel = 1) with D, A, I and F masked (`PSR_MODE_EL1h | PSR_[DAIF]_BIT`).
     public static let bootPSTATE: UInt64 = 0x3C5
 

@@ -12,6 +12,8 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     /// Which in-kernel devices this VM has (set by `createIRQChip`, `createPIT` and enabling
     /// `KVM_CAP_SPLIT_IRQCHIP`), so that `state()` saves exactly those.
     let inKernel = Mutex<InKernelDevices>(InKernelDevices())
+    /// In-kernel devices made by `createGICv3`, kept open as long as the VM.
+    let retainedDevices = Mutex<[KVMDevice]>([])
 
     /// The in-kernel devices a KVM VM can have.
     struct InKernelDevices {
