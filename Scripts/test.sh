@@ -13,6 +13,8 @@ Scripts/install-deps.sh
 # The nested bench's cache (Debian's kernel, as bzImage and vmlinux) also feeds the loader
 # tests on a real kernel; prepare.sh is quick once the cache is complete.
 if [ "${CH_SKIP_NESTED:-0}" != 1 ] || [ "${CH_REQUIRE_REAL_KERNEL:-0}" = 1 ]; then Scripts/nested/prepare.sh >&2; fi
+# Debian's arm64 kernel Image, for the arm64 Image loader's test on a real kernel (cached, ~20 s once).
+if [ "${CH_REQUIRE_REAL_KERNEL:-0}" = 1 ]; then Scripts/fetch-arm64-kernel.sh >&2; fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
