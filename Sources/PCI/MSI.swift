@@ -57,7 +57,7 @@ public struct MSICapability: PCICapability, Equatable {
 }
 
 /// The MSI state the guest programmed, decoded from a configuration space.
-public struct MSIState: Sendable, Equatable {
+public struct MSIState: Sendable, Equatable, Codable {
     /// Whether the guest enabled MSI.
     public var enabled: Bool
     /// How many vectors the guest enabled (1 << multiple message enable).

@@ -20,7 +20,7 @@ public protocol MSIXRouting: Sendable {
 }
 
 /// One MSI-X table entry (16 bytes in the table BAR).
-public struct MSIXTableEntry: Sendable, Equatable, Hashable {
+public struct MSIXTableEntry: Sendable, Equatable, Hashable, Codable {
     /// Message address, lower 32 bits (entry offset 0).
     public var addressLow: UInt32 = 0
     /// Message address, upper 32 bits (entry offset 4).
@@ -108,13 +108,13 @@ public struct MSIXConfiguration: Sendable {
     public static let entrySize = 16
 
     /// The vector table.
-    public private(set) var entries: [MSIXTableEntry]
+    public internal(set) var entries: [MSIXTableEntry]
     /// The pending bits, 64 vectors per element.
-    public private(set) var pendingBits: [UInt64]
+    public internal(set) var pendingBits: [UInt64]
     /// Whether the guest enabled MSI-X (message control bit 15).
-    public private(set) var enabled = false
+    public internal(set) var enabled = false
     /// Whether the guest masked every vector (message control bit 14).
-    public private(set) var functionMasked = false
+    public internal(set) var functionMasked = false
     /// Where messages and mask changes go.
     public let routing: any MSIXRouting
 

@@ -84,10 +84,10 @@ public struct PCIConfiguration: Sendable {
     /// The offset of the first extended capability.
     public static let firstExtendedCapabilityOffset = 0x100
 
-    private var registers: [UInt32]
-    private var writable: [UInt32]
-    private var writeOneToClear: [UInt32]
-    private var barTable: [PCIBAR?] = Array(repeating: nil, count: PCIConfiguration.barCount)
+    var registers: [UInt32]
+    var writable: [UInt32]
+    var writeOneToClear: [UInt32]
+    var barTable: [PCIBAR?] = Array(repeating: nil, count: PCIConfiguration.barCount)
     private var lastCapabilityOffset: Int?
     private var nextCapabilityOffset = PCIConfiguration.firstCapabilityOffset
     private var lastExtendedCapabilityOffset: Int?

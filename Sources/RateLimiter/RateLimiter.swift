@@ -42,7 +42,7 @@ public final class RateLimiter: Sendable {
         public var tokensPerSecond: Double { Double(size) * 1000 / Double(max(1, refillMilliseconds)) }
     }
 
-    private struct State {
+    struct BucketPair {
         var bandwidth: TokenBucket?
         var operations: TokenBucket?
         var wakeUpPending = false
@@ -53,8 +53,8 @@ public final class RateLimiter: Sendable {
     public let bandwidth: Bucket?
     /// The operations bucket's settings (`nil`: operations are not limited).
     public let operations: Bucket?
-    private let clock: @Sendable () -> UInt64
-    private let state: Mutex<State>
+    let clock: @Sendable () -> UInt64
+    let state: Mutex<BucketPair>
     private let wakeUp = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
 
     /// A limiter with full buckets. A bucket whose size or refill time is 0 limits nothing.
@@ -71,7 +71,7 @@ public final class RateLimiter: Sendable {
         self.bandwidth = bytes == nil ? nil : bandwidth
         self.operations = ops == nil ? nil : operations
         self.clock = clock
-        state = Mutex(State(bandwidth: bytes, operations: ops))
+        state = Mutex(BucketPair(bandwidth: bytes, operations: ops))
     }
 
     /// `CLOCK_MONOTONIC` in nanoseconds.

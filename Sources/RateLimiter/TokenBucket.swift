@@ -48,6 +48,13 @@ public struct TokenBucket: Sendable, Equatable {
     /// at most the whole bucket.
     private func threshold(_ cost: UInt64) -> Int64 { Int64(max(1, min(cost, size))) }
 
+    /// Sets what the bucket holds (a restore) and restarts the refill count at `now`.
+    mutating func setHeld(balance: Int64, burstLeft: UInt64, now: UInt64) {
+        self.balance = balance
+        self.burstLeft = burstLeft
+        refilledUntil = now
+    }
+
     /// Adds the tokens earned since the last refill, up to ``size``.
     public mutating func refill(now: UInt64) {
         guard now > refilledUntil else { return }

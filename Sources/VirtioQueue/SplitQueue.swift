@@ -46,13 +46,13 @@ public struct SplitQueue: Sendable {
     /// Whether `VIRTIO_F_EVENT_IDX` was negotiated (event-index notification suppression).
     public var eventIndex = false
     /// Whether `activate(in:)` validated the current configuration.
-    public private(set) var isReady = false
+    public internal(set) var isReady = false
     /// The available index of the next chain to pop (the device's `last_avail_idx`).
     public var nextAvailable: UInt16 = 0
     /// The used index the next `addUsed` writes (published as `used->idx`).
     public var nextUsed: UInt16 = 0
     /// The used index at the last notification decision with event index, if any.
-    public private(set) var signalledUsed: UInt16?
+    public internal(set) var signalledUsed: UInt16?
 
     /// Creates a queue that offers `maxSize` entries; its size starts at `maxSize`.
     ///
@@ -77,23 +77,38 @@ public struct SplitQueue: Sendable {
     ///
     /// - Throws: `.invalidSize`, `.misalignedRing`, `.ringOutOfMemory`.
     public func validate(in memory: GuestMemory) throws(QueueError) {
-        guard size != 0, size <= maxSize, size & (size - 1) == 0 else {
-            throw .invalidSize(size: size, maxSize: maxSize)
+        try checkLayout()
+        for (part, address, _, length) in areas where !memory.isValidRange(address, length: length) {
+            throw .ringOutOfMemory(part, address: address, length: length)
         }
-        let areas: [(QueuePart, GuestAddress, Int, Int)] = [
+    }
+
+    /// The three ring areas: part, address, alignment and length.
+    private var areas: [(QueuePart, GuestAddress, Int, Int)] {
+        [
             (.descriptorTable, descriptorTable, 16, Self.descriptorTableLength(size: size)),
             (.availableRing, availableRing, 2, Self.availableRingLength(size: size)),
             (.usedRing, usedRing, 4, Self.usedRingLength(size: size)),
         ]
-        for (part, address, alignment, length) in areas {
-            guard address.isAligned(to: UInt64(alignment)) else {
-                throw .misalignedRing(part, address: address, alignment: alignment)
-            }
-            guard memory.isValidRange(address, length: length) else {
-                throw .ringOutOfMemory(part, address: address, length: length)
-            }
+    }
+
+    /// Checks the size and the rings' alignment, without guest memory.
+    ///
+    /// - Throws: `.invalidSize`, `.misalignedRing`.
+    func checkLayout() throws(QueueError) {
+        guard size != 0, size <= maxSize, size & (size - 1) == 0 else {
+            throw .invalidSize(size: size, maxSize: maxSize)
+        }
+        for (part, address, alignment, _) in areas where !address.isAligned(to: UInt64(alignment)) {
+            throw .misalignedRing(part, address: address, alignment: alignment)
         }
     }
+
+    /// Marks the queue ready after ``checkLayout()`` (a restore without guest memory at hand).
+    mutating func markReady() { isReady = true }
+
+    /// Sets the event-index bookkeeping of a restored queue.
+    mutating func restoreSignalled(_ value: UInt16?) { signalledUsed = value }
 
     /// Validates the configuration and marks the queue ready (the driver wrote `queue_enable`).
     ///
