@@ -1,3 +1,4 @@
+import DeviceModel
 import GuestMemory
 import PCI
 import VirtioQueue
@@ -146,6 +147,17 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// - Throws: ``VirtioDeviceError`` when the driver broke the rules; the transport then
     ///   sets `DEVICE_NEEDS_RESET`.
     func processQueue(_ index: Int) throws(VirtioDeviceError)
+
+    /// The device's state and the queues it runs, taken together under its locks (the VMM
+    /// saves while the machine is paused).
+    func saveDeviceState() -> VirtioDeviceSnapshot
+    /// Takes the device-specific state of a saved device. The transport calls it on a
+    /// device it has just reset, given the features (``acknowledgeFeatures(_:)``) and,
+    /// when the saved device ran, activated with the queues at their saved positions.
+    ///
+    /// - Throws: `DeviceStateError` naming the field, changing nothing, when `state` is
+    ///   for another device type or could not come from a device of this configuration.
+    func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError)
 }
 
 extension VirtioDevice {

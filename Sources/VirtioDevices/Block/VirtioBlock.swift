@@ -48,7 +48,7 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// Cumulative request counters (Cloud Hypervisor's `vm.counters` names).
-    public struct Counters: Sendable, Equatable {
+    public struct Counters: Sendable, Equatable, Codable {
         /// Bytes read by the guest.
         public var readBytes: UInt64 = 0
         /// Bytes written by the guest.
@@ -92,11 +92,18 @@ public final class VirtioBlock: VirtioDevice {
     public let backend: any BlockBackend
     /// The options the device was made with.
     public let options: Options
-    private let running = Mutex<Running?>(nil)
-    private let negotiated = Mutex<UInt64>(0)
-    /// The config space's `writeback` byte: 1 write-back (flush needed), 0 write-through.
-    private let writeback = Atomic<UInt8>(1)
-    private let counterState = Mutex(Counters())
+    /// Everything the device keeps except the queues (each behind its own lock, so that
+    /// queues can be served from several threads): one value behind one lock.
+    struct Core: Sendable {
+        var running: Running?
+        /// The features the driver accepted.
+        var negotiated: UInt64 = 0
+        /// The config space's `writeback` byte: 1 write-back (flush needed), 0 write-through.
+        var writeback: UInt8 = 1
+        var counters = Counters()
+    }
+
+    let core = Mutex(Core())
 
     /// Creates the device over `backend`.
     public init(backend: any BlockBackend, options: Options = Options()) {
@@ -126,10 +133,10 @@ public final class VirtioBlock: VirtioDevice {
     public var queueMaxSizes: [UInt16] { Array(repeating: options.queueSize, count: options.queueCount) }
 
     /// The counters so far.
-    public var counters: Counters { counterState.withLock { $0 } }
+    public var counters: Counters { core.withLock { $0.counters } }
 
     /// Whether the device is running.
-    public var isActivated: Bool { running.withLock { $0 != nil } }
+    public var isActivated: Bool { core.withLock { $0.running != nil } }
 
     /// The configuration space (`struct virtio_blk_config`, 60 bytes).
     var configSpace: [UInt8] {
@@ -144,7 +151,7 @@ public final class VirtioBlock: VirtioDevice {
         let exponent = UInt8(max(0, (UInt32(backend.preferredAlignment).trailingZeroBitCount) - options.logicalBlockSize.trailingZeroBitCount))
         bytes[24] = exponent                                            // physical_block_exp
         put(UInt16(1), at: 26)                                          // min_io_size (in logical blocks)
-        bytes[32] = writeback.load(ordering: .relaxed)                  // writeback
+        bytes[32] = core.withLock { $0.writeback }                      // writeback
         put(UInt16(options.queueCount), at: 34)                         // num_queues
         let discardAlignment = options.logicalBlockSize / UInt32(VirtioBlockABI.sectorSize)
         put(UInt32.max / UInt32(VirtioBlockABI.sectorSize), at: 36)     // max_discard_sectors
@@ -169,14 +176,16 @@ public final class VirtioBlock: VirtioDevice {
     /// Only `writeback` (offset 32) is writable, and only with `VIRTIO_BLK_F_CONFIG_WCE`.
     public func writeConfig(offset: UInt64, size: Int, value: UInt64) {
         guard offset <= 32, offset + UInt64(size) > 32 else { return }
-        guard negotiated.withLock({ $0 }) & VirtioBlockABI.Feature.configWCE != 0 else { return }
         let byte = UInt8(truncatingIfNeeded: value >> ((32 - offset) * 8))
-        writeback.store(byte == 0 ? 0 : 1, ordering: .relaxed)
+        core.withLock { core in
+            guard core.negotiated & VirtioBlockABI.Feature.configWCE != 0 else { return }
+            core.writeback = byte == 0 ? 0 : 1
+        }
     }
 
     /// Remembers the negotiated features (flush and write-back depend on them).
     public func acknowledgeFeatures(_ features: UInt64) {
-        negotiated.withLock { $0 = features }
+        core.withLock { $0.negotiated = features }
     }
 
     /// Keeps the queues; every queue must be enabled.
@@ -186,20 +195,23 @@ public final class VirtioBlock: VirtioDevice {
             // Linux enables every queue it was offered; a driver that skips one cannot use it.
             if index == 0 { throw .queueNotEnabled(index: index) }
         }
-        let features = negotiated.withLock { $0 }
-        running.withLock { $0 = Running(memory: memory, queues: queues.map(QueueBox.init), interrupt: interrupt, features: features) }
+        core.withLock { core in
+            core.running = Running(memory: memory, queues: queues.map(QueueBox.init), interrupt: interrupt, features: core.negotiated)
+        }
     }
 
     /// Forgets the queues and returns the cache mode to write-back.
     public func reset() {
-        running.withLock { $0 = nil }
-        writeback.store(1, ordering: .relaxed)
+        core.withLock { core in
+            core.running = nil
+            core.writeback = 1
+        }
     }
 
     /// Serves every available request on queue `index`, then signals the driver if it asked.
     public func processQueue(_ index: Int) throws(VirtioDeviceError) {
         guard index >= 0, index < options.queueCount else { throw .queueIndexOutOfRange(index: index, count: options.queueCount) }
-        guard let state = running.withLock({ $0 }) else { throw .notActivated }
+        guard let state = core.withLock({ $0.running }) else { throw .notActivated }
         let box = state.queues[index]
         let result: Result<Void, VirtioDeviceError> = box.queue.withLock { queue in
             serve(&queue, index: index, state: state)
@@ -258,7 +270,7 @@ public final class VirtioBlock: VirtioDevice {
         guard writable >= 1 else { throw .noWritableBuffer(queue: queue, head: chain.head) }
         let statusAddress = ChainSpan(chain.writable, start: writable - 1, count: 1).pieces[0].address
         let (status, dataWritten) = try execute(chain, queue: queue, memory: memory, features: features, dataRoom: writable - 1)
-        if status != .ok { counterState.withLock { $0.errors += 1 } }
+        if status != .ok { core.withLock { $0.counters.errors += 1 } }
         do {
             try memory.write(status.rawValue, at: statusAddress)
         } catch {
@@ -301,7 +313,7 @@ public final class VirtioBlock: VirtioDevice {
                 return (.ioError, 0)
             }
             if memory.dirtyTracking { for piece in span.pieces { memory.markDirty(piece.address, length: piece.length) } }
-            counterState.withLock { $0.readBytes += UInt64(dataRoom); $0.readOps += 1 }
+            core.withLock { $0.counters.readBytes += UInt64(dataRoom); $0.counters.readOps += 1 }
             return (.ok, dataRoom)
         case .write:
             let length = chain.readableLength - VirtioBlockABI.headerSize
@@ -315,7 +327,7 @@ public final class VirtioBlock: VirtioDevice {
             } catch {
                 return (.ioError, 0)
             }
-            counterState.withLock { $0.writeBytes += UInt64(length); $0.writeOps += 1 }
+            core.withLock { $0.counters.writeBytes += UInt64(length); $0.counters.writeOps += 1 }
             return (.ok, 0)
         case .flush:
             do { try backend.flush() } catch { return (.ioError, 0) }
@@ -376,7 +388,7 @@ public final class VirtioBlock: VirtioDevice {
     /// Without a negotiated flush command, or with the cache switched to write-through,
     /// every write must be durable before it completes.
     private func writesThrough(_ features: UInt64) -> Bool {
-        features & VirtioBlockABI.Feature.flush == 0 || writeback.load(ordering: .relaxed) == 0
+        features & VirtioBlockABI.Feature.flush == 0 || core.withLock { $0.writeback } == 0
     }
 
     private static func host(_ span: ChainSpan, memory: GuestMemory, queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {

@@ -88,11 +88,11 @@ public final class VirtioConsole: VirtioDevice {
         var interrupt: (any VirtioInterrupt)?
     }
 
-    private let output: any ConsoleOutput
-    private let maxQueueSize: UInt16
-    private let receiver: Mutex<Receiver>
-    private let transmitter = Mutex<Link?>(nil)
-    private let settings: Mutex<Settings>
+    let output: any ConsoleOutput
+    let maxQueueSize: UInt16
+    let receiver: Mutex<Receiver>
+    let transmitter = Mutex<Link?>(nil)
+    let settings: Mutex<Settings>
 
     /// Creates the console writing guest output to `output`.
     ///

@@ -64,7 +64,7 @@ extension VirtioNet {
                 guard command == VirtioNetABI.queuePairsSet, features & VirtioNetABI.Feature.multiQueue != 0 else { return .error }
                 let requested = Int(try reader.read(UInt16.self))
                 guard (1...pairs.count).contains(requested) else { return .error }
-                settings.withLock { $0.activePairs = requested }
+                core.withLock { $0.activePairs = requested }
                 return .ok
             case .guestOffloads:
                 guard command == VirtioNetABI.guestOffloadsSet,
@@ -77,6 +77,7 @@ extension VirtioNet {
                 } catch {
                     return .error
                 }
+                core.withLock { $0.guestOffloads = requested }
                 return .ok
             case .vlan, .announce:
                 return .error
@@ -104,7 +105,7 @@ extension VirtioNet {
         case VirtioNetABI.macAddressSet:
             guard reader.remaining == 6 else { return .error }
             guard let address = MACAddress(bytes: try reader.readBytes(count: 6)), !address.isMulticast else { return .error }
-            settings.withLock { $0.mac = address }
+            core.withLock { $0.mac = address }
             return .ok
         default:
             return .error

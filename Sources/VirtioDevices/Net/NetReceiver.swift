@@ -36,6 +36,28 @@ struct NetReceiver: Sendable {
         waitingForBuffers = false
     }
 
+    /// The queue's state with the chains in hand given back (`nextAvailable` moved back
+    /// before them, so a restored device pops them again), or `nil` without a queue.
+    var savedQueue: SplitQueueState? {
+        guard var saved = queue else { return nil }
+        saved.nextAvailable &-= UInt16(truncatingIfNeeded: inHand.count)
+        return saved.state
+    }
+
+    /// The packet read from the backend but not delivered yet, if any.
+    var heldPacket: [UInt8]? { held.map { Array(bounce[0..<$0]) } }
+
+    /// Holds `packet` (a restore) in place of any packet held now; its length must be at
+    /// most ``VirtioNetABI/maxPacketSize``.
+    mutating func restoreHeld(_ packet: [UInt8]?) {
+        guard let packet else {
+            held = nil
+            return
+        }
+        bounce.replaceSubrange(0..<packet.count, with: packet)
+        held = packet.count
+    }
+
     /// Forgets the queue and its chains (a reset); a held packet stays for the next driver.
     mutating func stop() {
         start(nil)

@@ -80,7 +80,7 @@ public final class VirtioNet: VirtioDevice {
     }
 
     /// Cumulative traffic counters; bytes count frames without their 12-byte header.
-    public struct Counters: Sendable, Equatable {
+    public struct Counters: Sendable, Equatable, Codable {
         /// Frame bytes delivered to the guest.
         public var rxBytes: UInt64 = 0
         /// Frames delivered to the guest.
@@ -138,11 +138,20 @@ public final class VirtioNet: VirtioDevice {
         init(backend: any NetBackend) { self.backend = backend }
     }
 
-    /// The configuration fields and what the driver negotiated.
-    struct Settings {
+    /// Everything the device keeps besides the queues (which each pair and the control
+    /// queue keep behind their own locks, so that pairs are served from several threads):
+    /// configuration, negotiation, the running session, a recorded failure and the
+    /// counters, one value behind one lock.
+    struct Core: Sendable {
         var mac: MACAddress
         var acknowledged: UInt64 = 0
         var activePairs = 1
+        /// The guest receive offloads in force (feature bits), from activation or `GUEST_OFFLOADS_SET`.
+        var guestOffloads: UInt64 = 0
+        var session: Session?
+        /// A failure met while receiving outside a notification (reported at the next one).
+        var failure: VirtioDeviceError?
+        var counters = Counters()
     }
 
     /// The backends, one per queue pair.
@@ -150,11 +159,8 @@ public final class VirtioNet: VirtioDevice {
     /// The options the device was made with.
     public let options: Options
     let pairs: [Pair]
-    let session = Mutex<Session?>(nil)
     let control = Mutex<SplitQueue?>(nil)
-    let settings: Mutex<Settings>
-    let failure = Mutex<VirtioDeviceError?>(nil)
-    let counterState = Mutex(Counters())
+    let core: Mutex<Core>
 
     /// Creates the device with one queue pair per backend.
     ///
@@ -172,7 +178,7 @@ public final class VirtioNet: VirtioDevice {
         self.backends = backends
         self.options = options
         self.pairs = backends.map(Pair.init)
-        self.settings = Mutex(Settings(mac: options.mac))
+        self.core = Mutex(Core(mac: options.mac))
     }
 
     // MARK: - Identity
@@ -214,16 +220,16 @@ public final class VirtioNet: VirtioDevice {
     // MARK: - State
 
     /// Whether the driver set the device running and no reset followed.
-    public var isActivated: Bool { session.withLock { $0 != nil } }
+    public var isActivated: Bool { core.withLock { $0.session != nil } }
     /// The counters so far.
-    public var counters: Counters { counterState.withLock { $0 } }
+    public var counters: Counters { core.withLock { $0.counters } }
     /// The MAC address the configuration reports (the driver may change it with `MAC_ADDR_SET`).
-    public var mac: MACAddress { settings.withLock { $0.mac } }
+    public var mac: MACAddress { core.withLock { $0.mac } }
     /// The queue pairs the driver asked to use with `VQ_PAIRS_SET` (1 until it does).
-    public var activeQueuePairs: Int { settings.withLock { $0.activePairs } }
+    public var activeQueuePairs: Int { core.withLock { $0.activePairs } }
     /// The failure met while receiving outside a notification, if any since the last
     /// reset: the device stops and the next notification reports it.
-    public var receiveError: VirtioDeviceError? { failure.withLock { $0 } }
+    public var receiveError: VirtioDeviceError? { core.withLock { $0.failure } }
 
     // MARK: - Configuration space
 
@@ -232,7 +238,7 @@ public final class VirtioNet: VirtioDevice {
     public func readConfig(offset: UInt64, size: Int) -> UInt64 {
         guard (1...8).contains(size), offset < VirtioNetABI.ConfigOffset.length else { return 0 }
         typealias C = VirtioNetABI.ConfigOffset
-        var layout = settings.withLock { $0.mac.bytes }
+        var layout = core.withLock { $0.mac.bytes }
         layout += Self.le16(VirtioNetABI.statusLinkUp)
         layout += Self.le16(UInt16(pairs.count))
         layout += Self.le16(options.mtu ?? 0)
@@ -250,7 +256,7 @@ public final class VirtioNet: VirtioDevice {
     /// Records the features the driver accepted; the backends learn the receive offloads
     /// at activation.
     public func acknowledgeFeatures(_ features: UInt64) {
-        settings.withLock { $0.acknowledged = features }
+        core.withLock { $0.acknowledged = features }
     }
 
     // MARK: - Lifecycle
@@ -266,9 +272,9 @@ public final class VirtioNet: VirtioDevice {
         let expected = queueMaxSizes.count
         guard queues.count == expected else { throw .queueIndexOutOfRange(index: queues.count, count: expected) }
         for index in 0..<2 where !queues[index].isReady { throw .queueNotEnabled(index: index) }
-        let features = settings.withLock { settings in
-            settings.activePairs = 1
-            return settings.acknowledged
+        let features = core.withLock { core in
+            core.activePairs = 1
+            return core.acknowledged
         }
         try applyOffloads(VirtioNetABI.offloads(forGuestFeatures: features))
         let running = Session(memory: memory, interrupt: interrupt, features: features)
@@ -278,22 +284,24 @@ public final class VirtioNet: VirtioDevice {
             pair.transmitter.withLock { $0 = index < usable ? queues[2 * index + 1] : nil }
         }
         control.withLock { $0 = running.controlQueue(pairs: pairs.count).map { queues[$0] } }
-        failure.withLock { $0 = nil }
-        session.withLock { $0 = running }
+        core.withLock { core in
+            core.guestOffloads = features & VirtioNetABI.Feature.guestOffloads
+            core.failure = nil
+            core.session = running
+        }
     }
 
     /// Forgets the queues and the negotiated features and returns the MAC address to the
     /// configured one. The backends stay, and so does a packet read but not yet delivered.
     public func reset() {
-        session.withLock { $0 = nil }
+        core.withLock { $0.session = nil }
         for pair in pairs {
             pair.receiver.withLock { $0.stop() }
             pair.transmitter.withLock { $0 = nil }
         }
         control.withLock { $0 = nil }
-        failure.withLock { $0 = nil }
-        settings.withLock { settings in
-            settings = Settings(mac: options.mac)
+        core.withLock { core in
+            core = Core(mac: options.mac, counters: core.counters)
         }
     }
 
@@ -308,10 +316,10 @@ public final class VirtioNet: VirtioDevice {
     ///   or an earlier ``backendReadable(pair:)`` recorded a failure; the transport then
     ///   sets `DEVICE_NEEDS_RESET`.
     public func processQueue(_ index: Int) throws(VirtioDeviceError) {
-        if let recorded = failure.withLock({ $0 }) { throw recorded }
+        if let recorded = core.withLock({ $0.failure }) { throw recorded }
         let count = queueMaxSizes.count
         guard index >= 0, index < count else { throw .queueIndexOutOfRange(index: index, count: count) }
-        guard let running = session.withLock({ $0 }) else { throw .notActivated }
+        guard let running = core.withLock({ $0.session }) else { throw .notActivated }
         if index == running.controlQueue(pairs: pairs.count) {
             try serveControl(index: index, session: running)
             return
@@ -337,10 +345,10 @@ public final class VirtioNet: VirtioDevice {
     ///   driver notifies the pair's receive queue.
     @discardableResult
     public func backendReadable(pair: Int) -> Bool {
-        guard pairs.indices.contains(pair), failure.withLock({ $0 }) == nil,
-              let running = session.withLock({ $0 }), pair < running.usablePairs(of: pairs.count) else { return false }
+        guard pairs.indices.contains(pair), core.withLock({ $0.failure }) == nil,
+              let running = core.withLock({ $0.session }), pair < running.usablePairs(of: pairs.count) else { return false }
         if let error = serveReceive(pair: pair, session: running, notified: false) {
-            failure.withLock { $0 = error }
+            core.withLock { $0.failure = error }
             return false
         }
         return wantsBackendEvents(pair: pair)
@@ -350,8 +358,8 @@ public final class VirtioNet: VirtioDevice {
     /// guest has receive buffers (or has not run out of them yet). While it is `false`,
     /// the VMM need not watch the backend's readiness descriptor.
     public func wantsBackendEvents(pair: Int) -> Bool {
-        guard pairs.indices.contains(pair), failure.withLock({ $0 }) == nil,
-              let running = session.withLock({ $0 }), pair < running.usablePairs(of: pairs.count) else { return false }
+        guard pairs.indices.contains(pair), core.withLock({ $0.failure }) == nil,
+              let running = core.withLock({ $0.session }), pair < running.usablePairs(of: pairs.count) else { return false }
         return pairs[pair].receiver.withLock { $0.isReceiving }
     }
 
@@ -373,10 +381,10 @@ public final class VirtioNet: VirtioDevice {
             return error
         }
         if traffic.frames > 0 || traffic.dropped > 0 {
-            counterState.withLock { counters in
-                counters.rxFrames += traffic.frames
-                counters.rxBytes += traffic.bytes
-                counters.rxDropped += traffic.dropped
+            core.withLock { core in
+                core.counters.rxFrames += traffic.frames
+                core.counters.rxBytes += traffic.bytes
+                core.counters.rxDropped += traffic.dropped
             }
         }
         return error
@@ -404,10 +412,10 @@ public final class VirtioNet: VirtioDevice {
             return error
         }
         if traffic.frames > 0 || traffic.dropped > 0 {
-            counterState.withLock { counters in
-                counters.txFrames += traffic.frames
-                counters.txBytes += traffic.bytes
-                counters.txDropped += traffic.dropped
+            core.withLock { core in
+                core.counters.txFrames += traffic.frames
+                core.counters.txBytes += traffic.bytes
+                core.counters.txDropped += traffic.dropped
             }
         }
         if let error { throw error }

@@ -1,3 +1,4 @@
+import DeviceModel
 import GuestMemory
 import Synchronization
 import VirtioQueue
@@ -46,6 +47,20 @@ public final class VirtioRng: VirtioDevice {
     /// Forgets the queue.
     public func reset() {
         running.withLock { $0 = nil }
+    }
+
+    /// Nothing of its own; the request queue's position while it runs.
+    public func saveDeviceState() -> VirtioDeviceSnapshot {
+        running.withLock { running in
+            VirtioDeviceSnapshot(state: .rng, queues: running.map { [0: $0.queue.state] } ?? [:])
+        }
+    }
+
+    /// Accepts ``VirtioDeviceState/rng``: the queue, restored by the transport, is everything.
+    ///
+    /// - Throws: `DeviceStateError` for a state of another device type.
+    public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
+        guard case .rng = state else { throw wrongKind(state) }
     }
 
     /// Fills every available chain with entropy, returns it in the used ring and

@@ -22,7 +22,8 @@ import VirtioQueue
 /// _ = try bus.add(transport)
 /// ```
 public final class VirtioPCIDevice: PCIDevice {
-    struct State {
+    /// The transport's registers and queues, behind one lock.
+    struct Live {
         var configuration: PCIConfiguration
         var deviceFeatureSelect: UInt32 = 0
         var driverFeatureSelect: UInt32 = 0
@@ -41,9 +42,9 @@ public final class VirtioPCIDevice: PCIDevice {
     public let name: String
     /// The features offered: the device's plus ``VirtioFeature/version1``.
     public let offeredFeatures: UInt64
-    private let memory: GuestMemory
-    private let interrupt: VirtioPCIInterrupt
-    private let state: Mutex<State>
+    let memory: GuestMemory
+    let interrupt: VirtioPCIInterrupt
+    let state: Mutex<Live>
     private let forwarder = Mutex<(@Sendable (Int) -> Void)?>(nil)
 
     /// Builds the transport with BAR 0 at `barAddress` and one MSI-X vector per queue
@@ -90,7 +91,7 @@ public final class VirtioPCIDevice: PCIDevice {
         self.offeredFeatures = device.features | VirtioFeature.version1
         self.memory = memory
         self.interrupt = VirtioPCIInterrupt(msix: msix, queueCount: maxSizes.count)
-        self.state = Mutex(State(configuration: configuration, queues: queues,
+        self.state = Mutex(Live(configuration: configuration, queues: queues,
                                  queueEnabled: Array(repeating: false, count: maxSizes.count)))
     }
 
@@ -299,7 +300,7 @@ public final class VirtioPCIDevice: PCIDevice {
 
     /// Applies a device status write. Returns whether activation failed and the driver
     /// must be told through a configuration interrupt.
-    private func writeStatus(_ value: UInt8, state: inout State) -> Bool {
+    private func writeStatus(_ value: UInt8, state: inout Live) -> Bool {
         if value == 0 {
             resetLocked(&state)
             return false
@@ -325,7 +326,7 @@ public final class VirtioPCIDevice: PCIDevice {
 
     /// Validates the enabled queues and activates the device; on failure sets
     /// `DEVICE_NEEDS_RESET` and returns `false`.
-    private func activateLocked(_ state: inout State) -> Bool {
+    private func activateLocked(_ state: inout Live) -> Bool {
         let eventIndex = state.driverFeatures & VirtioFeature.eventIndex != 0
         var queues = state.queues
         for index in queues.indices {
@@ -352,7 +353,7 @@ public final class VirtioPCIDevice: PCIDevice {
     }
 
     /// Returns the transport and the device to their reset state.
-    private func resetLocked(_ state: inout State) {
+    private func resetLocked(_ state: inout Live) {
         device.reset()
         interrupt.reset()
         state.deviceFeatureSelect = 0
