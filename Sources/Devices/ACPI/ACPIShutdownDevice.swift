@@ -82,3 +82,19 @@ public final class ACPIShutdownDevice: BusDevice {
         }
     }
 }
+
+extension ACPIShutdownDevice: StatefulDevice {
+    /// The shutdown device's saved state, which is empty: its registers read 0 and its
+    /// writes act at once, so it keeps nothing the guest can observe. The request counts are
+    /// the VMM's statistics, not device state.
+    public struct State: Codable, Equatable, Sendable {
+        /// The only (empty) state.
+        public init() {}
+    }
+
+    /// The empty state.
+    public func saveState() -> State { State() }
+
+    /// Accepts the empty state; there is nothing to check or to change.
+    public func restoreState(_ state: State) throws(DeviceStateError) {}
+}

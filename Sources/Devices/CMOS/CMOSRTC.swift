@@ -70,7 +70,7 @@ public final class CMOSRTC: BusDevice {
     public let name: String
     private let clock: any WallClock
     private let onReset: ResetHandler?
-    private let state: Mutex<CMOSState>
+    let state: Mutex<CMOSState>
 
     /// Creates the CMOS with the memory-size bytes a firmware or kernel reads at boot.
     ///

@@ -28,7 +28,7 @@ public enum DebugPortRange: String, Sendable, CaseIterable {
 }
 
 /// One code the guest wrote to the debug port.
-public struct DebugPortEvent: Hashable, Sendable, CustomStringConvertible {
+public struct DebugPortEvent: Hashable, Sendable, Codable, CustomStringConvertible {
     /// The byte written.
     public let code: UInt8
     /// Nanoseconds between the device's creation and the write.
@@ -38,6 +38,12 @@ public struct DebugPortEvent: Hashable, Sendable, CustomStringConvertible {
     public init(code: UInt8, elapsedNanoseconds: UInt64) {
         self.code = code
         self.elapsedNanoseconds = elapsedNanoseconds
+    }
+
+    /// The JSON names, in snake case as Cloud Hypervisor's serde writes them.
+    enum CodingKeys: String, CodingKey {
+        case code
+        case elapsedNanoseconds = "elapsed_nanoseconds"
     }
 
     /// The stack component the code belongs to.
@@ -58,7 +64,8 @@ public struct DebugPortEvent: Hashable, Sendable, CustomStringConvertible {
 /// VMM timestamps them.
 ///
 /// Each write (of any width; the low byte is the code) records a ``DebugPortEvent`` with
-/// the time elapsed since the device was created, measured on the injected
+/// the time elapsed since the device was created (or, after ``restoreState(_:)``, since the
+/// saved device was created), measured on the injected
 /// ``MonotonicClock``, and passes its description (Cloud Hypervisor's log line) to the
 /// log sink. Reads return 0 (Cloud Hypervisor logs them as invalid and returns nothing).
 /// The first ``eventCapacity`` events are kept in memory for boot-time reports; later
@@ -75,9 +82,8 @@ public final class DebugPort: BusDevice {
     /// How many events are kept in ``events``.
     public let eventCapacity: Int
     private let clock: any MonotonicClock
-    private let start: UInt64
     private let log: @Sendable (String) -> Void
-    private let state = Mutex(DebugPortState())
+    private let state: Mutex<DebugPortState>
 
     /// Creates the debug port and starts its stopwatch.
     ///
@@ -92,7 +98,7 @@ public final class DebugPort: BusDevice {
     ) {
         self.name = name
         self.clock = clock
-        self.start = clock.nanoseconds()
+        self.state = Mutex(DebugPortState(start: clock.nanoseconds()))
         self.eventCapacity = max(0, eventCapacity)
         self.log = log
     }
@@ -112,17 +118,16 @@ public final class DebugPort: BusDevice {
 
     /// Records the low byte of `value` as a code and logs it.
     public func write(offset: UInt64, size: Int, value: UInt64) {
-        let now = clock.nanoseconds()
-        let event = DebugPortEvent(
-            code: UInt8(truncatingIfNeeded: value),
-            elapsedNanoseconds: now >= start ? now - start : 0)
         let capacity = eventCapacity
-        state.withLock { state in
+        let event = state.withLock { state in
+            let event = DebugPortEvent(
+                code: UInt8(truncatingIfNeeded: value), elapsedNanoseconds: state.elapsed(now: clock.nanoseconds()))
             if state.events.count < capacity {
                 state.events.append(event)
             } else {
                 state.dropped += 1
             }
+            return event
         }
         log(event.description)
     }
@@ -130,6 +135,82 @@ public final class DebugPort: BusDevice {
 
 /// Everything the debug port's lock protects.
 struct DebugPortState: Sendable {
+    /// The clock reading elapsed times are measured from.
+    var start: UInt64
+    /// Nanoseconds already elapsed at `start` (0, or a restored snapshot's elapsed time).
+    var carried: UInt64 = 0
     var events: [DebugPortEvent] = []
     var dropped = 0
+
+    /// The elapsed time at clock reading `now` (a clock that went backwards counts as no time).
+    func elapsed(now: UInt64) -> UInt64 {
+        carried &+ (now >= start ? now - start : 0)
+    }
+}
+
+extension DebugPort: StatefulDevice {
+    /// The debug port's saved state. The guest cannot read the port back, so this is what
+    /// the VMM reports: the time elapsed since the device was created (a restore carries it
+    /// over, so codes written after it are timed from the original boot, not from the
+    /// restore) and the events kept and dropped so far.
+    public struct State: Codable, Equatable, Sendable {
+        /// Nanoseconds elapsed since the device was created, when the state was saved.
+        public var elapsedNanoseconds: UInt64
+        /// The events kept, oldest first.
+        public var events: [DebugPortEvent]
+        /// How many events arrived after `events` was full.
+        public var droppedEvents: Int
+
+        /// A state with these values.
+        public init(elapsedNanoseconds: UInt64, events: [DebugPortEvent], droppedEvents: Int) {
+            self.elapsedNanoseconds = elapsedNanoseconds
+            self.events = events
+            self.droppedEvents = droppedEvents
+        }
+
+        /// The JSON names, in snake case as Cloud Hypervisor's serde writes them.
+        enum CodingKeys: String, CodingKey {
+            case elapsedNanoseconds = "elapsed_nanoseconds"
+            case events
+            case droppedEvents = "dropped_events"
+        }
+    }
+
+    /// The elapsed time and the events, taken under the device's lock.
+    public func saveState() -> State {
+        state.withLock { state in
+            State(elapsedNanoseconds: state.elapsed(now: clock.nanoseconds()), events: state.events,
+                  droppedEvents: state.dropped)
+        }
+    }
+
+    /// Replaces the events and continues the elapsed time from `saved`. Refuses, changing
+    /// nothing, more events than this port keeps (``eventCapacity``), a negative drop count
+    /// or drops while there was room, and events out of time order or later than the save.
+    public func restoreState(_ saved: State) throws(DeviceStateError) {
+        func refuse(_ reason: String) -> DeviceStateError { DeviceStateError(device: name, reason: reason) }
+        guard saved.events.count <= eventCapacity else {
+            throw refuse("events holds \(saved.events.count) events, more than this port's capacity of \(eventCapacity)")
+        }
+        guard saved.droppedEvents >= 0 else {
+            throw refuse("dropped_events is \(saved.droppedEvents); a count cannot be negative")
+        }
+        guard saved.droppedEvents == 0 || saved.events.count == eventCapacity else {
+            throw refuse("dropped_events is \(saved.droppedEvents) while events (\(saved.events.count)) "
+                + "is below the capacity of \(eventCapacity): events are only dropped when full")
+        }
+        let times = saved.events.map(\.elapsedNanoseconds)
+        if let index = times.indices.dropFirst().first(where: { times[$0] < times[$0 - 1] }) {
+            throw refuse("events[\(index)] is timed before events[\(index - 1)]: events are kept in time order")
+        }
+        if let last = times.last, last > saved.elapsedNanoseconds {
+            throw refuse("the last event is timed at \(last) ns, after elapsed_nanoseconds (\(saved.elapsedNanoseconds))")
+        }
+        state.withLock { state in
+            state.start = clock.nanoseconds()
+            state.carried = saved.elapsedNanoseconds
+            state.events = saved.events
+            state.dropped = saved.droppedEvents
+        }
+    }
 }

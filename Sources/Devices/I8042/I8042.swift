@@ -66,3 +66,20 @@ public final class I8042: BusDevice {
         onReset()
     }
 }
+
+extension I8042: StatefulDevice {
+    /// The i8042's saved state, which is empty: like Cloud Hypervisor's `I8042Device`, this
+    /// controller keeps nothing the guest can observe (port B and the status port read
+    /// constants, there is no command byte, output buffer or keyboard queue, and the reset
+    /// command acts at once). ``resetRequests`` is the VMM's statistic, not device state.
+    public struct State: Codable, Equatable, Sendable {
+        /// The only (empty) state.
+        public init() {}
+    }
+
+    /// The empty state.
+    public func saveState() -> State { State() }
+
+    /// Accepts the empty state; there is nothing to check or to change.
+    public func restoreState(_ state: State) throws(DeviceStateError) {}
+}

@@ -21,7 +21,8 @@ public final class PL011: BusDevice {
     private let output: any SerialOutput
     private let state: Mutex<(registers: PL011State, failures: Int)>
 
-    /// Creates the UART from `state` (the reset state by default, or a snapshot's).
+    /// Creates the UART from `state` (the reset state by default, or a snapshot's, which
+    /// is not checked here: ``restoreState(_:)`` checks it).
     public init(name: String = "serial", interrupt: any InterruptLine,
                 output: any SerialOutput = DiscardingSerialOutput(), state: PL011State = PL011State()) {
         self.name = name
@@ -70,5 +71,26 @@ public final class PL011: BusDevice {
 
     private func deliver(_ failures: inout Int) {
         do { try interrupt.trigger() } catch { failures += 1 }
+    }
+}
+
+extension PL011: StatefulDevice {
+    /// The PL011's saved state is its register value, ``PL011State``.
+    public typealias State = PL011State
+
+    /// The registers and received bytes, taken under the UART's lock (as ``currentState``).
+    public func saveState() -> PL011State { currentState }
+
+    /// Replaces the registers and received bytes with `saved`, then delivers an interrupt
+    /// edge when `saved` has an enabled interrupt raised (UARTMIS non-zero). Refuses,
+    /// changing nothing, a state no PL011 could be in: a receive FIFO longer than UARTLCR_H
+    /// allows, flags that contradict the FIFO, unknown mask or raw interrupt bits, a receive
+    /// interrupt with nothing received.
+    public func restoreState(_ saved: PL011State) throws(DeviceStateError) {
+        if let problem = saved.problem() { throw DeviceStateError(device: name, reason: problem) }
+        state.withLock { device in
+            device.registers = saved
+            if saved.maskedInterrupts != 0 { deliver(&device.failures) }
+        }
     }
 }

@@ -118,6 +118,48 @@ public struct PL011State: Hashable, Sendable, Codable {
     /// The reset state.
     public init() {}
 
+    /// The JSON names, in snake case as Cloud Hypervisor's serde writes them.
+    enum CodingKeys: String, CodingKey {
+        case flags
+        case lineControl = "line_control"
+        case receiveStatus = "receive_status"
+        case control
+        case dmaControl = "dma_control"
+        case debug
+        case interruptMask = "interrupt_mask"
+        case rawInterrupts = "raw_interrupts"
+        case receiveFIFO = "receive_fifo"
+        case irdaLowPower = "irda_low_power"
+        case integerBaudRate = "integer_baud_rate"
+        case fractionalBaudRate = "fractional_baud_rate"
+        case fifoLevelSelect = "fifo_level_select"
+    }
+
+    /// Why no PL011 could have been in this state, or `nil` when it could.
+    func problem() -> String? {
+        if receiveFIFO.count > receiveCapacity {
+            return "receive_fifo holds \(receiveFIFO.count) bytes, more than the \(receiveCapacity) the FIFO has "
+                + "with line_control \(hex(lineControl))"
+        }
+        let expectedFlags = Flag.transmitEmpty | (receiveFIFO.isEmpty ? Flag.receiveEmpty : 0)
+            | (receiveFIFO.count >= receiveCapacity ? Flag.receiveFull : 0)
+        if flags != expectedFlags {
+            return "flags \(hex(flags)) contradicts the FIFOs (the transmitter is always empty, receive_fifo holds "
+                + "\(receiveFIFO.count) of \(receiveCapacity) bytes): expected \(hex(expectedFlags))"
+        }
+        if interruptMask & ~0x7FF != 0 {
+            return "interrupt_mask \(hex(interruptMask)) sets bits above bit 10, which UARTIMSC does not have"
+        }
+        if rawInterrupts & ~(Interrupt.receive | Interrupt.transmit) != 0 {
+            return "raw_interrupts \(hex(rawInterrupts)) sets sources other than receive (0x10) and transmit (0x20), "
+                + "the only ones emulated"
+        }
+        if rawInterrupts & Interrupt.receive != 0, receiveFIFO.isEmpty {
+            return "raw_interrupts has the receive interrupt (0x10) raised with an empty receive_fifo"
+        }
+        return nil
+    }
+
     /// How many bytes the receive FIFO holds now (16 with FEN set, else 1).
     public var receiveCapacity: Int { lineControl & Self.fifoEnable != 0 ? Self.fifoDepth : 1 }
 

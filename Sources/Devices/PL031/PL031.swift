@@ -40,6 +40,14 @@ public struct PL031State: Hashable, Sendable, Codable {
     /// The reset state: the counter shows the host's Unix time.
     public init() {}
 
+    /// The JSON names, in snake case as Cloud Hypervisor's serde writes them.
+    enum CodingKeys: String, CodingKey {
+        case offsetNanoseconds = "offset_nanoseconds"
+        case match
+        case load
+        case interruptMask = "interrupt_mask"
+    }
+
     /// The counter at host time `now` (nanoseconds since the epoch).
     public func counter(now: Int64) -> UInt32 {
         UInt32(truncatingIfNeeded: (now &+ offsetNanoseconds) / 1_000_000_000)
@@ -82,7 +90,8 @@ public final class PL031: BusDevice {
     private let clock: any WallClock
     private let state: Mutex<PL031State>
 
-    /// Creates the RTC from `state` (the host's time by default, or a snapshot's).
+    /// Creates the RTC from `state` (the host's time by default, or a snapshot's, which is
+    /// not checked here: ``restoreState(_:)`` checks it).
     public init(name: String = "rtc", clock: any WallClock = SystemWallClock(), state: PL031State = PL031State()) {
         self.name = name
         self.clock = clock
@@ -110,5 +119,26 @@ public final class PL031: BusDevice {
         guard size >= 1, size <= 4 else { return }
         let time = now
         state.withLock { $0.write(offset: offset, value: UInt32(truncatingIfNeeded: value), now: time) }
+    }
+}
+
+extension PL031: StatefulDevice {
+    /// The PL031's saved state is its register value, ``PL031State``. Its time is an offset
+    /// from the host's wall clock, so restored on the same host (or one with a synchronised
+    /// clock) the counter goes on from where the guest set it, counting the time between
+    /// the save and the restore, as a battery-backed RTC would.
+    public typealias State = PL031State
+
+    /// The registers and the time offset, taken under the RTC's lock (as ``currentState``).
+    public func saveState() -> PL031State { currentState }
+
+    /// Replaces the registers and the time offset with `saved`. Refuses, changing nothing,
+    /// an interrupt mask with bits other than bit 0 (the only one RTCIMSC has).
+    public func restoreState(_ saved: PL031State) throws(DeviceStateError) {
+        guard saved.interruptMask & ~1 == 0 else {
+            throw DeviceStateError(device: name, reason: "interrupt_mask \(hex(saved.interruptMask)) sets bits other "
+                + "than bit 0, the only one RTCIMSC has")
+        }
+        state.withLock { $0 = saved }
     }
 }

@@ -57,6 +57,43 @@ public struct PL061State: Hashable, Sendable, Codable {
     /// The reset state: all lines inputs at 0, interrupts masked.
     public init() {}
 
+    /// The JSON names, in snake case as Cloud Hypervisor's serde writes them.
+    enum CodingKeys: String, CodingKey {
+        case data
+        case previousInputs = "previous_inputs"
+        case direction
+        case interruptSense = "interrupt_sense"
+        case interruptBothEdges = "interrupt_both_edges"
+        case interruptEvent = "interrupt_event"
+        case interruptMask = "interrupt_mask"
+        case rawInterrupts = "raw_interrupts"
+        case alternateFunction = "alternate_function"
+    }
+
+    /// Why no PL061 could have been in this state, or `nil` when it could.
+    func problem() -> String? {
+        let registers: [(String, UInt32)] = [
+            ("data", data), ("previous_inputs", previousInputs), ("direction", direction),
+            ("interrupt_sense", interruptSense), ("interrupt_both_edges", interruptBothEdges),
+            ("interrupt_event", interruptEvent), ("interrupt_mask", interruptMask),
+            ("raw_interrupts", rawInterrupts), ("alternate_function", alternateFunction),
+        ]
+        for (field, value) in registers where value & ~0xFF != 0 {
+            return "\(field) \(hex(value)) sets bits above the \(Self.lineCount) lines"
+        }
+        let inputs = ~direction & 0xFF
+        if (previousInputs ^ data) & inputs != 0 {
+            return "previous_inputs \(hex(previousInputs)) differs from data \(hex(data)) on input lines "
+                + "(\(hex(inputs))): the controller records every input change as it happens"
+        }
+        let levelRaised = interruptSense & ~(data ^ interruptEvent) & inputs
+        if rawInterrupts & levelRaised != levelRaised {
+            return "raw_interrupts \(hex(rawInterrupts)) lacks level-sensitive lines whose level matches "
+                + "(\(hex(levelRaised))): a matching level keeps its status raised"
+        }
+        return nil
+    }
+
     /// GPIOMIS.
     public var maskedInterrupts: UInt32 { rawInterrupts & interruptMask }
 
@@ -139,7 +176,8 @@ public final class PL061: BusDevice {
     private let interrupt: any InterruptLine
     private let state: Mutex<(registers: PL061State, failures: Int)>
 
-    /// Creates the controller from `state` (the reset state by default, or a snapshot's).
+    /// Creates the controller from `state` (the reset state by default, or a snapshot's,
+    /// which is not checked here: ``restoreState(_:)`` checks it).
     public init(name: String = "gpio", interrupt: any InterruptLine, state: PL061State = PL061State()) {
         self.name = name
         self.interrupt = interrupt
@@ -189,5 +227,25 @@ public final class PL061: BusDevice {
 
     private func deliver(_ failures: inout Int) {
         do { try interrupt.trigger() } catch { failures += 1 }
+    }
+}
+
+extension PL061: StatefulDevice {
+    /// The PL061's saved state is its register value, ``PL061State``.
+    public typealias State = PL061State
+
+    /// The registers and line levels, taken under the controller's lock (as ``currentState``).
+    public func saveState() -> PL061State { currentState }
+
+    /// Replaces the registers and line levels with `saved`, then delivers an interrupt edge
+    /// when `saved` has an enabled interrupt raised (GPIOMIS non-zero). Refuses, changing
+    /// nothing, a state no PL061 could be in: bits above the 8 lines, recorded inputs that
+    /// differ from the input levels, a matching level-sensitive line without its status.
+    public func restoreState(_ saved: PL061State) throws(DeviceStateError) {
+        if let problem = saved.problem() { throw DeviceStateError(device: name, reason: problem) }
+        state.withLock { device in
+            device.registers = saved
+            if saved.maskedInterrupts != 0 { deliver(&device.failures) }
+        }
     }
 }

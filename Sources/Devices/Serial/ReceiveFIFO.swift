@@ -33,6 +33,18 @@ struct ReceiveFIFO: Sendable {
         return byte
     }
 
+    /// The waiting bytes, oldest first (for a snapshot).
+    var contents: [UInt8] { (0..<count).map { storage[(head + $0) % Self.capacity] } }
+
+    /// A FIFO holding the first ``capacity`` bytes of `contents`, oldest first (a restored
+    /// snapshot's; callers check the length first).
+    init(contents: [UInt8]) {
+        for byte in contents.prefix(Self.capacity) { _ = push(byte) }
+    }
+
+    /// An empty FIFO.
+    init() {}
+
     /// Drops every waiting byte.
     mutating func removeAll() {
         head = 0

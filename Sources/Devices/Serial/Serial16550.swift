@@ -80,7 +80,7 @@ public final class Serial16550: BusDevice {
     public let name: String
     private let interrupt: any InterruptLine
     private let output: any SerialOutput
-    private let state = Mutex(SerialDeviceState())
+    let state = Mutex(SerialDeviceState())
 
     /// Creates a UART in its reset state (8N1 at 9600 baud, interrupts disabled, FIFOs off).
     ///
@@ -153,7 +153,7 @@ public final class Serial16550: BusDevice {
 
     /// Triggers the interrupt line, keeping count of failures instead of throwing into
     /// the vCPU loop (a lost edge is logged by the VMM, not fatal to the guest).
-    private func deliverInterrupt(_ device: inout SerialDeviceState) {
+    func deliverInterrupt(_ device: inout SerialDeviceState) {
         do {
             try interrupt.trigger()
         } catch {
