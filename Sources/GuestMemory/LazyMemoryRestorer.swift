@@ -155,7 +155,8 @@ public final class LazyMemoryRestorer: @unchecked Sendable {
 
     /// Waits until every chunk is filled (the regions are then unregistered and the handler
     /// thread has ended), for at most `timeoutMilliseconds` (-1: no limit). Returns false on
-    /// timeout. Without `prefaultRemaining()`, this happens only once everything was touched.
+    /// timeout, or when `stop()` ended the handler first. Without `prefaultRemaining()`, this
+    /// happens only once everything was touched.
     ///
     /// - Throws: the handler's failure, if it failed.
     public func waitUntilComplete(timeoutMilliseconds: Int32 = -1) throws(GuestMemoryError) -> Bool {
@@ -166,7 +167,7 @@ public final class LazyMemoryRestorer: @unchecked Sendable {
         guard ready[0] else { return false }
         thread?.join()
         if let failure { throw failure }
-        return true
+        return isComplete
     }
 
     /// Whether every chunk has been filled and the regions unregistered.
@@ -211,7 +212,11 @@ private final class Handler: @unchecked Sendable {
     /// Regions in host address order, for finding a fault's region.
     let byHost: [(start: UInt, end: UInt, index: Int)]
     var cursor = (region: 0, chunk: 0)
+    /// Scratch for file data: a chunk, or a prefault run.
     let buffer: UnsafeMutableRawPointer
+    let bufferSize: Int
+    /// The most bytes one prefault step fills at once.
+    static let prefaultRun = 2 << 20
 
     let prefault = Atomic(false)
     let stopRequested = Atomic(false)
@@ -233,7 +238,8 @@ private final class Handler: @unchecked Sendable {
         byHost = memory.spans.enumerated()
             .map { (start: UInt(bitPattern: $0.element.host), end: UInt(bitPattern: $0.element.host) + UInt($0.element.size), index: $0.offset) }
             .sorted { $0.start < $1.start }
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: MemoryMapping.pageSize)
+        bufferSize = max(chunkSize, Self.prefaultRun)
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: MemoryMapping.pageSize)
     }
 
     deinit { buffer.deallocate() }
@@ -261,7 +267,7 @@ private final class Handler: @unchecked Sendable {
                 if ready[0] {
                     for fault in try uffd.readFaults() { try serve(fault) }
                 } else if idlePrefault {
-                    try prefaultSome(16)
+                    try prefaultSome(1)
                 }
             }
         } catch {
@@ -290,40 +296,61 @@ private final class Handler: @unchecked Sendable {
         try fill(entry.index, chunk)
     }
 
+    /// Fills up to `count` runs of chunks not yet filled, from the cursor on, each run up to
+    /// `prefaultRun` bytes filled with as few calls as the file's extents allow.
     func prefaultSome(_ count: Int) throws(SystemError) {
         var done = 0
         while done < count, cursor.region < chunkCounts.count {
-            if cursor.chunk >= chunkCounts[cursor.region] {
+            let chunks = chunkCounts[cursor.region]
+            if cursor.chunk >= chunks {
                 cursor = (cursor.region + 1, 0)
                 continue
             }
-            if !isFilled(cursor.region, cursor.chunk) {
-                try fill(cursor.region, cursor.chunk)
-                chunksPrefaulted.add(1, ordering: .relaxed)
-                done += 1
+            if isFilled(cursor.region, cursor.chunk) {
+                cursor.chunk += 1
+                continue
             }
-            cursor.chunk += 1
+            var run = 1
+            while cursor.chunk + run < chunks, (run + 1) * chunkSize <= bufferSize, !isFilled(cursor.region, cursor.chunk + run) {
+                run += 1
+            }
+            try fill(cursor.region, cursor.chunk, count: run)
+            chunksPrefaulted.add(run, ordering: .relaxed)
+            cursor.chunk += run
+            done += 1
         }
     }
 
-    /// Fills one chunk: zero pages where the file has a hole or zeros, a copy of the data
-    /// elsewhere, then wakes the threads waiting on it.
-    func fill(_ region: Int, _ chunk: Int) throws(SystemError) {
+    /// Fills `count` chunks from `first` (none filled yet): the zero page over the file's
+    /// holes and over data pages that are all zero, a copy of the data elsewhere; then marks
+    /// them filled and wakes the threads waiting on them (in that order, so a woken thread
+    /// sees the counters already updated).
+    func fill(_ region: Int, _ first: Int, count: Int = 1) throws(SystemError) {
         let span = memory.spans[region]
-        let offset = chunk * chunkSize
-        let length = min(chunkSize, span.size - offset)
-        let fileOffset = Int64(offsets[region]) + Int64(offset)
-        let destination = span.host + offset
         let page = MemoryMapping.pageSize
-        let dataStart = try file.nextData(atOrAfter: fileOffset)
-        if dataStart.map({ $0 >= fileOffset + Int64(length) }) ?? true {
-            try fillZero(destination, length: length)
-        } else {
+        let start = first * chunkSize
+        let end = min((first + count) * chunkSize, span.size)
+        let base = Int64(offsets[region])
+        var position = start
+        while position < end {
+            let fileOffset = base + Int64(position)
+            // Where the next data starts, in region offsets, rounded down to a page: a block
+            // smaller than a page still needs its page copied.
+            let dataAt = try file.nextData(atOrAfter: fileOffset).map { Int($0 - base) } ?? end
+            let holeEnd = min(dataAt, end) / page * page
+            if holeEnd > position {
+                try fillZero(span.host + position, length: holeEnd - position)
+                position = holeEnd
+                continue
+            }
+            let extentEnd = Int(try file.nextHole(atOrAfter: base + Int64(max(position, dataAt))) - base)
+            let dataEnd = min((extentEnd + page - 1) / page * page, end, position + bufferSize)
+            let length = dataEnd - position
             let read = try file.readFully(into: UnsafeMutableRawBufferPointer(start: buffer, count: length), at: fileOffset)
             guard read == length else {
                 throw SystemError(call: "pread(memory file, \(length) bytes at \(fileOffset)): the file ended early", errno: EIO)
             }
-            // Runs of data pages and of zero pages, each filled with one call, woken together.
+            // Runs of data pages and of zero pages, each filled with one call.
             var runStart = 0
             while runStart < length {
                 let runIsZero = Self.isZero(buffer + runStart, length: min(page, length - runStart))
@@ -332,26 +359,27 @@ private final class Handler: @unchecked Sendable {
                     runEnd = min(runEnd + page, length)
                 }
                 if runIsZero {
-                    try fillZero(destination + runStart, length: runEnd - runStart, wake: false)
+                    try fillZero(span.host + position + runStart, length: runEnd - runStart)
                 } else {
-                    try fillCopy(destination + runStart, from: buffer + runStart, length: runEnd - runStart)
+                    try fillCopy(span.host + position + runStart, from: buffer + runStart, length: runEnd - runStart)
                 }
                 runStart = runEnd
             }
-            try uffd.wake(destination, length: length)
+            position = dataEnd
         }
-        setFilled(region, chunk)
-        chunksFilled.add(1, ordering: .relaxed)
-        remaining -= 1
+        for chunk in first..<(first + count) { setFilled(region, chunk) }
+        chunksFilled.add(count, ordering: .relaxed)
+        remaining -= count
+        try uffd.wake(span.host + start, length: end - start)
     }
 
-    private func fillZero(_ destination: UnsafeMutableRawPointer, length: Int, wake: Bool = true) throws(SystemError) {
+    private func fillZero(_ destination: UnsafeMutableRawPointer, length: Int) throws(SystemError) {
         do {
-            try uffd.zeroPage(destination, length: length, wake: wake)
+            try uffd.zeroPage(destination, length: length, wake: false)
         } catch where error.errno == EEXIST {
             // A page of the range is present already: fill the others one by one.
             try eachMissingPage(destination, length: length) { page, size throws(SystemError) in
-                try uffd.zeroPage(page, length: size, wake: wake)
+                try uffd.zeroPage(page, length: size, wake: false)
             }
         }
         pagesZeroed.add(length / MemoryMapping.pageSize, ordering: .relaxed)

@@ -185,6 +185,25 @@ struct MemorySnapshotTests {
         #expect(restorer.failure == nil)
     }
 
+    @Test func aFaultFillsItsWholeChunk() throws {
+        let source = try makeMemory()
+        try writePattern(source)
+        let file = try temporaryFile()
+        let table = try source.saveSnapshot(to: file)
+        let destination = try makeMemory()
+        let restorer = try LazyMemoryRestorer(memory: destination, file: file, table: table, chunkSize: 0x10000)
+        defer { restorer.stop() }
+        #expect(try destination.read(UInt8.self, at: GuestAddress(0x3005)) == source.read(UInt8.self, at: GuestAddress(0x3005)))
+        var statistics = restorer.statistics
+        #expect(statistics.faults == 1 && statistics.chunksFilled == 1, "\(statistics)")
+        // Pages 0x3 and 0xF hold data in the first 64 KiB; the other 14 are zero pages.
+        #expect(statistics.pagesCopied == 2 && statistics.pagesZeroed == 14, "\(statistics)")
+        // The rest of the chunk is present: no further fault.
+        #expect(try destination.readBytes(count: 0x10000, at: GuestAddress(0)) == source.readBytes(count: 0x10000, at: GuestAddress(0)))
+        statistics = restorer.statistics
+        #expect(statistics.faults == 1, "\(statistics)")
+    }
+
     @Test func onDemandRestoreServesTheKernelReadingGuestMemory() throws {
         let source = try makeMemory()
         try writePattern(source)
