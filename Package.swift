@@ -33,6 +33,7 @@ let package = Package(
         .executable(name: "api-bench", targets: ["APIBench"]),
         .executable(name: "api-test-server", targets: ["APITestServer"]),
         .executable(name: "blk-bench", targets: ["BlockBench"]),
+        .executable(name: "memory-snapshot-bench", targets: ["MemorySnapshotBench"]),
         .library(name: "Qcow", targets: ["Qcow"]),
         .executable(name: "qcow-tool", targets: ["QcowTool"]),
         .executable(name: "qcow-bench", targets: ["QcowBench"]),
@@ -126,6 +127,9 @@ let package = Package(
         // Benchmark: virtio-blk requests per second through the queue handling, against a pread/pwrite floor.
         .executableTarget(name: "BlockBench", dependencies: ["BlockStorage", "GuestMemory", "VirtioDevices", "VirtioQueue"],
                           path: "Benchmarks/BlockBench"),
+        // Benchmark: saving guest memory to a sparse snapshot file and restoring it (copy and on demand).
+        .executableTarget(name: "MemorySnapshotBench", dependencies: ["GuestMemory", "HostSystem"],
+                          path: "Benchmarks/MemorySnapshotBench"),
 
         // zlib (inflate for compressed qcow2 clusters), linked from the system.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),

@@ -29,6 +29,19 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case readOnlyRegion(address: GuestAddress, length: Int)
     /// An access at `address` asked for a negative length.
     case invalidLength(address: GuestAddress, length: Int)
+    /// A snapshot's memory table or file does not fit this guest memory (the reason says
+    /// which range is missing, extra or different, or how the file's size is wrong).
+    case snapshotMismatch(String)
+    /// Reading or writing a snapshot's memory file failed.
+    case snapshotIO(SystemError)
+    /// A userfaultfd for on-demand restore could not be made (the host refuses it, or the
+    /// handshake failed).
+    case userfaultfdUnavailable(UserFaultFDError)
+    /// A userfaultfd operation of the on-demand restore failed (registering a region,
+    /// filling a page, the handler thread).
+    case userfaultfdFailed(SystemError)
+    /// On-demand restore cannot serve this region; the reason says why.
+    case onDemandRestoreUnsupported(region: GuestAddress, reason: String)
 
     /// A sentence that explains the failure and names the guest range in hexadecimal.
     public var description: String {
@@ -61,6 +74,16 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
                 + "and cannot be written"
         case let .invalidLength(address, length):
             return "guest memory access at \(address) asked for a negative length (\(length))"
+        case let .snapshotMismatch(reason):
+            return "the memory snapshot does not fit this guest memory: \(reason)"
+        case let .snapshotIO(error):
+            return "could not read or write the guest memory snapshot file: \(error)"
+        case let .userfaultfdUnavailable(error):
+            return "on-demand memory restore is not possible: \(error)"
+        case let .userfaultfdFailed(error):
+            return "on-demand memory restore failed: \(error)"
+        case let .onDemandRestoreUnsupported(region, reason):
+            return "on-demand memory restore cannot serve the guest memory region at \(region): \(reason)"
         }
     }
 

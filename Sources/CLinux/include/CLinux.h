@@ -42,6 +42,7 @@
 #endif
 
 #include "ioctls.h"
+#include "userfaultfd_shims.h"
 
 // MARK: - ioctl
 
