@@ -226,3 +226,7 @@ func checkStateVersion(_ what: String, found: UInt32, expected: UInt32) throws(H
         throw .invalidArgument("\(what) has format version \(found), but this VMM reads and writes version \(expected) only; restore it with the VMM that saved it")
     }
 }
+
+/// `VMState` under a second name, for modules that have a `VMState` of their own (the VMM's
+/// lifecycle state).
+public typealias InKernelVMState = VMState

@@ -67,9 +67,16 @@ enum Ioctl {
                      IOCTL_KVM_SET_IDENTITY_MAP_ADDR, IOCTL_KVM_CREATE_IRQCHIP, IOCTL_KVM_CREATE_PIT2,
                      IOCTL_KVM_ENABLE_CAP, IOCTL_KVM_GET_DIRTY_LOG)
         let vcpuSetup = kvm(IOCTL_KVM_SET_CPUID2, IOCTL_KVM_SET_GUEST_DEBUG)
+        // Snapshot and restore: the vCPU and VM state beyond what KVM_RUN's neighbours touch.
+        let state = kvm(IOCTL_KVM_GET_XSAVE, IOCTL_KVM_GET_XSAVE2, IOCTL_KVM_SET_XSAVE, IOCTL_KVM_GET_DEBUGREGS,
+                        IOCTL_KVM_SET_DEBUGREGS, IOCTL_KVM_GET_TSC_KHZ, IOCTL_KVM_SET_TSC_KHZ, IOCTL_KVM_GET_IRQCHIP,
+                        IOCTL_KVM_SET_IRQCHIP, IOCTL_KVM_GET_PIT2, IOCTL_KVM_SET_PIT2, IOCTL_KVM_GET_CLOCK, IOCTL_KVM_SET_CLOCK)
         let terminal = [TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ, TIOCGPTN, TIOCSPTLCK, FIONBIO, FIOCLEX]
         let tap = [TUNSETIFF, TUNGETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNGETFEATURES, TUNSETQUEUE,
                    SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFADDR, SIOCSIFNETMASK, SIOCGIFMTU, SIOCSIFMTU, SIOCSIFHWADDR, SIOCGIFHWADDR]
-        return system + vm + vcpuSetup + vcpuRuntime + deviceFromVCPU + eventLoop + terminal + tap
+        // On-demand restore: the userfaultfd handshake, registration and the handler's fills.
+        let userfaultfd = kvm(IOCTL_UFFDIO_API, IOCTL_UFFDIO_REGISTER, IOCTL_UFFDIO_UNREGISTER, IOCTL_UFFDIO_WAKE,
+                              IOCTL_UFFDIO_COPY, IOCTL_UFFDIO_ZEROPAGE)
+        return system + vm + vcpuSetup + state + userfaultfd + vcpuRuntime + deviceFromVCPU + eventLoop + terminal + tap
     }
 }

@@ -134,6 +134,8 @@ public enum SeccompPolicy {
     static var vmmOnly: [SyscallRule] {
         [
             .allow("openat"), .allow("newfstatat"), .allow("statx"), .allow("readlink"), .allow("getcwd"), .allow("unlink"),
+            // Snapshots: state.json's atomic rename; restores: the userfaultfd and its handler's poll.
+            .allow("rename"), .allow("renameat"), .allow("userfaultfd"), .allow("ppoll"), .allow("poll"),
             .allow("fcntl"), .allow("dup"), .allow("dup3"), .allow("pipe2"), .allow("flock"),
             .allow("eventfd2"), .allow("epoll_create1"), .allow("signalfd4"), .allow("timerfd_create"),
             .allow("sched_getaffinity"), .allow("rt_sigaction"), .allow("sigaltstack"), .allow("prlimit64"),
