@@ -123,7 +123,7 @@ struct CloudHypervisorCommand: ParsableCommand {
             help: ArgumentHelp("Extra Landlock rules, repeatable (absent here): \(LandlockConfig.syntax)", valueName: "landlock-rules"))
     var landlockRules: [String] = []
 
-    @Option(help: ArgumentHelp("Restore a snapshot (absent here): source_url=<url>,prefault=on|off,resume=on|off,memory_restore_mode=copy|ondemand", valueName: "restore"))
+    @Option(help: ArgumentHelp("Restore from a VM snapshot: source_url=<url>,prefault=on|off,resume=on|off,memory_restore_mode=copy|ondemand", valueName: "restore"))
     var restore: String?
 
     @Flag(name: .customLong("no-shutdown"), help: "Keep the VMM when the guest shuts down (absent here).")
@@ -172,7 +172,13 @@ struct CloudHypervisorCommand: ParsableCommand {
     /// (the VM then comes from `vm.create`).
     func makeConfig() throws(ConfigError) -> VMConfig? {
         if restore != nil {
-            throw ConfigError(option: "--restore", "snapshot restore is an absent feature of this VMM")
+            // The snapshot's config.json describes the VM; the options that describe one conflict.
+            let describing = kernel != nil || firmware != nil || igvm != nil || initramfs != nil || cmdline != nil || cpus != nil
+                || memory != nil || !disk.isEmpty || !net.isEmpty
+            if describing {
+                throw ConfigError(option: "--restore", "the snapshot describes the VM: --restore cannot be used with --kernel, --cpus, --memory, --disk, --net and the like")
+            }
+            return nil
         }
         if noShutdown { throw ConfigError(option: "--no-shutdown", "keeping the VMM after the guest shuts down is an absent feature of this VMM") }
         let payloadGiven = kernel != nil || firmware != nil || igvm != nil
@@ -227,8 +233,10 @@ struct CloudHypervisorCommand: ParsableCommand {
         let socket: APISocketConfig?
         let monitorConfig: EventMonitorConfig?
         let filters: SeccompAction?
+        let restoreConfig: RestoreConfig?
         do {
             config = try makeConfig()
+            restoreConfig = try restore.map { (text) throws(ConfigError) in try RestoreConfig.parse(text) }
             socket = try apiSocket.map { (text) throws(ConfigError) in try APISocketConfig.parse(text) }
             monitorConfig = try eventMonitor.map { (text) throws(ConfigError) in try EventMonitorConfig.parse(text) }
             filters = try SeccompAction.parse(seccomp)
@@ -252,6 +260,7 @@ struct CloudHypervisorCommand: ParsableCommand {
         do {
             let monitor = try monitorConfig.map { try EventMonitor($0) }
             let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters)
+            runner.restore = restoreConfig
             var server: APIServer?
             if let socket {
                 var settings = APIServer.Configuration()

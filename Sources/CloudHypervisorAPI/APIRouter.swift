@@ -171,16 +171,21 @@ public struct APIRouter: Sendable {
             _ = try StrictJSON.decode(GenericVhostUserConfig.self, from: body ?? [], typeName: "GenericVhostUserConfig")
             throw .control(endpoint: endpoint.rawValue,
                            .absentFeature(AbsentFeature(field: "generic_vhost_user", option: "--generic-vhost-user", feature: "generic vhost-user devices")))
-        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmSnapshot, .vmRestore, .vmCoredump, .vmSendMigration, .vmReceiveMigration:
+        case .vmSnapshot:
+            let request = try StrictJSON.decode(VMDestination.self, from: body ?? [], typeName: "VmSnapshotConfig")
+            return try act { () throws(ControlError) in try control.snapshot(destinationURL: request.destinationURL) }
+        case .vmRestore:
+            let request = try StrictJSON.decode(RestoreConfig.self, from: body ?? [], typeName: "RestoreConfig")
+            let passed = descriptors
+            return try act { () throws(ControlError) in try control.restore(request, descriptors: passed) }
+        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmCoredump, .vmSendMigration, .vmReceiveMigration:
             // The body is decoded as Cloud Hypervisor decodes it (a bad one is a 400), then the
             // action is refused: this VMM does not carry it out yet.
             let bytes = body ?? []
             switch endpoint {
             case .vmResizeZone: _ = try StrictJSON.decode(VMResizeZone.self, from: bytes, typeName: "VmResizeZone")
             case .vmResizeDisk: _ = try StrictJSON.decode(VMResizeDisk.self, from: bytes, typeName: "VmResizeDisk")
-            case .vmSnapshot: _ = try StrictJSON.decode(VMDestination.self, from: bytes, typeName: "VmSnapshotConfig")
             case .vmCoredump: _ = try StrictJSON.decode(VMDestination.self, from: bytes, typeName: "VmCoredumpData")
-            case .vmRestore: _ = try StrictJSON.decode(RestoreConfig.self, from: bytes, typeName: "RestoreConfig")
             case .vmSendMigration: _ = try StrictJSON.decode(SendMigrationData.self, from: bytes, typeName: "SendMigrationData")
             case .vmReceiveMigration: _ = try StrictJSON.decode(ReceiveMigrationData.self, from: bytes, typeName: "ReceiveMigrationData")
             default: break

@@ -127,6 +127,22 @@ public final class FakeVMMControl: VMMControl {
         try move("reboot", action: "vm.reboot", from: [.running, .paused], to: .running)
     }
 
+    /// A paused VM's snapshot: recorded, the state stays Paused (no files are written).
+    public func snapshot(destinationURL: String) throws(ControlError) {
+        try move("snapshot", action: "vm.snapshot", from: [.paused], to: nil)
+    }
+
+    /// A restore when no VM exists: a VM with the default configuration, Paused (Running with
+    /// `resume`); the snapshot itself is not read.
+    public func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
+        note("restore", descriptors)
+        try transition("restore") { (snapshot: inout Snapshot) throws(ControlError) in
+            if snapshot.config != nil, !permissive { throw .vmAlreadyCreated }
+            snapshot.config = VMConfig()
+            snapshot.state = config.resume ? .running : .paused
+        }
+    }
+
     public func powerButton() throws(ControlError) {
         // The guest decides what the button does; the state stays.
         try move("powerButton", action: "vm.power-button", from: [.running], to: nil)

@@ -30,6 +30,8 @@ public struct VMMError: Error, CustomStringConvertible {
 /// it runs, drives the same controller.
 public final class VMMRunner {
     let config: VMConfig?
+    /// A snapshot to restore at start (`--restore`), instead of booting `config`.
+    public var restore: RestoreConfig?
     let logger: Logger
     /// The lifecycle the VMM runs.
     public let controller: VMMController
@@ -47,7 +49,16 @@ public final class VMMRunner {
     /// Boots the configured VM (if any) and runs until the guest powers off, a termination
     /// signal arrives or `vmm.shutdown` is asked (returns), or something fails (throws).
     public func run() throws {
-        if let config {
+        if let restore {
+            do {
+                try controller.restore(restore, descriptors: [])
+            } catch {
+                switch error {
+                case .failed(_, let reason): throw VMMError(description: reason)
+                default: throw VMMError(description: error.description)
+                }
+            }
+        } else if let config {
             do {
                 try controller.create(config)
                 try controller.boot()

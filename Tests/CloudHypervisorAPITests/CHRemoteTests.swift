@@ -335,8 +335,6 @@ struct CHRemoteTests {
             let socket = ["--api-socket", path]
             let unsupported: [(arguments: [String], endpoint: String)] = [
                 (["nmi"], "vm.nmi"),
-                (["snapshot", "file:///tmp/snap"], "vm.snapshot"),
-                (["restore", "source_url=file:///tmp/snap"], "vm.restore"),
                 (["coredump", "file:///tmp/core"], "vm.coredump"),
                 (["send-migration", "destination_url=unix:/tmp/sock"], "vm.send-migration"),
                 (["receive-migration", "receiver_url=unix:/tmp/sock"], "vm.receive-migration"),

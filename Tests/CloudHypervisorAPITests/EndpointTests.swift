@@ -126,9 +126,7 @@ struct EndpointTests {
             let bodies: [APIEndpoint: String] = [
                 .vmResizeZone: #"{"id":"mem0","desired_ram":1073741824}"#,
                 .vmResizeDisk: #"{"id":"_disk0","desired_size":1073741824}"#,
-                .vmSnapshot: #"{"destination_url":"file:///tmp/snap"}"#,
                 .vmCoredump: #"{"destination_url":"file:///tmp/core"}"#,
-                .vmRestore: #"{"source_url":"file:///tmp/snap","prefault":true,"memory_restore_mode":"OnDemand"}"#,
                 .vmSendMigration: #"{"destination_url":"unix:/tmp/m.sock","local":true,"downtime_ms":100}"#,
                 .vmReceiveMigration: #"{"receiver_url":"unix:/tmp/m.sock"}"#,
             ]
@@ -144,6 +142,24 @@ struct EndpointTests {
             }
             #expect(messages(empty).last?.contains("needs a JSON body") == true)
             #expect(try send(path, "PUT", endpoint.rawValue, body: "[]").status == 400)
+        }
+    }
+
+    @Test("vm.snapshot wants a paused VM; vm.restore wants no VM and leaves one paused, or running with resume")
+    func snapshotAndRestore() throws {
+        let control = try fake(in: .running)
+        try withServer(control: control) { _, path throws in
+            let body = #"{"destination_url":"file:///tmp/snap"}"#
+            let running = try send(path, "PUT", "vm.snapshot", body: body)
+            #expect(running.status == 500 && running.text.contains("Running"), "\(running.text)")
+            #expect(try send(path, "PUT", "vm.pause").status == 204)
+            #expect(try send(path, "PUT", "vm.snapshot", body: body).status == 204)
+            #expect(try send(path, "PUT", "vm.snapshot", body: #"{"destination":"x"}"#).status == 400)
+            let exists = try send(path, "PUT", "vm.restore", body: #"{"source_url":"file:///tmp/snap"}"#)
+            #expect(exists.status == 500 && exists.text.contains("already created"), "\(exists.text)")
+            #expect(try send(path, "PUT", "vm.delete").status == 204)
+            #expect(try send(path, "PUT", "vm.restore", body: #"{"source_url":"file:///tmp/snap","resume":true}"#).status == 204)
+            #expect(control.state == .running)
         }
     }
 

@@ -28,9 +28,9 @@ final class BuiltVM: @unchecked Sendable {
     let router: GSIRouter
     let virtio: [VirtioPCIAttachment]
     let console: AttachedConsole?
-    let disks: [(id: String, device: VirtioBlock)]
     let nets: [AttachedNet]
-    let deviceTree: [String: DeviceNode]
+    /// Every device with its id, resources, counters and state, in boot order.
+    let deviceManager: DeviceManager
     /// Presses the ACPI power button (through the Generic Event Device).
     let powerButton: (@Sendable () -> Void)?
     let events: EventManager
@@ -38,7 +38,7 @@ final class BuiltVM: @unchecked Sendable {
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
-         disks: [(id: String, device: VirtioBlock)], nets: [AttachedNet], deviceTree: [String: DeviceNode], powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
+         nets: [AttachedNet], deviceManager: DeviceManager, powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -50,9 +50,8 @@ final class BuiltVM: @unchecked Sendable {
         self.router = router
         self.virtio = virtio
         self.console = console
-        self.disks = disks
         self.nets = nets
-        self.deviceTree = deviceTree
+        self.deviceManager = deviceManager
         self.powerButton = powerButton
         self.events = events
         self.exits = exits
@@ -64,7 +63,9 @@ struct VMBuilder {
     let hypervisor: KVMHypervisor
     let logger: Logger
 
-    func build(_ config: VMConfig, events: EventManager, exits: ExitSignal) throws -> BuiltVM {
+    /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
+    /// registers are left alone: a snapshot's memory and state replace them.
+    func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false) throws -> BuiltVM {
         let vm = try createVM()
         let memory = try createMemory(config.memory)
         try vm.registerMemory(memory)
@@ -89,15 +90,15 @@ struct VMBuilder {
                                         size: X86Layout.mem32BitDevicesSize)
         let context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegment, mmio: mmio, router: router, mover: mover, events: events)
         var virtio: [VirtioPCIAttachment] = []
-        var deviceTree: [String: DeviceNode] = [:]
-        var disks: [(id: String, device: VirtioBlock)] = []
+        var managed: [ManagedDevice] = DeviceRegistration.legacy(devices)
         let (rng, rngAddress) = try attachVirtioRng(config.rng, context: context, bars: &bars)
         virtio.append(rng)
-        deviceTree["_rng"] = DeviceNode(id: "_rng", pciBDF: rngAddress)
+        managed.append(DeviceRegistration.virtio(id: "_rng", kind: "virtio-rng", attachment: rng, address: rngAddress, mover: mover))
         let console = try attachVirtioConsole(config.console, context: context, bars: &bars)
         if let console {
             virtio.append(console.attachment)
-            deviceTree["_console"] = DeviceNode(id: "_console", pciBDF: console.address)
+            managed.append(DeviceRegistration.virtio(id: "_console", kind: "virtio-console", attachment: console.attachment,
+                                                     address: console.address, mover: mover))
         }
         // Each disk limiter, a disk's own or a --rate-limit-group's shared one, gets one wake-up
         // timer that serves all the disks it limits.
@@ -108,8 +109,8 @@ struct VMBuilder {
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
             let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, rateLimiter: limiter)
             virtio.append(attachment)
-            deviceTree[id] = DeviceNode(id: id, pciBDF: address)
-            disks.append((id, block))
+            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
+                                                     mover: mover, counters: { block.counters.dictionary }))
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
                 limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))
@@ -126,20 +127,29 @@ struct VMBuilder {
         for (net, id) in zip(config.net ?? [], config.netIDs) {
             let attached = try attachVirtioNet(net, id: id, context: context, bars: &bars)
             virtio.append(attached.attachment)
-            deviceTree[id] = DeviceNode(id: id, pciBDF: attached.address)
+            let device = attached.device
+            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-net", attachment: attached.attachment, address: attached.address,
+                                                     mover: mover, counters: { device.counters.dictionary }))
             nets.append(attached)
         }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
+        managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
+        let deviceManager = DeviceManager(mmio32: bars)
+        for device in managed { try deviceManager.register(device) }
 
         let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
         // The CMOS clock raises no interrupt (CMOSRTC emulates none), so its description has no IRQ.
         let rtc = devices.cmos.map { _ in PlatformAML.CMOSRealTimeClock(port: UInt16(CMOSRTC.portBase), length: UInt8(CMOSRTC.portLength)) }
-        let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
-                                       pciSegment: pciSegment, ged: ged.description)
-        let plan = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
-                                         topology: topology, rsdpAddress: rsdp)
-        logger.info("kernel entry \(plan.entry) via the \(plan.bootProtocol)")
+        var plan: BootPlan?
+        if !restoring {
+            let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
+                                           pciSegment: pciSegment, ged: ged.description)
+            let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
+                                             topology: topology, rsdpAddress: rsdp)
+            logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
+            plan = boot
+        }
 
         let supported = try hypervisor.supportedCPUID()
         var vcpus: [KVMVCPU] = []
@@ -148,11 +158,11 @@ struct VMBuilder {
             let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
             try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits,
                               nested: config.cpus.nested)
-            if id == 0 { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
+            if id == 0, let plan { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             vcpus.append(vcpu)
         }
         return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, disks: disks, nets: nets, deviceTree: deviceTree,
+                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, deviceManager: deviceManager,
                        powerButton: { [logger] in
                            do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
                        },

@@ -82,6 +82,33 @@ public struct RestoreConfig: Codable, Equatable, Sendable {
         case sourceURL = "source_url", prefault, memoryRestoreMode = "memory_restore_mode", netFDs = "net_fds", resume
     }
 
+    /// A restore of `sourceURL` with Cloud Hypervisor's defaults (copy, no prefault, paused).
+    public init(sourceURL: String) {
+        self.sourceURL = sourceURL
+    }
+
+    /// The accepted `--restore` syntax.
+    public static let syntax = "source_url=<source_url>,prefault=on|off,memory_restore_mode=copy|ondemand,resume=on|off"
+
+    /// Parses `--restore` (Cloud Hypervisor's `RestoreConfig::parse`). `net_fds` names
+    /// descriptors this process inherited, which the command line cannot hand over here: it is
+    /// refused with the reason (`vm.restore` over the API takes passed descriptors).
+    public static func parse(_ text: String) throws(ConfigError) -> RestoreConfig {
+        let list = try OptionList(text, option: "--restore", knownKeys: ["source_url", "prefault", "memory_restore_mode", "net_fds", "resume"])
+        var config = RestoreConfig(sourceURL: try list.required("source_url", syntax: syntax))
+        config.prefault = try list.bool("prefault") ?? false
+        config.resume = try list.bool("resume") ?? false
+        switch list["memory_restore_mode"]?.lowercased() {
+        case nil, "copy": config.memoryRestoreMode = .copy
+        case "ondemand": config.memoryRestoreMode = .onDemand
+        case let other?: throw ConfigError(option: "--restore", "memory_restore_mode=\(other) is not copy or ondemand")
+        }
+        if list["net_fds"] != nil {
+            throw ConfigError(option: "--restore", "net_fds on the command line is an absent feature of this VMM: restore with `ch-remote restore ...,net_fds=...` (vm.restore passes the descriptors)")
+        }
+        return config
+    }
+
     /// Decodes with Cloud Hypervisor's defaults.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

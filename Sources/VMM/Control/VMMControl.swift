@@ -218,9 +218,22 @@ public protocol VMMControl: AnyObject, Sendable {
     func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo?
     /// `vm.remove-device`: removes the device with this id.
     func removeDevice(id: String) throws(ControlError)
+    /// `vm.snapshot`: writes a paused VM's snapshot into the directory `destinationURL` names
+    /// (`file:///dir`).
+    func snapshot(destinationURL: String) throws(ControlError)
+    /// `vm.restore`: creates the VM from a snapshot, paused (running with `resume`).
+    /// `descriptors` were passed with the request for the NICs `net_fds` names.
+    func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError)
 }
 
 extension VMMControl {
+    /// A control without snapshots refuses `vm.snapshot`.
+    public func snapshot(destinationURL: String) throws(ControlError) { throw .unsupported(action: "vm.snapshot") }
+    /// A control without snapshots refuses `vm.restore`.
+    public func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
+        throw .unsupported(action: "vm.restore")
+    }
+
     /// `vm.create` with no passed descriptors.
     public func create(_ config: VMConfig) throws(ControlError) { try create(config, descriptors: []) }
 }

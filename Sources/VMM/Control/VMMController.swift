@@ -43,7 +43,7 @@ public final class VMMController: VMMControl {
 
     private let hypervisor: KVMHypervisor
     private let logger: Logger
-    private let monitor: EventMonitor?
+    let monitor: EventMonitor?
     let slot = Mutex(Slot())
     private let mailbox = Mutex<[Event]>([])
     private let wakeup: EventFD
@@ -183,8 +183,23 @@ public final class VMMController: VMMControl {
     }
 
     private func startInstance(_ config: VMConfig) throws -> VMInstance {
+        try watchedInstance { [hypervisor, logger, seccomp] onStop in
+            try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp, onStop: onStop)
+        }
+    }
+
+    /// A VM restored from `snapshot`, paused.
+    func restoreInstance(_ snapshot: LoadedSnapshot, onDemand: Bool, prefault: Bool) throws -> VMInstance {
+        try watchedInstance { [hypervisor, logger, seccomp] onStop in
+            try VMInstance.restore(snapshot, onDemand: onDemand, prefault: prefault, hypervisor: hypervisor, logger: logger,
+                                   seccomp: seccomp, onStop: onStop)
+        }
+    }
+
+    /// Makes an instance whose stop is posted to the main thread's mailbox.
+    private func watchedInstance(_ make: (@escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance) throws -> VMInstance {
         let holder = Mutex<ObjectIdentifier?>(nil)
-        let instance = try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp) { [weak self] reason in
+        let instance = try make { [weak self] reason in
             // The watcher may report before `holder` is set only if start failed; wait for it.
             var id: ObjectIdentifier?
             while id == nil {
@@ -261,7 +276,7 @@ public final class VMMController: VMMControl {
                 if let path = built.consolePTYPath { config.console.file = path }
             }
             return VMInfo(config: config, state: slot.state, memoryActualSize: config.memory.size,
-                          deviceTree: slot.instance?.built.deviceTree)
+                          deviceTree: slot.instance?.built.deviceManager.deviceTree)
         }
     }
 
@@ -270,10 +285,7 @@ public final class VMMController: VMMControl {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> [String: [String: UInt64]] in
             guard slot.config != nil else { throw .vmNotCreated }
             guard let instance = slot.instance else { return [:] }
-            var result: [String: [String: UInt64]] = [:]
-            for disk in instance.built.disks { result[disk.id] = disk.device.counters.dictionary }
-            for net in instance.built.nets { result[net.id] = net.device.counters.dictionary }
-            return result
+            return instance.built.deviceManager.counters()
         }
     }
 

@@ -12,13 +12,17 @@ final class VMInstance: Sendable {
     let gate: PauseGate
     private let threads: [HostThread]
     private let watcher: HostThread?
+    /// What keeps a restored VM's memory coming in (on-demand restore), if anything.
+    let memoryRestoration: MemorySnapshotIO.Restoration?
 
-    private init(built: BuiltVM, loops: [VCPULoop], gate: PauseGate, threads: [HostThread], watcher: HostThread?) {
+    private init(built: BuiltVM, loops: [VCPULoop], gate: PauseGate, threads: [HostThread], watcher: HostThread?,
+                 memoryRestoration: MemorySnapshotIO.Restoration?) {
         self.built = built
         self.loops = loops
         self.gate = gate
         self.threads = threads
         self.watcher = watcher
+        self.memoryRestoration = memoryRestoration
     }
 
     /// Builds the VM from `config` and starts it; `onStop` runs on the watcher thread with
@@ -30,8 +34,36 @@ final class VMInstance: Sendable {
         let exits = try ExitSignal()
         let events = try EventManager()
         let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
+        return try launch(built, paused: false, memoryRestoration: nil, logger: logger, seccomp: seccomp, onStop: onStop)
+    }
+
+    /// Builds a VM from a snapshot's configuration, puts the snapshot's memory and state into it
+    /// and starts it paused (`vm.restore`, `--restore`); the caller resumes it.
+    static func restore(_ snapshot: LoadedSnapshot, onDemand: Bool, prefault: Bool, hypervisor: KVMHypervisor, logger: Logger,
+                        seccomp: SeccompAction? = nil, onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
+        let exits = try ExitSignal()
+        let events = try EventManager()
+        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true)
+        let restoration: MemorySnapshotIO.Restoration
+        do {
+            restoration = try VMSnapshotter.restore(snapshot, into: built, onDemand: onDemand, prefault: prefault)
+        } catch {
+            built.devices.serialHost?.restore()
+            built.console?.host.restore()
+            throw error
+        }
+        return try launch(built, paused: true, memoryRestoration: restoration, logger: logger, seccomp: seccomp, onStop: onStop)
+    }
+
+    /// Starts the event loop, one thread per vCPU and the watcher; with `paused`, every one of
+    /// them parks at the gate before touching the guest.
+    private static func launch(_ built: BuiltVM, paused: Bool, memoryRestoration: MemorySnapshotIO.Restoration?, logger: Logger,
+                               seccomp: SeccompAction?, onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
+        let exits = built.exits
+        let events = built.events
         // One gate for the vCPUs and the device event loop: a pause stops the whole machine.
         let gate = PauseGate()
+        if paused { gate.close() }
         do {
             try events.start(name: "ch-event-loop", gate: gate) {
                 ThreadFilters.install(.eventLoop, action: seccomp, thread: "event loop", exits: exits)
@@ -59,7 +91,8 @@ final class VMInstance: Sendable {
             _ = ThreadFilters.install(.watcher, action: seccomp, thread: "VM watcher", exits: exits)
             onStop(exits.wait())
         }
-        return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher)
+        return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher,
+                          memoryRestoration: memoryRestoration)
     }
 
     /// Stops the machine: parks every vCPU between guest entries and the device event loop
@@ -84,6 +117,7 @@ final class VMInstance: Sendable {
         for loop in loops { loop.stop() }
         gate.open()
         for thread in threads { thread.join() }
+        memoryRestoration?.stop()
         built.events.stop()
         built.devices.serialInput?.stop()
         built.console?.input?.stop()

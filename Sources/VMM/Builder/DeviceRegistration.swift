@@ -1,0 +1,57 @@
+import ACPITables
+import DeviceModel
+import Devices
+import PCI
+import VirtioDevices
+
+/// The device manager's entries for what `VMBuilder` attaches: one short function per kind,
+/// each naming the device's kind, resources and counters.
+enum DeviceRegistration {
+    /// The platform devices on the I/O port bus, by fixed names, each with its state.
+    static func legacy(_ devices: LegacyDevices) -> [ManagedDevice] {
+        var managed: [ManagedDevice] = []
+        func add<D: StatefulDevice & Sendable>(_ device: D?, _ id: String, _ kind: String, port: UInt64, length: UInt64, gsi: UInt32? = nil) {
+            guard let device else { return }
+            managed.append(.stateful(device, id: id, kind: kind,
+                                     resources: DeviceResources(pio: [(port, length)], gsis: gsi.map { [$0] } ?? [])))
+        }
+        add(devices.serial, "serial", "serial-16550", port: Serial16550.com1Base, length: Serial16550.registerCount, gsi: Serial16550.com1IRQ)
+        add(devices.i8042, "i8042", "i8042", port: I8042.portBase, length: I8042.portLength)
+        add(devices.cmos, "cmos", "cmos-rtc", port: CMOSRTC.portBase, length: CMOSRTC.portLength)
+        add(devices.debugPort, "debug-port", "debug-port", port: DebugPort.port, length: DebugPort.portLength)
+        add(devices.acpiShutdown, "acpi-shutdown", "acpi-shutdown", port: ACPIShutdownDevice.portBase, length: ACPIShutdownDevice.portLength)
+        add(devices.pmTimer, "acpi-pm-timer", "acpi-pm-timer", port: ACPIPMTimer.portBase, length: ACPIPMTimer.portLength)
+        return managed
+    }
+
+    /// A virtio-pci function: its BDF and BARs, its transport's state (configuration space,
+    /// MSI-X, queues and the device's own state). After a restore, BARs the guest had moved
+    /// are moved on the bus too, and every queue is notified once (a request that waited for a
+    /// rate limiter's timer, which the old process took with it, is retried).
+    static func virtio(id: String, kind: String, attachment: VirtioPCIAttachment, address: String, mover: BARMover,
+                       counters: (@Sendable () -> [String: UInt64])? = nil) -> ManagedDevice {
+        let transport = attachment.transport
+        let built = transport.bars
+        var entry = ManagedDevice.stateful(transport, id: id, kind: kind,
+                                           resources: DeviceResources(pciBDF: address, mmio: built.map { (base: $0.address, length: $0.size) }),
+                                           counters: counters)
+        guard let restore = entry.restoreState else { return entry }
+        let queueCount = transport.device.queueMaxSizes.count
+        entry.restoreState = { text in
+            try restore(text)
+            for bar in transport.bars {
+                guard let old = built.first(where: { $0.index == bar.index }), old.address != bar.address else { continue }
+                mover.moveBAR(BARReprogram(index: bar.index, kind: bar.kind, oldAddress: old.address, newAddress: bar.address,
+                                           size: bar.size), of: transport)
+            }
+            for queue in 0..<queueCount { transport.notifyQueue(queue) }
+        }
+        return entry
+    }
+
+    /// The ACPI Generic Event Device: its register and interrupt.
+    static func ged(_ device: ACPIGenericEventDevice, description: PlatformAML.GenericEventDevice) -> ManagedDevice {
+        .stateful(device, id: "ged", kind: "acpi-ged",
+                  resources: DeviceResources(mmio: [(description.address, ACPIGenericEventDevice.registerSize)], gsis: [description.irq]))
+    }
+}

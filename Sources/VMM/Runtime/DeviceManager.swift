@@ -1,0 +1,126 @@
+import DeviceModel
+import Synchronization
+import VMAllocator
+
+/// What the device manager records of one device's place in the machine.
+struct DeviceResources: Equatable, Sendable {
+    /// The PCI address as Cloud Hypervisor prints it (`0000:00:03.0`), for PCI functions.
+    var pciBDF: String?
+    /// MMIO ranges (BARs, platform registers) as (base, length).
+    var mmio: [(base: UInt64, length: UInt64)] = []
+    /// Port I/O ranges as (base, length).
+    var pio: [(base: UInt64, length: UInt64)] = []
+    /// Interrupt lines (GSIs) the device raises directly.
+    var gsis: [UInt32] = []
+
+    static func == (lhs: DeviceResources, rhs: DeviceResources) -> Bool {
+        lhs.pciBDF == rhs.pciBDF && lhs.gsis == rhs.gsis
+            && lhs.mmio.map { [$0.base, $0.length] } == rhs.mmio.map { [$0.base, $0.length] }
+            && lhs.pio.map { [$0.base, $0.length] } == rhs.pio.map { [$0.base, $0.length] }
+    }
+}
+
+/// How the device manager reaches one device: its counters, and its state as JSON text
+/// (each device's own versioned `State`, encoded by the device's adapter).
+struct ManagedDevice: Sendable {
+    /// Cloud Hypervisor's device id (`_disk0`, `_net1`, `_rng`, `_console`...) or a fixed name for
+    /// platform devices (`serial`, `i8042`, `cmos`...).
+    var id: String
+    /// What it is (`virtio-block`, `serial-16550`...), recorded in the snapshot and checked on restore.
+    var kind: String
+    /// Where it sits.
+    var resources: DeviceResources
+    /// Cloud Hypervisor's counters for `vm.counters`, or nil for a device without any.
+    var counters: (@Sendable () -> [String: UInt64])?
+    /// The device's state as JSON text, or nil for a device that keeps none.
+    var saveState: (@Sendable () throws -> String)?
+    /// Restores the device from `saveState`'s text; throws with the reason, changing nothing.
+    var restoreState: (@Sendable (String) throws -> Void)?
+}
+
+/// The devices of one VM for as long as it lives: an ordered registry (boot order, which is
+/// also restore order) with each device's id, kind, resources and the small protocol the VMM
+/// drives (counters, state), plus the allocators that outlive `build()` so that hotplug adds
+/// devices the same way boot did.
+///
+/// `vm.info`'s device tree, `vm.counters`, id checks and snapshots all read this one table.
+final class DeviceManager: Sendable {
+    private struct Table {
+        var devices: [ManagedDevice] = []
+        var mmio32: AddressAllocator
+    }
+    private let table: Mutex<Table>
+
+    /// A registry with the 32-bit MMIO window the PCI BARs and platform registers come from.
+    init(mmio32: AddressAllocator) {
+        table = Mutex(Table(mmio32: mmio32))
+    }
+
+    /// Adds a device at the end of the order.
+    ///
+    /// - Throws: `VMMError` when the id is taken.
+    func register(_ device: ManagedDevice) throws {
+        try table.withLock { (table: inout Table) throws in
+            guard !table.devices.contains(where: { $0.id == device.id }) else {
+                throw VMMError(description: "two devices have the id '\(device.id)'")
+            }
+            table.devices.append(device)
+        }
+    }
+
+    /// Removes a device by id and returns it (nil when unknown).
+    @discardableResult
+    func unregister(id: String) -> ManagedDevice? {
+        table.withLock { table in
+            guard let index = table.devices.firstIndex(where: { $0.id == id }) else { return nil }
+            return table.devices.remove(at: index)
+        }
+    }
+
+    /// Allocates an aligned range from the 32-bit MMIO window.
+    func allocateMMIO32(size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
+        try table.withLock { (table: inout Table) throws in
+            let range = try table.mmio32.allocate(size: size, alignment: alignment)
+            return (range.start, size)
+        }
+    }
+
+    /// Every device, in order.
+    var devices: [ManagedDevice] { table.withLock { $0.devices } }
+
+    /// The device with `id`.
+    func device(id: String) -> ManagedDevice? { table.withLock { table in table.devices.first { $0.id == id } } }
+
+    /// `vm.info`'s `device_tree`: the devices with a Cloud Hypervisor id (a PCI function), by id.
+    var deviceTree: [String: DeviceNode] {
+        var tree: [String: DeviceNode] = [:]
+        for device in devices where device.resources.pciBDF != nil {
+            tree[device.id] = DeviceNode(id: device.id, pciBDF: device.resources.pciBDF)
+        }
+        return tree
+    }
+
+    /// `vm.counters`: every device that counts, by id.
+    func counters() -> [String: [String: UInt64]] {
+        var result: [String: [String: UInt64]] = [:]
+        for device in devices { if let counters = device.counters { result[device.id] = counters() } }
+        return result
+    }
+}
+
+extension ManagedDevice {
+    /// An entry whose state is `device`'s `StatefulDevice` state, as JSON.
+    static func stateful<D: StatefulDevice & Sendable>(_ device: D, id: String, kind: String, resources: DeviceResources,
+                                                       counters: (@Sendable () -> [String: UInt64])? = nil) -> ManagedDevice {
+        ManagedDevice(
+            id: id, kind: kind, resources: resources, counters: counters,
+            saveState: { try SnapshotJSON.text(device.saveState()) },
+            restoreState: { text in
+                let state: D.State
+                do { state = try SnapshotJSON.value(D.State.self, from: text) } catch {
+                    throw DeviceStateError(device: id, reason: "its state does not decode: \(error)")
+                }
+                try device.restoreState(state)
+            })
+    }
+}

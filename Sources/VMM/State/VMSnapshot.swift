@@ -1,0 +1,166 @@
+import Hypervisor
+
+/// The top section of `state.json`: what the whole snapshot is, and the VM's in-kernel state.
+struct VMSnapshotHeader: Codable, Equatable {
+    /// The format this VMM writes and reads; another version is refused.
+    static let formatVersion: UInt32 = 1
+
+    /// The snapshot's format version.
+    var version: UInt32
+    /// The VMM that wrote it (`cloud-hypervisor v53.0.0-swift...`), for humans.
+    var vmmVersion: String
+    /// `SnapshotDirectory.digest` of `config.json`.
+    var configDigest: String
+    /// The size of `memory-ranges` in bytes.
+    var memoryFileSize: UInt64
+    /// The number of vCPUs saved.
+    var vcpuCount: Int
+    /// The in-kernel interrupt controllers, PIT and clock.
+    var vm: InKernelVMState
+
+    enum CodingKeys: String, CodingKey {
+        case version, vmmVersion = "vmm_version", configDigest = "config_digest", memoryFileSize = "memory_file_size"
+        case vcpuCount = "vcpu_count", vm
+    }
+}
+
+/// The device manager's section: the devices in boot order with their kinds.
+struct DeviceManagerSection: Codable, Equatable {
+    /// One device.
+    struct Entry: Codable, Equatable {
+        var id: String
+        var kind: String
+    }
+    var devices: [Entry]
+}
+
+/// Names of the state tree's sections (Cloud Hypervisor's component ids).
+enum SnapshotSection {
+    static let cpuManager = "cpu-manager"
+    static let memoryManager = "memory-manager"
+    static let deviceManager = "device-manager"
+}
+
+/// A snapshot read back and checked, before anything is built from it.
+struct LoadedSnapshot {
+    let directory: SnapshotDirectory
+    let config: VMConfig
+    let header: VMSnapshotHeader
+    let tree: SnapshotNode
+}
+
+/// Takes a paused VM's snapshot and reads one back (Cloud Hypervisor's `Vm::snapshot`,
+/// `Vm::send` and the restore path): vCPUs, the VM's in-kernel devices, every device of the
+/// device manager, and guest memory.
+enum VMSnapshotter {
+    /// Writes the snapshot of `built` (paused) into `directory`.
+    static func save(_ built: BuiltVM, to directory: SnapshotDirectory, vmmVersion: String) throws(SnapshotError) {
+        let configBytes: [UInt8]
+        do { configBytes = try SnapshotJSON.data(built.config) } catch { throw .io("cannot encode the configuration: \(error)") }
+        // Everything is gathered before any file is written, so a failure leaves no files.
+        let vmState: InKernelVMState
+        var cpus: [String: SnapshotNode] = [:]
+        do {
+            vmState = try built.vm.state()
+            for (index, vcpu) in built.vcpus.enumerated() { cpus[String(index)] = try .leaf(try vcpu.state()) }
+        } catch {
+            throw .io("cannot read the vCPUs' and the VM's state: \(error)")
+        }
+        var devices: [String: SnapshotNode] = [:]
+        var entries: [DeviceManagerSection.Entry] = []
+        for device in built.deviceManager.devices {
+            entries.append(.init(id: device.id, kind: device.kind))
+            guard let save = device.saveState else { continue }
+            do { devices[device.id] = SnapshotNode(state: try save()) } catch { throw .io("cannot save \(device.id)'s state: \(error)") }
+        }
+
+        try directory.writeNew(SnapshotDirectory.configFile, configBytes)
+        let memoryFile = try directory.create(SnapshotDirectory.memoryFile)
+        let ranges = try MemorySnapshotIO.save(built.memory, to: memoryFile, path: directory.file(SnapshotDirectory.memoryFile))
+        let header = VMSnapshotHeader(version: VMSnapshotHeader.formatVersion, vmmVersion: vmmVersion,
+                                      configDigest: SnapshotDirectory.digest(configBytes), memoryFileSize: ranges.fileSize,
+                                      vcpuCount: built.vcpus.count, vm: vmState)
+        let tree: SnapshotNode
+        do {
+            tree = SnapshotNode(snapshots: [
+                SnapshotSection.cpuManager: SnapshotNode(snapshots: cpus),
+                SnapshotSection.memoryManager: try .leaf(ranges.table),
+                SnapshotSection.deviceManager: SnapshotNode(snapshots: devices, state: try SnapshotJSON.text(DeviceManagerSection(devices: entries))),
+            ], state: try SnapshotJSON.text(header))
+            try directory.commitState(try SnapshotJSON.data(tree))
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw .io("cannot encode the state: \(error)")
+        }
+    }
+
+    /// Reads `config.json` and `state.json` and checks that they belong together, that the
+    /// format version is this VMM's and that `memory-ranges` is complete.
+    static func load(from directory: SnapshotDirectory) throws(SnapshotError) -> LoadedSnapshot {
+        let stateBytes = try directory.read(SnapshotDirectory.stateFile)
+        let configBytes = try directory.read(SnapshotDirectory.configFile)
+        let tree: SnapshotNode
+        do { tree = try SnapshotJSON.value(SnapshotNode.self, from: stateBytes) } catch {
+            throw .damaged("\(directory.file(SnapshotDirectory.stateFile)) is not a state tree: \(error)")
+        }
+        let header = try tree.decode(VMSnapshotHeader.self, path: "")
+        guard header.version == VMSnapshotHeader.formatVersion else {
+            throw .version(found: header.version, expected: VMSnapshotHeader.formatVersion)
+        }
+        guard SnapshotDirectory.digest(configBytes) == header.configDigest else {
+            throw .damaged("config.json is not the one state.json was written with (digest \(SnapshotDirectory.digest(configBytes)), expected \(header.configDigest))")
+        }
+        let config: VMConfig
+        do { config = try SnapshotJSON.value(VMConfig.self, from: configBytes) } catch {
+            throw .damaged("config.json does not decode: \(error)")
+        }
+        do { try config.validate() } catch { throw .damaged("config.json is not a valid configuration: \(error)") }
+        guard header.vcpuCount == Int(config.cpus.bootVCPUs) else {
+            throw .damaged("state.json holds \(header.vcpuCount) vCPUs but config.json boots \(config.cpus.bootVCPUs)")
+        }
+        let memory = try directory.open(SnapshotDirectory.memoryFile)
+        let size: Int64
+        do { size = try memory.size() } catch { throw .io("cannot read the size of memory-ranges: \(error)") }
+        guard UInt64(size) == header.memoryFileSize else {
+            throw .damaged("memory-ranges is \(size) bytes, state.json says \(header.memoryFileSize)")
+        }
+        return LoadedSnapshot(directory: directory, config: config, header: header, tree: tree)
+    }
+
+    /// Puts the snapshot's state into `built`, a VM just built from the snapshot's
+    /// configuration with `restoring: true` and not started: guest memory, the VM's in-kernel
+    /// devices, the vCPUs, then every device in boot order.
+    static func restore(_ snapshot: LoadedSnapshot, into built: BuiltVM, onDemand: Bool, prefault: Bool) throws(SnapshotError) -> MemorySnapshotIO.Restoration {
+        let cpus = try snapshot.tree.child(SnapshotSection.cpuManager, path: "")
+        let memorySection = try snapshot.tree.child(SnapshotSection.memoryManager, path: "")
+        let table = try memorySection.decode(MemorySnapshotIO.Table.self, path: SnapshotSection.memoryManager)
+        let deviceSection = try snapshot.tree.child(SnapshotSection.deviceManager, path: "")
+        let listed = try deviceSection.decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager)
+        let present = built.deviceManager.devices
+        guard listed.devices == present.map({ DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }) else {
+            throw .damaged("the snapshot's devices (\(listed.devices.map { "\($0.id):\($0.kind)" }.joined(separator: ", "))) are not the ones its configuration builds (\(present.map { "\($0.id):\($0.kind)" }.joined(separator: ", ")))")
+        }
+        var vcpuStates: [VCPUState] = []
+        for index in built.vcpus.indices {
+            vcpuStates.append(try cpus.child(String(index), path: SnapshotSection.cpuManager)
+                .decode(VCPUState.self, path: "\(SnapshotSection.cpuManager)/\(index)"))
+        }
+
+        let file = try snapshot.directory.open(SnapshotDirectory.memoryFile)
+        let restoration = try MemorySnapshotIO.restore(built.memory, table: table, from: file, onDemand: onDemand, prefault: prefault)
+        do {
+            try built.vm.restore(snapshot.header.vm)
+            for (vcpu, state) in zip(built.vcpus, vcpuStates) { try vcpu.restore(state) }
+        } catch {
+            throw .damaged("the vCPUs' or the VM's state was refused: \(error)")
+        }
+        for device in present {
+            guard let restore = device.restoreState else { continue }
+            let node = try deviceSection.child(device.id, path: SnapshotSection.deviceManager)
+            guard let text = node.snapshotData?.state else { throw .damaged("state.json has no data for device \(device.id)") }
+            do { try restore(text) } catch { throw .damaged("device \(device.id): \(error)") }
+        }
+        return restoration
+    }
+}
