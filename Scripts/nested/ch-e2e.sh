@@ -38,7 +38,6 @@
 #   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
 #            root over a qcow2 overlay to multi-user: no failed unit, /dev/rtc0 and hwclock,
 #            its NIC configured and pinging; it powers off with status 0 (debian-scenario.sh).
-#            Not in the default set: run it with --only debian or CH_NESTED_DEBIAN=1.
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -66,11 +65,9 @@ in_l1() {
   [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
 
   pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
-  # Every scenario runs by default except `debian`, which runs when named in --only or with
-  # CH_NESTED_DEBIAN=1: it passed in this bench but is not yet steady enough for every run
-  # (two passes in five runs: its guest took triple faults, and level 1 itself crashed once under it).
+  # Every scenario runs by default; --only names a subset.
   want() {
-    if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else [[ $1 != debian || ${CH_NESTED_DEBIAN:-0} == 1 ]]; fi
+    if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else true; fi
   }
   # shellcheck source-path=SCRIPTDIR source=net-scenarios.sh
   source "$here/net-scenarios.sh"
@@ -417,7 +414,7 @@ remote="$(dirname "$binary")/ch-remote"
 if [[ -z $only || " $only " == *" libvirt "* ]]; then "$repo/Scripts/libvirt/build-libvirt.sh" >&2; fi
 export CH_LIBVIRT_CACHE="${CH_LIBVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud-hypervisor-swift/libvirt}"
 # The Debian guest's image is built here (debootstrap needs this machine's network), once.
-if [[ " $only " == *" debian "* || ( -z $only && ${CH_NESTED_DEBIAN:-0} == 1 ) ]]; then "$here/debian-image.sh" >&2; fi
+if [[ -z $only || " $only " == *" debian "* ]]; then "$here/debian-image.sh" >&2; fi
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
 rm -f "$stripped"
