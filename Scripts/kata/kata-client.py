@@ -58,7 +58,7 @@ def exchange(sock, raw, fds=()):
 
 def request(path, method, endpoint, body=None, fds=()):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
+    sock.settimeout(60)  # vm.boot loads the kernel over 9p in level 1: seconds under load
     sock.connect(path)
     head = f"{method} /api/v1/{endpoint} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
     if body is not None:

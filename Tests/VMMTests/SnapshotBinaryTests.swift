@@ -183,6 +183,7 @@ struct SnapshotBinaryTests {
             }
         }
         #expect(try damaged("intact") { _ in } == "accepted")
+        #expect((try? SnapshotCheck.check(url: "file://\(work)/intact"))?.memory.size == 16 << 20, "every section of the intact copy decodes")
         #expect(try damaged("no-state") { try FileManager.default.removeItem(atPath: $0 + "/state.json") }.contains("state.json is missing"))
         #expect(try damaged("no-memory") { try FileManager.default.removeItem(atPath: $0 + "/memory-ranges") }.contains("memory-ranges is missing"))
         #expect(try damaged("short-memory") { path in

@@ -164,3 +164,29 @@ enum VMSnapshotter {
         return restoration
     }
 }
+
+/// Reads and checks a snapshot directory without building anything, as `--restore` does
+/// first: the files exist, `state.json` is a state tree of this format version written with
+/// this `config.json`, every section decodes, `memory-ranges` has the size the table says.
+public enum SnapshotCheck {
+    /// The snapshot's configuration, or the reason the snapshot is refused.
+    public static func check(url: String) throws(SnapshotError) -> VMConfig {
+        let snapshot = try VMSnapshotter.load(from: try SnapshotDirectory(url: url))
+        let cpus = try snapshot.tree.child(SnapshotSection.cpuManager, path: "")
+        for index in 0..<snapshot.header.vcpuCount {
+            _ = try cpus.child(String(index), path: SnapshotSection.cpuManager)
+                .decode(VCPUState.self, path: "\(SnapshotSection.cpuManager)/\(index)")
+        }
+        let table = try snapshot.tree.child(SnapshotSection.memoryManager, path: "")
+            .decode(MemorySnapshotIO.Table.self, path: SnapshotSection.memoryManager)
+        guard table.totalLength == snapshot.header.memoryFileSize else {
+            throw .damaged("the memory table covers \(table.totalLength.map(String.init) ?? "more than 2^64") bytes, memory-ranges has \(snapshot.header.memoryFileSize)")
+        }
+        _ = try snapshot.tree.child(SnapshotSection.deviceManager, path: "")
+            .decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager)
+        return snapshot.config
+    }
+
+    /// The digest `state.json` records of `config.json`'s bytes.
+    public static func configDigest(_ bytes: [UInt8]) -> String { SnapshotDirectory.digest(bytes) }
+}
