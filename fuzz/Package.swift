@@ -38,6 +38,9 @@ let targets: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("i8042", "FuzzI8042", [lib("Devices"), lib("DeviceModel")]),
     ("cmos", "FuzzCMOS", [lib("Devices"), lib("DeviceModel")]),
     ("aml", "FuzzAML", [lib("ACPITables")]),
+    ("arm64-image", "FuzzARM64Image", [lib("Arch"), lib("GuestMemory")]),
+    ("arm64-fdt", "FuzzARM64DeviceTree", [lib("Arch"), lib("GuestMemory")]),
+    ("snapshot-restore", "FuzzSnapshotRestore", [lib("VMM"), lib("Hypervisor")]),
 ]
 
 let package = Package(
