@@ -150,6 +150,46 @@ struct SnapshotBinaryTests {
         }
     }
 
+    @Test("A VMM killed at random points of a snapshot leaves a complete snapshot or one that restore refuses with the reason",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func killedDuringSnapshot() throws {
+        let work = NSTemporaryDirectory() + "ch-snapshot-kill-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf"
+        try Data(TinyKernel.pvhELF(code: Self.counter)).write(to: URL(fileURLWithPath: kernel))
+        var complete = 0, refused = 0
+        for (round, delay) in [0, 2_000, 5_000, 10_000, 20_000, 40_000].enumerated() {
+            let socket = work + "/api\(round).sock", serial = work + "/serial\(round)", snap = work + "/snap\(round)"
+            try FileManager.default.createDirectory(atPath: snap, withIntermediateDirectories: true)
+            let vmm = try Self.start(["--kernel", kernel, "--serial", "file=\(serial)", "--console", "off", "--memory", "size=256M",
+                                      "--api-socket", "path=\(socket)"], log: work + "/vmm\(round).log")
+            defer { Self.kill(vmm) }
+            #expect(Self.waitFor({ Self.contents(serial).utf8.count >= 2 }, seconds: 60))
+            try APILifecycleTests.chRemote(socket, ["pause"])
+            let remote = Process()
+            remote.executableURL = URL(fileURLWithPath: APILifecycleTests.remote)
+            remote.arguments = ["--api-socket", socket, "snapshot", "file://\(snap)"]
+            remote.standardOutput = FileHandle.nullDevice
+            remote.standardError = FileHandle.nullDevice
+            try remote.run()
+            usleep(useconds_t(delay))
+            Self.kill(vmm)
+            remote.waitUntilExit()
+            do {
+                let config = try SnapshotCheck.check(url: "file://\(snap)")
+                #expect(config.memory.size == 256 << 20)
+                complete += 1
+            } catch {
+                // Refused: the reason names what is missing or wrong.
+                #expect(error.description.contains("missing") || error.description.contains("damaged"), "\(error)")
+                refused += 1
+            }
+        }
+        #expect(complete + refused == 6, "\(complete) complete, \(refused) refused")
+    }
+
     @Test("A damaged snapshot is refused with the reason, and the refusal names what is wrong",
           .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func damagedSnapshotsAreRefused() throws {
