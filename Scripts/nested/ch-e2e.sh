@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata snapshot debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -38,6 +38,9 @@
 #   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
 #            root over a qcow2 overlay to multi-user: no failed unit, /dev/rtc0 and hwclock,
 #            its NIC configured and pinging; it powers off with status 0 (debian-scenario.sh).
+#   snapshot a guest counting on its serial port, disk and NIC is paused, snapshotted, killed
+#            and restored in new VMMs (copy, then on demand): the count goes on without a gap or
+#            reset, pings answer, every sector holds its count (snapshot-scenario.sh).
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -331,6 +334,11 @@ in_l1() {
 
   if want net; then scenario_net; fi
   if want libvirt; then libvirt_scenario "$binary"; fi
+  if want snapshot; then
+    # shellcheck source-path=SCRIPTDIR source=snapshot-scenario.sh
+    source "$here/snapshot-scenario.sh"
+    snapshot_scenario "$binary" "$remote"
+  fi
   if want kata; then
     # shellcheck source-path=SCRIPTDIR source=kata-scenario.sh
     source "$here/kata-scenario.sh"
