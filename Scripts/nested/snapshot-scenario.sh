@@ -45,8 +45,15 @@ snapshot_scenario() {
   echo "ch-e2e: [snapshot] the guest counts; pausing and snapshotting"
   local snapshot_s=$SECONDS
   local snapshot_status=0
-  "$remote" --api-socket "$dir/api.sock" pause >"$dir/remote.log" 2>&1 &&
-    "$remote" --api-socket "$dir/api.sock" snapshot "file://$dir" >>"$dir/remote.log" 2>&1 || snapshot_status=$?
+  # Bounded: a pause or snapshot that never answers is a failure, not a stuck bench.
+  timeout 120 "$remote" --api-socket "$dir/api.sock" pause >"$dir/remote.log" 2>&1 &&
+    timeout 300 "$remote" --api-socket "$dir/api.sock" snapshot "file://$dir" >>"$dir/remote.log" 2>&1 || snapshot_status=$?
+  if ((snapshot_status != 0)); then
+    # Where each VMM thread was when the snapshot failed or hung.
+    for task in /proc/"$vmm"/task/*; do
+      echo "ch-e2e: [snapshot] thread $(cat "$task/comm" 2>/dev/null) state $(awk '{print $3}' "$task/stat" 2>/dev/null) wchan $(cat "$task/wchan" 2>/dev/null)"
+    done
+  fi
   snapshot_s=$((SECONDS - snapshot_s))
   kill -9 "$vmm" 2>/dev/null; wait "$vmm" 2>/dev/null || true
   last="$(counts "$dir/first.out" | awk '{ print $NF }')"
