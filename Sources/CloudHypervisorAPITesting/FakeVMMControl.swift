@@ -132,13 +132,16 @@ public final class FakeVMMControl: VMMControl {
         try move("snapshot", action: "vm.snapshot", from: [.paused], to: nil)
     }
 
-    /// A restore when no VM exists: a VM with the default configuration, Paused (Running with
-    /// `resume`); the snapshot itself is not read.
+    /// A restore when no VM exists: a VM with the default configuration and a kernel payload,
+    /// Paused (Running with `resume`); the snapshot itself is not read.
     public func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
         note("restore", descriptors)
         try transition("restore") { (snapshot: inout Snapshot) throws(ControlError) in
             if snapshot.config != nil, !permissive { throw .vmAlreadyCreated }
-            snapshot.config = VMConfig()
+            // What a snapshot's config.json would hold: at least a payload (vm.info requires one).
+            var restored = VMConfig()
+            restored.payload = PayloadConfig(kernel: "/snapshot/vmlinux")
+            snapshot.config = restored
             snapshot.state = config.resume ? .running : .paused
         }
     }
