@@ -27,6 +27,35 @@ func bigEndian32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
     bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | UInt32($1) }
 }
 
+/// A device-tree blob written to a temporary file and decompiled by `dtc`, with `fdtget` on it.
+final class DecompiledTree {
+    let directory: URL
+    let path: String
+    let dts: (status: Int32, out: String, err: String)
+
+    init(_ blob: [UInt8], name: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("vm.dtb").path
+        try Data(blob).write(to: URL(fileURLWithPath: path))
+        dts = try runDTCTool(dtcTool("dtc")!, ["-I", "dtb", "-O", "dts", path])
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    /// `fdtget` on the blob; expects it to succeed.
+    func get(_ arguments: String...) throws -> String {
+        let result = try runDTCTool(dtcTool("fdtget")!, [path] + arguments)
+        #expect(result.status == 0, "fdtget \(arguments): \(result.err)")
+        return result.out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// `fdtget`'s exit status alone (non-zero when the node or property is absent).
+    func status(_ arguments: String...) throws -> Int32 {
+        try runDTCTool(dtcTool("fdtget")!, [path] + arguments).status
+    }
+}
+
 @Suite("FDT encoder")
 struct FDTWriterTests {
     @Test func headerAndBlocksAreLaidOut() throws {
@@ -147,86 +176,75 @@ struct ARM64DeviceTreeTests {
                 config.numaNodes[1].memory = [(GuestAddress(config.memory[0].start.rawValue + half), half)]
             }
         }
-        let blob = try ARM64DeviceTree.build(config)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("arm64-dtb-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("vm.dtb").path
-        try Data(blob).write(to: URL(fileURLWithPath: path))
-
-        let dts = try runDTCTool(dtcTool("dtc")!, ["-I", "dtb", "-O", "dts", path])
+        let tree = try DecompiledTree(try ARM64DeviceTree.build(config), name: "arm64-dtb")
+        let dts = tree.dts
         #expect(dts.status == 0)
         #expect(dts.err.isEmpty, "dtc warned: \(dts.err)")
         #expect(dts.out.contains(#"compatible = "arm,psci-1.0\0arm,psci-0.2";"#))
         #expect(dts.out.contains(#"compatible = "arm,pl011\0arm,primecell";"#))
 
-        func get(_ arguments: String...) throws -> String {
-            let result = try runDTCTool(dtcTool("fdtget")!, [path] + arguments)
-            #expect(result.status == 0, "fdtget \(arguments): \(result.err)")
-            return result.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        #expect(try get("/", "compatible") == "linux,dummy-virt")
-        #expect(try get("-t", "x", "/", "interrupt-parent") == "1")
-        let cpus = try get("-l", "/cpus").split(separator: "\n")
+        #expect(try tree.get("/", "compatible") == "linux,dummy-virt")
+        #expect(try tree.get("-t", "x", "/", "interrupt-parent") == "1")
+        let cpus = try tree.get("-l", "/cpus").split(separator: "\n")
         #expect(cpus.count == vcpus)
-        #expect(try get("-t", "x", "/cpus/cpu@0", "reg") == "0")
+        #expect(try tree.get("-t", "x", "/cpus/cpu@0", "reg") == "0")
         if vcpus == 64 {
-            #expect(try get("-t", "x", "/cpus/cpu@30f", "reg") == "30f")
-            #expect(try get("/cpus/cpu@30f", "enable-method") == "psci")
+            #expect(try tree.get("-t", "x", "/cpus/cpu@30f", "reg") == "30f")
+            #expect(try tree.get("/cpus/cpu@30f", "enable-method") == "psci")
         }
-        if vcpus == 1 { #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/cpus/cpu@0", "enable-method"]).status != 0) }
-        #expect(try get("/psci", "method") == "hvc")
-        #expect(try get("-t", "u", "/timer", "interrupts") == "1 13 4 1 14 4 1 11 4 1 10 4")
+        if vcpus == 1 { #expect(try tree.status("/cpus/cpu@0", "enable-method") != 0) }
+        #expect(try tree.get("/psci", "method") == "hvc")
+        #expect(try tree.get("-t", "u", "/timer", "interrupts") == "1 13 4 1 14 4 1 11 4 1 10 4")
         let redist = try AArch64Layout.gicRedistributorRegion(vcpuCount: vcpus)
-        #expect(try get("/intc@8ff0000", "compatible") == "arm,gic-v3")
-        #expect(try get("-t", "x", "/intc@8ff0000", "reg")
+        #expect(try tree.get("/intc@8ff0000", "compatible") == "arm,gic-v3")
+        #expect(try tree.get("-t", "x", "/intc@8ff0000", "reg")
                 == "0 8ff0000 0 10000 0 \(String(redist.start.rawValue, radix: 16)) 0 \(String(redist.size, radix: 16))")
         let its = try AArch64Layout.gicITSRegion(vcpuCount: vcpus)
-        #expect(try get("/intc@8ff0000/msic@\(String(its.start.rawValue, radix: 16))", "compatible") == "arm,gic-v3-its")
-        #expect(try get("/pl011@9000000", "compatible") == "arm,pl011 arm,primecell")
-        #expect(try get("-t", "u", "/pl011@9000000", "interrupts") == "0 1 1")
-        #expect(try get("-t", "x", "/pl011@9000000", "clocks") == "3")
-        #expect(try get("-t", "u", "/apb-pclk", "clock-frequency") == "24000000")
-        #expect(try get("/rtc@9010000", "compatible") == "arm,pl031 arm,primecell")
-        #expect(try get("/pl061@9020000", "compatible") == "arm,pl061 arm,primecell")
-        #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "linux,code") == "116")
-        #expect(try get("-t", "u", "/gpio-keys/button-poweroff", "gpios") == "4 3 0")
+        #expect(try tree.get("/intc@8ff0000/msic@\(String(its.start.rawValue, radix: 16))", "compatible") == "arm,gic-v3-its")
+        #expect(try tree.get("/pl011@9000000", "compatible") == "arm,pl011 arm,primecell")
+        #expect(try tree.get("-t", "u", "/pl011@9000000", "interrupts") == "0 1 1")
+        #expect(try tree.get("-t", "x", "/pl011@9000000", "clocks") == "3")
+        #expect(try tree.get("-t", "u", "/apb-pclk", "clock-frequency") == "24000000")
+        #expect(try tree.get("/rtc@9010000", "compatible") == "arm,pl031 arm,primecell")
+        #expect(try tree.get("/pl061@9020000", "compatible") == "arm,pl061 arm,primecell")
+        #expect(try tree.get("-t", "u", "/gpio-keys/button-poweroff", "linux,code") == "116")
+        #expect(try tree.get("-t", "u", "/gpio-keys/button-poweroff", "gpios") == "4 3 0")
         if numa {
-            #expect(try get("-t", "u", "/cpus/cpu@0", "numa-node-id") == "0")
-            #expect(try get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 30 1 0 30 1 1 10")
-            #expect(try get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
+            #expect(try tree.get("-t", "u", "/cpus/cpu@0", "numa-node-id") == "0")
+            #expect(try tree.get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 30 1 0 30 1 1 10")
+            #expect(try tree.get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
         } else {
-            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/distance-map", "compatible"]).status != 0)
+            #expect(try tree.status("/distance-map", "compatible") != 0)
         }
         func cells(_ value: UInt64) -> String { "\(String(value >> 32, radix: 16)) \(String(value & 0xFFFF_FFFF, radix: 16))" }
         if !pci {
-            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/pci@30000000", "compatible"]).status != 0)
+            #expect(try tree.status("/pci@30000000", "compatible") != 0)
         } else {
-            #expect(try get("/pci@30000000", "compatible") == "pci-host-ecam-generic")
-            #expect(try get("-t", "x", "/pci@30000000", "reg") == "0 30000000 0 100000")
-            #expect(try get("-t", "x", "/pci@30000000", "msi-map") == "0 2 0 100")
+            #expect(try tree.get("/pci@30000000", "compatible") == "pci-host-ecam-generic")
+            #expect(try tree.get("-t", "x", "/pci@30000000", "reg") == "0 30000000 0 100000")
+            #expect(try tree.get("-t", "x", "/pci@30000000", "msi-map") == "0 2 0 100")
             let window = config.pciSegments[0]
             let base64 = max(window.mmio64Start.rawValue, AArch64Layout.pciHighBase.rawValue)
             let size64 = window.mmio64Size - (base64 - window.mmio64Start.rawValue)
-            #expect(try get("-t", "x", "/pci@30000000", "ranges")
+            #expect(try tree.get("-t", "x", "/pci@30000000", "ranges")
                     == "1000000 0 0 0 9050000 0 10000 2000000 0 10000000 0 10000000 0 20000000 3000000 "
                     + "\(cells(base64)) \(cells(base64)) \(cells(size64))")
         }
-        #expect(try get("/chosen", "bootargs") == "console=ttyAMA0 root=/dev/vda1 rw")
-        #expect(try get("/chosen", "stdout-path") == "/pl011@9000000")
-        #expect(try get("-t", "x", "/memory@40000000", "reg").hasPrefix("0 40000000 0"))
+        #expect(try tree.get("/chosen", "bootargs") == "console=ttyAMA0 root=/dev/vda1 rw")
+        #expect(try tree.get("/chosen", "stdout-path") == "/pl011@9000000")
+        #expect(try tree.get("-t", "x", "/memory@40000000", "reg").hasPrefix("0 40000000 0"))
         if vcpus == 64 {
-            #expect(try get("-t", "x", "/memory@100000000", "reg") == "1 0 \(cells((8 << 30) - (0xFC00_0000 - 0x4000_0000)))")
+            #expect(try tree.get("-t", "x", "/memory@100000000", "reg") == "1 0 \(cells((8 << 30) - (0xFC00_0000 - 0x4000_0000)))")
         }
         if let initrd = config.initramfs {
-            let start = try get("-t", "x", "/chosen", "linux,initrd-start")
-            let end = try get("-t", "x", "/chosen", "linux,initrd-end")
+            let start = try tree.get("-t", "x", "/chosen", "linux,initrd-start")
+            let end = try tree.get("-t", "x", "/chosen", "linux,initrd-end")
             func hi(_ v: UInt64) -> String { "\(String(v >> 32, radix: 16)) \(String(v & 0xFFFF_FFFF, radix: 16))" }
             #expect(start == hi(initrd.start.rawValue) && end == hi(initrd.start.rawValue + initrd.size))
         } else {
-            #expect(try runDTCTool(dtcTool("fdtget")!, [path, "/chosen", "linux,initrd-start"]).status != 0)
+            #expect(try tree.status("/chosen", "linux,initrd-start") != 0)
         }
-        if vcpus == 4 { #expect(try get("/pmu", "compatible") == "arm,armv8-pmuv3") }
+        if vcpus == 4 { #expect(try tree.get("/pmu", "compatible") == "arm,armv8-pmuv3") }
     }
 }
 
@@ -246,28 +264,18 @@ struct ARM64DeviceTreeNUMATests {
     @Test(.enabled(if: dtcTool("dtc") != nil && dtcTool("fdtget") != nil,
                    "device-tree-compiler is not installed (Scripts/install-deps.sh installs it)"))
     func nodesAreDescribedAndDtcIsSilent() throws {
-        let blob = try ARM64DeviceTree.build(try Self.configuration())
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("arm64-numa-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("vm.dtb").path
-        try Data(blob).write(to: URL(fileURLWithPath: path))
-        let dts = try runDTCTool(dtcTool("dtc")!, ["-I", "dtb", "-O", "dts", path])
+        let tree = try DecompiledTree(try ARM64DeviceTree.build(try Self.configuration()), name: "arm64-numa")
+        let dts = tree.dts
         #expect(dts.status == 0)
         #expect(dts.err.isEmpty, "dtc warned: \(dts.err)")
-        func get(_ arguments: String...) throws -> String {
-            let result = try runDTCTool(dtcTool("fdtget")!, [path] + arguments)
-            #expect(result.status == 0, "fdtget \(arguments): \(result.err)")
-            return result.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        #expect(try get("-t", "u", "/cpus/cpu@1", "numa-node-id") == "0")
-        #expect(try get("-t", "u", "/cpus/cpu@2", "numa-node-id") == "1")
-        #expect(try get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
-        #expect(try get("-t", "x", "/memory@80000000", "reg") == "0 80000000 0 40000000")
-        #expect(try get("-t", "u", "/memory@80000000", "numa-node-id") == "1")
-        #expect(try get("/distance-map", "compatible") == "numa-distance-map-v1")
+        #expect(try tree.get("-t", "u", "/cpus/cpu@1", "numa-node-id") == "0")
+        #expect(try tree.get("-t", "u", "/cpus/cpu@2", "numa-node-id") == "1")
+        #expect(try tree.get("-t", "u", "/memory@40000000", "numa-node-id") == "0")
+        #expect(try tree.get("-t", "x", "/memory@80000000", "reg") == "0 80000000 0 40000000")
+        #expect(try tree.get("-t", "u", "/memory@80000000", "numa-node-id") == "1")
+        #expect(try tree.get("/distance-map", "compatible") == "numa-distance-map-v1")
         // Node 1 gives no distance to node 0: node 0's entry for node 1 is used both ways.
-        #expect(try get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 25 1 0 25 1 1 10")
+        #expect(try tree.get("-t", "u", "/distance-map", "distance-matrix") == "0 0 10 0 1 25 1 0 25 1 1 10")
     }
 
     @Test func oneNodeDescribesNoNUMA() throws {
