@@ -236,10 +236,14 @@ struct SnapshotBinaryTests {
             try text.replacingOccurrences(of: #"\"version\":1"#, with: #"\"version\":7"#)
                 .write(toFile: path + "/state.json", atomically: true, encoding: .utf8)
         }.contains("format version 7"))
+        // An edited config.json loads (Cloud Hypervisor allows it: a clone names its own disk),
+        // but one that builds other guest memory is refused when the restore compares the ranges.
         #expect(try damaged("config") { path in
             let text = try String(contentsOfFile: path + "/config.json", encoding: .utf8)
             try text.replacingOccurrences(of: "16777216", with: "33554432").write(toFile: path + "/config.json", atomically: true, encoding: .utf8)
-        }.contains("config.json is not the one state.json was written with"))
+        } == "accepted")
+        let bigger = try BinaryTests.run(["--restore", "source_url=file://\(work)/config"])
+        #expect(bigger.status == 1 && bigger.stderr.contains("range 0 of the snapshot is"), "\(bigger.stderr)")
         #expect(try damaged("garbage") { path in
             try "{\"snapshots\": 5".write(toFile: path + "/state.json", atomically: true, encoding: .utf8)
         }.contains("is not a state tree"))

@@ -95,8 +95,8 @@ enum VMSnapshotter {
         }
     }
 
-    /// Reads `config.json` and `state.json` and checks that they belong together, that the
-    /// format version is this VMM's and that `memory-ranges` is complete.
+    /// Reads `config.json` and `state.json` and checks that the format version is this VMM's,
+    /// that both decode, that they agree on the vCPUs and that `memory-ranges` is complete.
     static func load(from directory: SnapshotDirectory) throws(SnapshotError) -> LoadedSnapshot {
         let stateBytes = try directory.read(SnapshotDirectory.stateFile)
         let configBytes = try directory.read(SnapshotDirectory.configFile)
@@ -108,9 +108,10 @@ enum VMSnapshotter {
         guard header.version == VMSnapshotHeader.formatVersion else {
             throw .version(found: header.version, expected: VMSnapshotHeader.formatVersion)
         }
-        guard SnapshotDirectory.digest(configBytes) == header.configDigest else {
-            throw .damaged("config.json is not the one state.json was written with (digest \(SnapshotDirectory.digest(configBytes)), expected \(header.configDigest))")
-        }
+        // config.json may differ from the one state.json was written with (its digest is
+        // recorded): Cloud Hypervisor lets users edit it, a clone's disk path for one. What must
+        // agree is checked instead: the vCPU count here, the memory ranges and the device list
+        // (ids and kinds) when the restore builds the machine.
         let config: VMConfig
         do { config = try SnapshotJSON.value(VMConfig.self, from: configBytes) } catch {
             throw .damaged("config.json does not decode: \(error)")
