@@ -73,9 +73,21 @@ public protocol BlockBackend: AnyObject, Sendable {
     func discard(offset: UInt64, length: UInt64) throws(BlockError)
     /// Makes `length` bytes at `offset` read as zeroes; `unmap` allows freeing the space.
     func writeZeroes(offset: UInt64, length: UInt64, unmap: Bool) throws(BlockError)
+    /// Releases the image locks (every file of the image), keeping the files open: a live
+    /// migration's source lets the destination open the image. Does nothing without files.
+    func releaseLocks()
+    /// Takes the image locks again after ``releaseLocks()``.
+    ///
+    /// - Throws: ``BlockError/locked(path:)`` when another process took one meanwhile.
+    func retakeLocks() throws(BlockError)
 }
 
 extension BlockBackend {
+    /// No files, no locks.
+    public func releaseLocks() {}
+    /// No files, no locks.
+    public func retakeLocks() throws(BlockError) {}
+
     /// Reads `count` bytes at `offset` into a new array (convenience for tests and tools).
     public func readBytes(count: Int, at offset: UInt64) throws(BlockError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)

@@ -30,6 +30,9 @@ public final class ImageFile: Sendable {
     /// Whether the file was opened read-only (writes throw ``BlockError/readOnly``).
     public let isReadOnly: Bool
     private let bounceLock = Mutex(())
+    /// The image lock taken at open, for ``releaseLock()`` and ``retakeLock()``.
+    private let lock: ImageLock
+    private let lockedLength: UInt64
 
     /// Opens `path`, read-only or read-write, optionally `O_DIRECT`, and with `lock` takes
     /// Cloud Hypervisor's image lock (a write lock when writable, a read lock otherwise).
@@ -48,12 +51,31 @@ public final class ImageFile: Sendable {
         }
         isDirect = direct
         isReadOnly = readOnly
+        self.lock = lock
+        // An empty file locks the whole file: a zero-length range means "to the end".
+        let end = lseek(descriptor.rawValue, 0, SEEK_END)
+        guard end >= 0 else { throw .host(call: "lseek(\(path), SEEK_END)", errno: errno) }
+        lockedLength = lock == .byteRange ? UInt64(end) : 0
+        try retakeLock()
+    }
+
+    /// Releases the image lock (a live migration's source, before the destination opens the
+    /// image). The file stays open.
+    ///
+    /// The corresponding system call is `fcntl(fd, F_OFD_SETLK)` with `F_UNLCK`.
+    public func releaseLock() {
+        if lock != .none { _ = clinux_ofd_unlock(descriptor.rawValue) }
+    }
+
+    /// Takes the image lock of the open again (at open, and after ``releaseLock()`` when a
+    /// migration failed and the source goes on).
+    ///
+    /// - Throws: ``BlockError/locked(path:)`` when another process took it meanwhile.
+    public func retakeLock() throws(BlockError) {
         switch lock {
         case .none: break
-        case .wholeFile: try lockImageFile(descriptor.rawValue, path: path, exclusive: !readOnly)
-        case .byteRange:
-            // An empty file locks the whole file: a zero-length range means "to the end".
-            try lockImageFile(descriptor.rawValue, path: path, exclusive: !readOnly, length: try length())
+        case .wholeFile: try lockImageFile(descriptor.rawValue, path: path, exclusive: !isReadOnly)
+        case .byteRange: try lockImageFile(descriptor.rawValue, path: path, exclusive: !isReadOnly, length: lockedLength)
         }
     }
 

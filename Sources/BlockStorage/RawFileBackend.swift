@@ -93,6 +93,12 @@ public final class RawFileBackend: BlockBackend {
         try image.sync()
     }
 
+    /// Releases the image lock, keeping the file open.
+    public func releaseLocks() { image.releaseLock() }
+
+    /// Takes the image lock again.
+    public func retakeLocks() throws(BlockError) { try image.retakeLock() }
+
     /// Punches a hole (`fallocate` with `PUNCH_HOLE | KEEP_SIZE`).
     public func discard(offset: UInt64, length: UInt64) throws(BlockError) {
         if isReadOnly { throw .readOnly }

@@ -14,6 +14,10 @@ int clinux_ofd_lock(int fd, int exclusive, unsigned long long start, unsigned lo
     struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = (off_t)start, .l_len = (off_t)length, .l_pid = 0 };
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
+int clinux_ofd_unlock(int fd) {
+    struct flock lock = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0 };
+    return fcntl(fd, F_OFD_SETLK, &lock);
+}
 int clinux_fallocate(int fd, int mode, long long offset, long long length) { return fallocate(fd, mode, (off_t)offset, (off_t)length); }
 int clinux_o_direct(void) { return O_DIRECT; }
 int clinux_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }

@@ -161,6 +161,22 @@ public final class QcowImage: BlockBackend {
         try locked { engine throws(BlockError) in try engine.flush() }
     }
 
+    /// Releases the locks of the image file and of its backing chain, keeping them open.
+    public func releaseLocks() {
+        engine.withLock { engine in
+            engine.file.releaseLock()
+            engine.backing?.releaseLocks()
+        }
+    }
+
+    /// Takes the locks of the image file and of its backing chain again.
+    public func retakeLocks() throws(BlockError) {
+        try locked { engine throws(BlockError) in
+            try engine.file.retakeLock()
+            try engine.backing?.retakeLocks()
+        }
+    }
+
     /// Frees the clusters of the range; it reads back as zeroes.
     public func discard(offset: UInt64, length: UInt64) throws(BlockError) {
         try writeZeroes(offset: offset, length: length, unmap: true)

@@ -67,6 +67,8 @@ int clinux_fcntl_val(int fd, int command, long value);
 /// `exclusive` non-zero asks for a write lock, zero for a read lock. Returns 0, or -1 with
 /// `errno` (EAGAIN/EACCES when another open file holds a conflicting lock).
 int clinux_ofd_lock(int fd, int exclusive, unsigned long long start, unsigned long long length);
+/// Releases every open-file-description lock `fd` holds (`F_UNLCK` over the whole file).
+int clinux_ofd_unlock(int fd);
 
 /// Calls `fallocate(fd, mode, offset, length)` (a GNU extension Swift's Glibc module hides).
 int clinux_fallocate(int fd, int mode, long long offset, long long length);

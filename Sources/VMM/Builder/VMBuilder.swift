@@ -5,6 +5,7 @@ import Devices
 import GuestMemory
 import HostSystem
 import Interrupts
+import BlockStorage
 import Hypervisor
 import Logging
 import PCI
@@ -107,10 +108,13 @@ struct VMBuilder {
         var limited: [ObjectIdentifier: (name: String, limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
-            let (attachment, address, block) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, rateLimiter: limiter)
+            let (attachment, address, block, backend) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, rateLimiter: limiter)
             virtio.append(attachment)
-            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
-                                                     mover: mover, counters: { block.counters.dictionary }))
+            var entry = DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
+                                                  mover: mover, counters: { block.counters.dictionary })
+            entry.releaseLocks = { backend.releaseLocks() }
+            entry.retakeLocks = { try backend.retakeLocks() }
+            managed.append(entry)
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
                 limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))

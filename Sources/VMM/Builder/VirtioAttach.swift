@@ -160,7 +160,7 @@ extension VMBuilder {
     /// The disk is throttled by `rateLimiter` (its own, or its `--rate-limit-group`'s), whose
     /// wake-up the caller installs.
     func attachVirtioBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
-                           bars: inout AddressAllocator, rateLimiter: RateLimiter?) throws -> (VirtioPCIAttachment, String, VirtioBlock) {
+                           bars: inout AddressAllocator, rateLimiter: RateLimiter?) throws -> (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend) {
         let backend = try DiskImageOpener.open(config)
         let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
         let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
@@ -168,7 +168,7 @@ extension VMBuilder {
         let block = VirtioBlock(backend: backend, options: options)
         let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
         logger.info("\(id): \(config.path ?? "?"), \(backend.size) bytes\(config.readonly ? ", read-only" : "")\(config.direct ? ", O_DIRECT" : ""), \(config.numQueues) queue(s) of \(config.queueSize)")
-        return (attachment, address, block)
+        return (attachment, address, block, backend)
     }
 }
 

@@ -36,6 +36,11 @@ struct ManagedDevice: Sendable {
     var saveState: (@Sendable () throws -> String)?
     /// Restores the device from `saveState`'s text; throws with the reason, changing nothing.
     var restoreState: (@Sendable (String) throws -> Void)?
+    /// Releases the host locks the device holds (a disk's image locks) so another VMM can
+    /// take them (a live migration's destination); nil for a device without any.
+    var releaseLocks: (@Sendable () -> Void)?
+    /// Takes them again (a migration that failed).
+    var retakeLocks: (@Sendable () throws -> Void)?
 }
 
 /// The devices of one VM for as long as it lives: an ordered registry (boot order, which is
@@ -98,6 +103,16 @@ final class DeviceManager: Sendable {
             tree[device.id] = DeviceNode(id: device.id, pciBDF: device.resources.pciBDF)
         }
         return tree
+    }
+
+    /// Releases every device's host locks (before a migration's destination opens the disks).
+    func releaseLocks() {
+        for device in devices { device.releaseLocks?() }
+    }
+
+    /// Takes every device's host locks again; throws the first refusal.
+    func retakeLocks() throws {
+        for device in devices { try device.retakeLocks?() }
     }
 
     /// `vm.counters`: every device that counts, by id.
