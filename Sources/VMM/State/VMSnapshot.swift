@@ -1,4 +1,5 @@
 import Hypervisor
+import GuestMemory
 
 /// The top section of `state.json`: what the whole snapshot is, and the VM's in-kernel state.
 struct VMSnapshotHeader: Codable, Equatable {
@@ -58,6 +59,43 @@ enum VMSnapshotter {
         let configBytes: [UInt8]
         do { configBytes = try SnapshotJSON.data(built.config) } catch { throw .io("cannot encode the configuration: \(error)") }
         // Everything is gathered before any file is written, so a failure leaves no files.
+        let captured = try capture(built)
+        try directory.writeNew(SnapshotDirectory.configFile, configBytes)
+        let memoryFile = try directory.create(SnapshotDirectory.memoryFile)
+        let ranges = try MemorySnapshotIO.save(built.memory, to: memoryFile, path: directory.file(SnapshotDirectory.memoryFile))
+        let tree = try captured.tree(memoryTable: ranges.table, memoryFileSize: ranges.fileSize, configDigest: SnapshotDirectory.digest(configBytes),
+                                     vmmVersion: vmmVersion)
+        do { try directory.commitState(try SnapshotJSON.data(tree)) } catch let error as SnapshotError { throw error } catch {
+            throw .io("cannot encode the state: \(error)")
+        }
+    }
+
+    /// The state of a paused VM apart from its memory: the VM's in-kernel devices, every vCPU
+    /// and every device, in boot order.
+    struct Captured {
+        var vm: InKernelVMState
+        var cpus: [String: SnapshotNode]
+        var devices: [String: SnapshotNode]
+        var entries: [DeviceManagerSection.Entry]
+
+        /// The state tree (`state.json`'s shape, and a migration's `State` payload).
+        func tree(memoryTable: MemoryRangeTable, memoryFileSize: UInt64, configDigest: String, vmmVersion: String) throws(SnapshotError) -> SnapshotNode {
+            let header = VMSnapshotHeader(version: VMSnapshotHeader.formatVersion, vmmVersion: vmmVersion, configDigest: configDigest,
+                                          memoryFileSize: memoryFileSize, vcpuCount: cpus.count, vm: vm)
+            do {
+                return SnapshotNode(snapshots: [
+                    SnapshotSection.cpuManager: SnapshotNode(snapshots: cpus),
+                    SnapshotSection.memoryManager: try .leaf(memoryTable),
+                    SnapshotSection.deviceManager: SnapshotNode(snapshots: devices, state: try SnapshotJSON.text(DeviceManagerSection(devices: entries))),
+                ], state: try SnapshotJSON.text(header))
+            } catch {
+                throw .io("cannot encode the state: \(error)")
+            }
+        }
+    }
+
+    /// Reads the state of `built` (paused) apart from its memory.
+    static func capture(_ built: BuiltVM) throws(SnapshotError) -> Captured {
         let vmState: InKernelVMState
         var cpus: [String: SnapshotNode] = [:]
         do {
@@ -73,26 +111,7 @@ enum VMSnapshotter {
             guard let save = device.saveState else { continue }
             do { devices[device.id] = SnapshotNode(state: try save()) } catch { throw .io("cannot save \(device.id)'s state: \(error)") }
         }
-
-        try directory.writeNew(SnapshotDirectory.configFile, configBytes)
-        let memoryFile = try directory.create(SnapshotDirectory.memoryFile)
-        let ranges = try MemorySnapshotIO.save(built.memory, to: memoryFile, path: directory.file(SnapshotDirectory.memoryFile))
-        let header = VMSnapshotHeader(version: VMSnapshotHeader.formatVersion, vmmVersion: vmmVersion,
-                                      configDigest: SnapshotDirectory.digest(configBytes), memoryFileSize: ranges.fileSize,
-                                      vcpuCount: built.vcpus.count, vm: vmState)
-        let tree: SnapshotNode
-        do {
-            tree = SnapshotNode(snapshots: [
-                SnapshotSection.cpuManager: SnapshotNode(snapshots: cpus),
-                SnapshotSection.memoryManager: try .leaf(ranges.table),
-                SnapshotSection.deviceManager: SnapshotNode(snapshots: devices, state: try SnapshotJSON.text(DeviceManagerSection(devices: entries))),
-            ], state: try SnapshotJSON.text(header))
-            try directory.commitState(try SnapshotJSON.data(tree))
-        } catch let error as SnapshotError {
-            throw error
-        } catch {
-            throw .io("cannot encode the state: \(error)")
-        }
+        return Captured(vm: vmState, cpus: cpus, devices: devices, entries: entries)
     }
 
     /// Reads `config.json` and `state.json` and checks that the format version is this VMM's,
@@ -133,36 +152,58 @@ enum VMSnapshotter {
     /// configuration with `restoring: true` and not started: guest memory, the VM's in-kernel
     /// devices, the vCPUs, then every device in boot order.
     static func restore(_ snapshot: LoadedSnapshot, into built: BuiltVM, onDemand: Bool, prefault: Bool) throws(SnapshotError) -> MemorySnapshotIO.Restoration {
-        let cpus = try snapshot.tree.child(SnapshotSection.cpuManager, path: "")
         let memorySection = try snapshot.tree.child(SnapshotSection.memoryManager, path: "")
         let table = try memorySection.decode(MemorySnapshotIO.Table.self, path: SnapshotSection.memoryManager)
-        let deviceSection = try snapshot.tree.child(SnapshotSection.deviceManager, path: "")
-        let listed = try deviceSection.decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager)
-        let present = built.deviceManager.devices
-        guard listed.devices == present.map({ DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }) else {
-            throw .damaged("the snapshot's devices (\(listed.devices.map { "\($0.id):\($0.kind)" }.joined(separator: ", "))) are not the ones its configuration builds (\(present.map { "\($0.id):\($0.kind)" }.joined(separator: ", ")))")
-        }
-        var vcpuStates: [VCPUState] = []
-        for index in built.vcpus.indices {
-            vcpuStates.append(try cpus.child(String(index), path: SnapshotSection.cpuManager)
-                .decode(VCPUState.self, path: "\(SnapshotSection.cpuManager)/\(index)"))
-        }
-
+        let plan = try RestorePlan(tree: snapshot.tree, header: snapshot.header, built: built)
         let file = try snapshot.directory.open(SnapshotDirectory.memoryFile)
         let restoration = try MemorySnapshotIO.restore(built.memory, table: table, from: file, onDemand: onDemand, prefault: prefault)
-        do {
-            try built.vm.restore(snapshot.header.vm)
-            for (vcpu, state) in zip(built.vcpus, vcpuStates) { try vcpu.restore(state) }
-        } catch {
-            throw .damaged("the vCPUs' or the VM's state was refused: \(error)")
-        }
-        for device in present {
-            guard let restore = device.restoreState else { continue }
-            let node = try deviceSection.child(device.id, path: SnapshotSection.deviceManager)
-            guard let text = node.snapshotData?.state else { throw .damaged("state.json has no data for device \(device.id)") }
-            do { try restore(text) } catch { throw .damaged("device \(device.id): \(error)") }
-        }
+        try plan.apply(to: built)
         return restoration
+    }
+
+    /// The non-memory part of a state tree, decoded and checked against the machine it goes
+    /// into before anything of that machine changes.
+    struct RestorePlan {
+        let header: VMSnapshotHeader
+        let vcpuStates: [VCPUState]
+        let deviceSection: SnapshotNode
+
+        /// Decodes every vCPU's state and checks that the tree lists the devices `built` has.
+        init(tree: SnapshotNode, header: VMSnapshotHeader, built: BuiltVM) throws(SnapshotError) {
+            self.header = header
+            let cpus = try tree.child(SnapshotSection.cpuManager, path: "")
+            deviceSection = try tree.child(SnapshotSection.deviceManager, path: "")
+            let listed = try deviceSection.decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager)
+            let present = built.deviceManager.devices
+            guard listed.devices == present.map({ DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }) else {
+                throw .damaged("the snapshot's devices (\(listed.devices.map { "\($0.id):\($0.kind)" }.joined(separator: ", "))) are not the ones its configuration builds (\(present.map { "\($0.id):\($0.kind)" }.joined(separator: ", ")))")
+            }
+            guard header.vcpuCount == built.vcpus.count else {
+                throw .damaged("the state holds \(header.vcpuCount) vCPUs but the configuration builds \(built.vcpus.count)")
+            }
+            var states: [VCPUState] = []
+            for index in built.vcpus.indices {
+                states.append(try cpus.child(String(index), path: SnapshotSection.cpuManager)
+                    .decode(VCPUState.self, path: "\(SnapshotSection.cpuManager)/\(index)"))
+            }
+            vcpuStates = states
+        }
+
+        /// The VM's in-kernel devices, the vCPUs, then every device in boot order.
+        func apply(to built: BuiltVM) throws(SnapshotError) {
+            do {
+                try built.vm.restore(header.vm)
+                for (vcpu, state) in zip(built.vcpus, vcpuStates) { try vcpu.restore(state) }
+            } catch {
+                throw .damaged("the vCPUs' or the VM's state was refused: \(error)")
+            }
+            for device in built.deviceManager.devices {
+                guard let restore = device.restoreState else { continue }
+                let node = try deviceSection.child(device.id, path: SnapshotSection.deviceManager)
+                guard let text = node.snapshotData?.state else { throw .damaged("state.json has no data for device \(device.id)") }
+                do { try restore(text) } catch { throw .damaged("device \(device.id): \(error)") }
+            }
+        }
     }
 }
 
