@@ -18,6 +18,7 @@ int clinux_ofd_unlock(int fd) {
     struct flock lock = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0 };
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
+int clinux_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */); }
 int clinux_fallocate(int fd, int mode, long long offset, long long length) { return fallocate(fd, mode, (off_t)offset, (off_t)length); }
 int clinux_o_direct(void) { return O_DIRECT; }
 int clinux_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }

@@ -64,6 +64,15 @@ public final class OwnedFileDescriptor: @unchecked Sendable, CustomStringConvert
         _ = try checked("fcntl(F_SETFL)") { clinux_fcntl_val(raw, F_SETFL, Int(updated)) }
     }
 
+    /// A new anonymous memory file of `size` bytes (`memfd_create(2)` with `MFD_CLOEXEC`, then
+    /// `ftruncate(2)`): memory that can be mapped shared and handed to another process.
+    public static func memoryFile(name: String, size: Int64) throws(SystemError) -> OwnedFileDescriptor {
+        let fd = try checked("memfd_create(\(name))") { clinux_memfd_create(name) }
+        let file = OwnedFileDescriptor(adopting: fd)
+        try file.truncate(to: size)
+        return file
+    }
+
     /// Reads up to `buffer.count` bytes (`read(2)`, retried on `EINTR`). Returns 0 at end of file.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
         try retryingInterrupts("read") { Glibc_read(raw, buffer.baseAddress, buffer.count) }

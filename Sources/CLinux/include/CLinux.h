@@ -69,6 +69,8 @@ int clinux_fcntl_val(int fd, int command, long value);
 int clinux_ofd_lock(int fd, int exclusive, unsigned long long start, unsigned long long length);
 /// Releases every open-file-description lock `fd` holds (`F_UNLCK` over the whole file).
 int clinux_ofd_unlock(int fd);
+/// `memfd_create(name, MFD_CLOEXEC)` through syscall(2) (a memory file for shared guest RAM).
+int clinux_memfd_create(const char *name);
 
 /// Calls `fallocate(fd, mode, offset, length)` (a GNU extension Swift's Glibc module hides).
 int clinux_fallocate(int fd, int mode, long long offset, long long length);

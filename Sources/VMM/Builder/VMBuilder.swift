@@ -66,9 +66,11 @@ struct VMBuilder {
 
     /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
     /// registers are left alone: a snapshot's memory and state replace them.
-    func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false) throws -> BuiltVM {
+    /// With `memoryFiles` (a local migration's), region `i` maps descriptor `i` instead of new memory.
+    func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false,
+               memoryFiles: [UInt32: OwnedFileDescriptor] = [:]) throws -> BuiltVM {
         let vm = try createVM()
-        let memory = try createMemory(config.memory)
+        let memory = try createMemory(config.memory, files: memoryFiles)
         try vm.registerMemory(memory)
         let vcpuCount = Int(config.cpus.bootVCPUs)
         let topology = Self.topology(config.cpus)
@@ -228,13 +230,38 @@ struct VMBuilder {
     }
 
     /// Guest RAM split around the 32-bit hole, with the backing options of `--memory`.
-    func createMemory(_ config: MemoryConfig) throws -> GuestMemory {
+    func createMemory(_ config: MemoryConfig, files: [UInt32: OwnedFileDescriptor] = [:]) throws -> GuestMemory {
         var options: MemoryMapping.Options = [.noReserve]
         if config.shared { options.insert(.shared) }
         if config.hugepages { options.insert(.hugePages) }
         if config.prefault { options.insert(.populate) }
         let regions = try X86Layout.ramRegions(size: config.size).map { (start: $0.0, size: $0.1) }
-        let memory = try GuestMemory.anonymous(regions, options: options)
+        let memory: GuestMemory
+        if config.shared && !config.hugepages || !files.isEmpty {
+            // Shared memory lives in memory files (memfd), one per region, as Cloud Hypervisor's
+            // does: vhost-user back-ends and a local migration's destination map them.
+            guard files.isEmpty || files.keys.allSatisfy({ Int($0) < regions.count }) else {
+                throw VMMError(description: "memory descriptors name slots \(files.keys.sorted()) but the guest has \(regions.count) memory region(s)")
+            }
+            var mapped: [GuestMemoryRegion] = []
+            for (index, region) in regions.enumerated() {
+                let file: OwnedFileDescriptor
+                if files.isEmpty {
+                    file = try OwnedFileDescriptor.memoryFile(name: "ch_ram\(index)", size: Int64(region.size))
+                } else {
+                    guard let passed = files[UInt32(index)] else { throw VMMError(description: "no memory descriptor came for memory region \(index)") }
+                    guard try passed.size() >= Int64(region.size) else {
+                        throw VMMError(description: "the memory descriptor of region \(index) holds \(try passed.size()) bytes, the region needs \(region.size)")
+                    }
+                    file = passed
+                }
+                let mapping = try MemoryMapping(file: file, size: Int(region.size), options: options.union(.shared))
+                mapped.append(try GuestMemoryRegion(start: region.start, mapping: mapping))
+            }
+            memory = try GuestMemory(regions: mapped)
+        } else {
+            memory = try GuestMemory.anonymous(regions, options: options)
+        }
         if config.mergeable {
             for region in memory.regions { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
         }
