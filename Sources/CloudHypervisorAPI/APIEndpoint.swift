@@ -116,8 +116,8 @@ public enum APIEndpoint: String, CaseIterable, Sendable {
         case .vmSnapshot: .object(schema: "VmSnapshotConfig")
         case .vmRestore: .object(schema: "RestoreConfig")
         case .vmCoredump: .unsupported(schema: "VmCoredumpData")
-        case .vmSendMigration: .unsupported(schema: "SendMigrationData")
-        case .vmReceiveMigration: .unsupported(schema: "ReceiveMigrationData")
+        case .vmSendMigration: .object(schema: "SendMigrationData")
+        case .vmReceiveMigration: .object(schema: "ReceiveMigrationData")
         }
     }
 

@@ -178,7 +178,13 @@ public struct APIRouter: Sendable {
             let request = try StrictJSON.decode(RestoreConfig.self, from: body ?? [], typeName: "RestoreConfig")
             let passed = descriptors
             return try act { () throws(ControlError) in try control.restore(request, descriptors: passed) }
-        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmCoredump, .vmSendMigration, .vmReceiveMigration:
+        case .vmSendMigration:
+            let request = try StrictJSON.decode(SendMigrationData.self, from: body ?? [], typeName: "SendMigrationData")
+            return try act { () throws(ControlError) in try control.sendMigration(request) }
+        case .vmReceiveMigration:
+            let request = try StrictJSON.decode(ReceiveMigrationData.self, from: body ?? [], typeName: "ReceiveMigrationData")
+            return try act { () throws(ControlError) in try control.receiveMigration(request) }
+        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmCoredump:
             // The body is decoded as Cloud Hypervisor decodes it (a bad one is a 400), then the
             // action is refused: this VMM does not carry it out yet.
             let bytes = body ?? []
@@ -186,8 +192,6 @@ public struct APIRouter: Sendable {
             case .vmResizeZone: _ = try StrictJSON.decode(VMResizeZone.self, from: bytes, typeName: "VmResizeZone")
             case .vmResizeDisk: _ = try StrictJSON.decode(VMResizeDisk.self, from: bytes, typeName: "VmResizeDisk")
             case .vmCoredump: _ = try StrictJSON.decode(VMDestination.self, from: bytes, typeName: "VmCoredumpData")
-            case .vmSendMigration: _ = try StrictJSON.decode(SendMigrationData.self, from: bytes, typeName: "SendMigrationData")
-            case .vmReceiveMigration: _ = try StrictJSON.decode(ReceiveMigrationData.self, from: bytes, typeName: "ReceiveMigrationData")
             default: break
             }
             throw .control(endpoint: endpoint.rawValue, .unsupported(action: endpoint.rawValue))

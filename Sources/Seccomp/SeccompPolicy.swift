@@ -142,6 +142,9 @@ public enum SeccompPolicy {
             .allow("prctl", argument: 0, oneOf: [PrctlOption.setName, PrctlOption.getName, PrctlOption.setNoNewPrivs]),
             .allow("seccomp", argument: 0, oneOf: [SeccompOperation.setModeFilter, SeccompOperation.getActionAvail]),
             .allow("socket", argument: 0, oneOf: [UInt64(AF_UNIX), UInt64(AF_INET), UInt64(AF_INET6)]),
+            // Live migration over tcp: (TCP_NODELAY, SO_REUSEADDR, the bound port) and shared
+            // guest memory in memory files.
+            .allow("setsockopt"), .allow("getsockname"), .allow("memfd_create"),
             .ioctl(Ioctl.vmm),
         ]
     }

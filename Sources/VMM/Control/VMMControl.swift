@@ -224,6 +224,11 @@ public protocol VMMControl: AnyObject, Sendable {
     /// `vm.restore`: creates the VM from a snapshot, paused (running with `resume`).
     /// `descriptors` were passed with the request for the NICs `net_fds` names.
     func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError)
+    /// `vm.send-migration`: checks the request and starts migrating the VM to the destination;
+    /// returns before the migration ends (its events tell how it went).
+    func sendMigration(_ request: SendMigrationData) throws(ControlError)
+    /// `vm.receive-migration`: listens, receives one VM and returns when it arrived.
+    func receiveMigration(_ request: ReceiveMigrationData) throws(ControlError)
 }
 
 extension VMMControl {
@@ -233,6 +238,11 @@ extension VMMControl {
     public func restore(_ config: RestoreConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
         throw .unsupported(action: "vm.restore")
     }
+
+    /// A control without live migration refuses `vm.send-migration`.
+    public func sendMigration(_ request: SendMigrationData) throws(ControlError) { throw .unsupported(action: "vm.send-migration") }
+    /// A control without live migration refuses `vm.receive-migration`.
+    public func receiveMigration(_ request: ReceiveMigrationData) throws(ControlError) { throw .unsupported(action: "vm.receive-migration") }
 
     /// `vm.create` with no passed descriptors.
     public func create(_ config: VMConfig) throws(ControlError) { try create(config, descriptors: []) }

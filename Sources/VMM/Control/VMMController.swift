@@ -32,6 +32,8 @@ public final class VMMController: VMMControl {
         /// Descriptors passed with API requests (SCM_RIGHTS) that the configuration names,
         /// by number; closed when the configuration lets go of them.
         var passed: [Int32: OwnedFileDescriptor] = [:]
+        /// A live migration of this VM is under way (vm.send-migration).
+        var migrating = false
     }
 
     private enum Event: Sendable {
@@ -39,10 +41,11 @@ public final class VMMController: VMMControl {
         case vmmShutdown
         case signal(Int32)
         case failure(String)
+        case migrated
     }
 
-    private let hypervisor: KVMHypervisor
-    private let logger: Logger
+    let hypervisor: KVMHypervisor
+    let logger: Logger
     let monitor: EventMonitor?
     let slot = Mutex(Slot())
     private let mailbox = Mutex<[Event]>([])
@@ -87,6 +90,9 @@ public final class VMMController: VMMControl {
         signalLoop.stop()
     }
 
+    /// After a migration: makes ``run()`` stop the VM here and return.
+    func migrated() { post(.migrated) }
+
     private func post(_ event: Event) {
         mailbox.withLock { $0.append(event) }
         try? wakeup.signal()
@@ -114,6 +120,11 @@ public final class VMMController: VMMControl {
             case .vmmShutdown:
                 finish()
                 return .finished("vmm.shutdown")
+            case .migrated:
+                // The destination owns the VM now; this VMM ends, as Cloud Hypervisor's does.
+                stopInstance(reason: .requested)
+                finish()
+                return .finished("the VM migrated")
             case .failure(let reason):
                 stopInstance(reason: .failure(reason))
                 return .failed(reason)
@@ -185,6 +196,32 @@ public final class VMMController: VMMControl {
     private func startInstance(_ config: VMConfig) throws -> VMInstance {
         try watchedInstance { [hypervisor, logger, seccomp] onStop in
             try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp, onStop: onStop)
+        }
+    }
+
+    /// Builds (not starts) the machine a migration's configuration describes.
+    func buildForMigration(_ config: VMConfig, memoryFiles: [UInt32: OwnedFileDescriptor]) throws -> BuiltVM {
+        try VMInstance.buildForMigration(config, memoryFiles: memoryFiles, hypervisor: hypervisor, logger: logger)
+    }
+
+    /// Starts a machine a migration brought (restored, paused) and makes it this VMM's VM,
+    /// resumed when the source ran it.
+    func adoptMigrated(_ received: MigrationReceiver.Received) throws {
+        try slot.withLock { (slot: inout Slot) throws in
+            guard slot.config == nil else {
+                received.built.events.stop()
+                throw VMMError(description: "a VM was created while the migration was received")
+            }
+            let instance = try watchedInstance { [logger, seccomp] onStop in
+                try VMInstance.adopt(received.built, logger: logger, seccomp: seccomp, onStop: onStop)
+            }
+            slot.config = received.built.config
+            slot.instance = instance
+            slot.state = .paused
+            if received.resume {
+                instance.resume()
+                slot.state = .running
+            }
         }
     }
 

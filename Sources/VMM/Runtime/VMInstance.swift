@@ -55,6 +55,22 @@ final class VMInstance: Sendable {
         return try launch(built, paused: true, memoryRestoration: restoration, logger: logger, seccomp: seccomp, onStop: onStop)
     }
 
+    /// Builds, without starting it, the machine a live migration's configuration describes
+    /// (`restoring`: the source's memory and state replace what a boot would load).
+    static func buildForMigration(_ config: VMConfig, memoryFiles: [UInt32: OwnedFileDescriptor], hypervisor: KVMHypervisor,
+                                  logger: Logger) throws -> BuiltVM {
+        let exits = try ExitSignal()
+        let events = try EventManager()
+        return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, restoring: true,
+                                                                          memoryFiles: memoryFiles)
+    }
+
+    /// Starts, paused, a machine a live migration filled with the source's memory and state.
+    static func adopt(_ built: BuiltVM, logger: Logger, seccomp: SeccompAction?,
+                      onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
+        try launch(built, paused: true, memoryRestoration: nil, logger: logger, seccomp: seccomp, onStop: onStop)
+    }
+
     /// Starts the event loop, one thread per vCPU and the watcher; with `paused`, every one of
     /// them parks at the gate before touching the guest.
     private static func launch(_ built: BuiltVM, paused: Bool, memoryRestoration: MemorySnapshotIO.Restoration?, logger: Logger,

@@ -1,0 +1,169 @@
+// The destination side of a live migration: Cloud Hypervisor's receive state machine, one
+// request at a time, each answered OK or Error; an error ends the migration and leaves nothing.
+import GuestMemory
+import HostSystem
+import Hypervisor
+
+/// Builds the machine a `Config` request describes (not started, with `restoring: true`),
+/// mapping the memory descriptors of local=on in place of new memory.
+typealias MigrationMachineBuilder = (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> BuiltVM
+
+/// Receives one VM.
+final class MigrationReceiver {
+    /// Where the protocol stands (Cloud Hypervisor's `ReceiveMigrationState`).
+    enum Phase: String, Equatable {
+        case established = "Established", started = "Started", memoryFDsReceived = "MemoryFdsReceived"
+        case configured = "Configured", stateReceived = "StateReceived", completed = "Completed"
+    }
+
+    /// What a finished migration leaves: the machine, restored and not started, and whether
+    /// the source ran it (`Complete`) or had it paused (`CompletePaused`).
+    struct Received {
+        let built: BuiltVM
+        let resume: Bool
+    }
+
+    /// The largest `Config` payload accepted.
+    static let maxConfigBytes: UInt64 = 16 << 20
+    /// The largest `State` payload accepted.
+    static let maxStateBytes: UInt64 = 256 << 20
+    /// The most memory descriptors accepted (one per region).
+    static let maxMemoryFiles = 64
+
+    private let build: MigrationMachineBuilder
+    private let checksCPUID: Bool
+    private(set) var phase = Phase.established
+    private var files: [UInt32: OwnedFileDescriptor] = [:]
+    private var built: BuiltVM?
+    private var resume = false
+
+    /// A receiver that builds with `build` and, with `checksCPUID`, refuses a guest whose CPU
+    /// features this host does not give the vCPUs it builds.
+    init(checksCPUID: Bool = true, build: @escaping MigrationMachineBuilder) {
+        self.build = build
+        self.checksCPUID = checksCPUID
+    }
+
+    /// Runs the protocol on `channel` until `Complete`/`CompletePaused` (returns the machine)
+    /// or a failure (answers Error when it can, and throws the reason).
+    func run(_ channel: MigrationChannel) throws(MigrationError) -> Received {
+        while true {
+            let request = try channel.receiveRequest()
+            do {
+                try step(request, channel)
+            } catch {
+                try? channel.send(MigrationResponse(.error))
+                throw error
+            }
+            try channel.send(MigrationResponse(.ok))
+            if phase == .completed, let built { return Received(built: built, resume: resume) }
+        }
+    }
+
+    /// Handles one request, reading its payload; does not answer.
+    func step(_ request: MigrationRequest, _ channel: MigrationChannel) throws(MigrationError) {
+        let command = request.command
+        if command == .abandon { throw MigrationError("the sender abandoned the migration") }
+        switch (phase, command) {
+        case (.established, .start):
+            guard request.length == 0 else { throw MigrationError("Start carries no payload, this one announces \(request.length) bytes") }
+            _ = try request.senderVersion()
+            phase = .started
+        case (.started, .memoryFD), (.memoryFDsReceived, .memoryFD):
+            guard request.length == 4 else { throw MigrationError("MemoryFd carries a 4-byte slot number, this one announces \(request.length) bytes") }
+            let (bytes, file) = try channel.receive(4)
+            let slot = ByteReader.u32(bytes, at: 0)
+            guard files[slot] == nil, files.count < Self.maxMemoryFiles else {
+                throw MigrationError("memory slot \(slot) arrived twice or too many memory descriptors (at most \(Self.maxMemoryFiles))")
+            }
+            files[slot] = file
+            phase = .memoryFDsReceived
+        case (.started, .config), (.memoryFDsReceived, .config):
+            try configure(try payload(request, channel, limit: Self.maxConfigBytes, what: "Config"))
+            phase = .configured
+        case (.configured, .memory):
+            guard let built else { throw MigrationError("Memory before the machine exists") }
+            try MigrationMemory.receive(tableLength: request.length, into: built.memory, over: channel)
+        case (.configured, .state):
+            try restore(try payload(request, channel, limit: Self.maxStateBytes, what: "State"))
+            phase = .stateReceived
+        case (.stateReceived, .complete), (.stateReceived, .completePaused):
+            resume = command == .complete
+            phase = .completed
+        default:
+            throw MigrationError("Can't handle command \(command.name) in current receive state \(phase.rawValue)")
+        }
+    }
+
+    private func payload(_ request: MigrationRequest, _ channel: MigrationChannel, limit: UInt64, what: String) throws(MigrationError) -> [UInt8] {
+        guard request.length > 0, request.length <= limit else {
+            throw MigrationError("a \(what) payload of \(request.length) bytes is refused (1 to \(limit) bytes)")
+        }
+        return try channel.read(Int(request.length))
+    }
+
+    private func configure(_ bytes: [UInt8]) throws(MigrationError) {
+        let payload: MigrationConfigPayload
+        do { payload = try SnapshotJSON.value(MigrationConfigPayload.self, from: bytes) } catch {
+            throw MigrationError("the configuration does not decode: \(error)")
+        }
+        let config = payload.vmConfig
+        do { try config.validate() } catch { throw MigrationError("the configuration is not valid: \(error)") }
+        if let absent = config.absentFeatures.first { throw MigrationError("the configuration asks for \(absent)") }
+        if !files.isEmpty, !config.memory.shared {
+            throw MigrationError("memory descriptors came but the configuration's memory is not shared")
+        }
+        let machine: BuiltVM
+        do { machine = try build(config, files) } catch { throw MigrationError("cannot build the VM: \(error)") }
+        if checksCPUID {
+            let local: [CPUIDEntry]
+            do { local = try machine.vcpus.first?.cpuid() ?? [] } catch { throw MigrationError("cannot read this host's vCPU CPUID: \(error)") }
+            try Self.checkCPUID(payload.commonCPUID, supported: local)
+        }
+        guard machine.memory.rangeTable == payload.memoryManagerData.memoryRanges else {
+            throw MigrationError("the sender's memory ranges \(payload.memoryManagerData.memoryRanges.ranges) are not the ones the configuration builds here \(machine.memory.rangeTable.ranges)")
+        }
+        built = machine
+    }
+
+    private func restore(_ bytes: [UInt8]) throws(MigrationError) {
+        guard let built else { throw MigrationError("State before the machine exists") }
+        do {
+            let tree = try SnapshotJSON.value(SnapshotNode.self, from: bytes)
+            let header = try tree.decode(VMSnapshotHeader.self, path: "")
+            guard header.version == VMSnapshotHeader.formatVersion else {
+                throw SnapshotError.version(found: header.version, expected: VMSnapshotHeader.formatVersion)
+            }
+            try VMSnapshotter.RestorePlan(tree: tree, header: header, built: built).apply(to: built)
+        } catch let error as SnapshotError {
+            throw MigrationError("the VM's state was refused: \(error)")
+        } catch {
+            throw MigrationError("the VM's state does not decode: \(error)")
+        }
+    }
+
+    /// The guest's CPU features (leaf 1 ECX/EDX, leaf 7 EBX/ECX/EDX) must be ones this host
+    /// gives the vCPUs it builds (`supported`: such a vCPU's CPUID), but for OSXSAVE, which
+    /// follows the guest's CR4.
+    static func checkCPUID(_ guest: [CPUIDEntry], supported: [CPUIDEntry]) throws(MigrationError) {
+        let checks: [(function: UInt32, register: String, ignored: UInt32)] = [
+            (1, "ecx", 1 << 27), (1, "edx", 0),
+            (7, "ebx", 0), (7, "ecx", 0), (7, "edx", 0),
+        ]
+        func value(_ entry: CPUIDEntry, _ register: String) -> UInt32 {
+            switch register {
+            case "ebx": entry.ebx
+            case "ecx": entry.ecx
+            default: entry.edx
+            }
+        }
+        for check in checks {
+            guard let wanted = guest.first(where: { $0.function == check.function && $0.index == 0 }) else { continue }
+            let offered = supported.first { $0.function == check.function && $0.index == 0 }
+            let missing = value(wanted, check.register) & ~(offered.map { value($0, check.register) } ?? 0) & ~check.ignored
+            if missing != 0 {
+                throw MigrationError("this host's CPU lacks features the guest uses: CPUID leaf \(check.function) \(check.register.uppercased()) bits 0x\(String(missing, radix: 16))")
+            }
+        }
+    }
+}

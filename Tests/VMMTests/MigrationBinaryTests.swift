@@ -1,0 +1,137 @@
+import Foundation
+import HostSystem
+import HypervisorTesting
+import Testing
+@testable import VMM
+
+/// Live migration as a user runs it: a tiny guest counts on its serial port under one
+/// `cloud-hypervisor`, `ch-remote receive-migration` waits on another, `ch-remote
+/// send-migration` moves the VM over `unix:`, `tcp:` and `local=on`: the count goes on in the
+/// destination with no gap and no reset, and the source VMM exits. A destination that dies
+/// mid-way leaves the source running.
+@Suite("live migration (cloud-hypervisor + ch-remote)", .serialized)
+struct MigrationBinaryTests {
+    typealias Snapshots = SnapshotBinaryTests
+
+    /// Runs `ch-remote` without waiting.
+    static func chRemoteInBackground(_ socket: String, _ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: APILifecycleTests.remote)
+        process.arguments = ["--api-socket", socket] + arguments
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        return process
+    }
+
+    static func waitForExit(_ process: Process, seconds: Double) -> Bool {
+        Snapshots.waitFor({ !process.isRunning }, seconds: seconds)
+    }
+
+    /// Migrates a counting guest from one VMM to a new one over `url` (with `local`, shared
+    /// memory handed over); checks the count goes on and both VMMs end as Cloud Hypervisor's do.
+    func migrate(url: (String) -> String, local: Bool, name: String) throws {
+        let work = NSTemporaryDirectory() + "ch-migration-\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf"
+        try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
+        let memory = local ? "size=32M,shared=on" : "size=32M"
+        let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", memory,
+                                          "--api-socket", "path=\(work)/src.sock"], output: work + "/src.out", log: work + "/src.log")
+        defer { Snapshots.kill(source) }
+        let destination = try Snapshots.start(["-v", "--api-socket", "path=\(work)/dst.sock"], output: work + "/dst.out", log: work + "/dst.log")
+        defer { Snapshots.kill(destination) }
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").utf8.count >= 8 }, seconds: 60), "the guest counted")
+
+        let target = url(work)
+        let receive = try Self.chRemoteInBackground(work + "/dst.sock", ["receive-migration", "receiver_url=\(target)"], log: work + "/receive.log")
+        defer { Snapshots.kill(receive) }
+        if target.hasPrefix("unix:") {
+            #expect(Snapshots.waitFor({ FileManager.default.fileExists(atPath: String(target.dropFirst(5))) }, seconds: 20), "the receiver listens")
+        } else {
+            usleep(300_000)
+        }
+        try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=\(target)\(local ? ",local=on" : "")"])
+        #expect(Self.waitForExit(receive, seconds: 60) && receive.terminationStatus == 0,
+                "receive-migration: \(Snapshots.contents(work + "/receive.log")) \(Snapshots.contents(work + "/dst.log"))")
+        // The source VMM ends once the destination owns the VM.
+        #expect(Self.waitForExit(source, seconds: 30) && source.terminationStatus == 0, "the source exits: \(Snapshots.contents(work + "/src.log"))")
+        #expect(try APILifecycleTests.state(work + "/dst.sock") == "Running")
+        let before = Snapshots.contents(work + "/dst.out").utf8.count
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/dst.out").utf8.count >= before + 8 }, seconds: 60),
+                "the destination counts on: \(Snapshots.contents(work + "/dst.log"))")
+        Snapshots.kill(destination)
+        // Source and destination output together: one count, 1, 2, 3..., with no gap or reset
+        // (a pause between a count's two letters leaves the second one to the destination).
+        let text = Snapshots.contents(work + "/src.out") + Snapshots.contents(work + "/dst.out")
+        let counts = try #require(Snapshots.counts(text), "serial output: \(text)")
+        #expect(counts == (1...counts.count).map { $0 % 256 }, "counts across the migration (the low byte): \(counts)")
+        #expect(Snapshots.contents(work + "/src.log").contains("migration completed"), "\(Snapshots.contents(work + "/src.log"))")
+    }
+
+    @Test("A counting guest migrates over unix: and keeps counting", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func overUnix() throws { try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "unix") }
+
+    @Test("A counting guest migrates over tcp: on loopback and keeps counting", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func overTCP() throws {
+        let port = 20000 + Int(getpid() % 20000)
+        try migrate(url: { _ in "tcp:127.0.0.1:\(port)" }, local: false, name: "tcp")
+    }
+
+    @Test("local=on hands shared memory over SCM_RIGHTS instead of copying it", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func localHandOver() throws { try migrate(url: { "unix:\($0)/mig.sock" }, local: true, name: "local") }
+
+    @Test("A destination that dies mid-way leaves the source VM running and counting; bad requests are refused with the reason",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func failedMigrationKeepsSource() throws {
+        let work = NSTemporaryDirectory() + "ch-migration-fail-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf"
+        try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
+        let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=32M",
+                                          "--api-socket", "path=\(work)/src.sock"], output: work + "/src.out", log: work + "/src.log")
+        defer { Snapshots.kill(source) }
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").utf8.count >= 8 }, seconds: 60))
+
+        // A destination that answers Start and Config, takes part of the first memory round and dies.
+        let listener = try UnixSocket.listening(at: work + "/mig.sock")
+        try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/mig.sock"])
+        #expect(try listener.wait(for: .readable, timeoutMilliseconds: 20_000))
+        let connection = try #require(try listener.accept())
+        try connection.descriptor.setNonBlocking(false)
+        let peer = MigrationChannel(unix: connection)
+        #expect(try peer.receiveRequest().command == .start)
+        try peer.send(MigrationResponse(.ok))
+        let config = try peer.receiveRequest()
+        #expect(config.command == .config)
+        _ = try peer.read(Int(config.length))
+        try peer.send(MigrationResponse(.ok))
+        let memory = try peer.receiveRequest()
+        #expect(memory.command == .memory)
+        _ = try peer.read(Int(memory.length) + 4096)
+        peer.close()
+
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.log").contains("migration failed") }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.log"))")
+        #expect(try APILifecycleTests.state(work + "/src.sock") == "Running")
+        let before = Snapshots.contents(work + "/src.out").utf8.count
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").utf8.count >= before + 8 }, seconds: 30), "the source counts on")
+        #expect(source.isRunning)
+
+        // What this VMM lacks is refused by name, and a bad URL with the forms it accepts.
+        #expect(try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/x,local=on"], expect: 1)
+            .contains("shared"))
+        #expect(try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/x,memory_mode=postcopy"], expect: 1)
+            .contains("post-copy"))
+        #expect(try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=http://x"], expect: 1)
+            .contains("unix:"))
+        // A VMM with a VM refuses to receive one.
+        #expect(try APILifecycleTests.chRemote(work + "/src.sock", ["receive-migration", "receiver_url=unix:\(work)/r.sock"], expect: 1)
+            .contains("already created"))
+    }
+}
