@@ -41,6 +41,7 @@ let targets: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("arm64-image", "FuzzARM64Image", [lib("Arch"), lib("GuestMemory")]),
     ("arm64-fdt", "FuzzARM64DeviceTree", [lib("Arch"), lib("GuestMemory")]),
     ("snapshot-restore", "FuzzSnapshotRestore", [lib("VMM"), lib("Hypervisor")]),
+    ("migration-receive", "FuzzMigrationReceive", [lib("VMM"), lib("GuestMemory")]),
 ]
 
 let package = Package(

@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata snapshot debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -42,6 +42,10 @@
 #            and restored in new VMMs (copy, then on demand): the count goes on without a gap or
 #            reset, pings answer, every sector holds its count (snapshot-scenario.sh).
 #            Not in the default set yet: run it with --only snapshot or CH_NESTED_SNAPSHOT=1.
+#   migration a guest counting on its serial port, disk and NIC while it rewrites 4 MiB of memory
+#            migrates A -> B over tcp:, B -> C over unix:, C -> D with local=on, then D -> E with
+#            E killed mid-way: the count goes on without a gap, each source exits, D survives
+#            the failed one (migration-scenario.sh).
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -342,6 +346,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=snapshot-scenario.sh
     source "$here/snapshot-scenario.sh"
     snapshot_scenario "$binary" "$remote"
+  fi
+  if want migration; then
+    # shellcheck source-path=SCRIPTDIR source=migration-scenario.sh
+    source "$here/migration-scenario.sh"
+    migration_scenario "$binary" "$remote"
   fi
   if want kata; then
     # shellcheck source-path=SCRIPTDIR source=kata-scenario.sh

@@ -125,4 +125,19 @@ struct MigrationProtocolTests {
         try MigrationReceiver.checkCPUID([leaf(1, ecx: 0x0800_0001, edx: 0x0F), leaf(7, ebx: 0x10)], supported: host)
         #expect(throws: MigrationError.self) { try MigrationReceiver.checkCPUID([leaf(7, ebx: 0x30)], supported: host) }
     }
+
+    @Test("A Memory body lands where its table says; a range outside guest memory or a cut stream is refused")
+    func memoryBody() throws {
+        let body = MigrationReceiveCheck.memoryBody([MemoryRange(gpa: 0x1000, length: 64), MemoryRange(gpa: 0xF_F000, length: 32)], fill: 0xA5)
+        let memory = try MigrationReceiveCheck.receiveMemory(tableLength: body.tableLength, stream: body.stream, size: 1 << 20).get()
+        #expect(try memory.readBytes(count: 64, at: GuestAddress(0x1000)) == [UInt8](repeating: 0xA5, count: 64))
+        #expect(try memory.readBytes(count: 1, at: GuestAddress(0x1040)) == [0])
+        let outside = MigrationReceiveCheck.memoryBody([MemoryRange(gpa: 0x10_0000, length: 16)], fill: 1)
+        #expect(throws: MigrationError.self) { try MigrationReceiveCheck.receiveMemory(tableLength: outside.tableLength, stream: outside.stream, size: 1 << 20).get() }
+        #expect(throws: MigrationError.self) { try MigrationReceiveCheck.receiveMemory(tableLength: body.tableLength, stream: Array(body.stream.dropLast()), size: 1 << 20).get() }
+        // A stream that configures a VM is refused at the build, with the reason.
+        let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"memory_ranges":{"data":[]}}}"#.utf8)
+        #expect(MigrationReceiveCheck.receive(MigrationReceiveCheck.streamStart(config: config)).description.contains("no machine"))
+        #expect(MigrationReceiveCheck.receive([1, 0]).description.contains("closed"))
+    }
 }

@@ -1,8 +1,8 @@
 // fuzz-snapshot-restore: the restore path's reading of a snapshot directory. The input is a
 // config.json and a state.json (split at the first 0xff byte) and the size of memory-ranges;
 // SnapshotCheck.check must accept them or refuse them with a SnapshotError, never crash.
-// An accepted snapshot must really be consistent: its config.json validates and its digest
-// is the one state.json recorded.
+// An accepted snapshot must really be consistent: its config.json validates (an edited
+// config.json is accepted, as Cloud Hypervisor accepts it; the restore compares the machine).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,8 +48,7 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         close(fd)
         guard let accepted = try? SnapshotCheck.check(url: "file://" + directory) else { return }
         fuzzCheck((try? accepted.validate()) != nil, "an accepted snapshot's configuration does not validate")
-        fuzzCheck(String(decoding: state, as: UTF8.self).contains(SnapshotCheck.configDigest(config)),
-                  "an accepted state.json does not name config.json's digest")
+        fuzzCheck(accepted.cpus.bootVCPUs >= 1, "an accepted snapshot boots no vCPU")
     }
 }
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Snapshot and restore latency, or live-migration time and downtime, against QEMU in the
+# nested bench (see snapshot-bench.py and migration-bench.py for what is measured and how).
+#
+# Usage: Scripts/nested/bench-snapshot.sh [--binary PATH] [--sizes "128 1024"] [--runs 5] [--migration [--size 512]]
+#
+# Builds cloud-hypervisor and ch-remote (release) unless --binary is given, boots level 1
+# through run-l1.sh and runs the benchmark there. Prints `ch-bench: snapshot ...` and
+# `ch-bench: restore ...` lines per guest size (or `ch-bench: migration ...` per idle and busy
+# guest): medians with their spread and the median ratio cloud-hypervisor / QEMU. Not part of
+# CI (a run takes several minutes).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$here/common.sh"
+
+if [[ ${1:-} == --in-l1 ]]; then
+  shift
+  [[ -c /dev/kvm ]] || nested_die "no /dev/kvm in level 1"
+  if [[ $5 == migration ]]; then
+    exec python3 "$here/migration-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$6" "$4"
+  fi
+  exec python3 "$here/snapshot-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$3" "$4"
+fi
+
+binary="" sizes="128 1024" runs=5 mode=snapshot size=512
+while (($#)); do
+  case "$1" in
+    --binary) binary="$2"; shift 2 ;;
+    --sizes) sizes="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --migration) mode=migration; shift ;;
+    --size) size="$2"; shift 2 ;;
+    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) nested_die "unknown argument: $1 (usage: bench-snapshot.sh [--binary PATH] [--sizes \"128 1024\"] [--runs 5] [--migration [--size 512]])" ;;
+  esac
+done
+repo="$(cd "$here/../.." && pwd)"
+if [[ -z $binary ]]; then
+  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2 && swift build -c release --product ch-remote >&2)
+  binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
+fi
+remote="$(dirname "$binary")/ch-remote"
+[[ -x $binary && -x $remote ]] || nested_die "need cloud-hypervisor and ch-remote at $(dirname "$binary")"
+CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-3600}" "$here/run-l1.sh" "$here/bench-snapshot.sh" --in-l1 "$binary" "$remote" "$sizes" "$runs" "$mode" "$size"

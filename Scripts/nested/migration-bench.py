@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Live-migration time and downtime of cloud-hypervisor against QEMU, inside level 1.
+
+Run by bench-snapshot.sh --migration through run-l1.sh; prints `ch-bench: migration ...` lines.
+
+The same level-2 guest (Debian kernel, busybox initramfs, one vCPU, 512 MiB by default) fills
+a quarter of its RAM with random bytes in a tmpfs; "busy" guests then keep rewriting 16 MiB of
+it in a loop while they migrate. Each run migrates one guest between two processes of the same
+VMM on loopback TCP, alternating which VMM goes first:
+
+- cloud-hypervisor: `ch-remote receive-migration receiver_url=tcp:...` on an empty VMM, then
+  `ch-remote send-migration destination_url=tcp:...,downtime_ms=300`; the total time and the
+  downtime are the source VMM's own measure (its `migration completed` log line: from the
+  first request to the destination's last answer, and from the pause to that answer).
+- QEMU: a destination with `-incoming tcp:...`, then QMP `migrate-set-parameters`
+  downtime-limit 300 and `migrate`; the figures are QEMU's own (`total-time`, `downtime` of
+  query-migrate).
+
+Each migrated guest must answer a line typed on its serial console. Figures are medians with
+their spread (min-max); the ratio is the median of the per-run ratios cloud-hypervisor / QEMU.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import QMP, Guest, spread, wait_path  # noqa: E402
+from bench_common import ch_remote as remote_call  # noqa: E402
+
+binary, remote, vmlinux, initrd = sys.argv[1:5]
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 512
+runs = int(sys.argv[6]) if len(sys.argv) > 6 else 5
+PORT = 6801
+
+
+def log(text):
+    print(f"migration-bench: {text}", flush=True)
+
+
+def cmdline(busy):
+    fill = size // 4
+    churn = ("(while :; do dd if=/dev/urandom of=/fill/churn bs=64k count=256 conv=notrunc 2>/dev/null; done) & "
+             if busy else "")
+    test = (f"mkdir -p /fill && mount -t tmpfs -o size={fill + 24}M tmpfs /fill && "
+            f"head -c {fill}M /dev/urandom > /fill/data && {churn}echo BENCH-FILLED && "
+            "while read -r line; do echo ECHO-$line; done")
+    return f"console=ttyS0 panic=-1 ch_test=\"{test}\""
+
+
+def check_alive(guest, label):
+    guest.type(f"alive-{label}")
+    if not guest.wait_for(f"ECHO-alive-{label}", 120):
+        raise RuntimeError(f"the migrated guest ({label}) did not answer: {guest.text()[-400:]}")
+
+
+def ch_round(busy, work):
+    """One cloud-hypervisor migration: (total seconds, downtime seconds)."""
+    src_api, dst_api = os.path.join(work, "src.sock"), os.path.join(work, "dst.sock")
+    source = Guest([binary, "-v", "--api-socket", src_api, "--kernel", vmlinux, "--initramfs", initrd, "--cmdline", cmdline(busy),
+                    "--cpus", "boot=1", "--memory", f"size={size}M", "--serial", "tty", "--console", "off"],
+                   os.path.join(work, "ch-src.log"))
+    destination = Guest([binary, "--api-socket", dst_api], os.path.join(work, "ch-dst.log"))
+    receiver = None
+    try:
+        if not source.wait_for("BENCH-FILLED", 600):
+            raise RuntimeError(f"the guest never filled its memory: {source.text()[-400:]}")
+        wait_path(dst_api)
+        receiver = subprocess.Popen([remote, "--api-socket", dst_api, "receive-migration", f"receiver_url=tcp:127.0.0.1:{PORT}"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        remote_call(remote, src_api, "send-migration", f"destination_url=tcp:127.0.0.1:{PORT},downtime_ms=300")
+        output = receiver.communicate(timeout=600)[0].decode(errors="replace")
+        if receiver.returncode != 0:
+            raise RuntimeError(f"receive-migration failed: {output.strip()}")
+        deadline = time.monotonic() + 60
+        match = None
+        while time.monotonic() < deadline and not match:
+            match = re.search(r"migration completed: ([0-9.]+) s, downtime ([0-9.]+) ms", source.text())
+            time.sleep(0.05)
+        if not match:
+            raise RuntimeError(f"the source never logged the completed migration: {source.text()[-400:]}")
+        check_alive(destination, "ch")
+        return float(match.group(1)), float(match.group(2)) / 1000
+    finally:
+        if receiver and receiver.poll() is None:
+            receiver.kill()
+        source.kill()
+        destination.kill()
+
+
+def qemu_args(qmp, busy):
+    return ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-smp", "1", "-m", str(size), "-nographic",
+            "-no-reboot", "-nic", "none", "-kernel", vmlinux, "-initrd", initrd, "-append", cmdline(busy),
+            "-qmp", f"unix:{qmp},server=on,wait=off"]
+
+
+def qemu_round(busy, work):
+    """One QEMU migration: (total seconds, downtime seconds), QEMU's own figures."""
+    src_qmp, dst_qmp = os.path.join(work, "src.qmp"), os.path.join(work, "dst.qmp")
+    source = Guest(qemu_args(src_qmp, busy), os.path.join(work, "qemu-src.log"))
+    destination = Guest(qemu_args(dst_qmp, busy) + ["-incoming", f"tcp:127.0.0.1:{PORT + 1}"], os.path.join(work, "qemu-dst.log"))
+    try:
+        if not source.wait_for("BENCH-FILLED", 600):
+            raise RuntimeError(f"the QEMU guest never filled its memory: {source.text()[-400:]}")
+        qmp = QMP(src_qmp)
+        QMP(dst_qmp)
+        qmp.call("migrate-set-parameters", **{"downtime-limit": 300})
+        qmp.call("migrate", uri=f"tcp:127.0.0.1:{PORT + 1}")
+        deadline = time.monotonic() + 600
+        while True:
+            info = qmp.call("query-migrate")
+            if info.get("status") == "completed":
+                break
+            if info.get("status") in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise RuntimeError(f"QEMU migration {info.get('status')}")
+            time.sleep(0.005)
+        check_alive(destination, "qemu")
+        return info["total-time"] / 1000, info["downtime"] / 1000
+    finally:
+        source.kill()
+        destination.kill()
+
+
+def main():
+    failures = 0
+    for busy in (False, True):
+        ch_total, ch_down, q_total, q_down = [], [], [], []
+        label = "busy" if busy else "idle"
+        for run in range(runs):
+            work = tempfile.mkdtemp(prefix="migbench.")
+            try:
+                for vmm in (("ch", "qemu") if run % 2 == 0 else ("qemu", "ch")):
+                    if vmm == "ch":
+                        total, down = ch_round(busy, work)
+                        ch_total.append(total)
+                        ch_down.append(down)
+                    else:
+                        total, down = qemu_round(busy, work)
+                        q_total.append(total)
+                        q_down.append(down)
+                log(f"{label} run {run + 1}: cloud-hypervisor {ch_total[-1]:.3f} s (downtime {ch_down[-1] * 1000:.1f} ms), "
+                    f"QEMU {q_total[-1]:.3f} s (downtime {q_down[-1] * 1000:.1f} ms)")
+            except Exception as error:  # a failed run is reported, the others still count
+                failures += 1
+                log(f"{label} run {run + 1} FAILED: {error}")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        pairs = min(len(ch_total), len(q_total))
+        if pairs == 0:
+            print(f"ch-bench: migration {label}: no complete run", flush=True)
+            continue
+
+        def ratio(ours, theirs):
+            return [a / b for a, b in zip(ours, theirs) if b > 0]
+        print(f"ch-bench: migration {size} MiB {label} guest ({pairs} runs, tcp loopback, downtime_ms=300): "
+              f"total cloud-hypervisor {spread(ch_total)}, QEMU {spread(q_total)}, ratio {spread(ratio(ch_total, q_total), 'x', 2)}; "
+              f"downtime cloud-hypervisor {spread([d * 1000 for d in ch_down], ' ms', 1)}, QEMU {spread([d * 1000 for d in q_down], ' ms', 1)}, "
+              f"ratio {spread(ratio(ch_down, q_down), 'x', 2)}", flush=True)
+    print(f"migration-bench: {failures} failed run(s)", flush=True)
+    return 1 if failures else 0
+
+
+sys.exit(main())
