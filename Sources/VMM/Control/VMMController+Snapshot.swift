@@ -8,6 +8,7 @@ extension VMMController {
         monitor?.emit(source: "vm", event: "snapshotting")
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard slot.config != nil else { throw .vmNotCreated }
+            try Self.refuseWhileMigrating(slot, "vm.snapshot")
             guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.snapshot", state: slot.state) }
             do throws(SnapshotError) {
                 let directory = try SnapshotDirectory(url: destinationURL)

@@ -293,8 +293,15 @@ public final class VMMController: VMMControl {
         monitor?.emit(source: "vm", event: "booted")
     }
 
+    /// A VM being migrated belongs to the migration until it ends (Cloud Hypervisor hands the
+    /// VM to its migration worker): actions that would change it are refused.
+    static func refuseWhileMigrating(_ slot: Slot, _ action: String) throws(ControlError) {
+        if slot.migrating { throw .failed(action: action, reason: "a live migration of the VM is under way") }
+    }
+
     /// Stops the VM if it runs and forgets its configuration.
     public func delete() throws(ControlError) {
+        try slot.withLock { (slot: inout Slot) throws(ControlError) in try Self.refuseWhileMigrating(slot, "vm.delete") }
         let instance = slot.withLock { slot -> VMInstance? in
             defer { slot = Slot() }
             return slot.instance
@@ -331,6 +338,7 @@ public final class VMMController: VMMControl {
         monitor?.emit(source: "vm", event: "pausing")
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard slot.config != nil else { throw .vmNotCreated }
+            try Self.refuseWhileMigrating(slot, "vm.pause")
             guard slot.state == .running, let instance = slot.instance else { throw .invalidState(action: "vm.pause", state: slot.state) }
             guard instance.pause() else {
                 instance.resume()
@@ -346,6 +354,7 @@ public final class VMMController: VMMControl {
         monitor?.emit(source: "vm", event: "resuming")
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard slot.config != nil else { throw .vmNotCreated }
+            try Self.refuseWhileMigrating(slot, "vm.resume")
             guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.resume", state: slot.state) }
             instance.resume()
             slot.state = .running
@@ -357,6 +366,7 @@ public final class VMMController: VMMControl {
     public func shutdown() throws(ControlError) {
         let instance = try slot.withLock { (slot: inout Slot) throws(ControlError) -> VMInstance in
             guard slot.config != nil else { throw .vmNotCreated }
+            try Self.refuseWhileMigrating(slot, "vm.shutdown")
             guard slot.state == .running || slot.state == .paused, let instance = slot.instance else {
                 throw .invalidState(action: "vm.shutdown", state: slot.state)
             }
@@ -372,6 +382,7 @@ public final class VMMController: VMMControl {
     public func reboot() throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard slot.config != nil else { throw .vmNotCreated }
+            try Self.refuseWhileMigrating(slot, "vm.reboot")
             guard slot.state == .running || slot.state == .paused, slot.instance != nil else {
                 throw .invalidState(action: "vm.reboot", state: slot.state)
             }
