@@ -45,6 +45,21 @@ struct LandlockBinaryTests {
         }
     }
 
+    /// Each thread's name and its `NoNewPrivs` bit (`/proc/<pid>/task/<tid>/status`). Enforcing a
+    /// Landlock ruleset sets the bit on the thread first; with `--seccomp false` nothing else does,
+    /// so the bit shows which threads went through Landlock (or started from one that did).
+    static func noNewPrivs(_ pid: Int32) -> [String: Int] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var result: [String: Int] = [:]
+        for tid in tasks {
+            let comm = SnapshotBinaryTests.contents("/proc/\(pid)/task/\(tid)/comm").trimmingCharacters(in: .whitespacesAndNewlines)
+            let status = SnapshotBinaryTests.contents("/proc/\(pid)/task/\(tid)/status")
+            let line = status.split(separator: "\n").first { $0.hasPrefix("NoNewPrivs:") }
+            result[comm] = line.flatMap { Int($0.split(separator: "\t").last ?? "") } ?? -1
+        }
+        return result
+    }
+
     @Test("--landlock with a VM on the command line: a snapshot outside the rules is refused, one into --landlock-rules works, reboot and restore reopen the named files",
           .enabled(if: usable, "skipped: needs /dev/kvm and a host kernel with Landlock"))
     func commandLineVM() throws {
@@ -89,7 +104,7 @@ struct LandlockBinaryTests {
         let work = try Self.workspace("api")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let socket = work + "/api.sock", serial = work + "/serial"
-        let vmm = try SnapshotBinaryTests.start(["-v", "--landlock", "--api-socket", "path=\(socket)"], log: work + "/vmm.log")
+        let vmm = try SnapshotBinaryTests.start(["-v", "--seccomp", "false", "--landlock", "--api-socket", "path=\(socket)"], log: work + "/vmm.log")
         defer { SnapshotBinaryTests.kill(vmm) }
         Self.waitForSocket(socket)
         let config = #"{"memory":{"size":33554432},"payload":{"kernel":"\#(work)/kernel.elf"},"serial":{"mode":"File","file":"\#(serial)"},"console":{"mode":"Off"},"landlock_enable":true,"landlock_rules":[{"path":"\#(work)/allowed","access":"rw"}]}"#
@@ -100,22 +115,32 @@ struct LandlockBinaryTests {
         try APILifecycleTests.chRemote(socket, ["boot"])
         #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial) == "!" }, seconds: 60),
                 "the guest wrote to its serial file: \(SnapshotBinaryTests.contents(work + "/vmm.log"))")
+        // Every thread went through Landlock: the worker (vm.create), the main thread (its
+        // mailbox), the API event loop and the signal thread (--landlock), and the VM's threads
+        // (started by the worker).
+        let threads = Self.noNewPrivs(vmm.processIdentifier)
+        for name in ["cloud-hyperviso", "ch-signals", "ch-api", "ch-api-worker", "vcpu0", "ch-event-loop", "ch-vm-watch"] {
+            #expect(threads[name] == 1, "\(name) in \(threads)")
+        }
         try Self.snapshotOutsideAndInside(socket, work: work)
         try APILifecycleTests.chRemote(socket, ["shutdown-vmm"])
         #expect(SnapshotBinaryTests.waitFor({ !vmm.isRunning }, seconds: 30))
         #expect(vmm.terminationStatus == 0, "\(SnapshotBinaryTests.contents(work + "/vmm.log"))")
     }
 
-    @Test("without --landlock the same outside snapshot works (the refusal above is Landlock's)",
+    @Test("without --landlock (and without seccomp) no thread has NoNewPrivs and the same outside snapshot works: the refusals above are Landlock's",
           .enabled(if: usable, "skipped: needs /dev/kvm and a host kernel with Landlock"))
     func withoutLandlock() throws {
         let work = try Self.workspace("off")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let socket = work + "/api.sock", serial = work + "/serial"
-        let vmm = try SnapshotBinaryTests.start(["--kernel", work + "/kernel.elf", "--serial", "file=\(serial)", "--console", "off",
-                                                 "--memory", "size=32M", "--api-socket", "path=\(socket)"], log: work + "/vmm.log")
+        let vmm = try SnapshotBinaryTests.start(["--seccomp", "false", "--kernel", work + "/kernel.elf", "--serial", "file=\(serial)",
+                                                 "--console", "off", "--memory", "size=32M", "--api-socket", "path=\(socket)"],
+                                                log: work + "/vmm.log")
         defer { SnapshotBinaryTests.kill(vmm) }
         #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial) == "!" }, seconds: 60))
+        let threads = Self.noNewPrivs(vmm.processIdentifier)
+        #expect(threads.count >= 6 && threads.values.allSatisfy { $0 == 0 }, "no thread restricted: \(threads)")
         try APILifecycleTests.chRemote(socket, ["pause"])
         try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/outside"])
         #expect(FileManager.default.fileExists(atPath: "\(work)/outside/state.json"))
