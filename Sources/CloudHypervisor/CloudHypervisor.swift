@@ -116,11 +116,11 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Flag(help: "virtio-watchdog (absent here).")
     var watchdog = false
 
-    @Flag(help: "Sandbox the VMM with Landlock (absent here).")
+    @Flag(help: "Sandbox the VMM with Landlock: after the VM is created it reaches only the files its configuration and --landlock-rules name.")
     var landlock = false
 
     @Option(name: .customLong("landlock-rules"), parsing: .upToNextOption,
-            help: ArgumentHelp("Extra Landlock rules, repeatable (absent here): \(LandlockConfig.syntax)", valueName: "landlock-rules"))
+            help: ArgumentHelp("Extra paths the Landlock sandbox allows (for hotplug, snapshots), repeatable: \(LandlockConfig.syntax)", valueName: "landlock-rules"))
     var landlockRules: [String] = []
 
     @Option(help: ArgumentHelp("Restore from a VM snapshot: source_url=<url>,prefault=on|off,resume=on|off,memory_restore_mode=copy|ondemand", valueName: "restore"))
@@ -243,6 +243,15 @@ struct CloudHypervisorCommand: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+        // --landlock on a kernel without Landlock: refused before anything starts.
+        if landlock || config?.landlockEnable == true {
+            do throws(LandlockError) {
+                _ = try Landlock.supportedABI()
+            } catch {
+                writeToStandardError("cloud-hypervisor: --landlock: \(error)\n")
+                throw ExitCode.failure
+            }
+        }
         // A client that goes away must not kill the VMM (writes then fail with EPIPE).
         signal(SIGPIPE, SIG_IGN)
         let logger = logging.logger(label: "cloud-hypervisor")
@@ -259,14 +268,21 @@ struct CloudHypervisorCommand: ParsableCommand {
         }
         do {
             let monitor = try monitorConfig.map { try EventMonitor($0) }
-            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters)
+            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters, landlock: landlock)
             runner.restore = restoreConfig
             var server: APIServer?
             if let socket {
                 var settings = APIServer.Configuration()
-                if let filters {
-                    // The event loop serves the socket; the worker runs lifecycle actions as the VMM thread does.
-                    settings.threadSetup = { role in try Seccomp.install(for: role == .eventLoop ? .api : .vmm, action: filters) }
+                if filters != nil || landlock {
+                    // The event loop serves the socket (and opens no file: with --landlock it drops
+                    // all file access, as Cloud Hypervisor's HTTP thread does); the worker runs
+                    // lifecycle actions as the VMM thread does, and enters the VM's Landlock sandbox
+                    // when it is created.
+                    let landlock = landlock
+                    settings.threadSetup = { role in
+                        if landlock && role == .eventLoop { try Landlock.denyAllFileAccess() }
+                        if let filters { try Seccomp.install(for: role == .eventLoop ? .api : .vmm, action: filters) }
+                    }
                 }
                 let api = APIServer(socket: socket, control: runner.controller, configuration: settings,
                                     logger: logging.logger(label: "cloud-hypervisor.api"))

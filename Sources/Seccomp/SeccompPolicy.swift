@@ -141,6 +141,9 @@ public enum SeccompPolicy {
             .allow("sched_getaffinity"), .allow("rt_sigaction"), .allow("sigaltstack"), .allow("prlimit64"),
             .allow("prctl", argument: 0, oneOf: [PrctlOption.setName, PrctlOption.getName, PrctlOption.setNoNewPrivs]),
             .allow("seccomp", argument: 0, oneOf: [SeccompOperation.setModeFilter, SeccompOperation.getActionAvail]),
+            // --landlock: the VMM thread and the API worker make and enforce the VM's ruleset; the
+            // API event loop and the signal thread drop all file access before their own filters go on.
+            .allow("landlock_create_ruleset"), .allow("landlock_add_rule"), .allow("landlock_restrict_self"),
             .allow("socket", argument: 0, oneOf: [UInt64(AF_UNIX), UInt64(AF_INET), UInt64(AF_INET6)]),
             // Live migration over tcp: (TCP_NODELAY, SO_REUSEADDR, the bound port) and shared
             // guest memory in memory files.

@@ -39,11 +39,12 @@ public final class VMMRunner {
     /// Prepares the VMM: `config` is booted at once when given (the command line had a
     /// `--kernel`); without it the VMM waits for `vm.create` and `vm.boot`. With `seccomp`
     /// set, the VMM's other threads install their filters (the caller installs the VMM
-    /// thread's own, ``ThreadKind/vmm``, before anything else).
-    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil) throws {
+    /// thread's own, ``ThreadKind/vmm``, before anything else). With `landlock` (the command
+    /// line's `--landlock`) the signal thread drops all file access.
+    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false) throws {
         self.config = config
         self.logger = logger
-        controller = try VMMController(logger: logger, monitor: monitor, seccomp: seccomp)
+        controller = try VMMController(logger: logger, monitor: monitor, seccomp: seccomp, landlock: landlock)
     }
 
     /// Boots the configured VM (if any) and runs until the guest powers off, a termination

@@ -108,8 +108,6 @@ struct CommandLineCompatibilityTests {
             (["--tpm", "socket=/tmp/swtpm.sock"], "--tpm"),
             (["--pvpanic"], "--pvpanic"),
             (["--watchdog"], "--watchdog"),
-            (["--landlock"], "--landlock"),
-            (["--landlock-rules", "path=/tmp,access=rw"], "--landlock-rules"),
             (["--memory-zone", "id=mem0,size=1G"], "--memory-zone"),
             (["--platform", "num_pci_segments=2"], "--platform num_pci_segments="),
             (["--platform", "serial_number=abc,uuid=1234,oem_strings=[a,b]"], "--platform serial_number=,uuid=,oem_strings="),

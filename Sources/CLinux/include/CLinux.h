@@ -43,6 +43,7 @@
 
 #include "ioctls.h"
 #include "userfaultfd_shims.h"
+#include "landlock_shims.h"
 
 // MARK: - ioctl
 

@@ -129,8 +129,6 @@ extension VMConfig {
             if platform.sevSNP { absent("platform.sev_snp", "--platform sev_snp=", "AMD SEV-SNP") }
             if platform.iommufd { absent("platform.iommufd", "--platform iommufd=", "iommufd") }
         }
-        if landlockEnable { absent("landlock_enable", "--landlock", "Landlock") }
-        if !(landlockRules ?? []).isEmpty { absent("landlock_rules", "--landlock-rules", "Landlock") }
         return found
     }
 }

@@ -279,10 +279,8 @@ extension LandlockConfig {
     /// Parses one `--landlock-rules`.
     public static func parse(_ text: String) throws(ConfigError) -> LandlockConfig {
         let list = try OptionList(text, option: "--landlock-rules", knownKeys: ["path", "access"])
-        let access = try list.required("access", syntax: syntax)
-        guard !access.isEmpty, access.count <= 2, access.allSatisfy({ $0 == "r" || $0 == "w" }) else {
-            throw ConfigError(option: "--landlock-rules", "access=\(access) is not r, w or rw")
-        }
-        return LandlockConfig(path: try list.required("path", syntax: syntax), access: access)
+        let rule = LandlockConfig(path: try list.required("path", syntax: syntax), access: try list.required("access", syntax: syntax))
+        try rule.validateAccess()
+        return rule
     }
 }

@@ -12,6 +12,7 @@ extension VMConfig {
         try validateDisks()
         try validateNets()
         try console.validate(option: "--console")
+        try validateLandlockRules()
         if serial.mode == .tty && console.mode == .tty {
             throw ConfigError(option: "--console", "the serial port and the virtio console cannot both be on the terminal (tty); add --console off (console=ttyS0) or --serial off/null (console=hvc0)")
         }

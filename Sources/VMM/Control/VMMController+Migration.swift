@@ -79,6 +79,7 @@ extension VMMController {
         do { address = try MigrationAddress(url: request.receiverURL) } catch { throw .invalidConfig(error.description) }
         let received: MigrationReceiver.Received
         let listener: MigrationListener
+        var sandbox: LandlockSandbox?
         do throws(MigrationError) { listener = try MigrationListener(address) } catch {
             throw .failed(action: "vm.receive-migration", reason: error.description)
         }
@@ -87,7 +88,13 @@ extension VMMController {
             let channel = try listener.accept()
             monitor?.emit(source: "vm", event: "migration-receive-started")
             let receiver = MigrationReceiver { [self] config, files in
-                try self.buildForMigration(config, memoryFiles: files)
+                // As at vm.create: Landlock goes on before the VM's files are opened.
+                if config.landlockEnable {
+                    let made = try LandlockSandbox(config: config, logger: logger)
+                    try made.enter()
+                    sandbox = made
+                }
+                return try self.buildForMigration(config, memoryFiles: files)
             }
             received = try receiver.run(channel)
         } catch {
@@ -95,11 +102,12 @@ extension VMMController {
             throw .failed(action: "vm.receive-migration", reason: error.description)
         }
         do {
-            try adoptMigrated(received)
+            try adoptMigrated(received, sandbox: sandbox)
         } catch {
             monitor?.emit(source: "vm", event: "migration-receive-failed")
             throw .failed(action: "vm.receive-migration", reason: "\(error)")
         }
+        if let sandbox { post(.sandbox(sandbox)) }
         monitor?.emit(source: "vm", event: "migration-receive-finished")
     }
 }

@@ -10,6 +10,7 @@ extension VMMController {
             guard slot.config != nil else { throw .vmNotCreated }
             try Self.refuseWhileMigrating(slot, "vm.snapshot")
             guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.snapshot", state: slot.state) }
+            try enterSandbox(slot, action: "vm.snapshot")
             do throws(SnapshotError) {
                 let directory = try SnapshotDirectory(url: destinationURL)
                 try VMSnapshotter.save(instance.built, to: directory, vmmVersion: VMMVersion.build)
@@ -46,6 +47,17 @@ extension VMMController {
             }
             if let absent = config.absentFeatures.first { throw .absentFeature(absent) }
             snapshot = LoadedSnapshot(directory: snapshot.directory, config: config, header: snapshot.header, tree: snapshot.tree)
+            // As at vm.create, before the VM's files are opened and its threads start; the
+            // snapshot's directory stays readable (guest memory is read from it).
+            var sandbox: LandlockSandbox?
+            if config.landlockEnable {
+                do throws(LandlockError) {
+                    sandbox = try LandlockSandbox(config: config, extra: [LandlockRule(snapshot.directory.path, "r")], logger: logger)
+                    try sandbox?.enter()
+                } catch {
+                    throw .failed(action: "vm.restore", reason: error.description)
+                }
+            }
             let instance: VMInstance
             do {
                 instance = try restoreInstance(snapshot, onDemand: request.memoryRestoreMode == .onDemand, prefault: request.prefault)
@@ -53,6 +65,7 @@ extension VMMController {
                 throw .failed(action: "vm.restore", reason: "\(error)")
             }
             slot.config = config
+            slot.sandbox = sandbox
             slot.instance = instance
             slot.state = .paused
             for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
@@ -61,6 +74,7 @@ extension VMMController {
                 slot.state = .running
             }
         }
+        if let sandbox = slot.withLock({ $0.sandbox }) { post(.sandbox(sandbox)) }
         monitor?.emit(source: "vm", event: "restored")
         if request.resume { monitor?.emit(source: "vm", event: "resumed") }
     }

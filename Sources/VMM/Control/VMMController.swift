@@ -34,14 +34,18 @@ public final class VMMController: VMMControl {
         var passed: [Int32: OwnedFileDescriptor] = [:]
         /// A live migration of this VM is under way (vm.send-migration).
         var migrating = false
+        /// The Landlock ruleset made when the VM was created with `landlock_enable`.
+        var sandbox: LandlockSandbox?
     }
 
-    private enum Event: Sendable {
+    enum Event: Sendable {
         case vmStopped(ObjectIdentifier, VMExitReason)
         case vmmShutdown
         case signal(Int32)
         case failure(String)
         case migrated
+        /// The main thread enforces a new VM's Landlock ruleset (made on an API worker).
+        case sandbox(LandlockSandbox)
     }
 
     let hypervisor: KVMHypervisor
@@ -56,8 +60,9 @@ public final class VMMController: VMMControl {
 
     /// A controller with no VM yet. Blocks the termination signals in the calling thread
     /// (threads started later inherit that) and receives them through a signalfd.
-    /// With `seccomp` set, the signal thread and every VM thread install their filters.
-    public init(logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil) throws {
+    /// With `seccomp` set, the signal thread and every VM thread install their filters; with
+    /// `landlock` (the command line's `--landlock`) the signal thread drops all file access.
+    public init(logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false) throws {
         try KickSignal.install()
         let signals = clinux_signalfd_termination()
         guard signals >= 0 else { throw VMMError(description: "\(SystemError.current("signalfd"))") }
@@ -74,6 +79,14 @@ public final class VMMController: VMMControl {
             if number > 0 { self?.post(.signal(number)) }
         }
         try signalLoop.start(name: "ch-signals") { [weak self] in
+            if landlock {
+                do {
+                    try Landlock.denyAllFileAccess()
+                } catch {
+                    self?.post(.failure("the signal thread: \(error)"))
+                    return false
+                }
+            }
             guard let seccomp else { return true }
             do {
                 try Seccomp.install(for: .signalHandler, action: seccomp)
@@ -93,7 +106,7 @@ public final class VMMController: VMMControl {
     /// After a migration: makes ``run()`` stop the VM here and return.
     func migrated() { post(.migrated) }
 
-    private func post(_ event: Event) {
+    func post(_ event: Event) {
         mailbox.withLock { $0.append(event) }
         try? wakeup.signal()
     }
@@ -128,6 +141,13 @@ public final class VMMController: VMMControl {
             case .failure(let reason):
                 stopInstance(reason: .failure(reason))
                 return .failed(reason)
+            case .sandbox(let sandbox):
+                do {
+                    try sandbox.enter()
+                } catch {
+                    stopInstance(reason: .failure("\(error)"))
+                    return .failed("the main thread: \(error)")
+                }
             case let .vmStopped(id, reason):
                 // Only the current instance's stop counts; one the control plane replaced is done.
                 let current = slot.withLock { $0.instance.map(ObjectIdentifier.init) == id }
@@ -184,6 +204,7 @@ public final class VMMController: VMMControl {
         logger.info("rebooting the VM")
         monitor?.emit(source: "vm", event: "rebooting")
         try slot.withLock { (slot: inout Slot) throws in
+            try slot.sandbox?.enter()
             slot.instance?.stop(reason: .reset)
             slot.instance = nil
             guard let config = slot.config else { return }
@@ -206,7 +227,7 @@ public final class VMMController: VMMControl {
 
     /// Starts a machine a migration brought (restored, paused) and makes it this VMM's VM,
     /// resumed when the source ran it.
-    func adoptMigrated(_ received: MigrationReceiver.Received) throws {
+    func adoptMigrated(_ received: MigrationReceiver.Received, sandbox: LandlockSandbox?) throws {
         try slot.withLock { (slot: inout Slot) throws in
             guard slot.config == nil else {
                 received.built.events.stop()
@@ -216,6 +237,7 @@ public final class VMMController: VMMControl {
                 try VMInstance.adopt(received.built, logger: logger, seccomp: seccomp, onStop: onStop)
             }
             slot.config = received.built.config
+            slot.sandbox = sandbox
             slot.instance = instance
             slot.state = .paused
             if received.resume {
@@ -265,11 +287,33 @@ public final class VMMController: VMMControl {
     public func create(_ config: VMConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) {
         if let absent = config.absentFeatures.first { throw .absentFeature(absent) }
         do { try config.validate() } catch { throw .invalidConfig(error.description) }
-        try slot.withLock { (slot: inout Slot) throws(ControlError) in
+        let sandbox = try slot.withLock { (slot: inout Slot) throws(ControlError) -> LandlockSandbox? in
             guard slot.config == nil else { throw .vmAlreadyCreated }
+            // Cloud Hypervisor's vm_create: the sandbox goes on before anything is opened.
+            if config.landlockEnable {
+                do throws(LandlockError) {
+                    let sandbox = try LandlockSandbox(config: config, logger: logger)
+                    try sandbox.enter()
+                    slot.sandbox = sandbox
+                } catch {
+                    throw .failed(action: "vm.create", reason: error.description)
+                }
+            }
             slot.config = config
             slot.state = .created
             for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
+            return slot.sandbox
+        }
+        if let sandbox { post(.sandbox(sandbox)) }
+    }
+
+    /// Enforces the VM's Landlock ruleset on the calling thread before it opens anything for
+    /// `action` (a no-op without `landlock_enable`, or when the thread did it already).
+    func enterSandbox(_ slot: Slot, action: String) throws(ControlError) {
+        do throws(LandlockError) {
+            try slot.sandbox?.enter()
+        } catch {
+            throw .failed(action: action, reason: error.description)
         }
     }
 
@@ -279,6 +323,7 @@ public final class VMMController: VMMControl {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard let config = slot.config else { throw .vmNotCreated }
             guard slot.state == .created || slot.state == .shutdown else { throw .invalidState(action: "vm.boot", state: slot.state) }
+            try enterSandbox(slot, action: "vm.boot")
             // A boot starts the serial and console files afresh (a reboot appends to them).
             for console in [config.serial, config.console] where console.mode == .file {
                 if let path = console.file { _ = try? OwnedFileDescriptor(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC) }
