@@ -17,6 +17,7 @@ source "$here/common.sh"
 if [[ ${1:-} == --in-l1 ]]; then
   shift
   [[ -c /dev/kvm ]] || nested_die "no /dev/kvm in level 1"
+  ip link set lo up  # level 1's init leaves it down; the migrations run over loopback TCP
   if [[ $5 == migration ]]; then
     exec python3 "$here/migration-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$6" "$4"
   fi

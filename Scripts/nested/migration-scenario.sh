@@ -12,6 +12,8 @@
 # The destinations open the same TAP (multi-queue, so both VMMs may hold it during the hand-over).
 migration_scenario() {
   local binary="$1" remote="$2" dir
+  # Level 1's init leaves the loopback interface down; tcp: migrations run over it.
+  ip link set lo up
   dir="$(mktemp -d)"
   truncate -s 4M "$dir/disk.img"
   local loop='ip link set eth0 up; ip addr add 192.168.251.2/24 dev eth0; (while :; do dd if=/dev/urandom of=/tmp/churn bs=64k count=64 conv=notrunc 2>/dev/null; done) & i=0; while :; do i=$((i+1)); p=no; ping -c 1 -W 2 192.168.251.1 >/dev/null 2>&1 && p=ok; echo CH-MIG $i $(cut -d. -f1 /proc/uptime) $p; echo $i | dd of=/dev/vda bs=512 seek=$i 2>/dev/null; sync; sleep 1; done'
