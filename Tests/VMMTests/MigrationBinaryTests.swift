@@ -134,4 +134,73 @@ struct MigrationBinaryTests {
         #expect(try APILifecycleTests.chRemote(work + "/src.sock", ["receive-migration", "receiver_url=unix:\(work)/r.sock"], expect: 1)
             .contains("already created"))
     }
+
+    /// Rewrites one dword in each 4 KiB page from 2 MiB to 18 MiB, over and over (16 MiB dirty
+    /// per pass): mov eax,0; 1: mov edi,0x200000; 2: mov [edi],eax; add edi,0x1000;
+    /// cmp edi,0x1200000; jb 2b; inc eax; jmp 1b
+    static let churn: [UInt8] = [
+        0xB8, 0x00, 0x00, 0x00, 0x00,
+        0xBF, 0x00, 0x00, 0x20, 0x00,
+        0x89, 0x07, 0x81, 0xC7, 0x00, 0x10, 0x00, 0x00, 0x81, 0xFF, 0x00, 0x00, 0x20, 0x01, 0x72, 0xF0,
+        0x40, 0xEB, 0xE8,
+    ]
+
+    @Test("timeout_s: a destination too slow for the first round makes Cancel abandon the migration (the VM runs on); Ignore migrates anyway",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func timeoutStrategies() throws {
+        let work = NSTemporaryDirectory() + "ch-migration-timeout-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/churn.elf"
+        try Data(TinyKernel.pvhELF(code: Self.churn)).write(to: URL(fileURLWithPath: kernel))
+        let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "off", "--console", "off", "--memory", "size=32M",
+                                          "--api-socket", "path=\(work)/src.sock"], log: work + "/src.log")
+        defer { Snapshots.kill(source) }
+        #expect(Snapshots.waitFor({ FileManager.default.fileExists(atPath: work + "/src.sock") }, seconds: 20))
+        usleep(300_000)
+
+        // A destination that reads the first memory round (16 MiB of pages with data) at about
+        // 10 MiB/s: the round outlasts timeout_s=1, so Cancel ends the migration after it.
+        let listener = try UnixSocket.listening(at: work + "/slow.sock")
+        try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/slow.sock,downtime_ms=1,timeout_s=1"])
+        #expect(try listener.wait(for: .readable, timeoutMilliseconds: 20_000))
+        let connection = try #require(try listener.accept())
+        try connection.descriptor.setNonBlocking(false)
+        let peer = MigrationChannel(unix: connection)
+        #expect(try peer.receiveRequest().command == .start)
+        try peer.send(MigrationResponse(.ok))
+        let config = try peer.receiveRequest()
+        _ = try peer.read(Int(config.length))
+        try peer.send(MigrationResponse(.ok))
+        let memory = try peer.receiveRequest()
+        #expect(memory.command == .memory)
+        let table = try MigrationRangeCodec.decode(peer.read(Int(memory.length)))
+        var left = Int(table.byteCount)
+        #expect(left >= 8 << 20, "the first round carries the churned pages: \(left) bytes")
+        while left > 0 {
+            let chunk = min(left, 1 << 20)
+            _ = try peer.read(chunk)
+            left -= chunk
+            usleep(100_000)
+        }
+        try peer.send(MigrationResponse(.ok))
+        #expect(try peer.receiveRequest().command == .abandon, "the source abandons the migration")
+        peer.close()
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.log").contains("did not converge within timeout_s=1") }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.log"))")
+        #expect(try APILifecycleTests.state(work + "/src.sock") == "Running")
+
+        // With Ignore the same request migrates to a real destination, whatever the rounds do.
+        let destination = try Snapshots.start(["-v", "--api-socket", "path=\(work)/dst.sock"], log: work + "/dst.log")
+        defer { Snapshots.kill(destination) }
+        #expect(Snapshots.waitFor({ FileManager.default.fileExists(atPath: work + "/dst.sock") }, seconds: 20))
+        let receive = try Self.chRemoteInBackground(work + "/dst.sock", ["receive-migration", "receiver_url=unix:\(work)/mig.sock"], log: work + "/receive.log")
+        defer { Snapshots.kill(receive) }
+        #expect(Snapshots.waitFor({ FileManager.default.fileExists(atPath: work + "/mig.sock") }, seconds: 20))
+        try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/mig.sock,downtime_ms=1,timeout_s=1,timeout_strategy=ignore"])
+        #expect(Self.waitForExit(receive, seconds: 60) && receive.terminationStatus == 0, "\(Snapshots.contents(work + "/receive.log")) \(Snapshots.contents(work + "/dst.log"))")
+        #expect(Self.waitForExit(source, seconds: 30) && source.terminationStatus == 0, "\(Snapshots.contents(work + "/src.log"))")
+        #expect(try APILifecycleTests.state(work + "/dst.sock") == "Running")
+    }
 }

@@ -76,10 +76,15 @@ struct MigrationProtocolTests {
 
     /// A receiver whose builder must never run (the requests below never reach a valid Config).
     static func receiver() -> MigrationReceiver {
-        MigrationReceiver(checksCPUID: false) { _, _ in
-            Issue.record("the builder ran")
-            throw MigrationError("no machine in this test")
-        }
+        MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
+            memory: { _, _ in
+                Issue.record("the builder ran")
+                throw MigrationError("no machine in this test")
+            },
+            machine: { _, _ in
+                Issue.record("the builder ran")
+                throw MigrationError("no machine in this test")
+            }))
     }
 
     @Test("The receiver answers requests out of order with Cloud Hypervisor's message and stops on Abandon")

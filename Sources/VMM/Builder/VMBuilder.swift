@@ -36,6 +36,10 @@ final class BuiltVM: @unchecked Sendable {
     let powerButton: (@Sendable () -> Void)?
     let events: EventManager
     let exits: ExitSignal
+    /// The CPUID this host gives the VM's vCPUs (vCPU 0's as built), which a live migration
+    /// sends as Cloud Hypervisor's `common_cpuid`. Read at build: a vCPU ioctl from another
+    /// thread would wait for a running vCPU to leave the guest.
+    var commonCPUID: [CPUIDEntry] = []
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
@@ -66,11 +70,12 @@ struct VMBuilder {
 
     /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
     /// registers are left alone: a snapshot's memory and state replace them.
-    /// With `memoryFiles` (a local migration's), region `i` maps descriptor `i` instead of new memory.
+    /// With `memory` (a migration's, made when its configuration came), the VM uses it instead
+    /// of new memory.
     func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false,
-               memoryFiles: [UInt32: OwnedFileDescriptor] = [:]) throws -> BuiltVM {
+               memory existing: GuestMemory? = nil) throws -> BuiltVM {
         let vm = try createVM()
-        let memory = try createMemory(config.memory, files: memoryFiles)
+        let memory = try existing ?? createMemory(config.memory)
         try vm.registerMemory(memory)
         let vcpuCount = Int(config.cpus.bootVCPUs)
         let topology = Self.topology(config.cpus)
@@ -158,6 +163,7 @@ struct VMBuilder {
         }
 
         let supported = try hypervisor.supportedCPUID()
+        var commonCPUID: [CPUIDEntry] = []
         var vcpus: [KVMVCPU] = []
         for id in 0..<UInt32(vcpuCount) {
             // The KVM vCPU id is the initial APIC id, which the topology may spread out.
@@ -165,14 +171,17 @@ struct VMBuilder {
             try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits,
                               nested: config.cpus.nested)
             if id == 0, let plan { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
+            if id == 0 { commonCPUID = try vcpu.cpuid() }
             vcpus.append(vcpu)
         }
-        return BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                       pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, deviceManager: deviceManager,
-                       powerButton: { [logger] in
-                           do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
-                       },
-                       events: events, exits: exits)
+        let built = BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
+                            pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, deviceManager: deviceManager,
+                            powerButton: { [logger] in
+                                do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
+                            },
+                            events: events, exits: exits)
+        built.commonCPUID = commonCPUID
+        return built
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT

@@ -87,15 +87,18 @@ extension VMMController {
         do throws(MigrationError) {
             let channel = try listener.accept()
             monitor?.emit(source: "vm", event: "migration-receive-started")
-            let receiver = MigrationReceiver { [self] config, files in
-                // As at vm.create: Landlock goes on before the VM's files are opened.
-                if config.landlockEnable {
-                    let made = try LandlockSandbox(config: config, logger: logger)
-                    try made.enter()
-                    sandbox = made
-                }
-                return try self.buildForMigration(config, memoryFiles: files)
-            }
+            let builder = VMBuilder(hypervisor: hypervisor, logger: logger)
+            let receiver = MigrationReceiver(factory: MigrationMachineFactory(
+                memory: { [logger] config, files in
+                    // As at vm.create: Landlock goes on before the VM's files are opened.
+                    if config.landlockEnable {
+                        let made = try LandlockSandbox(config: config, logger: logger)
+                        try made.enter()
+                        sandbox = made
+                    }
+                    return try builder.createMemory(config.memory, files: files)
+                },
+                machine: { [self] config, memory in try self.buildForMigration(config, memory: memory) }))
             received = try receiver.run(channel)
         } catch {
             monitor?.emit(source: "vm", event: "migration-receive-failed")

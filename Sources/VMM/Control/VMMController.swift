@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinux
+import GuestMemory
 import HostSystem
 import Hypervisor
 import Logging
@@ -221,8 +222,8 @@ public final class VMMController: VMMControl {
     }
 
     /// Builds (not starts) the machine a migration's configuration describes.
-    func buildForMigration(_ config: VMConfig, memoryFiles: [UInt32: OwnedFileDescriptor]) throws -> BuiltVM {
-        try VMInstance.buildForMigration(config, memoryFiles: memoryFiles, hypervisor: hypervisor, logger: logger)
+    func buildForMigration(_ config: VMConfig, memory: GuestMemory) throws -> BuiltVM {
+        try VMInstance.buildForMigration(config, memory: memory, hypervisor: hypervisor, logger: logger)
     }
 
     /// Starts a machine a migration brought (restored, paused) and makes it this VMM's VM,

@@ -17,9 +17,9 @@ public enum MigrationReceiveCheck {
         try? sender.descriptor.setNonBlocking(true)
         _ = try? sender.send(stream.prefix(64 << 10))
         try? sender.shutdown(.writing)
-        let receiver = MigrationReceiver(checksCPUID: false) { _, _ in
-            throw MigrationError("no machine is built while fuzzing")
-        }
+        let receiver = MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
+            memory: { _, _ in throw MigrationError("no machine is built while fuzzing") },
+            machine: { _, _ in throw MigrationError("no machine is built while fuzzing") }))
         do {
             _ = try receiver.run(MigrationChannel(unix: receiving))
             return MigrationError("the receiver completed a migration without a machine")

@@ -4,9 +4,14 @@ import GuestMemory
 import HostSystem
 import Hypervisor
 
-/// Builds the machine a `Config` request describes (not started, with `restoring: true`),
-/// mapping the memory descriptors of local=on in place of new memory.
-typealias MigrationMachineBuilder = (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> BuiltVM
+/// How the receiver makes the machine, in Cloud Hypervisor's two steps: guest memory when the
+/// `Config` arrives (new, or the memory descriptors of local=on mapped), the rest around it
+/// when the `State` arrives, after the source let go of its disks' locks (not started,
+/// `restoring: true`).
+struct MigrationMachineFactory {
+    var memory: (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> GuestMemory
+    var machine: (VMConfig, GuestMemory) throws -> BuiltVM
+}
 
 /// Receives one VM.
 final class MigrationReceiver {
@@ -30,17 +35,19 @@ final class MigrationReceiver {
     /// The most memory descriptors accepted (one per region).
     static let maxMemoryFiles = 64
 
-    private let build: MigrationMachineBuilder
+    private let factory: MigrationMachineFactory
     private let checksCPUID: Bool
     private(set) var phase = Phase.established
     private var files: [UInt32: OwnedFileDescriptor] = [:]
+    private var config: VMConfig?
+    private var memory: GuestMemory?
     private var built: BuiltVM?
     private var resume = false
 
-    /// A receiver that builds with `build` and, with `checksCPUID`, refuses a guest whose CPU
+    /// A receiver that builds with `factory` and, with `checksCPUID`, refuses a guest whose CPU
     /// features this host does not give the vCPUs it builds.
-    init(checksCPUID: Bool = true, build: @escaping MigrationMachineBuilder) {
-        self.build = build
+    init(checksCPUID: Bool = true, factory: MigrationMachineFactory) {
+        self.factory = factory
         self.checksCPUID = checksCPUID
     }
 
@@ -82,8 +89,8 @@ final class MigrationReceiver {
             try configure(try payload(request, channel, limit: Self.maxConfigBytes, what: "Config"))
             phase = .configured
         case (.configured, .memory):
-            guard let built else { throw MigrationError("Memory before the machine exists") }
-            try MigrationMemory.receive(tableLength: request.length, into: built.memory, over: channel)
+            guard let memory else { throw MigrationError("Memory before the guest memory exists") }
+            try MigrationMemory.receive(tableLength: request.length, into: memory, over: channel)
         case (.configured, .state):
             try restore(try payload(request, channel, limit: Self.maxStateBytes, what: "State"))
             phase = .stateReceived
@@ -113,21 +120,25 @@ final class MigrationReceiver {
         if !files.isEmpty, !config.memory.shared {
             throw MigrationError("memory descriptors came but the configuration's memory is not shared")
         }
-        let machine: BuiltVM
-        do { machine = try build(config, files) } catch { throw MigrationError("cannot build the VM: \(error)") }
-        if checksCPUID {
-            let local: [CPUIDEntry]
-            do { local = try machine.vcpus.first?.cpuid() ?? [] } catch { throw MigrationError("cannot read this host's vCPU CPUID: \(error)") }
-            try Self.checkCPUID(payload.commonCPUID, supported: local)
+        let made: GuestMemory
+        do { made = try factory.memory(config, files) } catch { throw MigrationError("cannot make the guest memory: \(error)") }
+        guard made.rangeTable == payload.memoryManagerData.memoryRanges else {
+            throw MigrationError("the sender's memory ranges \(payload.memoryManagerData.memoryRanges.ranges) are not the ones the configuration builds here \(made.rangeTable.ranges)")
         }
-        guard machine.memory.rangeTable == payload.memoryManagerData.memoryRanges else {
-            throw MigrationError("the sender's memory ranges \(payload.memoryManagerData.memoryRanges.ranges) are not the ones the configuration builds here \(machine.memory.rangeTable.ranges)")
-        }
-        built = machine
+        self.config = config
+        commonCPUID = payload.commonCPUID
+        memory = made
     }
 
+    private var commonCPUID: [CPUIDEntry] = []
+
     private func restore(_ bytes: [UInt8]) throws(MigrationError) {
-        guard let built else { throw MigrationError("State before the machine exists") }
+        guard let config, let memory else { throw MigrationError("State before the configuration") }
+        // The devices now: the source released its disks' locks before sending the state.
+        let built: BuiltVM
+        do { built = try factory.machine(config, memory) } catch { throw MigrationError("cannot build the VM: \(error)") }
+        self.built = built
+        if checksCPUID { try Self.checkCPUID(commonCPUID, supported: built.commonCPUID) }
         do {
             let tree = try SnapshotJSON.value(SnapshotNode.self, from: bytes)
             let header = try tree.decode(VMSnapshotHeader.self, path: "")

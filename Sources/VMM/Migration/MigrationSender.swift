@@ -146,9 +146,8 @@ struct MigrationSender {
     private func sendConfig(_ channel: MigrationChannel) throws(MigrationError) {
         let payload: [UInt8]
         do {
-            let cpuid = try built.vcpus.first?.cpuid() ?? []
             payload = try SnapshotJSON.data(MigrationConfigPayload(
-                vmConfig: built.config, commonCPUID: cpuid,
+                vmConfig: built.config, commonCPUID: built.commonCPUID,
                 memoryManagerData: .init(memoryRanges: built.memory.rangeTable)))
         } catch {
             throw MigrationError("cannot encode the configuration: \(error)")

@@ -1,3 +1,4 @@
+import GuestMemory
 import HostSystem
 import Hypervisor
 import Logging
@@ -57,12 +58,12 @@ final class VMInstance: Sendable {
 
     /// Builds, without starting it, the machine a live migration's configuration describes
     /// (`restoring`: the source's memory and state replace what a boot would load).
-    static func buildForMigration(_ config: VMConfig, memoryFiles: [UInt32: OwnedFileDescriptor], hypervisor: KVMHypervisor,
+    static func buildForMigration(_ config: VMConfig, memory: GuestMemory, hypervisor: KVMHypervisor,
                                   logger: Logger) throws -> BuiltVM {
         let exits = try ExitSignal()
         let events = try EventManager()
         return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, restoring: true,
-                                                                          memoryFiles: memoryFiles)
+                                                                          memory: memory)
     }
 
     /// Starts, paused, a machine a live migration filled with the source's memory and state.
