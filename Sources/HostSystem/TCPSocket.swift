@@ -151,3 +151,13 @@ public final class TCPSocket: Sendable, CustomStringConvertible {
         _ = try checked("shutdown(\(descriptor))") { Glibc.shutdown(descriptor.rawValue, Int32(SHUT_RDWR)) }
     }
 }
+
+extension OwnedFileDescriptor {
+    /// Writes up to `buffer.count` bytes to a connected socket of any family, and returns how
+    /// many went; a peer that went away is `EPIPE`, never a `SIGPIPE` that ends the process.
+    ///
+    /// The corresponding system call is `send(2)` with `MSG_NOSIGNAL` (retried on `EINTR`).
+    public func sendWithoutSignal(_ buffer: UnsafeRawBufferPointer) throws(SystemError) -> Int {
+        try retryingInterrupts("send(\(self))") { Glibc.send(rawValue, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
+    }
+}

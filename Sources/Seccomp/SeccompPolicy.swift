@@ -147,7 +147,7 @@ public enum SeccompPolicy {
             .allow("socket", argument: 0, oneOf: [UInt64(AF_UNIX), UInt64(AF_INET), UInt64(AF_INET6)]),
             // Live migration over tcp: (TCP_NODELAY, SO_REUSEADDR, the bound port) and shared
             // guest memory in memory files.
-            .allow("setsockopt"), .allow("getsockname"), .allow("memfd_create"),
+            .allow("setsockopt"), .allow("getsockname"), .allow("sendto"), .allow("memfd_create"),
             .ioctl(Ioctl.vmm),
         ]
     }

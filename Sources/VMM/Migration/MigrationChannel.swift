@@ -175,7 +175,7 @@ final class MigrationChannel {
         while done < buffer.count {
             let n: Int
             do {
-                n = try descriptor.write(UnsafeRawBufferPointer(rebasing: buffer[done...]))
+                n = try descriptor.sendWithoutSignal(UnsafeRawBufferPointer(rebasing: buffer[done...]))
             } catch {
                 throw MigrationError("the migration connection failed while writing: \(error)")
             }

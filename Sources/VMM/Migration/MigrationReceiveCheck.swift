@@ -20,11 +20,14 @@ public enum MigrationReceiveCheck {
         let receiver = MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
             memory: { _, _ in throw MigrationError("no machine is built while fuzzing") },
             machine: { _, _ in throw MigrationError("no machine is built while fuzzing") }))
-        do {
-            _ = try receiver.run(MigrationChannel(unix: receiving))
-            return MigrationError("the receiver completed a migration without a machine")
-        } catch {
-            return error
+        // The sending end stays open until the receiver is done, so its answers have a reader.
+        return withExtendedLifetime(sender) {
+            do throws(MigrationError) {
+                _ = try receiver.run(MigrationChannel(unix: receiving))
+                return MigrationError("the receiver completed a migration without a machine")
+            } catch {
+                return error
+            }
         }
     }
 
@@ -40,11 +43,13 @@ public enum MigrationReceiveCheck {
         try? sender.descriptor.setNonBlocking(true)
         _ = try? sender.send(stream.prefix(64 << 10))
         try? sender.shutdown(.writing)
-        do {
-            try MigrationMemory.receive(tableLength: tableLength, into: memory, over: MigrationChannel(unix: receiving))
-            return .success(memory)
-        } catch {
-            return .failure(error)
+        return withExtendedLifetime(sender) {
+            do throws(MigrationError) {
+                try MigrationMemory.receive(tableLength: tableLength, into: memory, over: MigrationChannel(unix: receiving))
+                return .success(memory)
+            } catch {
+                return .failure(error)
+            }
         }
     }
 
