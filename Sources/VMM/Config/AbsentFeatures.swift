@@ -109,7 +109,7 @@ extension VMConfig {
         if !(devices ?? []).isEmpty { absent("devices", "--device", "VFIO device assignment") }
         if !(userDevices ?? []).isEmpty { absent("user_devices", "--user-device", "vfio-user devices") }
         if !(vdpa ?? []).isEmpty { absent("vdpa", "--vdpa", "vDPA devices") }
-        if vsock != nil { absent("vsock", "--vsock", "virtio-vsock") }
+        if let vsock { found += vsock.pci.absentFeatures(at: "vsock", option: "--vsock") }
         if rtc != nil { absent("rtc", "--rtc", "the virtio RTC device") }
         if tpm != nil { absent("tpm", "--tpm", "TPM devices") }
         if pvpanic { absent("pvpanic", "--pvpanic", "the pvpanic device") }
