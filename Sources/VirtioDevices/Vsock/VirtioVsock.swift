@@ -186,9 +186,14 @@ public final class VirtioVsock: VirtioDevice {
 
     /// A watched host descriptor is ready (`events` as epoll reported them; errors count as
     /// hang-ups). Serves the queues as a transmit notification would.
+    ///
+    /// When another thread holds the device (a vCPU whose notification reached the BAR, which
+    /// may be removing this very descriptor from the event loop and waiting for this handler
+    /// to end), it returns at once without acting: the watch is level-triggered, so the
+    /// readiness is reported again.
     public func hostReady(descriptor: Int32, events: VsockInterest) {
         let now = clock()
-        core.withLock { core in
+        _ = core.withLockIfAvailable { core in
             core.muxer.hostReady(descriptor: descriptor, events: events, now: now)
             guard core.running != nil, core.failure == nil else { return }
             if case .failure(let error) = Self.serve(&core, transmit: true, receive: true, now: now) { core.failure = error }
