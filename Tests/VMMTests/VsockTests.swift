@@ -31,6 +31,23 @@ struct VsockTests {
         #expect(throws: ConfigError.self) { try clash.validate() }
     }
 
+    @Test("vm.add-vsock before boot puts the device in the configuration, once; vm.remove-device takes it out")
+    func addBeforeBoot() throws {
+        let controller = try VMMController(logger: .init(label: "test"))
+        var config = VMConfig()
+        config.payload = PayloadConfig()
+        config.payload?.kernel = "/k"
+        #expect(throws: ControlError.self) { _ = try controller.addVsock(try VsockConfig.parse("cid=3,socket=/tmp/v.sock")) }
+        try controller.create(config)
+        #expect(try controller.addVsock(try VsockConfig.parse("cid=3,socket=/tmp/v.sock")) == nil)
+        #expect(throws: ControlError.self) { _ = try controller.addVsock(try VsockConfig.parse("cid=4,socket=/tmp/w.sock")) }
+        try controller.removeDevice(id: "_vsock0")
+        #expect(throws: ControlError.self) { try controller.removeDevice(id: "_vsock0") }
+        #expect(throws: ControlError.self) { _ = try controller.addVsock(try VsockConfig.parse("cid=2,socket=/tmp/w.sock")) }
+        #expect(try controller.addVsock(try VsockConfig.parse("cid=5,socket=/tmp/v.sock,id=agent")) == nil)
+        try controller.removeDevice(id: "agent")
+    }
+
     /// Records readiness the watcher delivers.
     final class Target: Sendable {
         let events = Mutex<[(Int32, VsockInterest)]>([])
