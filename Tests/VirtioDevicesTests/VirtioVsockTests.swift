@@ -84,6 +84,26 @@ struct VirtioVsockTests {
         #expect(client.takeOutbound() == [1, 2, 3])
     }
 
+    @Test("a host connection the guest refuses with RST is dropped without an OK line")
+    func hostConnectRefused() throws {
+        let guest = try VsockGuest()
+        try guest.activate()
+        let client = guest.backend.hostConnects(sending: Array("connect 9\n".utf8))
+        guest.hostReady(3)
+        guest.hostReady(client.pollDescriptor)
+        let request = try #require(try guest.received().first ?? nil)
+        #expect(request.header.operation == .request && request.header.destinationPort == 9)
+        try guest.send(.reset, from: 9, to: request.header.sourcePort)
+        #expect(guest.device.connections.isEmpty)
+        #expect(client.outbound.isEmpty)
+        #expect(guest.watcher.interest(client.pollDescriptor) == nil)
+        // The next host connection gets the next host port.
+        let second = guest.backend.hostConnects(sending: Array("CONNECT 9\n".utf8))
+        guest.hostReady(3)
+        guest.hostReady(second.pollDescriptor)
+        #expect(try guest.received().first??.header.sourcePort == Self.firstHostPort + 1)
+    }
+
     @Test("bad CONNECT lines and clients that hang up close the client without a connection")
     func badHandshake() throws {
         let guest = try VsockGuest()
