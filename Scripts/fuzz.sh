@@ -17,7 +17,7 @@ export SWIFT_BACKTRACE=enable=no
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && case ":$PATH:" in *":/opt/swift/usr/bin:"*) ;; *) PATH="$PATH:/opt/swift/usr/bin" ;; esac
 
-all_targets=(virtqueue virtio-blk virtio-console virtio-rng virtio-net pci-config elf-loader bzimage-loader cmdline
+all_targets=(virtqueue virtio-blk virtio-console virtio-rng virtio-net virtio-vsock pci-config elf-loader bzimage-loader cmdline
   option-parser api-body uart i8042 cmos aml arm64-image arm64-fdt snapshot-restore migration-receive)
 mode=fuzz
 seconds=20

@@ -28,6 +28,7 @@ let targets: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("virtio-console", "FuzzVirtioConsole", [lib("VirtioDevices"), lib("VirtioQueue"), lib("GuestMemory")]),
     ("virtio-rng", "FuzzVirtioRng", [lib("VirtioDevices"), lib("VirtioQueue"), lib("GuestMemory")]),
     ("virtio-net", "FuzzVirtioNet", [lib("VirtioDevices"), lib("VirtioQueue"), lib("GuestMemory")]),
+    ("virtio-vsock", "FuzzVirtioVsock", [lib("VirtioDevices"), lib("VirtioQueue"), lib("GuestMemory")]),
     ("pci-config", "FuzzPCIConfig", [lib("PCI"), lib("DeviceModel"), lib("VirtioDevices"), lib("GuestMemory")]),
     ("elf-loader", "FuzzELFLoader", [lib("Arch"), lib("GuestMemory"), lib("HypervisorTesting")]),
     ("bzimage-loader", "FuzzBzImageLoader", [lib("Arch"), lib("GuestMemory")]),

@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -27,6 +27,10 @@
 #   net      two --net NICs on TAPs the VMM creates (ip=, mask=, mac=; 2 queue pairs on the
 #            first): pings and TCP transfers both ways with matching checksums
 #            (net-scenarios.sh).
+#   vsock    --vsock cid=3,socket=PATH (hybrid vsock): level 1 says CONNECT 1234 at PATH, reads
+#            OK <port>, and exchanges 4 MiB / 3 MiB at once with the guest's AF_VSOCK listener;
+#            the guest connects to CID 2 port 5678, reaching a listener at PATH_5678, 2 MiB each
+#            way; md5s match on both sides (vsock-scenario.sh).
 #   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
 #            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
@@ -341,6 +345,11 @@ in_l1() {
   fi
 
   if want net; then scenario_net; fi
+  if want vsock; then
+    # shellcheck source-path=SCRIPTDIR source=vsock-scenario.sh
+    source "$here/vsock-scenario.sh"
+    scenario_vsock
+  fi
   if want libvirt; then libvirt_scenario "$binary"; fi
   if want snapshot; then
     # shellcheck source-path=SCRIPTDIR source=snapshot-scenario.sh

@@ -12,6 +12,7 @@ nested_vmlinux="$CH_NESTED_CACHE/vmlinux"              # uncompressed ELF with t
 nested_l1_initrd="$CH_NESTED_CACHE/l1-initramfs.cpio.gz"
 nested_l2_initrd="$CH_NESTED_CACHE/l2-initramfs.cpio.gz"
 nested_netbench="$CH_NESTED_CACHE/ch-netbench"         # the level-1 end of the network transfers
+nested_vsockbench="$CH_NESTED_CACHE/ch-vsockbench"     # the level-1 end of the vsock transfers
 
 # Prefix every message with the name of the script that prints it.
 nested_log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }

@@ -46,7 +46,7 @@ def cmdline(busy):
     churn = ("(while :; do dd if=/dev/urandom of=/fill/churn bs=64k count=256 conv=notrunc 2>/dev/null; done) & "
              if busy else "")
     test = (f"mkdir -p /fill && mount -t tmpfs -o size={fill + 24}M tmpfs /fill && "
-            f"head -c {fill}M /dev/urandom > /fill/data && {churn}echo BENCH-FILLED && "
+            f"head -c $(({fill} * 1048576)) /dev/urandom > /fill/data && {churn}echo BENCH-$((6 * 7))-FILLED && "
             "while read -r line; do echo ECHO-$line; done")
     return f"console=ttyS0 panic=-1 ch_test=\"{test}\""
 
@@ -66,7 +66,7 @@ def ch_round(busy, work):
     destination = Guest([binary, "--api-socket", dst_api], os.path.join(work, "ch-dst.log"))
     receiver = None
     try:
-        if not source.wait_for("BENCH-FILLED", 600):
+        if not source.wait_for("BENCH-42-FILLED", 600):
             raise RuntimeError(f"the guest never filled its memory: {source.text()[-400:]}")
         wait_path(dst_api)
         receiver = subprocess.Popen([remote, "--api-socket", dst_api, "receive-migration", f"receiver_url=tcp:127.0.0.1:{PORT}"],
@@ -104,7 +104,7 @@ def qemu_round(busy, work):
     source = Guest(qemu_args(src_qmp, busy), os.path.join(work, "qemu-src.log"))
     destination = Guest(qemu_args(dst_qmp, busy) + ["-incoming", f"tcp:127.0.0.1:{PORT + 1}"], os.path.join(work, "qemu-dst.log"))
     try:
-        if not source.wait_for("BENCH-FILLED", 600):
+        if not source.wait_for("BENCH-42-FILLED", 600):
             raise RuntimeError(f"the QEMU guest never filled its memory: {source.text()[-400:]}")
         qmp = QMP(src_qmp)
         QMP(dst_qmp)

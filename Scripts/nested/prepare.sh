@@ -38,7 +38,8 @@ l1_modules=(irqbypass kvm ccp kvm-amd
   netfs fscache 9pnet 9pnet_virtio 9p tun)
 # Modules that level 2 loads when they exist: the virtio drivers a VMM's devices need.
 l2_modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  virtio_blk failover net_failover virtio_net virtio_console virtio-rng button evdev)
+  virtio_blk failover net_failover virtio_net virtio_console virtio-rng button evdev
+  vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport)
 # Modules level 1 cannot work without (a missing one is an error, not a warning).
 l1_required=(kvm kvm-amd 9pnet_virtio 9p)
 
@@ -177,6 +178,8 @@ build_initramfs() {
   gcc -static -O2 -o "$stage/bin/ch-blkbench" "$here/blkbench.c" || nested_die "cannot build ch-blkbench (gcc and libc6-dev are needed)"
   # The timed TCP transfer of the network tests (busybox has no iperf).
   gcc -static -O2 -o "$stage/bin/ch-netbench" "$here/netbench.c" || nested_die "cannot build ch-netbench"
+  # Both ends of the vsock transfers (AF_VSOCK in the guest).
+  gcc -static -O2 -o "$stage/bin/ch-vsockbench" "$here/vsockbench.c" || nested_die "cannot build ch-vsockbench"
 
   local report mod rel
   report="$(mktemp)"
@@ -210,7 +213,7 @@ build_initramfs() {
 
 # The images depend on this script, the init scripts and the kernel: remake them when any
 # of those changed since the last build.
-stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" "$here/blkbench.c" "$here/netbench.c" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$0" "$here/l1-init.sh" "$here/l2-init.sh" "$here/blkbench.c" "$here/netbench.c" "$here/vsockbench.c" <(printf '%s\n' "$kver") | sha256sum | cut -d' ' -f1)"
 if [[ $force == 1 || ! -s $nested_l1_initrd || ! -s $nested_l2_initrd ||
   "$(cat "$CH_NESTED_CACHE/initramfs.stamp" 2>/dev/null || true)" != "$stamp" ]]; then
   required="${l1_required[*]}"
@@ -218,6 +221,8 @@ if [[ $force == 1 || ! -s $nested_l1_initrd || ! -s $nested_l2_initrd ||
   build_initramfs "$nested_l2_initrd" "$here/l2-init.sh" "" "${l2_modules[@]}"
   # Level 1 runs the other end of the network transfers from the host tree.
   gcc -static -O2 -o "$nested_netbench" "$here/netbench.c" || nested_die "cannot build ch-netbench"
+  # ... and of the vsock transfers (the hybrid vsock's Unix sockets in level 1).
+  gcc -static -O2 -o "$nested_vsockbench" "$here/vsockbench.c" || nested_die "cannot build ch-vsockbench"
   printf '%s\n' "$stamp" >"$CH_NESTED_CACHE/initramfs.stamp"
 fi
 

@@ -49,7 +49,7 @@ def cmdline(size_mib):
     fill = size_mib // 4
     # The guest answers a line typed on its console with ECHO-<line>, to check it is alive.
     test = (f"mkdir -p /fill && mount -t tmpfs -o size={fill + 8}M tmpfs /fill && "
-            f"head -c {fill}M /dev/urandom > /fill/data && echo BENCH-FILLED && "
+            f"head -c $(({fill} * 1048576)) /dev/urandom > /fill/data && echo BENCH-$((6 * 7))-FILLED && "
             "while read -r line; do echo ECHO-$line; done")
     return f"console=ttyS0 panic=-1 ch_test=\"{test}\""
 
@@ -62,7 +62,7 @@ def ch_round(size, work):
                    "--cpus", "boot=1", "--memory", f"size={size}M", "--serial", "tty", "--console", "off"],
                   os.path.join(work, "ch-first.log"))
     try:
-        if not guest.wait_for("BENCH-FILLED", 600):
+        if not guest.wait_for("BENCH-42-FILLED", 600):
             raise RuntimeError(f"cloud-hypervisor guest never filled its memory: {guest.text()[-400:]}")
         ch_remote(api, "pause")
         os.mkdir(snap)
@@ -103,7 +103,7 @@ def qemu_round(size, work):
     qmp_path = os.path.join(work, "qemu.qmp")
     guest = Guest(qemu_args(size, qmp_path), os.path.join(work, "qemu-first.log"))
     try:
-        if not guest.wait_for("BENCH-FILLED", 600):
+        if not guest.wait_for("BENCH-42-FILLED", 600):
             raise RuntimeError(f"QEMU guest never filled its memory: {guest.text()[-400:]}")
         qmp = QMP(qmp_path)
         qmp.call("stop")

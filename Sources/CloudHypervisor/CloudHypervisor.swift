@@ -91,7 +91,7 @@ struct CloudHypervisorCommand: ParsableCommand {
             help: ArgumentHelp("Generic vhost-user device, repeatable (absent here): \(GenericVhostUserConfig.syntax)", valueName: "generic-vhost-user"))
     var genericVhostUser: [String] = []
 
-    @Option(help: ArgumentHelp("virtio-vsock (absent here): \(VsockConfig.syntax)", valueName: "vsock"))
+    @Option(help: ArgumentHelp("virtio-vsock, Cloud Hypervisor's hybrid vsock: \(VsockConfig.syntax)", valueName: "vsock"))
     var vsock: String?
 
     @Option(help: ArgumentHelp("virtio RTC (absent here): \(RtcConfig.syntax); a bare --rtc enables it", valueName: "rtc"))

@@ -156,8 +156,9 @@ public struct APIRouter: Sendable {
             _ = try StrictJSON.decode(PmemConfig.self, from: body ?? [], typeName: "PmemConfig")
             throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "pmem", option: "--pmem", feature: "virtio-pmem")))
         case .vmAddVsock:
-            _ = try StrictJSON.decode(VsockConfig.self, from: body ?? [], typeName: "VsockConfig")
-            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "vsock", option: "--vsock", feature: "virtio-vsock")))
+            let vsock = try StrictJSON.decode(VsockConfig.self, from: body ?? [], typeName: "VsockConfig")
+            if let absent = vsock.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
+            return try added(endpoint) { () throws(ControlError) in try control.addVsock(vsock) }
         case .vmAddVdpa:
             _ = try StrictJSON.decode(VdpaConfig.self, from: body ?? [], typeName: "VdpaConfig")
             throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "vdpa", option: "--vdpa", feature: "vDPA devices")))

@@ -174,6 +174,10 @@ public final class FakeVMMControl: VMMControl {
         return try added("addNet") { (vm: inout VMConfig) in vm.net = (vm.net ?? []) + [device] }
     }
 
+    public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
+        try added("addVsock") { (vm: inout VMConfig) in vm.vsock = config }
+    }
+
     public func removeDevice(id: String) throws(ControlError) {
         try transition("removeDevice") { (snapshot: inout Snapshot) throws(ControlError) in
             guard var config = snapshot.config else {
@@ -184,6 +188,8 @@ public final class FakeVMMControl: VMMControl {
                 config.disks?.remove(at: index)
             } else if let index = config.netIDs.firstIndex(of: id) {
                 config.net?.remove(at: index)
+            } else if config.vsockID == id {
+                config.vsock = nil
             } else if !permissive {
                 throw .invalidConfig("no device has id '\(id)'")
             }
@@ -202,9 +208,13 @@ public final class FakeVMMControl: VMMControl {
             change(&config)
             snapshot.config = config
             guard state == .running || state == .paused else { return nil }
-            let count = (config.disks?.count ?? 0) + (config.net?.count ?? 0)
-            return PciDeviceInfo(id: call == "addDisk" ? "_disk\((config.disks?.count ?? 1) - 1)" : "_net\((config.net?.count ?? 1) - 1)",
-                                 bdf: "0000:00:\(String(format2: 3 + count)).0")
+            let count = (config.disks?.count ?? 0) + (config.net?.count ?? 0) + (config.vsock == nil ? 0 : 1)
+            let id = switch call {
+            case "addDisk": "_disk\((config.disks?.count ?? 1) - 1)"
+            case "addVsock": config.vsockID ?? "_vsock0"
+            default: "_net\((config.net?.count ?? 1) - 1)"
+            }
+            return PciDeviceInfo(id: id, bdf: "0000:00:\(String(format2: 3 + count)).0")
         }
     }
 

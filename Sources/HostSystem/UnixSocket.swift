@@ -205,6 +205,23 @@ public final class UnixSocket: Sendable, CustomStringConvertible {
         return socket
     }
 
+    /// A non-blocking connection to the server listening at `path` that never waits: a
+    /// server whose backlog is full is refused with `EAGAIN` instead of waited for.
+    ///
+    /// The corresponding system calls are `socket(2)` with `SOCK_NONBLOCK` and `connect(2)`.
+    public static func connectNonBlocking(to path: String) throws(SystemError) -> UnixSocket {
+        let socket = UnixSocket(adopting: try makeSocket(nonBlocking: true))
+        let result = try withAddress(path, call: "connect(\(path))") { address, length in
+            Glibc.connect(socket.rawValue, address, length)
+        }
+        if result != 0 {
+            let error = SystemError.current("connect(\(path))")
+            // A Unix stream connect completes at once or fails; EAGAIN means a full backlog.
+            throw error.errno == EINPROGRESS ? SystemError(call: "connect(\(path))", errno: EAGAIN) : error
+        }
+        return socket
+    }
+
     /// Two connected, blocking sockets (`socketpair(2)`), for tests and in-process channels.
     public static func pair() throws(SystemError) -> (UnixSocket, UnixSocket) {
         var fds: [Int32] = [-1, -1]

@@ -99,6 +99,9 @@ public enum SeccompPolicy {
             // A console or serial port on a socket: accepting its client, writing to it, and the
             // retry timer of the client's input pump.
             .allow("accept4"), .allow("sendmsg"), .allow("timerfd_create"),
+            // virtio-vsock: host clients accepted at its socket, guest connections to `socket_<port>`,
+            // bytes both ways, half-closes.
+            .allow("socket", argument: 0, oneOf: [UInt64(AF_UNIX)]), .allow("connect"), .allow("recvmsg"), .allow("shutdown"),
             .ioctl(Ioctl.eventLoop),
         ]
     }

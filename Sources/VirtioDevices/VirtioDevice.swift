@@ -21,6 +21,8 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
     public static let rng = VirtioDeviceType(rawValue: 4)
     /// Traditional memory balloon (5).
     public static let balloon = VirtioDeviceType(rawValue: 5)
+    /// Socket device (19).
+    public static let vsock = VirtioDeviceType(rawValue: 19)
 
     /// The type's name, or its number when it has no name here.
     public var description: String {
@@ -30,6 +32,7 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
         case 3: "console"
         case 4: "rng"
         case 5: "balloon"
+        case 19: "vsock"
         default: "type \(rawValue)"
         }
     }
@@ -43,6 +46,8 @@ public enum VirtioFeature {
     public static let eventIndex: UInt64 = 1 << 29
     /// `VIRTIO_F_VERSION_1`: the device follows virtio 1.x; always offered by this transport.
     public static let version1: UInt64 = 1 << 32
+    /// `VIRTIO_F_IN_ORDER`: the device uses buffers in the order the driver made them available.
+    public static let inOrder: UInt64 = 1 << 35
 }
 
 /// The device status bits the driver writes (virtio 1.x, section 2.1).

@@ -12,6 +12,8 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
     case rng
     /// A ``VirtioConsole``'s state.
     case console(VirtioConsole.State)
+    /// A ``VirtioVsock``'s state.
+    case vsock(VirtioVsock.State)
     /// A device that cannot save its state (restoring it is refused).
     case unsupported(type: UInt16)
 
@@ -22,6 +24,7 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
         case .net: "net"
         case .rng: "rng"
         case .console: "console"
+        case .vsock: "vsock"
         case .unsupported(let type): "unsupported type \(type)"
         }
     }

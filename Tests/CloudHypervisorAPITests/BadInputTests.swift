@@ -43,7 +43,7 @@ struct BadInputTests {
         ("not json", "not valid JSON"),
         ("[]", "must be a JSON object"),
         ("42", "must be a JSON object"),
-        (#"{"payload":{"kernel":"/k"},"vsock":{"cid":3,"socket":"/tmp/v"}}"#, "field 'vsock' asks for virtio-vsock, an absent feature"),
+        (#"{"payload":{"kernel":"/k"},"vsock":{"cid":3,"socket":"/tmp/v","iommu":true}}"#, "field 'vsock.iommu' asks for the virtual IOMMU"),
         (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1,"max_vcpus":1,"kvm_hyperv":true}}"#, "field 'cpus.kvm_hyperv' asks for"),
         (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","vhost_user":true}]}"#, "field 'disks[0].vhost_user' asks for vhost-user-blk"),
         (#"{"payload":{"kernel":"/k"},"platform":{"num_pci_segments":2}}"#, "field 'platform.num_pci_segments'"),

@@ -313,12 +313,18 @@ struct CHRemoteTests {
             let net = try Self.run(socket + ["add-net", "tap=chtap0,mac=52:54:00:12:34:56,id=net1"])
             #expect(net.status == 0, "\(net.stderr)")
             #expect(control.snapshot.config?.net?.last == (try NetConfig.parse("tap=chtap0,mac=52:54:00:12:34:56,id=net1")))
+            let vsock = try Self.run(socket + ["add-vsock", "cid=3,socket=/tmp/v.sock"])
+            #expect(vsock.status == 0, "\(vsock.stderr)")
+            #expect(control.snapshot.config?.vsock == (try VsockConfig.parse("cid=3,socket=/tmp/v.sock")))
+            let removeVsock = try Self.run(socket + ["remove-device", "_vsock0"])
+            #expect(removeVsock.status == 0, "\(removeVsock.stderr)")
+            #expect(control.snapshot.config?.vsock == nil)
             let resize = try Self.run(socket + ["resize", "--cpus", "1"])
             #expect(resize.status == 0, "\(resize.stderr)")
             let remove = try Self.run(socket + ["remove-device", "disk9"])
             #expect(remove.status == 0, "\(remove.stderr)")
             #expect(control.snapshot.config?.disks?.isEmpty ?? true)
-            #expect(control.snapshot.calls.suffix(4) == ["addDisk", "addNet", "resize", "removeDevice"])
+            #expect(control.snapshot.calls.suffix(6) == ["addDisk", "addNet", "addVsock", "removeDevice", "resize", "removeDevice"])
 
             // On a running VM the server answers the new device's PCI address, printed as sent.
             try control.boot()
@@ -351,7 +357,7 @@ struct CHRemoteTests {
             let absent: [(arguments: [String], feature: String)] = [
                 (["add-fs", "tag=myfs,socket=/tmp/fs.sock"], "virtio-fs"),
                 (["add-pmem", "file=/tmp/pmem,size=1M"], "virtio-pmem"),
-                (["add-vsock", "cid=3,socket=/tmp/vsock.sock"], "virtio-vsock"),
+                (["add-vsock", "cid=3,socket=/tmp/vsock.sock,iommu=on"], "the virtual IOMMU"),
                 (["add-vdpa", "path=/dev/vhost-vdpa-0"], "vDPA devices"),
                 (["add-device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "VFIO device assignment"),
                 (["add-user-device", "socket=/tmp/user.sock"], "vfio-user devices"),

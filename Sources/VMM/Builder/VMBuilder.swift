@@ -30,6 +30,8 @@ final class BuiltVM: @unchecked Sendable {
     let virtio: [VirtioPCIAttachment]
     let console: AttachedConsole?
     let nets: [AttachedNet]
+    /// The vsock device, when the configuration has one.
+    let vsock: AttachedVsock?
     /// Every device with its id, resources, counters and state, in boot order.
     let deviceManager: DeviceManager
     /// Presses the ACPI power button (through the Generic Event Device).
@@ -43,7 +45,7 @@ final class BuiltVM: @unchecked Sendable {
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
-         nets: [AttachedNet], deviceManager: DeviceManager, powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
+         nets: [AttachedNet], vsock: AttachedVsock?, deviceManager: DeviceManager, powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
         self.config = config
         self.vm = vm
         self.memory = memory
@@ -56,6 +58,7 @@ final class BuiltVM: @unchecked Sendable {
         self.virtio = virtio
         self.console = console
         self.nets = nets
+        self.vsock = vsock
         self.deviceManager = deviceManager
         self.powerButton = powerButton
         self.events = events
@@ -143,6 +146,14 @@ struct VMBuilder {
                                                      mover: mover, counters: { device.counters.dictionary }))
             nets.append(attached)
         }
+        var vsock: AttachedVsock?
+        if let vsockConfig = config.vsock, let id = config.vsockID {
+            let attached = try attachVirtioVsock(vsockConfig, id: id, context: context, bars: &bars)
+            virtio.append(attached.attachment)
+            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-vsock", attachment: attached.attachment,
+                                                     address: attached.address, mover: mover))
+            vsock = attached
+        }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
@@ -175,7 +186,8 @@ struct VMBuilder {
             vcpus.append(vcpu)
         }
         let built = BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
-                            pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, deviceManager: deviceManager,
+                            pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, vsock: vsock,
+                            deviceManager: deviceManager,
                             powerButton: { [logger] in
                                 do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
                             },

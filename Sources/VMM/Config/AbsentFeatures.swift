@@ -76,6 +76,13 @@ extension NetConfig {
     }
 }
 
+extension VsockConfig {
+    /// The absent features this vsock device asks for (`at`: its JSON path, empty for `vm.add-vsock`'s body).
+    public func absentFeatures(at path: String = "") -> [AbsentFeature] {
+        pci.absentFeatures(at: path, option: "--vsock")
+    }
+}
+
 extension VMConfig {
     /// Every field of this configuration that asks for an absent feature, in document order.
     public var absentFeatures: [AbsentFeature] {
@@ -109,7 +116,7 @@ extension VMConfig {
         if !(devices ?? []).isEmpty { absent("devices", "--device", "VFIO device assignment") }
         if !(userDevices ?? []).isEmpty { absent("user_devices", "--user-device", "vfio-user devices") }
         if !(vdpa ?? []).isEmpty { absent("vdpa", "--vdpa", "vDPA devices") }
-        if vsock != nil { absent("vsock", "--vsock", "virtio-vsock") }
+        if let vsock { found += vsock.absentFeatures(at: "vsock") }
         if rtc != nil { absent("rtc", "--rtc", "the virtio RTC device") }
         if tpm != nil { absent("tpm", "--tpm", "TPM devices") }
         if pvpanic { absent("pvpanic", "--pvpanic", "the pvpanic device") }

@@ -11,6 +11,7 @@ extension VMConfig {
         try serial.validate(option: "--serial")
         try validateDisks()
         try validateNets()
+        try validateVsock()
         try console.validate(option: "--console")
         try validateLandlockRules()
         if serial.mode == .tty && console.mode == .tty {
@@ -84,6 +85,24 @@ extension VMConfig {
             if let mac = device.mac?.lowercased(), !macs.insert(mac).inserted {
                 throw ConfigError(option: "--net", "mac=\(mac) is given to two devices; guest addresses must be unique")
             }
+        }
+    }
+}
+
+extension VMConfig {
+    /// The vsock device's id: its `id=`, or Cloud Hypervisor's `_vsock0`.
+    public var vsockID: String? { vsock.map { $0.pci.id ?? "_vsock0" } }
+
+    /// Refuses the context ids with a special meaning (0, 1, 2 and 2^32-1, as Cloud
+    /// Hypervisor), an empty socket path, and an id another device has.
+    func validateVsock() throws(ConfigError) {
+        guard let vsock, let id = vsockID else { return }
+        if [0, 1, 2, UInt32.max].contains(vsock.cid) {
+            throw ConfigError(option: "--vsock", "cid=\(vsock.cid) is a special vsock context id (0, 1, 2 and 4294967295 are reserved); give 3 or above")
+        }
+        if vsock.socket.isEmpty { throw ConfigError(option: "--vsock", "socket= needs the path of the host-side Unix socket") }
+        if diskIDs.contains(id) || netIDs.contains(id) {
+            throw ConfigError(option: "--vsock", "id=\(id) is used by two devices; ids must be unique")
         }
     }
 }

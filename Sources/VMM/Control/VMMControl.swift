@@ -216,6 +216,9 @@ public protocol VMMControl: AnyObject, Sendable {
     /// `vm.add-net`: as `addDisk`. `descriptors` are TAP descriptors passed with the request
     /// (SCM_RIGHTS); the control owns them from now on, and closes them if it refuses.
     func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo?
+    /// `vm.add-vsock`: before boot, puts the vsock device in the configuration (nil answer;
+    /// refused when it has one, as Cloud Hypervisor allows one); on a running VM, hot-adds it.
+    func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo?
     /// `vm.remove-device`: removes the device with this id.
     func removeDevice(id: String) throws(ControlError)
     /// `vm.snapshot`: writes a paused VM's snapshot into the directory `destinationURL` names
@@ -232,6 +235,11 @@ public protocol VMMControl: AnyObject, Sendable {
 }
 
 extension VMMControl {
+    /// A control without vsock refuses `vm.add-vsock` as an absent feature.
+    public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
+        throw .absentFeature(AbsentFeature(field: "vsock", option: "--vsock", feature: "virtio-vsock"))
+    }
+
     /// A control without snapshots refuses `vm.snapshot`.
     public func snapshot(destinationURL: String) throws(ControlError) { throw .unsupported(action: "vm.snapshot") }
     /// A control without snapshots refuses `vm.restore`.

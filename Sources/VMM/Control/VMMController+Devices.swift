@@ -1,5 +1,5 @@
 // The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
-// vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
+// vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
 // on a running VM they need hotplug, which is absent: the answer names it.
 import HostSystem
 
@@ -58,7 +58,18 @@ extension VMMController {
         }, passing: owned)
     }
 
-    /// `vm.remove-device`: before boot, removes a disk or NIC from the configuration (and
+    /// `vm.add-vsock`: the vsock device goes into the configuration before boot, unless it
+    /// has one already (Cloud Hypervisor's `TooManyVsockDevices`); hot-adding is absent.
+    public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
+        try addDevice { (vm: inout VMConfig) throws(ControlError) in
+            guard vm.vsock == nil else {
+                throw .invalidConfig("the VM has a vsock device already (\(vm.vsockID ?? "_vsock0")); it can have only one")
+            }
+            vm.vsock = config
+        }
+    }
+
+    /// `vm.remove-device`: before boot, removes a disk, NIC or the vsock device from the configuration (and
     /// closes descriptors passed for it); on a running VM, hot-removal is absent.
     public func removeDevice(id: String) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
@@ -73,6 +84,8 @@ extension VMMController {
                 let removed = config.net?.remove(at: index)
                 if config.net?.isEmpty == true { config.net = nil }
                 for fd in removed?.fds ?? [] { slot.passed[fd] = nil }
+            } else if config.vsockID == id {
+                config.vsock = nil
             } else {
                 throw .invalidConfig("no device has id '\(id)'")
             }

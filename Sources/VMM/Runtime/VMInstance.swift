@@ -136,6 +136,7 @@ final class VMInstance: Sendable {
         for thread in threads { thread.join() }
         memoryRestoration?.stop()
         built.events.stop()
+        built.vsock?.close()
         built.devices.serialInput?.stop()
         built.console?.input?.stop()
         built.devices.serialHost?.restore()

@@ -48,9 +48,9 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 /// Memory request out of order, and a Memory body of two ranges.
 private func seeds() -> [[UInt8]] {
     let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"memory_ranges":{"data":[{"gpa":0,"length":16777216}]}}}"#.utf8)
-    let protocol = [UInt8(0)] + MigrationReceiveCheck.streamStart(config: config)
+    let requests = [UInt8(0)] + MigrationReceiveCheck.streamStart(config: config)
     let outOfOrder: [UInt8] = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0]
     let body = MigrationReceiveCheck.memoryBody([MemoryRange(gpa: 0x1000, length: 64), MemoryRange(gpa: 0xF_F000, length: 32)], fill: 0xA5)
     let memory = [UInt8(1), UInt8(body.tableLength & 0xFF), UInt8(body.tableLength >> 8)] + body.stream
-    return [protocol, outOfOrder, memory]
+    return [requests, outOfOrder, memory]
 }
