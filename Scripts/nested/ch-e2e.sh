@@ -49,7 +49,8 @@
 #   migration a guest counting on its serial port, disk and NIC while it rewrites 4 MiB of memory
 #            migrates A -> B over tcp:, B -> C over unix:, C -> D with local=on, then D -> E with
 #            E killed mid-way: the count goes on without a gap, each source exits, D survives
-#            the failed one (migration-scenario.sh).
+#            the failed one (migration-scenario.sh). Not in the default set yet: --only
+#            migration or CH_NESTED_MIGRATION=1.
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -77,12 +78,18 @@ in_l1() {
   [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
 
   pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
-  # Every scenario runs by default; --only names a subset.
-  # Every scenario runs by default except `snapshot`, which runs when named in --only or with
-  # CH_NESTED_SNAPSHOT=1: in this bench its guest was restored and went on (copy and on demand), but
-  # one run hung in the snapshot step, a cause not found yet.
+  # Every scenario runs by default (--only names a subset) except `snapshot` and `migration`,
+  # which run when named in --only or with CH_NESTED_SNAPSHOT=1 / CH_NESTED_MIGRATION=1:
+  # `snapshot` passed its last runs but one earlier run hung in its snapshot step (cause not
+  # found); `migration` is new.
   want() {
-    if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else [[ $1 != snapshot || ${CH_NESTED_SNAPSHOT:-0} == 1 ]]; fi
+    if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else
+      case $1 in
+        snapshot) [[ ${CH_NESTED_SNAPSHOT:-0} == 1 ]] ;;
+        migration) [[ ${CH_NESTED_MIGRATION:-0} == 1 ]] ;;
+        *) true ;;
+      esac
+    fi
   }
   # shellcheck source-path=SCRIPTDIR source=net-scenarios.sh
   source "$here/net-scenarios.sh"
