@@ -146,6 +146,25 @@ public final class FakeVMMControl: VMMControl {
         }
     }
 
+    /// A migration of a running or paused VM: recorded; the state stays (the real control
+    /// answers once the migration started, and the VM leaves when it ends).
+    public func sendMigration(_ request: SendMigrationData) throws(ControlError) {
+        try move("sendMigration", action: "vm.send-migration", from: [.running, .paused], to: nil)
+    }
+
+    /// A received migration when no VM exists: a VM with the default configuration and a
+    /// kernel payload, Running; no socket is opened.
+    public func receiveMigration(_ request: ReceiveMigrationData) throws(ControlError) {
+        note("receiveMigration", [])
+        try transition("receiveMigration") { (snapshot: inout Snapshot) throws(ControlError) in
+            if snapshot.config != nil, !permissive { throw .vmAlreadyCreated }
+            var received = VMConfig()
+            received.payload = PayloadConfig(kernel: "/migrated/vmlinux")
+            snapshot.config = received
+            snapshot.state = .running
+        }
+    }
+
     public func powerButton() throws(ControlError) {
         // The guest decides what the button does; the state stays.
         try move("powerButton", action: "vm.power-button", from: [.running], to: nil)
