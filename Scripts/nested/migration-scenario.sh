@@ -55,11 +55,11 @@ migration_scenario() {
     if kill -0 "$from_pid" 2>/dev/null; then source_status=alive; else wait "$from_pid" || source_status=$?; fi
     if ((status == 0)) && [[ $source_status == 0 ]] && wait_count "$dir/$to.out" $((before + 3)) 120; then
       local figures
-      figures="$(grep -o 'migration completed: .*' "$dir/$from.err" | head -n 1 | sed 's/migration completed: //')"
+      figures="$(grep -o 'migration completed: .*' "$dir/$from.err" | head -n 1 | sed 's/migration completed: //' || true)"
       results+=("$from -> $to over ${url%%:*}$extra ($figures)")
     else
       ok=0
-      results+=("$from -> $to FAILED: send/receive status $status, source $source_status: $(tr '\n' ' ' <"$dir/$from.send") $(tr '\n' ' ' <"$dir/$to.receive") $(grep -a 'ERROR' "$dir/$from.err" "$dir/$to.err" | tail -n 3 | tr '\n' ' ')")
+      results+=("$from -> $to FAILED: send/receive status $status, source $source_status: $(tr '\n' ' ' <"$dir/$from.send") $(tr '\n' ' ' <"$dir/$to.receive") $(grep -a 'ERROR' "$dir/$from.err" "$dir/$to.err" | tail -n 3 | tr '\n' ' ' || true)")
     fi
   }
 
@@ -94,11 +94,15 @@ migration_scenario() {
     sleep 0.3
     kill -9 "$e" 2>/dev/null || true
     wait "$receiver_call" 2>/dev/null || true
-    if wait_count "$dir/d.out" $((before_fail + 4)) 120 && kill -0 "$d" 2>/dev/null; then
+    # D logs the failure once its connection breaks, then counts on.
+    local deadline=$((SECONDS + 120))
+    until grep -q 'migration failed' "$dir/d.err" || ((SECONDS > deadline)); do sleep 1; done
+    before_fail="$(last_count "$dir/d.out")"
+    if grep -q 'migration failed' "$dir/d.err" && wait_count "$dir/d.out" $((before_fail + 4)) 120 && kill -0 "$d" 2>/dev/null; then
       failed_ok=1
-      results+=("D -> E with E killed: D went on counting ($(grep -c 'migration failed' "$dir/d.err" || true) failure logged: $(grep -o 'migration failed: .*' "$dir/d.err" | head -n 1))")
+      results+=("D -> E with E killed: D went on counting ($(grep -c 'migration failed' "$dir/d.err" || true) failure logged: $(grep -o 'migration failed: .*' "$dir/d.err" | head -n 1 || true))")
     else
-      results+=("D -> E with E killed: D FAILED to go on: $(tail -n 4 "$dir/d.err" | tr '\n' ' ')")
+      results+=("D -> E with E killed: D FAILED to go on: $(tail -n 4 "$dir/d.err" | tr '\n' ' ' || true)")
     fi
   fi
 
