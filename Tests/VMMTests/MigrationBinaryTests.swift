@@ -25,6 +25,27 @@ struct MigrationBinaryTests {
         return process
     }
 
+    /// An empty directory at `path` (removed first if it exists).
+    static func freshDirectory(_ path: String) throws {
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    /// A hand-driven destination: accepts the sender, answers Start and Config OK, and returns
+    /// the connection with the first Memory request read (its payload not yet).
+    static func fakeDestinationUntilMemory(_ listener: UnixSocket) throws -> (MigrationChannel, MigrationRequest) {
+        let connection = try #require(try listener.accept())
+        try connection.descriptor.setNonBlocking(false)
+        let peer = MigrationChannel(unix: connection)
+        #expect(try peer.receiveRequest().command == .start)
+        try peer.send(MigrationResponse(.ok))
+        let config = try peer.receiveRequest()
+        #expect(config.command == .config)
+        _ = try peer.read(Int(config.length))
+        try peer.send(MigrationResponse(.ok))
+        return (peer, try peer.receiveRequest())
+    }
+
     static func waitForExit(_ process: Process, seconds: Double) -> Bool {
         Snapshots.waitFor({ !process.isRunning }, seconds: seconds)
     }
@@ -33,8 +54,7 @@ struct MigrationBinaryTests {
     /// memory handed over); checks the count goes on and both VMMs end as Cloud Hypervisor's do.
     func migrate(url: (String) -> String, local: Bool, name: String) throws {
         let work = NSTemporaryDirectory() + "ch-migration-\(name)-\(getpid())"
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try Self.freshDirectory(work)
         defer { try? FileManager.default.removeItem(atPath: work) }
         let kernel = work + "/counter.elf"
         try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
@@ -88,8 +108,7 @@ struct MigrationBinaryTests {
           .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func failedMigrationKeepsSource() throws {
         let work = NSTemporaryDirectory() + "ch-migration-fail-\(getpid())"
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try Self.freshDirectory(work)
         defer { try? FileManager.default.removeItem(atPath: work) }
         let kernel = work + "/counter.elf"
         try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
@@ -102,16 +121,7 @@ struct MigrationBinaryTests {
         let listener = try UnixSocket.listening(at: work + "/mig.sock")
         try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/mig.sock"])
         #expect(try listener.wait(for: .readable, timeoutMilliseconds: 20_000))
-        let connection = try #require(try listener.accept())
-        try connection.descriptor.setNonBlocking(false)
-        let peer = MigrationChannel(unix: connection)
-        #expect(try peer.receiveRequest().command == .start)
-        try peer.send(MigrationResponse(.ok))
-        let config = try peer.receiveRequest()
-        #expect(config.command == .config)
-        _ = try peer.read(Int(config.length))
-        try peer.send(MigrationResponse(.ok))
-        let memory = try peer.receiveRequest()
+        let (peer, memory) = try Self.fakeDestinationUntilMemory(listener)
         #expect(memory.command == .memory)
         _ = try peer.read(Int(memory.length) + 4096)
         peer.close()
@@ -149,8 +159,7 @@ struct MigrationBinaryTests {
           .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func timeoutStrategies() throws {
         let work = NSTemporaryDirectory() + "ch-migration-timeout-\(getpid())"
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try Self.freshDirectory(work)
         defer { try? FileManager.default.removeItem(atPath: work) }
         let kernel = work + "/churn.elf"
         try Data(TinyKernel.pvhELF(code: Self.churn)).write(to: URL(fileURLWithPath: kernel))
@@ -165,15 +174,7 @@ struct MigrationBinaryTests {
         let listener = try UnixSocket.listening(at: work + "/slow.sock")
         try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/slow.sock,downtime_ms=1,timeout_s=1"])
         #expect(try listener.wait(for: .readable, timeoutMilliseconds: 20_000))
-        let connection = try #require(try listener.accept())
-        try connection.descriptor.setNonBlocking(false)
-        let peer = MigrationChannel(unix: connection)
-        #expect(try peer.receiveRequest().command == .start)
-        try peer.send(MigrationResponse(.ok))
-        let config = try peer.receiveRequest()
-        _ = try peer.read(Int(config.length))
-        try peer.send(MigrationResponse(.ok))
-        let memory = try peer.receiveRequest()
+        let (peer, memory) = try Self.fakeDestinationUntilMemory(listener)
         #expect(memory.command == .memory)
         let table = try MigrationRangeCodec.decode(peer.read(Int(memory.length)))
         var left = Int(table.byteCount)
