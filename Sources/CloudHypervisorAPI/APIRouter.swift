@@ -158,6 +158,7 @@ public struct APIRouter: Sendable {
         case .vmAddVsock:
             let vsock = try StrictJSON.decode(VsockConfig.self, from: body ?? [], typeName: "VsockConfig")
             if let absent = vsock.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
+            do { try vsock.validate() } catch { throw .control(endpoint: endpoint.rawValue, .invalidConfig(error.description)) }
             return try added(endpoint) { () throws(ControlError) in try control.addVsock(vsock) }
         case .vmAddVdpa:
             _ = try StrictJSON.decode(VdpaConfig.self, from: body ?? [], typeName: "VdpaConfig")

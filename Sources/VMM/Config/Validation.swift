@@ -89,6 +89,17 @@ extension VMConfig {
     }
 }
 
+extension VsockConfig {
+    /// Refuses the context ids with a special meaning (0, 1, 2 and 2^32-1, as Cloud
+    /// Hypervisor) and an empty socket path (`vm.add-vsock` checks this before the VM does).
+    public func validate() throws(ConfigError) {
+        if [0, 1, 2, UInt32.max].contains(cid) {
+            throw ConfigError(option: "--vsock", "cid=\(cid) is a special vsock context id (0, 1, 2 and 4294967295 are reserved); give 3 or above")
+        }
+        if socket.isEmpty { throw ConfigError(option: "--vsock", "socket= needs the path of the host-side Unix socket") }
+    }
+}
+
 extension VMConfig {
     /// The vsock device's id: its `id=`, or Cloud Hypervisor's `_vsock0`.
     public var vsockID: String? { vsock.map { $0.pci.id ?? "_vsock0" } }
@@ -97,10 +108,7 @@ extension VMConfig {
     /// Hypervisor), an empty socket path, and an id another device has.
     func validateVsock() throws(ConfigError) {
         guard let vsock, let id = vsockID else { return }
-        if [0, 1, 2, UInt32.max].contains(vsock.cid) {
-            throw ConfigError(option: "--vsock", "cid=\(vsock.cid) is a special vsock context id (0, 1, 2 and 4294967295 are reserved); give 3 or above")
-        }
-        if vsock.socket.isEmpty { throw ConfigError(option: "--vsock", "socket= needs the path of the host-side Unix socket") }
+        try vsock.validate()
         if diskIDs.contains(id) || netIDs.contains(id) {
             throw ConfigError(option: "--vsock", "id=\(id) is used by two devices; ids must be unique")
         }

@@ -180,8 +180,11 @@ public struct SendMigrationData: Codable, Equatable, Sendable {
         case timeoutStrategy = "timeout_strategy", connections, tlsDir = "tls_dir", memoryMode = "memory_mode"
     }
 
+    /// The most parallel connections Cloud Hypervisor allows (`MAX_MIGRATION_CONNECTIONS`).
+    public static let maxConnections: UInt32 = 128
+
     /// Decodes with Cloud Hypervisor's defaults; the counts that Cloud Hypervisor holds as
-    /// non-zero types refuse 0.
+    /// non-zero types refuse 0, and more than 128 connections are refused.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         destinationURL = try c.decode(String.self, forKey: .destinationURL)
@@ -194,6 +197,12 @@ public struct SendMigrationData: Codable, Equatable, Sendable {
         memoryMode = try c.value(.memoryMode, default: .precopy)
         for (key, value) in [(CodingKeys.downtimeMS, downtimeMS), (.timeoutS, timeoutS), (.connections, UInt64(connections))] where value == 0 {
             throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "must not be 0")
+        }
+        for (key, value) in [(CodingKeys.downtimeMS, downtimeMS), (.timeoutS, timeoutS)] where value > UInt64(Int64.max) {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "must fit a signed 64-bit integer (int64)")
+        }
+        if connections > Self.maxConnections {
+            throw DecodingError.dataCorruptedError(forKey: .connections, in: c, debugDescription: "must not exceed \(Self.maxConnections)")
         }
     }
 }
