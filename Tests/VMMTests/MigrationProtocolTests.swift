@@ -144,5 +144,6 @@ struct MigrationProtocolTests {
         let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"memory_ranges":{"data":[]}}}"#.utf8)
         #expect(MigrationReceiveCheck.receive(MigrationReceiveCheck.streamStart(config: config)).description.contains("no machine"))
         #expect(MigrationReceiveCheck.receive([1, 0]).description.contains("closed"))
+        #expect(MigrationReceiveCheck.receive([]).description.contains("closed"), "an empty stream (the fuzzer's first input) is refused, not a crash")
     }
 }
