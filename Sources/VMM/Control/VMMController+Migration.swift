@@ -35,7 +35,7 @@ extension VMMController {
     /// The migration thread: on success the VM is gone and the VMM ends; on failure the VM runs on.
     private func migrate(_ instance: VMInstance, request: SendMigrationData, address: MigrationAddress, running: Bool) {
         monitor?.emit(source: "vm", event: "migration-started")
-        let sender = MigrationSender(built: instance.built, request: request, address: address, pause: { instance.pause() }, logger: logger,
+        let sender = MigrationSender(built: instance.built, request: request, pause: { instance.pause() }, logger: logger,
                                      event: { [monitor] name, properties in monitor?.emit(source: "vm", event: name, properties: properties) })
         var channel: MigrationChannel?
         do throws(MigrationError) {

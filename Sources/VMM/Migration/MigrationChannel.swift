@@ -211,7 +211,7 @@ final class MigrationChannel {
     }
 
     /// Reads exactly `count` bytes and the one descriptor passed with them.
-    func receive(_ count: Int, withDescriptor: Void = ()) throws(MigrationError) -> ([UInt8], OwnedFileDescriptor) {
+    func receiveWithDescriptor(_ count: Int) throws(MigrationError) -> ([UInt8], OwnedFileDescriptor) {
         guard let unix else { throw MigrationError("a memory descriptor can only come over a unix: migration socket") }
         var bytes: [UInt8] = []
         var descriptors: [OwnedFileDescriptor] = []

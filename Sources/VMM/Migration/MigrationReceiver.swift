@@ -78,7 +78,7 @@ final class MigrationReceiver {
             phase = .started
         case (.started, .memoryFD), (.memoryFDsReceived, .memoryFD):
             guard request.length == 4 else { throw MigrationError("MemoryFd carries a 4-byte slot number, this one announces \(request.length) bytes") }
-            let (bytes, file) = try channel.receive(4)
+            let (bytes, file) = try channel.receiveWithDescriptor(4)
             let slot = ByteReader.u32(bytes, at: 0)
             guard files[slot] == nil, files.count < Self.maxMemoryFiles else {
                 throw MigrationError("memory slot \(slot) arrived twice or too many memory descriptors (at most \(Self.maxMemoryFiles))")

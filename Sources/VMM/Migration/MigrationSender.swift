@@ -45,7 +45,6 @@ struct MigrationFigures: Sendable, CustomStringConvertible {
 struct MigrationSender {
     let built: BuiltVM
     let request: SendMigrationData
-    let address: MigrationAddress
     /// Parks the VM (vCPUs and devices); false when it did not stop.
     let pause: () -> Bool
     let logger: Logger
