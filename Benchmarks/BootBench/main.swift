@@ -3,6 +3,8 @@
 //
 //   boot-bench --binary PATH [--runs N]     measure (median of N runs, default 20)
 //   boot-bench --write-kernel PATH          only write the tiny kernel
+//   boot-bench --write-idle-kernel PATH     write a tiny kernel that prints "!" and then halts
+//                                           for ever (the guest of Scripts/bench-memory-per-vm.sh)
 //
 // The tiny kernel's first instructions write '!' to the serial port, which cloud-hypervisor
 // (--serial tty) writes to a pipe this program reads; it then prints "OK" and powers off
@@ -30,8 +32,11 @@ func now() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-func writeKernel(_ path: String) {
-    let image = TinyKernel.pvhELF(code: tinyKernelCode)
+/// mov dx,0x3f8; mov al,'!'; out dx,al; mov al,10; out dx,al; 1: hlt; jmp 1b
+let idleKernelCode: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x21, 0xEE, 0xB0, 0x0A, 0xEE, 0xF4, 0xEB, 0xFD]
+
+func writeKernel(_ path: String, code: [UInt8] = tinyKernelCode) {
+    let image = TinyKernel.pvhELF(code: code)
     let fd = clinux_open_mode(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     guard fd >= 0 else { fail("cannot create \(path)") }
     _ = image.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -82,13 +87,17 @@ while let argument = arguments.popFirst() {
         guard let path = arguments.popFirst() else { fail("--write-kernel needs a path") }
         writeKernel(path)
         exit(0)
+    case "--write-idle-kernel":
+        guard let path = arguments.popFirst() else { fail("--write-idle-kernel needs a path") }
+        writeKernel(path, code: idleKernelCode)
+        exit(0)
     case "--binary":
         binary = arguments.popFirst()
     case "--runs":
         guard let value = arguments.popFirst().flatMap({ Int($0) }), value > 0 else { fail("--runs takes a positive number") }
         runs = value
     default:
-        fail("unknown option \(argument); accepted: --binary PATH, --runs N, --write-kernel PATH")
+        fail("unknown option \(argument); accepted: --binary PATH, --runs N, --write-kernel PATH, --write-idle-kernel PATH")
     }
 }
 guard let binary else { fail("give --binary PATH (the cloud-hypervisor to measure)") }
