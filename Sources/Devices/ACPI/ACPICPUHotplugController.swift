@@ -152,7 +152,6 @@ public final class ACPICPUHotplugController: BusDevice {
                 var ejected: UInt32?
                 if written.contains(.eject), current.contains(.enabled) {
                     current.remove(.enabled)
-                    state.pendingRemoval.removeAll { $0 == id }
                     ejected = id
                 }
                 state.status[Int(id)] = current.rawValue
@@ -161,7 +160,11 @@ public final class ACPICPUHotplugController: BusDevice {
                 return nil
             }
         }
-        if let ejected { ejector(ejected) }
+        guard let ejected else { return }
+        // The removal stays pending until the thread has stopped: a grow must not reuse the
+        // vCPU before that.
+        ejector(ejected)
+        state.withLock { $0.pendingRemoval.removeAll { $0 == ejected } }
     }
 }
 
