@@ -34,7 +34,7 @@
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
-#            resize --cpus 5 is refused (cpu-hotplug-scenario.sh).
+#            resize --cpus 3 brings it back; resize --cpus 5 is refused (cpu-hotplug-scenario.sh).
 #   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
 #            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
