@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock cpuhotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -31,6 +31,10 @@
 #            OK <port>, and exchanges 4 MiB / 3 MiB at once with the guest's AF_VSOCK listener;
 #            the guest connects to CID 2 port 5678, reaching a listener at PATH_5678, 2 MiB each
 #            way; md5s match on both sides (vsock-scenario.sh).
+#   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
+#            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
+#            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
+#            resize --cpus 3 brings it back; resize --cpus 5 is refused (cpu-hotplug-scenario.sh).
 #   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
 #            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
@@ -356,6 +360,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=vsock-scenario.sh
     source "$here/vsock-scenario.sh"
     scenario_vsock
+  fi
+  if want cpuhotplug; then
+    # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh
+    source "$here/cpu-hotplug-scenario.sh"
+    scenario_cpuhotplug
   fi
   if want libvirt; then libvirt_scenario "$binary"; fi
   if want snapshot; then

@@ -25,6 +25,10 @@ public struct ACPIConfiguration: Sendable {
     public var genericEventDevice: PlatformAML.GenericEventDevice?
     /// Further objects appended to the DSDT after the built-in ones.
     public var additionalDefinitions: [any AMLConvertible]
+    /// CPU hotplug, as Cloud Hypervisor describes it: the address of the controller's
+    /// registers and how many vCPUs (the first of ``apicIDs``, which then lists every
+    /// possible one) are present at boot; `nil` for a fixed set of vCPUs.
+    public var cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)?
     /// The OEM and creator fields of every table.
     public var identity: ACPIIdentity
 
@@ -40,6 +44,7 @@ public struct ACPIConfiguration: Sendable {
         pciSegments = []
         genericEventDevice = nil
         additionalDefinitions = []
+        cpuHotplug = nil
         identity = .cloudHypervisor
     }
 
@@ -123,7 +128,12 @@ public struct ACPITableSet: Hashable, Sendable {
         definitions.append(PlatformAML.s5SleepState)
         definitions.append(PlatformAML.powerButton)
         if let ged = configuration.genericEventDevice { definitions += ged.definitions }
-        definitions.append(try PlatformAML.processors(apicIDs: apicIDs))
+        if let hotplug = configuration.cpuHotplug {
+            definitions.append(PlatformAML.cpuHotplugController(address: hotplug.controllerAddress))
+            definitions.append(try PlatformAML.hotpluggableProcessors(apicIDs: apicIDs))
+        } else {
+            definitions.append(try PlatformAML.processors(apicIDs: apicIDs))
+        }
         definitions += configuration.additionalDefinitions
 
         var layout = Layout(rsdpAddress: rsdpAddress)
@@ -133,7 +143,7 @@ public struct ACPITableSet: Hashable, Sendable {
         let fadt = FADT.cloudHypervisor(dsdtAddress: dsdtAddress, shutdownPort: configuration.shutdownPort,
                                         pmTimerPort: configuration.pmTimerPort, identity: identity)
         var pointers = [try layout.place(signature: "FACP", bytes: fadt.bytes)]
-        let madt = MADT.cloudHypervisor(apicIDs: apicIDs, ioapicID: configuration.ioapicID,
+        let madt = MADT.cloudHypervisor(apicIDs: apicIDs, enabledCount: configuration.cpuHotplug?.presentVCPUs, ioapicID: configuration.ioapicID,
                                         ioapicAddress: configuration.ioapicAddress, identity: identity)
         pointers.append(try layout.place(signature: "APIC", bytes: madt.bytes))
         if let mcfg { pointers.append(try layout.place(signature: "MCFG", bytes: mcfg.bytes)) }

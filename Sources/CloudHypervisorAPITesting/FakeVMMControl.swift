@@ -176,8 +176,12 @@ public final class FakeVMMControl: VMMControl {
                 if permissive { return }
                 throw .vmNotCreated
             }
-            if let vcpus = request.desiredVCPUs, vcpus != UInt32(config.cpus.bootVCPUs), !permissive {
-                throw .absentFeature(AbsentFeature(field: "desired_vcpus", option: "ch-remote resize --cpus", feature: "vCPU hotplug"))
+            // vCPU hotplug: any count from 1 to max_vcpus becomes boot_vcpus, as the real controller does.
+            if let vcpus = request.desiredVCPUs, !permissive {
+                guard vcpus >= 1, vcpus <= config.cpus.maxVCPUs else {
+                    throw .invalidConfig("desired_vcpus \(vcpus) is outside 1...\(config.cpus.maxVCPUs) (max_vcpus)")
+                }
+                snapshot.config?.cpus.bootVCPUs = vcpus
             }
         }
     }

@@ -19,14 +19,18 @@ struct IASLTests {
             mmio32: (base: 0xC000_0000, size: 0x2800_0000), mmio64: (base: 0x1_0000_0000 << 4, size: 1 << 36)))]
         var x2apic = ACPIConfiguration(apicIDs: (0..<300).map { $0 }, serialPort: true)
         x2apic.cmosRealTimeClock = PlatformAML.CMOSRealTimeClock(irq: PlatformAML.CMOSRealTimeClock.pcIRQ)
+        var hotplug = full
+        hotplug.apicIDs = (0..<8).map { $0 }
+        hotplug.cpuHotplug = (controllerAddress: 0xfed0_1000, presentVCPUs: 2)
         return [
             ("minimal", ACPIConfiguration(vcpuCount: 1, serialPort: false)),
             ("full", full),
             ("x2apic", x2apic),
+            ("cpu-hotplug", hotplug),
         ]
     }()
 
-    @Test(arguments: 0..<3)
+    @Test(arguments: 0..<4)
     func tablesDisassembleAndRecompileToTheSameBytes(index: Int) throws {
         let (label, configuration) = Self.configurations[index]
         let set = try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000)

@@ -362,7 +362,7 @@ struct CHRemoteTests {
                 (["add-device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "VFIO device assignment"),
                 (["add-user-device", "socket=/tmp/user.sock"], "vfio-user devices"),
                 (["add-generic-vhost-user", "socket=/tmp/g.sock,queue_sizes=[256],device_type=9p"], "generic vhost-user devices"),
-                (["resize", "--cpus", "4"], "vCPU hotplug"),
+                (["resize", "--cpus", "4"], "max_vcpus"),  // not absent, but above the VM's max_vcpus (1): 400 too
             ]
             for (arguments, feature) in absent {
                 let result = try Self.run(socket + arguments)

@@ -52,7 +52,9 @@ struct MigrationBinaryTests {
 
     /// Migrates a counting guest from one VMM to a new one over `url` (with `local`, shared
     /// memory handed over); checks the count goes on and both VMMs end as Cloud Hypervisor's do.
-    func migrate(url: (String) -> String, local: Bool, name: String) throws {
+    /// With `grown`, the source boots 1 of 3 vCPUs and vm.resize adds the other two first: the
+    /// destination must run all three.
+    func migrate(url: (String) -> String, local: Bool, name: String, grown: Bool = false) throws {
         let work = NSTemporaryDirectory() + "ch-migration-\(name)-\(getpid())"
         try Self.freshDirectory(work)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -60,12 +62,17 @@ struct MigrationBinaryTests {
         try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
         let memory = local ? "size=32M,shared=on" : "size=32M"
         let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", memory,
-                                          "--api-socket", "path=\(work)/src.sock"], output: work + "/src.out", log: work + "/src.log")
+                                          "--api-socket", "path=\(work)/src.sock"] + (grown ? ["--cpus", "boot=1,max=3"] : []),
+                                         output: work + "/src.out", log: work + "/src.log")
         defer { Snapshots.kill(source) }
         let destination = try Snapshots.start(["-v", "--api-socket", "path=\(work)/dst.sock"], output: work + "/dst.out", log: work + "/dst.log")
         defer { Snapshots.kill(destination) }
         #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").utf8.count >= 8 }, seconds: 60), "the guest counted")
 
+        if grown {
+            try APILifecycleTests.chRemote(work + "/src.sock", ["resize", "--cpus", "3"])
+            #expect(Snapshots.waitFor({ CPUHotplugBinaryTests.vcpuThreads(source).count == 3 }, seconds: 10))
+        }
         let target = url(work)
         let receive = try Self.chRemoteInBackground(work + "/dst.sock", ["receive-migration", "receiver_url=\(target)"], log: work + "/receive.log")
         defer { Snapshots.kill(receive) }
@@ -80,6 +87,10 @@ struct MigrationBinaryTests {
         // The source VMM ends once the destination owns the VM.
         #expect(Self.waitForExit(source, seconds: 30) && source.terminationStatus == 0, "the source exits: \(Snapshots.contents(work + "/src.log"))")
         #expect(try APILifecycleTests.state(work + "/dst.sock") == "Running")
+        if grown {
+            #expect(CPUHotplugBinaryTests.vcpuThreads(destination).count == 3, "\(CPUHotplugBinaryTests.vcpuThreads(destination))")
+            #expect(try CPUHotplugBinaryTests.bootVCPUs(work + "/dst.sock") == 3)
+        }
         let before = Snapshots.contents(work + "/dst.out").utf8.count
         #expect(Snapshots.waitFor({ Snapshots.contents(work + "/dst.out").utf8.count >= before + 8 }, seconds: 60),
                 "the destination counts on: \(Snapshots.contents(work + "/dst.log"))")
@@ -94,6 +105,9 @@ struct MigrationBinaryTests {
 
     @Test("A counting guest migrates over unix: and keeps counting", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func overUnix() throws { try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "unix") }
+
+    @Test("A counting guest grown from 1 to 3 vCPUs by vm.resize migrates with all three", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func grownVCPUs() throws { try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "grown", grown: true) }
 
     @Test("A counting guest migrates over tcp: on loopback and keeps counting", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
     func overTCP() throws {

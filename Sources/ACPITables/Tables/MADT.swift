@@ -139,10 +139,17 @@ public struct MADT: ACPITable {
     /// vCPU index), the IOAPIC (ID 0 at 0xFEC0_0000, GSI base 0), and one interrupt source
     /// override of ISA IRQ 4 (the serial port) to GSI 4 with bus-default flags. Flags 0
     /// (no `PCAT_COMPAT`) and no local APIC NMI structure, as Cloud Hypervisor.
-    public static func cloudHypervisor(apicIDs: [UInt32], ioapicID: UInt8 = 0,
+    ///
+    /// With `enabledCount` (CPU hotplug), every processor is flagged online capable and only
+    /// the first `enabledCount` enabled, as Cloud Hypervisor flags the vCPUs beyond the boot ones.
+    public static func cloudHypervisor(apicIDs: [UInt32], enabledCount: Int? = nil, ioapicID: UInt8 = 0,
                                        ioapicAddress: UInt32 = MADT.defaultIOAPICAddress,
                                        identity: ACPIIdentity = .cloudHypervisor) -> MADT {
-        var entries = apicIDs.enumerated().map { Entry.processor(uid: UInt32($0.offset), apicID: $0.element) }
+        var entries = apicIDs.enumerated().map { index, apicID in
+            guard let enabledCount else { return Entry.processor(uid: UInt32(index), apicID: apicID) }
+            let flags: ProcessorFlags = index < enabledCount ? [.enabled, .onlineCapable] : .onlineCapable
+            return Entry.processor(uid: UInt32(index), apicID: apicID, flags: flags)
+        }
         entries.append(.ioAPIC(id: ioapicID, address: ioapicAddress, gsiBase: 0))
         entries.append(.interruptSourceOverride(bus: 0, source: 4, gsi: 4, flags: .busDefault))
         return MADT(entries: entries, identity: identity)

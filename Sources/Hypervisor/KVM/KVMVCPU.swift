@@ -62,6 +62,12 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
     /// The kicker for this vCPU.
     public var kicker: any VCPUKicker { kvmKicker }
 
+    /// Forgets the thread that ran this vCPU, once it has ended (been joined): a kick before
+    /// the vCPU's next run, on a new thread, then signals no thread.
+    public func threadEnded() {
+        kvmKicker.thread.store(0, ordering: .releasing)
+    }
+
     /// Enters the guest until the next exit the VMM must handle.
     ///
     /// The corresponding KVM ioctl is `KVM_RUN`. An interruption by a signal or a kick

@@ -10,6 +10,7 @@ import Hypervisor
 import Logging
 import PCI
 import RateLimiter
+import Synchronization
 import VMAllocator
 import VirtioDevices
 
@@ -18,10 +19,17 @@ import VirtioDevices
 /// Every member is set once at build time and is itself safe to use from several threads
 /// (the VM and vCPUs are used by their owning threads, devices lock their own state).
 final class BuiltVM: @unchecked Sendable {
-    let config: VMConfig
+    /// The configuration, with `cpus.boot_vcpus` following vm.resize as Cloud Hypervisor's does.
+    var config: VMConfig { configuration.withLock { $0 } }
+    private let configuration: Mutex<VMConfig>
     let vm: KVMVirtualMachine
     let memory: GuestMemory
-    let vcpus: [KVMVCPU]
+    /// Every vCPU the VM has made, present or ejected.
+    let cpus: VCPUSet
+    /// The present vCPUs, in order (what a snapshot or migration saves).
+    var vcpus: [KVMVCPU] { cpus.present }
+    /// The CPU hotplug controller and the Generic Event Device that announces its changes.
+    let cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice)
     let pio: Bus
     let mmio: Bus
     let devices: LegacyDevices
@@ -43,13 +51,15 @@ final class BuiltVM: @unchecked Sendable {
     /// thread would wait for a running vCPU to leave the guest.
     var commonCPUID: [CPUIDEntry] = []
 
-    init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, vcpus: [KVMVCPU], pio: Bus, mmio: Bus,
+    init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, cpus: VCPUSet,
+         cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice), pio: Bus, mmio: Bus,
          devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
          nets: [AttachedNet], vsock: AttachedVsock?, deviceManager: DeviceManager, powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
-        self.config = config
+        configuration = Mutex(config)
         self.vm = vm
         self.memory = memory
-        self.vcpus = vcpus
+        self.cpus = cpus
+        self.cpuHotplug = cpuHotplug
         self.pio = pio
         self.mmio = mmio
         self.devices = devices
@@ -63,6 +73,12 @@ final class BuiltVM: @unchecked Sendable {
         self.powerButton = powerButton
         self.events = events
         self.exits = exits
+    }
+
+    /// Records the vCPU count vm.resize asked for (`cpus.boot_vcpus`, which a reboot, a
+    /// snapshot or a migration then uses).
+    func setBootVCPUs(_ count: Int) {
+        configuration.withLock { $0.cpus.bootVCPUs = UInt32(count) }
     }
 }
 
@@ -156,17 +172,20 @@ struct VMBuilder {
         }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
+        let cpuHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
         let deviceManager = DeviceManager(mmio32: bars)
         for device in managed { try deviceManager.register(device) }
 
-        let apicIDs = (0..<UInt32(vcpuCount)).map { topology.x2apicID(of: $0) }
+        // The tables describe every possible vCPU (max_vcpus); the boot ones are enabled.
+        let apicIDs = (0..<UInt32(config.cpus.maxVCPUs)).map { topology.x2apicID(of: $0) }
         // The CMOS clock raises no interrupt (CMOSRTC emulates none), so its description has no IRQ.
         let rtc = devices.cmos.map { _ in PlatformAML.CMOSRealTimeClock(port: UInt16(CMOSRTC.portBase), length: UInt8(CMOSRTC.portLength)) }
         var plan: BootPlan?
         if !restoring {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
-                                           pciSegment: pciSegment, ged: ged.description)
+                                           pciSegment: pciSegment, ged: ged.description,
+                                           cpuHotplug: (cpuHotplugRegion.start, vcpuCount))
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp)
             logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
@@ -185,7 +204,10 @@ struct VMBuilder {
             if id == 0 { commonCPUID = try vcpu.cpuid() }
             vcpus.append(vcpu)
         }
-        let built = BuiltVM(config: config, vm: vm, memory: memory, vcpus: vcpus, pio: pio, mmio: mmio, devices: devices,
+        let cpus = VCPUSet(boot: vcpus, maxVCPUs: Int(config.cpus.maxVCPUs),
+                           configure: vcpuConfigurer(vm: vm, config: config.cpus, topology: topology, supported: supported))
+        let controller = try attachCPUHotplug(cpus: cpus, mmio: mmio, base: cpuHotplugRegion.start)
+        let built = BuiltVM(config: config, vm: vm, memory: memory, cpus: cpus, cpuHotplug: (controller, ged.device), pio: pio, mmio: mmio, devices: devices,
                             pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, vsock: vsock,
                             deviceManager: deviceManager,
                             powerButton: { [logger] in
@@ -201,10 +223,12 @@ struct VMBuilder {
     /// (which, unlike Cloud Hypervisor's, also describes the CMOS clock so that Linux's
     /// `rtc_cmos` binds to it). Returns the RSDP's address for the boot protocol.
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
-                         pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice) throws -> GuestAddress {
+                         pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice,
+                         cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
         configuration.genericEventDevice = ged
+        configuration.cpuHotplug = cpuHotplug
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
@@ -228,7 +252,7 @@ struct VMBuilder {
         let region = try bars.allocate(size: 0x1000, alignment: 0x1000)
         let device = ACPIGenericEventDevice(interrupt: try IRQFDLine(vm: vm, gsi: Self.gedIRQ))
         try mmio.insert(device, base: region.start, length: ACPIGenericEventDevice.registerSize)
-        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.powerButton]))
+        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.cpuHotplug, .powerButton]))
     }
 
     /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at

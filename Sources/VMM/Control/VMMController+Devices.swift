@@ -1,22 +1,21 @@
 // The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
 // vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
-// on a running VM they need hotplug, which is absent: the answer names it.
+// on a running VM, vm.resize hotplugs vCPUs; the other changes need hotplug that is absent: the answer names it.
 import HostSystem
 
 extension VMMController {
-    /// `vm.resize`: a request for the current vCPU count and RAM changes nothing (Kata sends
-    /// one on every container create); anything else needs hotplug, an absent feature.
+    /// `vm.resize`: `desired_vcpus` from 1 to `max_vcpus` hotplugs or unplugs vCPUs on a
+    /// running VM (through the ACPI CPU hotplug controller, as Cloud Hypervisor) and becomes
+    /// the configuration's `boot_vcpus` either way. A request for the current RAM changes
+    /// nothing (Kata sends one on every container create); other RAM sizes and the balloon
+    /// need memory hotplug and virtio-balloon, absent features.
     public func resize(_ request: VMResize) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
-            guard let config = slot.config else { throw .vmNotCreated }
+            guard var config = slot.config else { throw .vmNotCreated }
             if let vcpus = request.desiredVCPUs {
                 guard vcpus >= 1 else { throw .invalidConfig("desired_vcpus must be at least 1") }
                 guard vcpus <= UInt32(config.cpus.maxVCPUs) else {
                     throw .invalidConfig("desired_vcpus \(vcpus) is above max_vcpus \(config.cpus.maxVCPUs)")
-                }
-                if vcpus != UInt32(config.cpus.bootVCPUs) {
-                    throw .absentFeature(AbsentFeature(field: "desired_vcpus", option: "ch-remote resize --cpus",
-                                                       feature: "vCPU hotplug (the VM has \(config.cpus.bootVCPUs))"))
                 }
             }
             if let ram = request.desiredRAM, ram != config.memory.size {
@@ -29,6 +28,26 @@ extension VMMController {
             if let balloon = request.desiredBalloon, balloon != 0 {
                 throw .absentFeature(AbsentFeature(field: "desired_balloon", option: "ch-remote resize --balloon", feature: "virtio-balloon"))
             }
+            guard let vcpus = request.desiredVCPUs else { return }
+            try Self.refuseWhileMigrating(slot, "vm.resize")
+            if let instance = slot.instance {
+                monitor?.emit(source: "vm", event: "resizing")
+                do { _ = try instance.resizeVCPUs(to: Int(vcpus)) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
+                instance.built.setBootVCPUs(Int(vcpus))
+                monitor?.emit(source: "vm", event: "resized")
+            }
+            config.cpus.bootVCPUs = vcpus
+            slot.config = config
+        }
+    }
+
+    /// Refuses `action` (a snapshot or migration, which save the present vCPUs) while the guest
+    /// has not ejected a vCPU vm.resize removed: the set of vCPUs is then about to change.
+    static func refuseWhileRemovingVCPUs(_ instance: VMInstance, _ action: String) throws(ControlError) {
+        let pending = instance.built.cpuHotplug.controller.pendingRemoval
+        guard pending.isEmpty else {
+            throw .failed(action: action, reason: "vCPU \(pending.map(String.init).joined(separator: ", ")) is being removed and the guest "
+                + "has not ejected it yet; retry once it has")
         }
     }
 

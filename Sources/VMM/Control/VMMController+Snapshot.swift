@@ -10,6 +10,7 @@ extension VMMController {
             guard slot.config != nil else { throw .vmNotCreated }
             try Self.refuseWhileMigrating(slot, "vm.snapshot")
             guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.snapshot", state: slot.state) }
+            try Self.refuseWhileRemovingVCPUs(instance, "vm.snapshot")
             try enterSandbox(slot, action: "vm.snapshot")
             do throws(SnapshotError) {
                 let directory = try SnapshotDirectory(url: destinationURL)

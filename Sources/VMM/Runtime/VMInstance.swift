@@ -9,19 +9,14 @@ import Seccomp
 /// resumed and stopped by the controller.
 final class VMInstance: Sendable {
     let built: BuiltVM
-    let loops: [VCPULoop]
     let gate: PauseGate
-    private let threads: [HostThread]
     private let watcher: HostThread?
     /// What keeps a restored VM's memory coming in (on-demand restore), if anything.
     let memoryRestoration: MemorySnapshotIO.Restoration?
 
-    private init(built: BuiltVM, loops: [VCPULoop], gate: PauseGate, threads: [HostThread], watcher: HostThread?,
-                 memoryRestoration: MemorySnapshotIO.Restoration?) {
+    private init(built: BuiltVM, gate: PauseGate, watcher: HostThread?, memoryRestoration: MemorySnapshotIO.Restoration?) {
         self.built = built
-        self.loops = loops
         self.gate = gate
-        self.threads = threads
         self.watcher = watcher
         self.memoryRestoration = memoryRestoration
     }
@@ -90,26 +85,13 @@ final class VMInstance: Sendable {
             built.console?.host.restore()
             throw error
         }
-        let loops = built.vcpus.map { VCPULoop(vcpu: $0, pio: built.pio, mmio: built.mmio, exits: exits, gate: gate, logger: logger) }
-        var threads: [HostThread] = []
-        for loop in loops {
-            do {
-                threads.append(try HostThread(name: "vcpu\(loop.vcpu.id)") {
-                    guard ThreadFilters.install(.vcpu, action: seccomp, thread: "vCPU \(loop.vcpu.id)", exits: exits) else { return }
-                    loop.run()
-                })
-            } catch {
-                exits.report(.failure("cannot start vCPU \(loop.vcpu.id): \(error)"))
-                break
-            }
-        }
+        built.cpus.launch(VCPUSet.Runner(pio: built.pio, mmio: built.mmio, exits: exits, gate: gate, logger: logger, seccomp: seccomp))
         let watcher = try? HostThread(name: "ch-vm-watch") {
             // A failure is in `exits` already: the wait below returns it at once.
             _ = ThreadFilters.install(.watcher, action: seccomp, thread: "VM watcher", exits: exits)
             onStop(exits.wait())
         }
-        return VMInstance(built: built, loops: loops, gate: gate, threads: threads, watcher: watcher,
-                          memoryRestoration: memoryRestoration)
+        return VMInstance(built: built, gate: gate, watcher: watcher, memoryRestoration: memoryRestoration)
     }
 
     /// Stops the machine: parks every vCPU between guest entries and the device event loop
@@ -117,9 +99,9 @@ final class VMInstance: Sendable {
     /// Returns whether all parked within a second.
     func pause() -> Bool {
         gate.close()
-        for loop in loops { loop.kick() }
+        built.cpus.kickAll()
         try? built.events.wake()
-        return gate.waitUntilParked(loops.count + 1, timeoutMilliseconds: 1000)
+        return gate.waitUntilParked(built.cpus.runningCount + 1, timeoutMilliseconds: 1000)
     }
 
     /// Lets the vCPUs and the devices run again.
@@ -131,9 +113,8 @@ final class VMInstance: Sendable {
     /// Safe to call more than once and from the watcher's callback.
     func stop(reason: VMExitReason = .requested) {
         built.exits.report(reason)
-        for loop in loops { loop.stop() }
         gate.open()
-        for thread in threads { thread.join() }
+        built.cpus.stopAll()
         memoryRestoration?.stop()
         built.events.stop()
         built.vsock?.close()
@@ -146,5 +127,31 @@ final class VMInstance: Sendable {
     /// Waits for the watcher to have reported (after ``stop(reason:)`` or a guest exit).
     func joinWatcher() {
         watcher?.join()
+    }
+}
+
+extension VMInstance {
+    /// vCPU hotplug as Cloud Hypervisor's `CpuManager::resize` does it: growing starts the
+    /// new vCPUs and marks them inserting, shrinking marks the highest ones removing (their
+    /// threads stop when the guest ejects them); either way the Generic Event Device's CPU
+    /// cause is notified. Returns whether anything changed.
+    ///
+    /// - Throws: a ``VMMError`` while an earlier removal waits for the guest's ejection, when
+    ///   a vCPU cannot be made or started, or when the GED's interrupt fails.
+    func resizeVCPUs(to desired: Int) throws -> Bool {
+        let controller = built.cpuHotplug.controller
+        let present = built.cpus.presentCount
+        guard desired != present else { return false }
+        let pending = controller.pendingRemoval
+        guard pending.isEmpty else {
+            throw VMMError(description: "vCPU \(pending.map(String.init).joined(separator: ", ")) is still being removed (the guest has not ejected it)")
+        }
+        if desired > present {
+            for id in try built.cpus.grow(to: desired) { controller.insert(id) }
+        } else {
+            for id in desired..<present { controller.markForRemoval(UInt32(id)) }
+        }
+        try built.cpuHotplug.ged.notify(.cpuHotplug)
+        return true
     }
 }
