@@ -1,6 +1,7 @@
 import ACPITables
 import Foundation
 import HostSystem
+import HypervisorTesting
 import Testing
 @testable import VMM
 
@@ -114,5 +115,23 @@ struct PmemTests {
         #expect(le64(14) == area.base)
         #expect(le64(22) == area.base + area.size - 1)
         #expect(le64(38) == area.size)
+    }
+
+    @Test("cloud-hypervisor --pmem maps each file at the top of the 64-bit device area as its own memory slot and boots",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func binary() throws {
+        let kernel = try BinaryTests.temporaryFile("pmem.elf", TinyKernel.pvhELF(code: BinaryTests.printAndPowerOff))
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: kernel); try? FileManager.default.removeItem(atPath: directory) }
+        let image = try file("\(directory)/image", size: 2 << 20)
+        let run = try BinaryTests.run(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=64M",
+                                       "--pmem", "file=\(image),size=4M", "file=\(directory),size=2M,discard_writes=off,id=scratch"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("_pmem0: \(image), 4194304 bytes at guest 0x"), "\(run.stderr)")
+        #expect(run.stderr.contains("scratch: \(directory), 2097152 bytes at guest 0x"), "\(run.stderr)")
+        #expect(run.stderr.contains("virtio-pmem at 0000:00:"), "\(run.stderr)")
+        #expect(try FileManager.default.attributesOfItem(atPath: image)[.size] as? Int == 4 << 20)
+        let odd = try BinaryTests.run(["--kernel", kernel, "--pmem", "file=\(image),size=3M"])
+        #expect(odd.status != 0 && odd.stderr.contains("not a multiple of 2 MiB"), "\(odd.stderr)")
     }
 }
