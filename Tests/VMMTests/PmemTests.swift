@@ -134,4 +134,49 @@ struct PmemTests {
         let odd = try BinaryTests.run(["--kernel", kernel, "--pmem", "file=\(image),size=3M"])
         #expect(odd.status != 0 && odd.stderr.contains("not a multiple of 2 MiB"), "\(odd.stderr)")
     }
+
+    @Test("A VM with a pmem file is snapshotted and restored (the file mapped again at the same range, the count going on); with discard_writes=on the snapshot is refused naming it",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func snapshot() throws {
+        let work = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try FileManager.default.createDirectory(atPath: work + "/snap", withIntermediateDirectories: true)
+        let kernel = work + "/counter.elf", serial = work + "/serial", socket = work + "/api.sock"
+        try Data(TinyKernel.pvhELF(code: SnapshotBinaryTests.counter)).write(to: URL(fileURLWithPath: kernel))
+        let image = try file(work + "/pmem.img", size: 2 << 20)
+        let private_ = try file(work + "/private.img", size: 2 << 20)
+        let common = ["-v", "--kernel", kernel, "--serial", "file=\(serial)", "--console", "off", "--memory", "size=32M"]
+
+        let discarding = try SnapshotBinaryTests.start(common + ["--api-socket", "path=\(socket)", "--pmem", "file=\(private_),discard_writes=on"],
+                                                       log: work + "/discard.log")
+        defer { SnapshotBinaryTests.kill(discarding) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= 4 }, seconds: 60))
+        try APILifecycleTests.chRemote(socket, ["pause"])
+        let refused = try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/snap"], expect: 1)
+        #expect(refused.contains("discard_writes=on"), "\(refused)")
+        SnapshotBinaryTests.kill(discarding)
+        try? FileManager.default.removeItem(atPath: socket)
+        try? FileManager.default.removeItem(atPath: serial)
+
+        let first = try SnapshotBinaryTests.start(common + ["--api-socket", "path=\(socket)", "--pmem", "file=\(image)"], log: work + "/first.log")
+        defer { SnapshotBinaryTests.kill(first) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= 8 }, seconds: 60))
+        try APILifecycleTests.chRemote(socket, ["pause"])
+        try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/snap"])
+        SnapshotBinaryTests.kill(first)
+        let before = try #require(SnapshotBinaryTests.counts(SnapshotBinaryTests.contents(serial)))
+        let mapped = SnapshotBinaryTests.contents(work + "/first.log").split(separator: "\n").first { $0.contains("_pmem0: \(image)") }
+        let range = try #require(mapped.flatMap { $0.range(of: "bytes at guest ") }.map { mapped![$0.upperBound...].prefix(while: { $0 != " " }) })
+
+        let start = SnapshotBinaryTests.contents(serial).utf8.count
+        let restored = try SnapshotBinaryTests.start(["-v", "--restore", "source_url=file://\(work)/snap,resume=on"], log: work + "/restore.log")
+        defer { SnapshotBinaryTests.kill(restored) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= start + 8 }, seconds: 60),
+                "\(SnapshotBinaryTests.contents(work + "/restore.log"))")
+        SnapshotBinaryTests.kill(restored)
+        #expect(SnapshotBinaryTests.contents(work + "/restore.log").contains("_pmem0: \(image), 2097152 bytes at guest \(range)"),
+                "\(SnapshotBinaryTests.contents(work + "/restore.log"))")
+        let after = try #require(SnapshotBinaryTests.counts(String(SnapshotBinaryTests.contents(serial).dropFirst(start))))
+        #expect(after == Array((before.count + 1)...(before.count + after.count)))
+    }
 }
