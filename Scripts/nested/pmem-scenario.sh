@@ -21,14 +21,17 @@ scenario_pmem() {
   marker="ext4-on-pmem-$RANDOM$RANDOM"
   mkdir -p "$pm_dir/tree"
   printf '%s\n' "$marker" >"$pm_dir/tree/hello.txt"
-  if ! mkfs.ext4 -q -F -O ^metadata_csum -d "$pm_dir/tree" "$pm_dir/ext4.img" 32M >"$pm_dir/mkfs.log" 2>&1; then
+  local mkfs
+  mkfs="$(command -v mkfs.ext4 || echo /usr/sbin/mkfs.ext4)"
+  if ! "$mkfs" -q -F -O ^metadata_csum -d "$pm_dir/tree" "$pm_dir/ext4.img" 32M >"$pm_dir/mkfs.log" 2>&1; then
     fail "pmem: mkfs.ext4 failed in level 1: $(tr '\n' ' ' <"$pm_dir/mkfs.log")"
     rm -rf "$pm_dir"
     return
   fi
-  # pm SECTORS: the /dev/pmemN of that size (in 512-byte sectors).
-  local steps='L2-INIT-READY|||pm() { for d in /sys/block/pmem*; do [ "$(cat $d/size)" = "$1" ] && echo /dev/${d##*/}; done; }; grep -m1 "address sizes" /proc/cpuinfo; grep -i "pmem\|nvdimm\|PCI Bus 0000:00" /proc/iomem; ls /sys/block; echo PM-A-$(head -c 1048576 $(pm 16384) | md5sum | cut -c1-32)-$(cat /sys/block/$(basename $(pm 16384))/queue/write_cache | tr " " _)
-  PM-A-([0-9a-f]{32}-[a-z_]+)|||mkdir -p /mnt && mount -t ext4 $(pm 65536) /mnt; echo PM-B-$(cat /mnt/hello.txt)-$(umount /mnt && echo unmounted)
+  # pm SECTORS: the /dev/pmemN of that size (in 512-byte sectors), or a path that does not
+  # exist (never an empty word: a command would then read the console).
+  local steps='L2-INIT-READY|||pm() { r=/missing-pmem-$1; for d in /sys/block/pmem*; do [ "$(cat $d/size 2>/dev/null)" = "$1" ] && r=/dev/${d##*/}; done; echo $r; }; grep -m1 "address sizes" /proc/cpuinfo; grep -i "pmem\|nvdimm\|PCI Bus 0000:00" /proc/iomem; ls /sys/block; echo PM-A-$(head -c 1048576 $(pm 16384) | md5sum | cut -c1-32)-$(cat /sys/block/$(basename $(pm 16384))/queue/write_cache | tr " " _)
+  PM-A-([0-9a-f]{32}-[a-z_]*)|||mkdir -p /mnt && mount -t ext4 $(pm 65536) /mnt; echo PM-B-$(cat /mnt/hello.txt)-$(umount /mnt && echo unmounted)
   PM-B-([a-z0-9-]+)|||head -c 65536 /dev/urandom >/tmp/w; dd if=/tmp/w of=$(pm 16384) bs=65536 seek=16 count=1 conv=fsync 2>/dev/null; echo PM-C-$?-$(md5sum </tmp/w | cut -c1-32)
   PM-C-([0-9]+-[0-9a-f]{32})|||dd if=/tmp/w of=$(pm 8192) bs=65536 count=1 conv=fsync 2>/dev/null; s=$?; sync; echo 3 >/proc/sys/vm/drop_caches; echo PM-D-$s-$(head -c 65536 $(pm 8192) | md5sum | cut -c1-32)
   PM-D-([0-9]+-[0-9a-f]{32})|||poweroff -f'
