@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock cpuhotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem cpuhotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -31,6 +31,11 @@
 #            OK <port>, and exchanges 4 MiB / 3 MiB at once with the guest's AF_VSOCK listener;
 #            the guest connects to CID 2 port 5678, reaching a listener at PATH_5678, 2 MiB each
 #            way; md5s match on both sides (vsock-scenario.sh).
+#   pmem     three --pmem devices (pmem-scenario.sh): the guest reads level 1's random bytes
+#            from /dev/pmem, mounts an ext4 image made with mkfs.ext4 -d from a second one and
+#            reads its file, writes 64 KiB with dd conv=fsync (a virtio-pmem flush) that level 1
+#            then finds in the file; a third with discard_writes=on shows the guest its own
+#            write while the file stays unchanged.
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
@@ -360,6 +365,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=vsock-scenario.sh
     source "$here/vsock-scenario.sh"
     scenario_vsock
+  fi
+  if want pmem; then
+    # shellcheck source-path=SCRIPTDIR source=pmem-scenario.sh
+    source "$here/pmem-scenario.sh"
+    scenario_pmem
   fi
   if want cpuhotplug; then
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh

@@ -107,6 +107,9 @@ public enum ArchError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyCPUsForMPTable(count: Int, max: Int)
     /// The MP table (`size` bytes at `address`) would pass `limit`.
     case mpTableDoesNotFit(size: Int, address: UInt64, limit: UInt64)
+    /// No room for the 64-bit device area between `start` (the end of RAM and its hotplug
+    /// room) and `end` (the top of a `bits`-bit guest-physical address space).
+    case noDeviceArea(start: UInt64, end: UInt64, bits: UInt8)
 
     /// One sentence explaining the failure with its numbers.
     public var description: String {
@@ -199,6 +202,9 @@ public enum ArchError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .mpTableDoesNotFit(size, address, limit):
             return "the MP table needs \(size) bytes at \(hex(address)) but only \(limit > address ? Int(limit - address) : 0) "
                 + "bytes fit below \(hex(limit))"
+        case let .noDeviceArea(start, end, bits):
+            return "no room for the 64-bit PCI device area: it would start at \(hex(start)), after RAM and its hotplug room, "
+                + "but a \(bits)-bit guest-physical address space leaves it only up to \(hex(end))"
         }
     }
 

@@ -74,7 +74,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-fs, repeatable (absent here): \(FsConfig.syntax)", valueName: "fs"))
     var fs: [String] = []
 
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-pmem, repeatable (absent here): \(PmemConfig.syntax)", valueName: "pmem"))
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-pmem, repeatable: \(PmemConfig.syntax)", valueName: "pmem"))
     var pmem: [String] = []
 
     @Option(parsing: .upToNextOption, help: ArgumentHelp("VFIO device, repeatable (absent here): \(DeviceConfig.syntax)", valueName: "device"))

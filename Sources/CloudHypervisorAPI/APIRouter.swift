@@ -153,8 +153,10 @@ public struct APIRouter: Sendable {
             _ = try StrictJSON.decode(FsConfig.self, from: body ?? [], typeName: "FsConfig")
             throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "fs", option: "--fs", feature: "virtio-fs")))
         case .vmAddPmem:
-            _ = try StrictJSON.decode(PmemConfig.self, from: body ?? [], typeName: "PmemConfig")
-            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "pmem", option: "--pmem", feature: "virtio-pmem")))
+            let pmem = try StrictJSON.decode(PmemConfig.self, from: body ?? [], typeName: "PmemConfig")
+            if let absent = pmem.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
+            do { try pmem.validate() } catch { throw .control(endpoint: endpoint.rawValue, .invalidConfig(error.description)) }
+            return try added(endpoint) { () throws(ControlError) in try control.addPmem(pmem) }
         case .vmAddVsock:
             let vsock = try StrictJSON.decode(VsockConfig.self, from: body ?? [], typeName: "VsockConfig")
             if let absent = vsock.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }

@@ -39,3 +39,26 @@ extension OwnedFileDescriptor {
         _ = try retryingInterrupts("fsync") { fsync(rawValue) }
     }
 }
+
+extension OwnedFileDescriptor {
+    /// Opens an unnamed regular file in `directory` (`open(2)` with `O_TMPFILE`, read-write):
+    /// it has no name and disappears with its last descriptor.
+    public static func temporaryFile(inDirectory directory: String) throws(SystemError) -> OwnedFileDescriptor {
+        // O_TMPFILE is __O_TMPFILE | O_DIRECTORY; the C macro does not reach Swift.
+        let temporaryFileFlag: Int32 = 0o20000000 | O_DIRECTORY
+        return try OwnedFileDescriptor(path: directory, flags: temporaryFileFlag | O_RDWR | O_CLOEXEC, mode: 0o600)
+    }
+
+    /// The offset of the end of the file (`lseek(2)` with `SEEK_END`): its size, for a block
+    /// device too (whose `fstat` size is 0).
+    public func endOffset() throws(SystemError) -> Int64 {
+        Int64(try checked("lseek(SEEK_END)") { lseek(rawValue, 0, SEEK_END) })
+    }
+
+    /// Whether the descriptor is a regular file (`fstat(2)`).
+    public func isRegularFile() throws(SystemError) -> Bool {
+        var info = stat()
+        _ = try checked("fstat") { fstat(rawValue, &info) }
+        return info.st_mode & UInt32(S_IFMT) == UInt32(S_IFREG)
+    }
+}

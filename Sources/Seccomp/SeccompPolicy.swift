@@ -88,7 +88,8 @@ public enum SeccompPolicy {
     }
 
     /// The device event loop: epoll, eventfds and timers, positional and vectored disk I/O
-    /// (raw and qcow2 images, O_DIRECT), flushes and discards, host input, tap frames.
+    /// (raw and qcow2 images, O_DIRECT), flushes and discards (virtio-pmem's flush is an
+    /// `fsync` of its file here too), host input, tap frames.
     static var eventLoop: [SyscallRule] {
         [
             .allow("epoll_wait"), .allow("epoll_pwait"), .allow("epoll_ctl"),

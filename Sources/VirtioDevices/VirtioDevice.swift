@@ -23,6 +23,8 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
     public static let balloon = VirtioDeviceType(rawValue: 5)
     /// Socket device (19).
     public static let vsock = VirtioDeviceType(rawValue: 19)
+    /// Persistent memory device (27).
+    public static let pmem = VirtioDeviceType(rawValue: 27)
 
     /// The type's name, or its number when it has no name here.
     public var description: String {
@@ -33,6 +35,7 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
         case 4: "rng"
         case 5: "balloon"
         case 19: "vsock"
+        case 27: "pmem"
         default: "type \(rawValue)"
         }
     }

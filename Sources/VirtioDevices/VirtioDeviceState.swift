@@ -14,6 +14,8 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
     case console(VirtioConsole.State)
     /// A ``VirtioVsock``'s state.
     case vsock(VirtioVsock.State)
+    /// A ``VirtioPmem``'s state.
+    case pmem(VirtioPmem.State)
     /// A device that cannot save its state (restoring it is refused).
     case unsupported(type: UInt16)
 
@@ -25,6 +27,7 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
         case .rng: "rng"
         case .console: "console"
         case .vsock: "vsock"
+        case .pmem: "pmem"
         case .unsupported(let type): "unsupported type \(type)"
         }
     }

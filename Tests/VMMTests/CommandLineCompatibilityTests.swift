@@ -98,7 +98,7 @@ struct CommandLineCompatibilityTests {
           arguments: [
             (["--balloon", "size=1G,deflate_on_oom=on"], "--balloon"),
             (["--fs", "tag=myfs,socket=/tmp/fs.sock,num_queues=1,queue_size=512"], "--fs"),
-            (["--pmem", "file=/tmp/p,size=128M,discard_writes=on"], "--pmem"),
+            (["--pmem", "file=/tmp/p,size=128M,discard_writes=on,iommu=on"], "--pmem iommu="),
             (["--vsock", "cid=3,socket=/tmp/v.sock,iommu=on"], "--vsock iommu="),
             (["--vdpa", "path=/dev/vhost-vdpa-0,num_queues=2"], "--vdpa"),
             (["--device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "--device"),

@@ -54,7 +54,8 @@ struct MigrationBinaryTests {
     /// memory handed over); checks the count goes on and both VMMs end as Cloud Hypervisor's do.
     /// With `grown`, the source boots 1 of 3 vCPUs and vm.resize adds the other two first: the
     /// destination must run all three.
-    func migrate(url: (String) -> String, local: Bool, name: String, grown: Bool = false) throws {
+    func migrate(url: (String) -> String, local: Bool, name: String, grown: Bool = false,
+                 extra: (String) throws -> [String] = { _ in [] }) throws {
         let work = NSTemporaryDirectory() + "ch-migration-\(name)-\(getpid())"
         try Self.freshDirectory(work)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -62,7 +63,7 @@ struct MigrationBinaryTests {
         try Data(TinyKernel.pvhELF(code: Snapshots.counter)).write(to: URL(fileURLWithPath: kernel))
         let memory = local ? "size=32M,shared=on" : "size=32M"
         let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", memory,
-                                          "--api-socket", "path=\(work)/src.sock"] + (grown ? ["--cpus", "boot=1,max=3"] : []),
+                                          "--api-socket", "path=\(work)/src.sock"] + (grown ? ["--cpus", "boot=1,max=3"] : []) + extra(work),
                                          output: work + "/src.out", log: work + "/src.log")
         defer { Snapshots.kill(source) }
         let destination = try Snapshots.start(["-v", "--api-socket", "path=\(work)/dst.sock"], output: work + "/dst.out", log: work + "/dst.log")
@@ -113,6 +114,15 @@ struct MigrationBinaryTests {
     func overTCP() throws {
         let port = 20000 + Int(getpid() % 20000)
         try migrate(url: { _ in "tcp:127.0.0.1:\(port)" }, local: false, name: "tcp")
+    }
+
+    @Test("A counting guest with a pmem file migrates over unix: (the destination maps the file again) and keeps counting",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func withPmem() throws {
+        try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "pmem") { work in
+            _ = FileManager.default.createFile(atPath: work + "/pmem.img", contents: Data(count: 2 << 20))
+            return ["--pmem", "file=\(work)/pmem.img"]
+        }
     }
 
     @Test("local=on hands shared memory over SCM_RIGHTS instead of copying it", .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))

@@ -64,6 +64,14 @@ public enum CPUIDBuilder {
     /// "AuthenticAMD"'s first four bytes as leaf 0 EBX.
     static let amdVendorEBX: UInt32 = 0x6874_7541
 
+    /// The guest's physical address width as Cloud Hypervisor picks it (`physical_bits`):
+    /// the host's (leaf 0x8000_0008 EAX[7:0] of `supported`, 36 when the leaf is missing),
+    /// capped at `maximum` (`--cpus max_phys_bits=`).
+    public static func physicalAddressBits(supported: [CPUIDEntry], maximum: UInt8) -> UInt8 {
+        let host = supported.first { $0.function == 0x8000_0008 }.map { UInt8($0.eax & 0xFF) } ?? 36
+        return min(host == 0 ? 36 : host, maximum)
+    }
+
     /// The CPUID table for vCPU `vcpuID` of a VM with `totalVCPUs` vCPUs laid out as `topology`.
     ///
     /// - Throws: `.invalidTopology` (see `CPUTopology.validate`), `.vcpuIDOutOfRange`,

@@ -11,6 +11,9 @@ import GuestMemory
 /// 0xC000_0000  32-bit hole (1 GiB, no RAM): 640 MiB of 32-bit device MMIO, PCI MMCONFIG
 ///              (256 MiB at 0xE800_0000), KVM's TSS and identity map, IOAPIC, LAPIC
 /// 0x1_0000_0000  RAM above 4 GiB, as much as the guest has beyond 3 GiB
+/// end of RAM     64-bit device area (the PCI host bridge's 64-bit MMIO window, where
+///                virtio-pmem ranges go), from the end of RAM (4 GiB at least) up to the
+///                top of the guest's physical address space, less 1 MiB + 64 KiB
 /// ```
 ///
 /// The name avoids Swift's own `MemoryLayout`.
@@ -110,6 +113,57 @@ public enum X86Layout {
 
     /// Where RAM continues above the hole (4 GiB).
     public static let ram64BitStart = GuestAddress(0x1_0000_0000)
+
+    // MARK: The 64-bit device area
+
+    /// What Cloud Hypervisor leaves unused at the very top of the guest-physical address
+    /// space (64 KiB: Linux mishandles a device at the last page, Windows wants 64 KiB alignment).
+    public static let addressSpaceTopGap: UInt64 = 1 << 16
+    /// Cloud Hypervisor's platform device area (1 MiB), just below that gap, kept out of the
+    /// 64-bit PCI window.
+    public static let platformDeviceAreaSize: UInt64 = 1 << 20
+    /// The alignment of the end of RAM when memory hotplug room is kept (128 MiB).
+    public static let memoryHotplugAlignment: UInt64 = 128 << 20
+
+    /// The 64-bit device area as Cloud Hypervisor's memory manager places it, which is the
+    /// 64-bit MMIO window of PCI segment 0 (Cloud Hypervisor's `start_of_device_area` to
+    /// `end_of_device_area`):
+    ///
+    /// - it starts right after RAM; with `hotplugSize` (memory hotplug room) the end of RAM
+    ///   is first rounded up to 128 MiB and the room follows (for virtio-mem the room starts
+    ///   128 MiB-aligned); a guest whose RAM ends below the 32-bit hole gets 4 GiB;
+    /// - it ends `platformDeviceAreaSize + addressSpaceTopGap` below `2^physicalAddressBits`.
+    ///
+    /// - Parameters:
+    ///   - ramEnd: the end (exclusive) of the highest RAM region.
+    ///   - hotplugSize: the memory hotplug room (`--memory hotplug_size=`), if any.
+    ///   - virtioMem: whether the room is for virtio-mem rather than ACPI hotplug.
+    ///   - physicalAddressBits: the guest's physical address width (CPUID 0x8000_0008 EAX[7:0]).
+    /// - Returns: the window's base and size.
+    /// - Throws: `ArchError.noDeviceArea` when nothing is left between the two.
+    public static func deviceArea(ramEnd: UInt64, hotplugSize: UInt64? = nil, virtioMem: Bool = false,
+                                  physicalAddressBits: UInt8) throws(ArchError) -> (base: UInt64, size: UInt64) {
+        let bits = min(physicalAddressBits, 63)
+        let top = (UInt64(1) << bits) - addressSpaceTopGap - platformDeviceAreaSize  // exclusive
+        guard ramEnd > 0 else { throw .noDeviceArea(start: 0, end: top, bits: bits) }
+        let lastRAMByte = ramEnd - 1
+        var start: UInt64
+        if lastRAMByte < mem32BitReservedStart.rawValue {
+            start = ram64BitStart.rawValue
+        } else if hotplugSize != nil {
+            start = (lastRAMByte | (memoryHotplugAlignment - 1)) &+ 1
+        } else {
+            start = ramEnd
+        }
+        if let hotplugSize {
+            if virtioMem { start = (start &+ memoryHotplugAlignment - 1) & ~(memoryHotplugAlignment - 1) }
+            let (sum, overflow) = start.addingReportingOverflow(hotplugSize)
+            guard !overflow else { throw .noDeviceArea(start: UInt64.max, end: top, bits: bits) }
+            start = sum
+        }
+        guard start != 0, start < top else { throw .noDeviceArea(start: start, end: top, bits: bits) }
+        return (start, top - start)
+    }
 
     // MARK: Planning
 

@@ -49,6 +49,22 @@ enum DeviceRegistration {
         return entry
     }
 
+    /// A virtio-pmem function: a virtio entry whose resources also hold the persistent
+    /// memory's range. With `discard_writes=on` its state cannot be saved: the guest's writes
+    /// live only in this process's private copy of the file, which neither a snapshot nor a
+    /// migration carries, so both are refused rather than losing them.
+    static func pmem(_ pmem: AttachedPmem, file: String, discardWrites: Bool, mover: BARMover) -> ManagedDevice {
+        var entry = virtio(id: pmem.id, kind: "virtio-pmem", attachment: pmem.attachment, address: pmem.address, mover: mover)
+        entry.resources.mmio.append((base: pmem.range.start, length: pmem.range.size))
+        if discardWrites {
+            let id = pmem.id
+            entry.saveState = {
+                throw VMMError(description: "\(id) maps \(file) with discard_writes=on: the guest's writes exist only in this VMM's private copy, which a snapshot or a migration does not carry; snapshot and migration of this VM are refused")
+            }
+        }
+        return entry
+    }
+
     /// The ACPI Generic Event Device: its register and interrupt.
     static func ged(_ device: ACPIGenericEventDevice, description: PlatformAML.GenericEventDevice) -> ManagedDevice {
         .stateful(device, id: "ged", kind: "acpi-ged",

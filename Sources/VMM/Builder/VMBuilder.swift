@@ -40,6 +40,10 @@ final class BuiltVM: @unchecked Sendable {
     let nets: [AttachedNet]
     /// The vsock device, when the configuration has one.
     let vsock: AttachedVsock?
+    /// The virtio-pmem devices, in configuration order.
+    var pmems: [AttachedPmem] = []
+    /// The 64-bit device area (PCI segment 0's 64-bit MMIO window) as (base, size).
+    var deviceArea: (base: UInt64, size: UInt64) = (0, 0)
     /// Every device with its id, resources, counters and state, in boot order.
     let deviceManager: DeviceManager
     /// Presses the ACPI power button (through the Generic Event Device).
@@ -110,6 +114,15 @@ struct VMBuilder {
         devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
         devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
 
+        // The guest's address width (the host's, capped by max_phys_bits) bounds the 64-bit
+        // device area above RAM, where pmem ranges go.
+        let supported = try hypervisor.supportedCPUID()
+        let physicalAddressBits = CPUIDBuilder.physicalAddressBits(supported: supported, maximum: config.cpus.maxPhysBits)
+        let ramEnd = memory.regions.map { $0.start.rawValue + $0.size }.max() ?? 0
+        let area = try X86Layout.deviceArea(ramEnd: ramEnd, hotplugSize: config.memory.hotplugSize,
+                                            virtioMem: config.memory.hotplugMethod == .virtioMem, physicalAddressBits: physicalAddressBits)
+        var mmio64 = try AddressAllocator(name: "64-bit PCI MMIO", base: area.base, size: area.size)
+
         let router = try GSIRouter(vm: vm)
         let mover = BARMover(mmio: mmio, vm: vm, events: events, logger: logger)
         let pciSegment = try attachPCISegment(pio: pio, mmio: mmio, relocation: mover)
@@ -162,6 +175,13 @@ struct VMBuilder {
                                                      mover: mover, counters: { device.counters.dictionary }))
             nets.append(attached)
         }
+        var pmems: [AttachedPmem] = []
+        for (pmem, id) in zip(config.pmem ?? [], config.pmemIDs) {
+            let attached = try attachVirtioPmem(pmem, id: id, context: context, area: &mmio64, bars: &bars)
+            virtio.append(attached.attachment)
+            managed.append(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover))
+            pmems.append(attached)
+        }
         var vsock: AttachedVsock?
         if let vsockConfig = config.vsock, let id = config.vsockID {
             let attached = try attachVirtioVsock(vsockConfig, id: id, context: context, bars: &bars)
@@ -174,7 +194,7 @@ struct VMBuilder {
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
         let cpuHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
-        let deviceManager = DeviceManager(mmio32: bars)
+        let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
         for device in managed { try deviceManager.register(device) }
 
         // The tables describe every possible vCPU (max_vcpus); the boot ones are enabled.
@@ -184,7 +204,7 @@ struct VMBuilder {
         var plan: BootPlan?
         if !restoring {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
-                                           pciSegment: pciSegment, ged: ged.description,
+                                           pciSegment: pciSegment, ged: ged.description, mmio64: area,
                                            cpuHotplug: (cpuHotplugRegion.start, vcpuCount))
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp)
@@ -192,13 +212,12 @@ struct VMBuilder {
             plan = boot
         }
 
-        let supported = try hypervisor.supportedCPUID()
         var commonCPUID: [CPUIDEntry] = []
         var vcpus: [KVMVCPU] = []
         for id in 0..<UInt32(vcpuCount) {
             // The KVM vCPU id is the initial APIC id, which the topology may spread out.
             let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
-            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: config.cpus.maxPhysBits,
+            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: physicalAddressBits,
                               nested: config.cpus.nested)
             if id == 0, let plan { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
             if id == 0 { commonCPUID = try vcpu.cpuid() }
@@ -215,15 +234,19 @@ struct VMBuilder {
                             },
                             events: events, exits: exits)
         built.commonCPUID = commonCPUID
+        built.pmems = pmems
+        built.deviceArea = area
         return built
     }
 
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
     /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT
     /// (which, unlike Cloud Hypervisor's, also describes the CMOS clock so that Linux's
-    /// `rtc_cmos` binds to it). Returns the RSDP's address for the boot protocol.
+    /// `rtc_cmos` binds to it). The PCI host bridge's `_CRS` has the 32-bit device window and
+    /// the 64-bit device area `mmio64`. Returns the RSDP's address for the boot protocol.
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
                          pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice,
+                         mmio64: (base: UInt64, size: UInt64),
                          cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
@@ -232,14 +255,21 @@ struct VMBuilder {
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
-        configuration.additionalDefinitions = [PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
-            segment: pciSegment.id,
-            mmio32: (base: X86Layout.mem32BitDevicesStart.rawValue, size: X86Layout.mem32BitDevicesSize)))]
+        configuration.additionalDefinitions = [PlatformAML.pciHostBridge(Self.hostBridgeWindows(segment: pciSegment.id, mmio64: mmio64))]
         let tables = try ACPITableSet.build(configuration, rsdpAddress: X86Layout.rsdpPointer.rawValue)
         for table in tables.tables {
             try memory.write(bytes: table.bytes, at: GuestAddress(table.address))
         }
         return GuestAddress(tables.rsdpAddress)
+    }
+
+    /// The windows of segment `segment`'s host bridge `_CRS`: the 32-bit device window and the
+    /// 64-bit device area (Cloud Hypervisor's `mem32` and `mem64` areas of the segment).
+    static func hostBridgeWindows(segment: UInt16, mmio64: (base: UInt64, size: UInt64)) -> PlatformAML.PCIHostBridgeWindows {
+        PlatformAML.PCIHostBridgeWindows(
+            segment: segment,
+            mmio32: (base: X86Layout.mem32BitDevicesStart.rawValue, size: X86Layout.mem32BitDevicesSize),
+            mmio64: mmio64)
     }
 
     /// The GSI of the Generic Event Device's interrupt (a free ISA line, edge-triggered).
@@ -322,7 +352,8 @@ struct VMBuilder {
         return .flat(vcpus: UInt16(cpus.maxVCPUs))
     }
 
-    /// CPUID, MSRs, FPU and the LAPIC's LINT0/LINT1 wiring, for every vCPU.
+    /// CPUID, MSRs, FPU and the LAPIC's LINT0/LINT1 wiring, for every vCPU; `maxPhysBits` is
+    /// the guest's physical address width (see `CPUIDBuilder.physicalAddressBits`).
     func configureVCPU(_ vcpu: KVMVCPU, id: UInt32, count: Int, topology: CPUTopology, supported: [CPUIDEntry], maxPhysBits: UInt8,
                        nested: Bool = true) throws {
         let tscDeadline = hypervisor.checkExtension(72 /* KVM_CAP_TSC_DEADLINE_TIMER */) > 0

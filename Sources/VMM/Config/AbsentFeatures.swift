@@ -83,6 +83,13 @@ extension VsockConfig {
     }
 }
 
+extension PmemConfig {
+    /// The absent features this pmem device asks for (`at`: its JSON path, empty for `vm.add-pmem`'s body).
+    public func absentFeatures(at path: String = "") -> [AbsentFeature] {
+        pci.absentFeatures(at: path, option: "--pmem")
+    }
+}
+
 extension VMConfig {
     /// Every field of this configuration that asks for an absent feature, in document order.
     public var absentFeatures: [AbsentFeature] {
@@ -112,7 +119,7 @@ extension VMConfig {
         if balloon != nil { absent("balloon", "--balloon", "virtio-balloon") }
         if !(genericVhostUser ?? []).isEmpty { absent("generic_vhost_user", "--generic-vhost-user", "generic vhost-user devices") }
         if !(fs ?? []).isEmpty { absent("fs", "--fs", "virtio-fs") }
-        if !(pmem ?? []).isEmpty { absent("pmem", "--pmem", "virtio-pmem") }
+        for (index, device) in (pmem ?? []).enumerated() { found += device.absentFeatures(at: "pmem[\(index)]") }
         if !(devices ?? []).isEmpty { absent("devices", "--device", "VFIO device assignment") }
         if !(userDevices ?? []).isEmpty { absent("user_devices", "--user-device", "vfio-user devices") }
         if !(vdpa ?? []).isEmpty { absent("vdpa", "--vdpa", "vDPA devices") }

@@ -11,6 +11,7 @@ extension VMConfig {
         try serial.validate(option: "--serial")
         try validateDisks()
         try validateNets()
+        try validatePmem()
         try validateVsock()
         try console.validate(option: "--console")
         try validateLandlockRules()
@@ -109,8 +110,40 @@ extension VMConfig {
     func validateVsock() throws(ConfigError) {
         guard let vsock, let id = vsockID else { return }
         try vsock.validate()
-        if diskIDs.contains(id) || netIDs.contains(id) {
+        if diskIDs.contains(id) || netIDs.contains(id) || pmemIDs.contains(id) {
             throw ConfigError(option: "--vsock", "id=\(id) is used by two devices; ids must be unique")
+        }
+    }
+}
+
+extension PmemConfig {
+    /// The size granularity of persistent memory (2 MiB, so the guest can map it with huge pages).
+    public static let sizeAlignment: UInt64 = 2 << 20
+
+    /// Refuses an empty path and a `size` that is not a multiple of 2 MiB (Cloud Hypervisor's
+    /// `PmemSizeNotAligned`); a size taken from the file is checked when the file is opened.
+    public func validate() throws(ConfigError) {
+        if file.isEmpty { throw ConfigError(option: "--pmem", "file= needs the path of the backing file (or of a directory, with size=)") }
+        if let size {
+            guard size > 0, size % Self.sizeAlignment == 0 else {
+                throw ConfigError(option: "--pmem", "size=\(size) of \(file) is not a multiple of 2 MiB: persistent memory comes in 2 MiB steps (Cloud Hypervisor: trying to use a size that is not multiple of 2MiB)")
+            }
+        }
+    }
+}
+
+extension VMConfig {
+    /// The id of each pmem device: its `id=`, or Cloud Hypervisor's `_pmem<N>`.
+    public var pmemIDs: [String] {
+        (pmem ?? []).enumerated().map { index, device in device.pci.id ?? "_pmem\(index)" }
+    }
+
+    /// Each pmem device on its own, and ids unique across disks and NICs too.
+    func validatePmem() throws(ConfigError) {
+        var ids = Set(diskIDs + netIDs)
+        for (device, id) in zip(pmem ?? [], pmemIDs) {
+            try device.validate()
+            guard ids.insert(id).inserted else { throw ConfigError(option: "--pmem", "id=\(id) is used by two devices; ids must be unique") }
         }
     }
 }

@@ -219,6 +219,8 @@ public protocol VMMControl: AnyObject, Sendable {
     /// `vm.add-vsock`: before boot, puts the vsock device in the configuration (nil answer;
     /// refused when it has one, as Cloud Hypervisor allows one); on a running VM, hot-adds it.
     func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo?
+    /// `vm.add-pmem`: as `addDisk` (before boot into the configuration; on a running VM, hot-adds it).
+    func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo?
     /// `vm.remove-device`: removes the device with this id.
     func removeDevice(id: String) throws(ControlError)
     /// `vm.snapshot`: writes a paused VM's snapshot into the directory `destinationURL` names
@@ -238,6 +240,11 @@ extension VMMControl {
     /// A control without vsock refuses `vm.add-vsock` as an absent feature.
     public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
         throw .absentFeature(AbsentFeature(field: "vsock", option: "--vsock", feature: "virtio-vsock"))
+    }
+
+    /// A control without pmem refuses `vm.add-pmem` as an absent feature.
+    public func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo? {
+        throw .absentFeature(AbsentFeature(field: "pmem", option: "--pmem", feature: "virtio-pmem"))
     }
 
     /// A control without snapshots refuses `vm.snapshot`.

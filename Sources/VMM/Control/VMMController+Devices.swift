@@ -1,5 +1,5 @@
 // The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
-// vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
+// vm.add-pmem / vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
 // on a running VM, vm.resize hotplugs vCPUs; the other changes need hotplug that is absent: the answer names it.
 import HostSystem
 
@@ -77,6 +77,16 @@ extension VMMController {
         }, passing: owned)
     }
 
+    /// `vm.add-pmem`: added to the configuration before boot; hot-adding it to a running VM
+    /// (PCI hotplug) is absent.
+    public func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo? {
+        try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+            var pmem = vm.pmem ?? []
+            pmem.append(config)
+            vm.pmem = pmem
+        }, hotplugFeature: "hotplug of virtio-pmem (PCI device hotplug on a running VM)")
+    }
+
     /// `vm.add-vsock`: the vsock device goes into the configuration before boot, unless it
     /// has one already (Cloud Hypervisor's `TooManyVsockDevices`); hot-adding is absent.
     public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
@@ -88,7 +98,7 @@ extension VMMController {
         }
     }
 
-    /// `vm.remove-device`: before boot, removes a disk, NIC or the vsock device from the configuration (and
+    /// `vm.remove-device`: before boot, removes a disk, NIC, pmem or the vsock device from the configuration (and
     /// closes descriptors passed for it); on a running VM, hot-removal is absent.
     public func removeDevice(id: String) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
@@ -103,6 +113,9 @@ extension VMMController {
                 let removed = config.net?.remove(at: index)
                 if config.net?.isEmpty == true { config.net = nil }
                 for fd in removed?.fds ?? [] { slot.passed[fd] = nil }
+            } else if let index = config.pmemIDs.firstIndex(of: id) {
+                config.pmem?.remove(at: index)
+                if config.pmem?.isEmpty == true { config.pmem = nil }
             } else if config.vsockID == id {
                 config.vsock = nil
             } else {
@@ -115,11 +128,12 @@ extension VMMController {
     /// Applies `change` to the stored configuration of a VM that is not running, after
     /// validating the result; takes ownership of `descriptors` (closed if refused).
     private func addDevice(_ change: (inout VMConfig) throws(ControlError) -> Void,
-                           passing descriptors: [OwnedFileDescriptor] = []) throws(ControlError) -> PciDeviceInfo? {
+                           passing descriptors: [OwnedFileDescriptor] = [],
+                           hotplugFeature: String = "PCI device hotplug on a running VM") throws(ControlError) -> PciDeviceInfo? {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> PciDeviceInfo? in
             guard var config = slot.config else { throw .vmNotCreated }
             guard slot.instance == nil else {
-                throw .absentFeature(AbsentFeature(field: "vm.add-*", option: "ch-remote add-*", feature: "PCI device hotplug on a running VM"))
+                throw .absentFeature(AbsentFeature(field: "vm.add-*", option: "ch-remote add-*", feature: hotplugFeature))
             }
             try change(&config)
             if let absent = config.absentFeatures.first { throw .absentFeature(absent) }

@@ -53,12 +53,14 @@ final class DeviceManager: Sendable {
     private struct Table {
         var devices: [ManagedDevice] = []
         var mmio32: AddressAllocator
+        var mmio64: AddressAllocator?
     }
     private let table: Mutex<Table>
 
-    /// A registry with the 32-bit MMIO window the PCI BARs and platform registers come from.
-    init(mmio32: AddressAllocator) {
-        table = Mutex(Table(mmio32: mmio32))
+    /// A registry with the 32-bit MMIO window the PCI BARs and platform registers come from,
+    /// and the 64-bit device area (pmem ranges), when the machine has one.
+    init(mmio32: AddressAllocator, mmio64: AddressAllocator? = nil) {
+        table = Mutex(Table(mmio32: mmio32, mmio64: mmio64))
     }
 
     /// Adds a device at the end of the order.

@@ -118,6 +118,7 @@ final class VMInstance: Sendable {
         memoryRestoration?.stop()
         built.events.stop()
         built.vsock?.close()
+        for pmem in built.pmems { pmem.close() }
         built.devices.serialInput?.stop()
         built.console?.input?.stop()
         built.devices.serialHost?.restore()
