@@ -481,7 +481,7 @@ trap 'rm -f "$log"' EXIT
 # A failed check inside level 1 (any other status) is never retried.
 for attempt in 1 2; do
   set +e
-  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-2400}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
+  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-3300}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
   ((rc == 125 && attempt == 1)) || break
