@@ -12,15 +12,7 @@ struct ACPIExecTests {
     func writeTables() throws -> (URL, [String]) {
         var configuration = ACPIConfiguration(vcpuCount: 2)
         configuration.genericEventDevice = PlatformAML.GenericEventDevice(address: 0xfed0_0000, irq: 5)
-        let set = try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000)
-        let directory = try makeTemporaryDirectory()
-        var files: [String] = []
-        for signature in ["FACP", "DSDT", "APIC"] {
-            let name = signature.lowercased() + ".dat"
-            try Data(try #require(set.table(signature)).bytes).write(to: directory.appendingPathComponent(name))
-            files.append(name)
-        }
-        return (directory, files)
+        return try writeACPIExecTables(configuration)
     }
 
     @Test func enteringS5WritesTheShutdownValueToPort0x600() throws {
@@ -55,4 +47,18 @@ struct ACPIExecTests {
         #expect(result.status == 0, "acpiexec failed:\n\(result.output)")
         #expect(result.output.contains("Notify on [PWRB]") && result.output.contains("Value 0x80"), "\(result.output)")
     }
+}
+
+/// Builds `configuration`'s tables and writes the FADT, DSDT and MADT for acpiexec to a fresh
+/// directory; returns the directory and the table file names.
+func writeACPIExecTables(_ configuration: ACPIConfiguration) throws -> (URL, [String]) {
+    let set = try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000)
+    let directory = try makeTemporaryDirectory()
+    var files: [String] = []
+    for signature in ["FACP", "DSDT", "APIC"] {
+        let name = signature.lowercased() + ".dat"
+        try Data(try #require(set.table(signature)).bytes).write(to: directory.appendingPathComponent(name))
+        files.append(name)
+    }
+    return (directory, files)
 }

@@ -72,15 +72,7 @@ struct CPUHotplugAMLTests {
 
     /// Writes the DSDT, FADT and MADT for acpiexec.
     func writeTables() throws -> (URL, [String]) {
-        let set = try ACPITableSet.build(Self.configuration(), rsdpAddress: 0xa_0000)
-        let directory = try makeTemporaryDirectory()
-        var files: [String] = []
-        for signature in ["FACP", "DSDT", "APIC"] {
-            let name = signature.lowercased() + ".dat"
-            try Data(try #require(set.table(signature)).bytes).write(to: directory.appendingPathComponent(name))
-            files.append(name)
-        }
-        return (directory, files)
+        try writeACPIExecTables(Self.configuration())
     }
 
     @Test(.enabled(if: acpiexecPath != nil, "acpiexec is not installed (apt-get install acpica-tools)"),
