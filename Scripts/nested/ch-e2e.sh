@@ -68,11 +68,15 @@
 # A guest that prints nothing for CH_NESTED_L2_STALL seconds (default 120) counts as stalled:
 # the VMM's thread states are printed and the scenario runs once more (seen once in ~40
 # nested boots; a failed check is never retried).
-# The last line is `ch-e2e: N passed, M failed`. Environment: CH_NESTED_L2_TIMEOUT
-# (seconds per level-2 boot, default 300) and everything run-l1.sh reads.
+# A level 1 that resets or freezes (run-l1.sh status 125 or 126) is booted once more for the
+# scenarios that had not finished. The last line is `ch-e2e: N passed, M failed`.
+# Environment: CH_NESTED_TIMEOUT (seconds for level 1, both boots, default 3000),
+# CH_NESTED_L2_TIMEOUT (seconds per level-2 boot, default 300) and everything run-l1.sh reads.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Every scenario, in the order level 1 runs them.
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem cpuhotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -100,6 +104,10 @@ in_l1() {
       esac
     fi
   }
+  # The scenarios this run selects, for the caller to tell which ones a frozen level 1 left.
+  local selected=() scenario
+  for scenario in "${all_scenarios[@]}"; do if want "$scenario"; then selected+=("$scenario"); fi; done
+  echo "ch-e2e: scenarios: ${selected[*]}"
   # shellcheck source-path=SCRIPTDIR source=net-scenarios.sh
   source "$here/net-scenarios.sh"
   # shellcheck source-path=SCRIPTDIR source=libvirt-scenario.sh
@@ -476,18 +484,49 @@ strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat
 rm -f "$stripped"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-# Level 1 runs under QEMU's emulated SVM; rarely it resets by itself (no panic, QEMU exits 0,
-# run-l1.sh reports 125: no status). That is the bench failing, not a test: try once more.
-# A failed check inside level 1 (any other status) is never retried.
+# Level 1 runs under QEMU's emulated SVM and TCG; rarely it resets by itself (no panic, QEMU
+# exits 0, run-l1.sh reports 125: no status) or freezes (no output at all: run-l1.sh stops it
+# and reports 126). That is the bench failing, not a test: level 1 boots once more and runs the
+# scenarios that had not passed or failed yet (the one that was running included), within what
+# is left of CH_NESTED_TIMEOUT (default 3000 s for both attempts). A failed check inside
+# level 1 (any other status) is never retried.
+budget="${CH_NESTED_TIMEOUT:-3000}" started=$SECONDS
+run_only="$only" carried_passed=0 carried_failed=0
 for attempt in 1 2; do
+  left=$((budget - (SECONDS - started)))
+  ((left > 300)) || left=300
   set +e
-  CH_NESTED_TIMEOUT="${CH_NESTED_TIMEOUT:-3300}" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$only" 2>&1 | tee "$log"
+  CH_NESTED_TIMEOUT="$left" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$run_only" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
-  ((rc == 125 && attempt == 1)) || break
-  echo "ch-e2e: level 1 ended without a status (the nested machine reset); running the tests again"
+  ((attempt == 1)) && ((rc == 125 || rc == 126)) || break
+  selected="$(grep -a '^ch-e2e: scenarios: ' "$log" | tail -n 1 | cut -d' ' -f3- || true)"
+  finished="$(grep -aoE '^ch-e2e: (PASS|FAIL) [a-z0-9]+:' "$log" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
+  carried_passed="$(grep -ac '^ch-e2e: PASS ' "$log" || true)"
+  carried_failed="$(grep -ac '^ch-e2e: FAIL ' "$log" || true)"
+  # Without the list, level 1 stopped before any scenario began: run them all again.
+  [[ -n $selected ]] || carried_passed=0 carried_failed=0
+  if [[ -n $selected ]]; then
+    run_only=""
+    for scenario in $selected; do [[ " $finished " == *" $scenario "* ]] || run_only+="${run_only:+ }$scenario"; done
+  fi
+  if [[ -n $selected && -z $run_only ]]; then
+    # Every scenario reported before level 1 stopped: nothing is left to run.
+    echo "ch-e2e: $carried_passed passed, $carried_failed failed" >"$log"
+    rc=$((carried_failed == 0 ? 0 : 1))
+    carried_passed=0 carried_failed=0
+    break
+  fi
+  echo "ch-e2e: level 1 $( ((rc == 125)) && echo 'ended without a status (it reset)' || echo 'froze') after $carried_passed passed and $carried_failed failed; booting it again for: ${run_only:-every scenario}"
 done
 summary="$(grep -a '^ch-e2e: [0-9]* passed' "$log" | tail -n 1 || true)"
-# The summary again as the last line, after level 1's own closing messages.
-if [[ -n $summary ]]; then echo "$summary"; else echo "ch-e2e: 0 passed, 1 failed (level 1 ended with status $rc and no summary)"; fi
+if [[ -n $summary ]]; then
+  passed="$(awk '{ print $2 }' <<<"$summary")" failed="$(awk '{ print $4 }' <<<"$summary")"
+  passed=$((passed + carried_passed)) failed=$((failed + carried_failed))
+  ((failed == 0)) || ((rc != 0)) || rc=1
+  # The summary again as the last line, after level 1's own closing messages.
+  echo "ch-e2e: $passed passed, $failed failed"
+else
+  echo "ch-e2e: $carried_passed passed, $((carried_failed + 1)) failed (level 1 ended with status $rc and no summary)"
+fi
 exit "$rc"

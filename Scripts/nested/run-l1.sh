@@ -16,6 +16,8 @@
 #   CH_NESTED_TIMEOUT   seconds before level 1 is killed (default 600); exit status 124
 #   CH_NESTED_BOOT_TIMEOUT seconds level 1 may take to start the command before it is
 #                       booted once more (default 300)
+#   CH_NESTED_SILENCE_TIMEOUT seconds without console output, once the command runs,
+#                       after which level 1 counts as frozen and is stopped (default 480)
 #   CH_NESTED_L1_MEM    level-1 memory in MiB (default 3072)
 #   CH_NESTED_L1_SMP    level-1 vCPUs (default 2)
 #   CH_NESTED_L1_APPEND extra level-1 kernel parameters (e.g. loglevel=7)
@@ -23,7 +25,8 @@
 #   CH_NESTED_INTERACTIVE=1  connect this terminal to level 1's console (QEMU's serial on
 #                       stdio) instead of streaming it: what is typed reaches COMMAND
 #   CH_NESTED_CACHE     cache directory (see prepare.sh)
-# Exit status: COMMAND's, 124 on timeout, 125 when level 1 ended without a status.
+# Exit status: COMMAND's, 124 on timeout, 125 when level 1 ended without a status, 126 when
+# level 1 froze (no output for CH_NESTED_SILENCE_TIMEOUT seconds) and was stopped.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,7 +34,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/common.sh"
 
 if (($# == 0)) || [[ $1 == -h || $1 == --help ]]; then
-  sed -n '2,24p' "$0"
+  sed -n '2,27p' "$0"
   exit 2
 fi
 timeout_s="${CH_NESTED_TIMEOUT:-600}"
@@ -85,9 +88,27 @@ qemu=(qemu-system-x86_64
 # when level 1 is ready (its init prints CH-L1-START just before running the command).
 start_ns="$(nested_now_ns)"
 shopt -s extglob
+# A level 1 that prints nothing for CH_NESTED_SILENCE_TIMEOUT seconds after starting the
+# command has frozen (QEMU's TCG once stopped mid-run in CI with no output for 3000 s while
+# every scenario's own stall detector prints within 120 s): it is stopped, and the exit
+# status 126 tells the caller so (ch-e2e.sh then runs the scenarios that had not finished).
+silence_timeout="${CH_NESTED_SILENCE_TIMEOUT:-480}"
 stream() {
-  local line
-  while IFS= read -r line || [[ -n $line ]]; do
+  local line read_status
+  while :; do
+    line="" read_status=0
+    IFS= read -r -t "$silence_timeout" line || read_status=$?
+    if ((read_status > 128)); then
+      # Timed out: keep any partial line, then stop a level 1 that runs the command.
+      [[ -z $line ]] || printf '%s\n' "$line"
+      if [[ -e $work/ready && ! -e $work/silent ]]; then
+        : >"$work/silent"
+        nested_log "level 1 printed nothing for $silence_timeout s (CH_NESTED_SILENCE_TIMEOUT): it froze; stopping it"
+        kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
+      fi
+      continue
+    fi
+    ((read_status == 0)) || [[ -n $line ]] || break
     line="${line//$'\r'/}"
     # Drop terminal control sequences (SeaBIOS and QEMU reset/clear the screen with
     # ESC c and CSI sequences, which would otherwise prefix the next console line).
@@ -99,6 +120,7 @@ stream() {
       : >"$work/ready"
       nested_log "level 1 ready after $(nested_secs "$start_ns" "$(nested_now_ns)") s (QEMU start to command start)"
     fi
+    ((read_status == 0)) || break
   done
 }
 # A level 1 that has not started the command after CH_NESTED_BOOT_TIMEOUT seconds (it
@@ -119,10 +141,11 @@ else
         : >"$work/boot-stalled"
         kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
       fi
-    ) &
+    ) </dev/null >/dev/null 2>&1 & # its sleep must not hold the caller's pipe open
     watchdog=$!
     timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" -pidfile "$work/qemu.pid" </dev/null 2>&1 | stream
     qemu_rc="${PIPESTATUS[0]}"
+    pkill -P "$watchdog" sleep 2>/dev/null
     kill "$watchdog" 2>/dev/null
     wait "$watchdog" 2>/dev/null
     [[ -e $work/boot-stalled ]] || break
@@ -137,6 +160,10 @@ if [[ -s $work/status ]]; then
   rc="$(tr -dc '0-9' <"$work/status")"
   nested_log "command exited with status $rc; level 1 ran ${total} s"
   exit "${rc:-125}"
+fi
+if [[ -e $work/silent ]]; then
+  nested_log "level 1 froze (no output for $silence_timeout s) and was stopped after ${total} s"
+  exit 126
 fi
 if ((qemu_rc == 124 || qemu_rc == 137)); then
   nested_log "timed out after $timeout_s s (CH_NESTED_TIMEOUT)"
