@@ -96,6 +96,8 @@ in_l1() {
   # `snapshot` passed its last runs but one earlier run hung in its snapshot step (cause not
   # found); `migration` is new.
   want() {
+    # A scenario missing from all_scenarios would not be run again after a frozen level 1.
+    [[ " ${all_scenarios[*]} " == *" $1 "* ]] || { echo "ch-e2e: FAIL $1: not listed in all_scenarios (ch-e2e.sh)"; failed=$((failed + 1)); return 1; }
     if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else
       case $1 in
         snapshot) [[ ${CH_NESTED_SNAPSHOT:-0} == 1 ]] ;;
