@@ -98,7 +98,7 @@ public struct VCPUState: Equatable, Sendable, Codable {
         registers = try c.decode(StandardRegisters.self, forKey: .registers)
         specialRegisters = try c.decode(SpecialRegisters.self, forKey: .specialRegisters)
         fpu = try c.decode(FPUState.self, forKey: .fpu)
-        xsave = try c.decode([UInt8]?.self, forKey: .xsave)
+        xsave = try c.decodeStateBytesIfNotNull(forKey: .xsave)
         xcrs = try c.decode([ExtendedControlRegister]?.self, forKey: .xcrs)
         msrs = try c.decode([MSREntry].self, forKey: .msrs)
         lapic = try c.decode(LAPICState?.self, forKey: .lapic)
@@ -117,7 +117,7 @@ public struct VCPUState: Equatable, Sendable, Codable {
         try c.encode(registers, forKey: .registers)
         try c.encode(specialRegisters, forKey: .specialRegisters)
         try c.encode(fpu, forKey: .fpu)
-        try c.encode(xsave, forKey: .xsave)
+        try c.encodeStateBytes(xsave, forKey: .xsave)
         try c.encode(xcrs, forKey: .xcrs)
         try c.encode(msrs, forKey: .msrs)
         try c.encode(lapic, forKey: .lapic)
@@ -139,6 +139,22 @@ public struct PITState: Equatable, Sendable, Codable {
     public init(channels: [UInt8], flags: UInt32) {
         self.channels = channels
         self.flags = flags
+    }
+
+    private enum CodingKeys: String, CodingKey { case channels, flags }
+
+    /// Decodes the channels (base64 text, or numbers as earlier versions wrote them) and flags.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        channels = try c.decodeStateBytes(forKey: .channels)
+        flags = try c.decode(UInt32.self, forKey: .flags)
+    }
+
+    /// Encodes the channels as base64 text.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeStateBytes(channels, forKey: .channels)
+        try c.encode(flags, forKey: .flags)
     }
 }
 
@@ -202,9 +218,9 @@ public struct VMState: Equatable, Sendable, Codable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         version = try c.decode(UInt32.self, forKey: .version)
-        picMaster = try c.decode([UInt8]?.self, forKey: .picMaster)
-        picSlave = try c.decode([UInt8]?.self, forKey: .picSlave)
-        ioapic = try c.decode([UInt8]?.self, forKey: .ioapic)
+        picMaster = try c.decodeStateBytesIfNotNull(forKey: .picMaster)
+        picSlave = try c.decodeStateBytesIfNotNull(forKey: .picSlave)
+        ioapic = try c.decodeStateBytesIfNotNull(forKey: .ioapic)
         pit = try c.decode(PITState?.self, forKey: .pit)
         clock = try c.decode(ClockState?.self, forKey: .clock)
     }
@@ -213,9 +229,9 @@ public struct VMState: Equatable, Sendable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(version, forKey: .version)
-        try c.encode(picMaster, forKey: .picMaster)
-        try c.encode(picSlave, forKey: .picSlave)
-        try c.encode(ioapic, forKey: .ioapic)
+        try c.encodeStateBytes(picMaster, forKey: .picMaster)
+        try c.encodeStateBytes(picSlave, forKey: .picSlave)
+        try c.encodeStateBytes(ioapic, forKey: .ioapic)
         try c.encode(pit, forKey: .pit)
         try c.encode(clock, forKey: .clock)
     }

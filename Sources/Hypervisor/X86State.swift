@@ -175,6 +175,36 @@ public struct FPUState: Equatable, Sendable, Codable {
 
     /// The state after reset (FNINIT and default MXCSR).
     public init() {}
+
+    private enum CodingKeys: String, CodingKey { case fpr, fcw, fsw, ftwx, lastOpcode, lastIP, lastDP, xmm, mxcsr }
+
+    /// Decodes every field (the registers as base64 texts, or numbers as earlier versions wrote them).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        fpr = try c.decodeStateRows(forKey: .fpr)
+        fcw = try c.decode(UInt16.self, forKey: .fcw)
+        fsw = try c.decode(UInt16.self, forKey: .fsw)
+        ftwx = try c.decode(UInt8.self, forKey: .ftwx)
+        lastOpcode = try c.decode(UInt16.self, forKey: .lastOpcode)
+        lastIP = try c.decode(UInt64.self, forKey: .lastIP)
+        lastDP = try c.decode(UInt64.self, forKey: .lastDP)
+        xmm = try c.decodeStateRows(forKey: .xmm)
+        mxcsr = try c.decode(UInt32.self, forKey: .mxcsr)
+    }
+
+    /// Encodes every field, the registers as base64 texts.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeStateRows(fpr, forKey: .fpr)
+        try c.encode(fcw, forKey: .fcw)
+        try c.encode(fsw, forKey: .fsw)
+        try c.encode(ftwx, forKey: .ftwx)
+        try c.encode(lastOpcode, forKey: .lastOpcode)
+        try c.encode(lastIP, forKey: .lastIP)
+        try c.encode(lastDP, forKey: .lastDP)
+        try c.encodeStateRows(xmm, forKey: .xmm)
+        try c.encode(mxcsr, forKey: .mxcsr)
+    }
 }
 
 /// One model-specific register and its value.
@@ -251,12 +281,18 @@ public struct LAPICState: Equatable, Sendable, Codable {
     /// Decodes the page, refusing one that is not exactly 1024 bytes.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        let bytes = try container.decode([UInt8].self, forKey: .registers)
+        let bytes = try container.decodeStateBytes(forKey: .registers)
         guard bytes.count == 1024 else {
             throw DecodingError.dataCorruptedError(forKey: .registers, in: container,
                                                    debugDescription: "a LAPIC register page is 1024 bytes, this one has \(bytes.count)")
         }
         registers = bytes
+    }
+
+    /// Encodes the page as base64 text.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeStateBytes(registers, forKey: .registers)
     }
 
     /// The 32-bit register at `offset` (a multiple of 16 below 1024).

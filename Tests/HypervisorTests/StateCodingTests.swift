@@ -73,4 +73,47 @@ struct StateCodingTests {
             _ = try JSONDecoder().decode(VCPUState.self, from: JSONSerialization.data(withJSONObject: shortPage))
         }
     }
+
+    @Test("Byte arrays are written as base64 text (RFC 4648's vectors) and read back")
+    func bytesAsBase64() throws {
+        let vm = VMState(picMaster: Array("f".utf8), picSlave: Array("fo".utf8), ioapic: Array("foo".utf8),
+                         pit: PITState(channels: Array("foobar".utf8), flags: 0), clock: nil)
+        let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(vm)) as! [String: Any]
+        #expect(json["picMaster"] as? String == "Zg==")
+        #expect(json["picSlave"] as? String == "Zm8=")
+        #expect(json["ioapic"] as? String == "Zm9v")
+        #expect((json["pit"] as? [String: Any])?["channels"] as? String == "Zm9vYmFy")
+        let state = Self.sampleVCPU()
+        let vcpu = try JSONSerialization.jsonObject(with: JSONEncoder().encode(state)) as! [String: Any]
+        let xsaveText = vcpu["xsave"] as? String ?? ""
+        #expect(xsaveText.count == 5464, "4096 bytes are 5464 characters of base64")
+        let fpu = vcpu["fpu"] as? [String: Any] ?? [:]
+        let xmm = fpu["xmm"] as? [String] ?? []
+        #expect(xmm.count == 16)
+        // Every length and byte value round-trips.
+        for length in 0..<70 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 * 37 + length) }
+            let pit = PITState(channels: bytes, flags: 3)
+            #expect(try JSONDecoder().decode(PITState.self, from: JSONEncoder().encode(pit)) == pit)
+        }
+    }
+
+    @Test("State written as arrays of numbers (earlier versions) still decodes; text that is not base64 is refused")
+    func legacyAndDamagedBytes() throws {
+        let state = Self.sampleVCPU()
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(state)) as! [String: Any]
+        json["xsave"] = state.xsave!.map(Int.init)
+        json["lapic"] = ["registers": state.lapic!.registers.map(Int.init)]
+        var fpu = json["fpu"] as! [String: Any]
+        fpu["fpr"] = state.fpu.fpr.map { $0.map(Int.init) }
+        fpu["xmm"] = state.fpu.xmm.map { $0.map(Int.init) }
+        json["fpu"] = fpu
+        #expect(try JSONDecoder().decode(VCPUState.self, from: JSONSerialization.data(withJSONObject: json)) == state)
+        for bad in ["Zg=", "Z===", "Zh==", "Zm9v!A==", "@@@@"] {
+            json["xsave"] = bad
+            #expect(throws: DecodingError.self, "'\(bad)'") {
+                _ = try JSONDecoder().decode(VCPUState.self, from: JSONSerialization.data(withJSONObject: json))
+            }
+        }
+    }
 }
