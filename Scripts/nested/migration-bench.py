@@ -63,7 +63,7 @@ def ch_round(busy, work):
     source = Guest([binary, "-v", "--api-socket", src_api, "--kernel", vmlinux, "--initramfs", initrd, "--cmdline", cmdline(busy),
                     "--cpus", "boot=1", "--memory", f"size={size}M", "--serial", "tty", "--console", "off"],
                    os.path.join(work, "ch-src.log"))
-    destination = Guest([binary, "--api-socket", dst_api], os.path.join(work, "ch-dst.log"))
+    destination = Guest([binary, "-v", "--api-socket", dst_api], os.path.join(work, "ch-dst.log"))
     receiver = None
     try:
         if not source.wait_for("BENCH-42-FILLED", 600):
@@ -84,6 +84,10 @@ def ch_round(busy, work):
         if not match:
             raise RuntimeError(f"the source never logged the completed migration: {source.text()[-400:]}")
         check_alive(destination, "ch")
+        parts = re.search(r"migration completed: [^\n]*\(downtime: ([^)\n]*)\)", source.text())
+        received = re.search(r"migration received: ([^\n]*)", destination.text())
+        if parts:
+            log(f"cloud-hypervisor downtime parts: {parts.group(1)}; destination: {received.group(1) if received else '?'}")
         return float(match.group(1)), float(match.group(2)) / 1000
     finally:
         if receiver and receiver.poll() is None:

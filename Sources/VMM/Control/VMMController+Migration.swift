@@ -101,6 +101,7 @@ extension VMMController {
                 },
                 machine: { [self] config, memory in try self.buildForMigration(config, memory: memory) }))
             received = try receiver.run(channel)
+            logger.info("migration received: machine built in \(MigrationFigures.fixed(received.buildMilliseconds, 1)) ms, state restored in \(MigrationFigures.fixed(received.restoreMilliseconds, 1)) ms")
         } catch {
             monitor?.emit(source: "vm", event: "migration-receive-failed")
             throw .failed(action: "vm.receive-migration", reason: error.description)

@@ -26,6 +26,8 @@ final class MigrationReceiver {
     struct Received {
         let built: BuiltVM
         let resume: Bool
+        /// Milliseconds the State step took to build the machine and to restore its state.
+        let buildMilliseconds: Double, restoreMilliseconds: Double
     }
 
     /// The largest `Config` payload accepted.
@@ -63,7 +65,9 @@ final class MigrationReceiver {
                 throw error
             }
             try channel.send(MigrationResponse(.ok))
-            if phase == .completed, let built { return Received(built: built, resume: resume) }
+            if phase == .completed, let built {
+                return Received(built: built, resume: resume, buildMilliseconds: buildMilliseconds, restoreMilliseconds: restoreMilliseconds)
+            }
         }
     }
 
@@ -131,13 +135,18 @@ final class MigrationReceiver {
     }
 
     private var commonCPUID: [CPUIDEntry] = []
+    private var buildMilliseconds = 0.0, restoreMilliseconds = 0.0
 
     private func restore(_ bytes: [UInt8]) throws(MigrationError) {
         guard let config, let memory else { throw MigrationError("State before the configuration") }
         // The devices now: the source released its disks' locks before sending the state.
+        let buildBegin = ContinuousClock.now
         let built: BuiltVM
         do { built = try factory.machine(config, memory) } catch { throw MigrationError("cannot build the VM: \(error)") }
         self.built = built
+        let restoreBegin = ContinuousClock.now
+        buildMilliseconds = MigrationSender.seconds(restoreBegin - buildBegin) * 1000
+        defer { restoreMilliseconds = MigrationSender.seconds(ContinuousClock.now - restoreBegin) * 1000 }
         if checksCPUID { try Self.checkCPUID(commonCPUID, supported: built.commonCPUID) }
         do {
             let tree = try SnapshotJSON.value(SnapshotNode.self, from: bytes)

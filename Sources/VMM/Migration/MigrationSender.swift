@@ -28,6 +28,13 @@ struct MigrationFigures: Sendable, CustomStringConvertible {
     var downtimeMilliseconds: Double
     var rounds: Int
     var bytes: UInt64
+    /// Where the downtime went, in milliseconds: stopping the VM, the last memory round, capturing
+    /// the state, and the destination taking it (State sent to its OK: building and restoring).
+    var pauseMilliseconds = 0.0, lastRoundMilliseconds = 0.0, captureMilliseconds = 0.0, destinationMilliseconds = 0.0
+    /// Of the capture: reading the vCPUs' and devices' state (the rest is encoding it).
+    var readStateMilliseconds = 0.0
+    /// The last round's bytes and the state's.
+    var lastRoundBytes: UInt64 = 0, stateBytes: UInt64 = 0
     /// `value` with `digits` decimals.
     static func fixed(_ value: Double, _ digits: Int) -> String {
         var scale = 1.0
@@ -38,6 +45,8 @@ struct MigrationFigures: Sendable, CustomStringConvertible {
     }
     var description: String {
         "\(Self.fixed(seconds, 2)) s, downtime \(Self.fixed(downtimeMilliseconds, 1)) ms, \(rounds) memory round(s), \(bytes >> 10) KiB sent"
+            + " (downtime: pause \(Self.fixed(pauseMilliseconds, 1)) ms, last round \(lastRoundBytes >> 10) KiB in \(Self.fixed(lastRoundMilliseconds, 1)) ms,"
+            + " state \(stateBytes >> 10) KiB captured in \(Self.fixed(captureMilliseconds, 1)) ms (read in \(Self.fixed(readStateMilliseconds, 1)) ms), restored by the destination in \(Self.fixed(destinationMilliseconds, 1)) ms)"
     }
 }
 
@@ -89,26 +98,34 @@ struct MigrationSender {
 
         var rounds = 0
         var downtimeBegin = ContinuousClock.now
+        var figures = MigrationFigures(seconds: 0, downtimeMilliseconds: 0, rounds: 0, bytes: 0)
         if request.local {
             // The destination maps the same memory: nothing to copy, only to stop.
             downtimeBegin = ContinuousClock.now
             if initiallyRunning, !pause() { throw MigrationError("the VM did not pause") }
+            figures.pauseMilliseconds = Self.milliseconds(since: downtimeBegin)
         } else {
             try MigrationMemory.startDirtyLog(built)
             let remaining = try precopy(channel, begin: begin, rounds: &rounds)
             downtimeBegin = ContinuousClock.now
             if initiallyRunning, !pause() { throw MigrationError("the VM did not pause") }
+            figures.pauseMilliseconds = Self.milliseconds(since: downtimeBegin)
+            let lastBegin = ContinuousClock.now
             var last = try MigrationMemory.dirtyRanges(built)
             last.data += remaining.data
             try MigrationMemory.send(last, of: built.memory, over: channel)
+            figures.lastRoundBytes = last.byteCount
+            figures.lastRoundMilliseconds = Self.milliseconds(since: lastBegin)
             rounds += 1
         }
 
         // The destination opens the disks now; the source no longer writes them.
         built.deviceManager.releaseLocks()
+        let captureBegin = ContinuousClock.now
         let state: [UInt8]
         do {
             let captured = try VMSnapshotter.capture(built)
+            figures.readStateMilliseconds = Self.milliseconds(since: captureBegin)
             let tree = try captured.tree(memoryTable: built.memory.rangeTable, memoryFileSize: 0, configDigest: "", vmmVersion: VMMVersion.build)
             state = try SnapshotJSON.data(tree)
         } catch {
@@ -118,13 +135,24 @@ struct MigrationSender {
             // Pages that capturing the state wrote (none today; Cloud Hypervisor sends them too).
             try MigrationMemory.send(try MigrationMemory.dirtyRanges(built), of: built.memory, over: channel)
         }
+        figures.captureMilliseconds = Self.milliseconds(since: captureBegin)
+        figures.stateBytes = UInt64(state.count)
+        let stateBegin = ContinuousClock.now
         try channel.send(MigrationRequest(.state, length: UInt64(state.count)), payload: state)
         try channel.expectOK(after: "State")
+        figures.destinationMilliseconds = Self.milliseconds(since: stateBegin)
         try channel.send(MigrationRequest(initiallyRunning ? .complete : .completePaused))
         try channel.expectOK(after: "Complete")
         let end = ContinuousClock.now
-        return MigrationFigures(seconds: Self.seconds(end - begin), downtimeMilliseconds: Self.seconds(end - downtimeBegin) * 1000,
-                                rounds: rounds, bytes: channel.bytesSent)
+        figures.seconds = Self.seconds(end - begin)
+        figures.downtimeMilliseconds = Self.seconds(end - downtimeBegin) * 1000
+        figures.rounds = rounds
+        figures.bytes = channel.bytesSent
+        return figures
+    }
+
+    private static func milliseconds(since start: ContinuousClock.Instant) -> Double {
+        seconds(ContinuousClock.now - start) * 1000
     }
 
     /// local=on: each region's memory descriptor, slot by slot (`MemoryFd`, 4 bytes of slot
