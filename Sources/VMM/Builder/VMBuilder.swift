@@ -91,15 +91,42 @@ struct VMBuilder {
     let hypervisor: KVMHypervisor
     let logger: Logger
 
+    /// What a live migration's destination makes as soon as the configuration arrives, while
+    /// the source still runs: the KVM VM with the guest memory registered and the boot vCPUs
+    /// configured. None of it holds a host resource the source uses (disks, TAPs, sockets come
+    /// with ``build(_:events:exits:restoring:prepared:)`` once the source has let go of them),
+    /// so the source's downtime no longer pays for it.
+    struct PreparedMachine {
+        let vm: KVMVirtualMachine
+        let memory: GuestMemory
+        let vcpus: [KVMVCPU]
+        let commonCPUID: [CPUIDEntry]
+    }
+
+    /// Makes the VM, registers `memory` and creates the boot vCPUs (restoring: without boot registers).
+    func prepare(_ config: VMConfig, memory: GuestMemory) throws -> PreparedMachine {
+        let vm = try createVM()
+        try vm.registerMemory(memory)
+        let (vcpus, commonCPUID) = try createBootVCPUs(config, vm: vm, plan: nil, memory: memory)
+        return PreparedMachine(vm: vm, memory: memory, vcpus: vcpus, commonCPUID: commonCPUID)
+    }
+
     /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
     /// registers are left alone: a snapshot's memory and state replace them.
-    /// With `memory` (a migration's, made when its configuration came), the VM uses it instead
-    /// of new memory.
+    /// With `prepared` (a migration's, made when its configuration came; implies `restoring`),
+    /// the VM, its memory and its boot vCPUs are those.
     func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false,
-               memory existing: GuestMemory? = nil) throws -> BuiltVM {
-        let vm = try createVM()
-        let memory = try existing ?? createMemory(config.memory)
-        try vm.registerMemory(memory)
+               prepared: PreparedMachine? = nil) throws -> BuiltVM {
+        let restoring = restoring || prepared != nil
+        let vm: KVMVirtualMachine
+        let memory: GuestMemory
+        if let prepared {
+            (vm, memory) = (prepared.vm, prepared.memory)
+        } else {
+            vm = try createVM()
+            memory = try createMemory(config.memory)
+            try vm.registerMemory(memory)
+        }
         let vcpuCount = Int(config.cpus.bootVCPUs)
         let topology = Self.topology(config.cpus)
 
@@ -212,17 +239,7 @@ struct VMBuilder {
             plan = boot
         }
 
-        var commonCPUID: [CPUIDEntry] = []
-        var vcpus: [KVMVCPU] = []
-        for id in 0..<UInt32(vcpuCount) {
-            // The KVM vCPU id is the initial APIC id, which the topology may spread out.
-            let vcpu = try vm.createKVMVCPU(id: apicIDs[Int(id)])
-            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: physicalAddressBits,
-                              nested: config.cpus.nested)
-            if id == 0, let plan { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
-            if id == 0 { commonCPUID = try vcpu.cpuid() }
-            vcpus.append(vcpu)
-        }
+        let (vcpus, commonCPUID) = try prepared.map { ($0.vcpus, $0.commonCPUID) } ?? createBootVCPUs(config, vm: vm, plan: plan, memory: memory)
         let cpus = VCPUSet(boot: vcpus, maxVCPUs: Int(config.cpus.maxVCPUs),
                            configure: vcpuConfigurer(vm: vm, config: config.cpus, topology: topology, supported: supported))
         let controller = try attachCPUHotplug(cpus: cpus, mmio: mmio, base: cpuHotplugRegion.start)
@@ -341,6 +358,26 @@ struct VMBuilder {
             for region in memory.regions { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
         }
         return memory
+    }
+
+    /// The boot vCPUs, configured (the first with `plan`'s entry registers when booting), and
+    /// the CPUID the first one got (the guest's, which a migration's destination checks).
+    func createBootVCPUs(_ config: VMConfig, vm: KVMVirtualMachine, plan: BootPlan?, memory: GuestMemory) throws -> ([KVMVCPU], [CPUIDEntry]) {
+        let topology = Self.topology(config.cpus)
+        let supported = try hypervisor.supportedCPUID()
+        let physicalAddressBits = CPUIDBuilder.physicalAddressBits(supported: supported, maximum: config.cpus.maxPhysBits)
+        var commonCPUID: [CPUIDEntry] = []
+        var vcpus: [KVMVCPU] = []
+        for id in 0..<config.cpus.bootVCPUs {
+            // The KVM vCPU id is the initial APIC id, which the topology may spread out.
+            let vcpu = try vm.createKVMVCPU(id: topology.x2apicID(of: id))
+            try configureVCPU(vcpu, id: id, count: Int(config.cpus.maxVCPUs), topology: topology, supported: supported, maxPhysBits: physicalAddressBits,
+                              nested: config.cpus.nested)
+            if id == 0, let plan { try configureBootVCPU(vcpu, plan: plan, memory: memory) }
+            if id == 0 { commonCPUID = try vcpu.cpuid() }
+            vcpus.append(vcpu)
+        }
+        return (vcpus, commonCPUID)
     }
 
     static func topology(_ cpus: CpusConfig) -> CPUTopology {

@@ -89,6 +89,9 @@ extension VMMController {
             let channel = try listener.accept()
             monitor?.emit(source: "vm", event: "migration-receive-started")
             let builder = VMBuilder(hypervisor: hypervisor, logger: logger)
+            // The VM, its memory and boot vCPUs are made when the configuration comes, while the
+            // source runs; the devices when the state comes, once the source let go of its files.
+            var prepared: VMBuilder.PreparedMachine?
             let receiver = MigrationReceiver(factory: MigrationMachineFactory(
                 memory: { [logger] config, files in
                     // As at vm.create: Landlock goes on before the VM's files are opened.
@@ -97,9 +100,16 @@ extension VMMController {
                         try made.enter()
                         sandbox = made
                     }
-                    return try builder.createMemory(config.memory, files: files)
+                    let memory = try builder.createMemory(config.memory, files: files)
+                    prepared = try builder.prepare(config, memory: memory)
+                    return memory
                 },
-                machine: { [self] config, memory in try self.buildForMigration(config, memory: memory) }))
+                machine: { [self] config, memory in
+                    guard let made = prepared, made.memory === memory else {
+                        throw VMMError(description: "the machine was not prepared with this memory")
+                    }
+                    return try self.buildForMigration(config, prepared: made)
+                }))
             received = try receiver.run(channel)
             logger.info("migration received: machine built in \(MigrationFigures.fixed(received.buildMilliseconds, 1)) ms, state restored in \(MigrationFigures.fixed(received.restoreMilliseconds, 1)) ms")
         } catch {

@@ -222,8 +222,8 @@ public final class VMMController: VMMControl {
     }
 
     /// Builds (not starts) the machine a migration's configuration describes.
-    func buildForMigration(_ config: VMConfig, memory: GuestMemory) throws -> BuiltVM {
-        try VMInstance.buildForMigration(config, memory: memory, hypervisor: hypervisor, logger: logger)
+    func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine) throws -> BuiltVM {
+        try VMInstance.buildForMigration(config, prepared: prepared, hypervisor: hypervisor, logger: logger)
     }
 
     /// Starts a machine a migration brought (restored, paused) and makes it this VMM's VM,

@@ -5,9 +5,9 @@ import HostSystem
 import Hypervisor
 
 /// How the receiver makes the machine, in Cloud Hypervisor's two steps: guest memory when the
-/// `Config` arrives (new, or the memory descriptors of local=on mapped), the rest around it
-/// when the `State` arrives, after the source let go of its disks' locks (not started,
-/// `restoring: true`).
+/// `Config` arrives (new, or the memory descriptors of local=on mapped; the VMM also makes the
+/// KVM VM and its vCPUs then, while the source still runs), the devices around it when the
+/// `State` arrives, after the source let go of its disks' locks (not started, `restoring: true`).
 struct MigrationMachineFactory {
     var memory: (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> GuestMemory
     var machine: (VMConfig, GuestMemory) throws -> BuiltVM

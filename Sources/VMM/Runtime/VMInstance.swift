@@ -52,13 +52,13 @@ final class VMInstance: Sendable {
     }
 
     /// Builds, without starting it, the machine a live migration's configuration describes
-    /// (`restoring`: the source's memory and state replace what a boot would load).
-    static func buildForMigration(_ config: VMConfig, memory: GuestMemory, hypervisor: KVMHypervisor,
+    /// around what was prepared when it came (the source's memory and state replace what a
+    /// boot would load).
+    static func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine, hypervisor: KVMHypervisor,
                                   logger: Logger) throws -> BuiltVM {
         let exits = try ExitSignal()
         let events = try EventManager()
-        return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, restoring: true,
-                                                                          memory: memory)
+        return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, prepared: prepared)
     }
 
     /// Starts, paused, a machine a live migration filled with the source's memory and state.
