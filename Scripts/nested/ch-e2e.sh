@@ -54,12 +54,10 @@
 #   snapshot a guest counting on its serial port, disk and NIC is paused, snapshotted, killed
 #            and restored in new VMMs (copy, then on demand): the count goes on without a gap or
 #            reset, pings answer, every sector holds its count (snapshot-scenario.sh).
-#            Not in the default set yet: run it with --only snapshot or CH_NESTED_SNAPSHOT=1.
 #   migration a guest counting on its serial port, disk and NIC while it rewrites 4 MiB of memory
 #            migrates A -> B over tcp:, B -> C over unix:, C -> D with local=on, then D -> E with
 #            E killed mid-way: the count goes on without a gap, each source exits, D survives
-#            the failed one (migration-scenario.sh). Not in the default set yet: --only
-#            migration or CH_NESTED_MIGRATION=1.
+#            the failed one (migration-scenario.sh).
 # With --bench, the same PVH guest is also booted by QEMU (-enable-kvm) to the init
 # marker, the VMM's resident memory outside guest RAM is read after boot, and disk and
 # network throughput are compared with QEMU's; the lines `ch-bench: ...` carry the figures.
@@ -91,20 +89,11 @@ in_l1() {
   [[ -c /dev/kvm ]] || { echo "ch-e2e: no /dev/kvm in level 1"; echo "ch-e2e: 0 passed, 1 failed"; exit 1; }
 
   pass() { passed=$((passed + 1)); echo "ch-e2e: PASS $*"; }
-  # Every scenario runs by default (--only names a subset) except `snapshot` and `migration`,
-  # which run when named in --only or with CH_NESTED_SNAPSHOT=1 / CH_NESTED_MIGRATION=1:
-  # `snapshot` passed its last runs but one earlier run hung in its snapshot step (cause not
-  # found); `migration` is new.
+  # Every scenario runs by default; --only names a subset.
   want() {
     # A scenario missing from all_scenarios would not be run again after a frozen level 1.
     [[ " ${all_scenarios[*]} " == *" $1 "* ]] || { echo "ch-e2e: FAIL $1: not listed in all_scenarios (ch-e2e.sh)"; failed=$((failed + 1)); return 1; }
-    if [[ -n $only ]]; then [[ " $only " == *" $1 "* ]]; else
-      case $1 in
-        snapshot) [[ ${CH_NESTED_SNAPSHOT:-0} == 1 ]] ;;
-        migration) [[ ${CH_NESTED_MIGRATION:-0} == 1 ]] ;;
-        *) true ;;
-      esac
-    fi
+    [[ -z $only || " $only " == *" $1 "* ]]
   }
   # The scenarios this run selects, for the caller to tell which ones a frozen level 1 left.
   local selected=() scenario
