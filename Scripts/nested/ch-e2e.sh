@@ -21,8 +21,9 @@
 #            converts the overlay, and reading the limited disks takes as long as the
 #            limits say.
 #   hvc      --serial off --console tty and console=hvc0: the shell on virtio-console.
-#   api      --api-socket: ch-remote ping, pause, resume, info, counters and power-button;
-#            busybox acpid in the guest powers off on the button.
+#   api      --api-socket: ch-remote ping, pause, resume, info, counters, resize-disk (the
+#            guest reads the new capacity) and power-button; busybox acpid in the guest powers
+#            off on the button.
 #   bzimage  bzImage, --cpus boot=1: the kernel runs ch_test=... and powers off; status 0.
 #   net      two --net NICs on TAPs the VMM creates (ip=, mask=, mac=; 2 queue pairs on the
 #            first): pings and TCP transfers both ways with matching checksums
@@ -320,12 +321,19 @@ in_l1() {
       "$remote" --api-socket "$sock" resume >>"$api_dir/pause.out" 2>&1 && echo resumed >>"$api_dir/pause.out"
       "$remote" --api-socket "$sock" info >"$api_dir/info.json" 2>&1
       "$remote" --api-socket "$sock" counters >"$api_dir/counters.json" 2>&1
+      # vm.resize-disk: the 1 MiB disk becomes 2 MiB; the guest reads its new capacity.
+      "$remote" --api-socket "$sock" resize-disk --disk _disk0 --size 2M >"$api_dir/resize.out" 2>&1 && echo resized >>"$api_dir/resize.out"
+      echo "ch-e2e: [api] ping $(cat "$api_dir/ping.json"); info while paused: state $(grep -o '"state":"[A-Za-z]*"' "$api_dir/paused.json"); counters $(cat "$api_dir/counters.json"); resize-disk: $(tr '\n' ' ' <"$api_dir/resize.out") (image $(stat -c %s "$api_dir/d.raw") bytes)"
+      # shellcheck disable=SC2016  # typed into the guest's shell
+      { printf '%s\n' 'sleep 2; echo CH-RESIZED-$(cat /sys/block/vda/size)' 1>&"$in"; } 2>/dev/null || true
+    }
+    api_button() {
       "$remote" --api-socket "$sock" power-button >"$api_dir/button.out" 2>&1 && echo pressed >>"$api_dir/button.out"
-      echo "ch-e2e: [api] ping $(cat "$api_dir/ping.json"); info while paused: state $(grep -o '"state":"[A-Za-z]*"' "$api_dir/paused.json"); counters $(cat "$api_dir/counters.json")"
     }
     # shellcheck disable=SC2016  # typed into the guest's shell
     local api_steps='L2-INIT-READY|||mkdir -p /etc/acpi/PWRF && printf "#!/bin/sh\necho CH-PWRB-ACPID\npoweroff -f\n" >/etc/acpi/PWRF/00000080 && chmod +x /etc/acpi/PWRF/00000080 && (acpid -f -d -c /etc/acpi &) && dd if=/dev/vda of=/dev/null bs=4096 count=16 2>/dev/null && echo CH-PWRB-ARMED-$(grep -c "Power Button" /sys/class/input/*/name)
   CH-PWRB-ARMED-([0-9]+)|||!api_actions
+  CH-RESIZED-([0-9]+)|||!api_button
   CH-PWRB-ACPID|||'
     local api=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$api_dir/d.raw")
     run_l2 api "$api_steps" "$binary" "${api[@]}"
@@ -333,12 +341,13 @@ in_l1() {
       echo "ch-e2e: [api] the guest stalled; running the scenario again"
       run_l2 api "$api_steps" "$binary" "${api[@]}"
     fi
-    if ((steps_done == 3)) && ((vmm_status == 0)) && ((captures[0] >= 1)) && grep -q '"version"' "$api_dir/ping.json" &&
+    if ((steps_done == 4)) && ((vmm_status == 0)) && ((captures[0] >= 1)) && grep -q '"version"' "$api_dir/ping.json" &&
       grep -q '"state":"Paused"' "$api_dir/paused.json" && grep -q '"state":"Running"' "$api_dir/info.json" &&
-      grep -q resumed "$api_dir/pause.out" && grep -q '"read_bytes":[1-9]' "$api_dir/counters.json" && grep -q pressed "$api_dir/button.out"; then
-      pass "api: ch-remote ping, pause (state Paused), resume, info (Running), counters (disk reads counted), power-button: acpid in the guest powered off, VMM status 0"
+      grep -q resumed "$api_dir/pause.out" && grep -q '"read_bytes":[1-9]' "$api_dir/counters.json" &&
+      [[ ${captures[1]:-} == 4096 ]] && [[ $(stat -c %s "$api_dir/d.raw") == 2097152 ]] && grep -q pressed "$api_dir/button.out"; then
+      pass "api: ch-remote ping, pause (state Paused), resume, info (Running), counters (disk reads counted), resize-disk 1 MiB -> 2 MiB (the guest's /sys/block/vda/size ${captures[1]} sectors), power-button: acpid in the guest powered off, VMM status 0"
     else
-      fail "api: steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], pause: $(tr '\n' ' ' <"$api_dir/pause.out" 2>/dev/null), button: $(tr '\n' ' ' <"$api_dir/button.out" 2>/dev/null)"
+      fail "api: steps $steps_done/4, VMM status $vmm_status, captures [${captures[*]:-}], pause: $(tr '\n' ' ' <"$api_dir/pause.out" 2>/dev/null), resize: $(tr '\n' ' ' <"$api_dir/resize.out" 2>/dev/null), button: $(tr '\n' ' ' <"$api_dir/button.out" 2>/dev/null)"
     fi
     rm -rf "$api_dir"
   fi

@@ -80,6 +80,11 @@ public protocol BlockBackend: AnyObject, Sendable {
     ///
     /// - Throws: ``BlockError/locked(path:)`` when another process took one meanwhile.
     func retakeLocks() throws(BlockError)
+    /// Makes the virtual disk `newSize` bytes long (`vm.resize-disk`); ``size`` follows.
+    ///
+    /// - Throws: ``BlockError/readOnly``, or ``BlockError/unsupported(_:)`` where the format
+    ///   cannot change size that way (a qcow2 image does not shrink).
+    func resize(to newSize: UInt64) throws(BlockError)
 }
 
 extension BlockBackend {
@@ -87,6 +92,8 @@ extension BlockBackend {
     public func releaseLocks() {}
     /// No files, no locks.
     public func retakeLocks() throws(BlockError) {}
+    /// A backend without a way to change size refuses.
+    public func resize(to newSize: UInt64) throws(BlockError) { throw .unsupported("resizing this kind of disk") }
 
     /// Reads `count` bytes at `offset` into a new array (convenience for tests and tools).
     public func readBytes(count: Int, at offset: UInt64) throws(BlockError) -> [UInt8] {

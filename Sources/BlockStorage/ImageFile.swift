@@ -86,6 +86,13 @@ public final class ImageFile: Sendable {
         return UInt64(end)
     }
 
+    /// Whether the image is a block device (`fstat(2)`), whose length only the host changes.
+    public func isBlockDevice() throws(BlockError) -> Bool {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else { throw .host(call: "fstat(\(path))", errno: errno) }
+        return info.st_mode & S_IFMT == S_IFBLK
+    }
+
     /// Sets the file's length.
     public func truncate(to length: UInt64) throws(BlockError) {
         do { try descriptor.truncate(to: Int64(length)) } catch { throw .host(call: "ftruncate(\(path))", errno: error.errno) }

@@ -41,8 +41,9 @@ public final class RawFileBackend: BlockBackend {
     public let image: ImageFile
     /// The open image's descriptor.
     public var file: OwnedFileDescriptor { image.descriptor }
-    /// The disk size: the file's size when it was opened.
-    public let size: UInt64
+    /// The disk size: the file's size when it was opened, or as ``resize(to:)`` set it.
+    public var size: UInt64 { currentSize.load(ordering: .acquiring) }
+    private let currentSize: Atomic<UInt64>
     /// Whether writes are refused.
     public var isReadOnly: Bool { image.isReadOnly }
     /// Whether the file was opened `O_DIRECT`.
@@ -60,7 +61,23 @@ public final class RawFileBackend: BlockBackend {
     public init(path: String, options: Options = Options()) throws(BlockError) {
         self.path = path
         image = try ImageFile(path: path, readOnly: options.readOnly, direct: options.direct, lock: options.lock)
-        size = try image.length()
+        currentSize = Atomic(try image.length())
+    }
+
+    /// Truncates or extends the file to `newSize` bytes (Cloud Hypervisor's raw resize: a
+    /// shrink drops the end of the disk). A block device cannot be resized from here: it must
+    /// already have the new size (resized on the host with LVM or losetup).
+    public func resize(to newSize: UInt64) throws(BlockError) {
+        if isReadOnly { throw .readOnly }
+        if try image.isBlockDevice() {
+            let actual = try image.length()
+            guard actual == newSize else {
+                throw .other("\(path) is a block device of \(actual) bytes: resize it on the host (LVM, losetup) to \(newSize) bytes first")
+            }
+        } else {
+            try image.truncate(to: newSize)
+        }
+        currentSize.store(newSize, ordering: .releasing)
     }
 
     /// Reads with `preadv`, through a bounce buffer when `O_DIRECT` needs alignment.

@@ -112,7 +112,7 @@ public enum APIEndpoint: String, CaseIterable, Sendable {
         case .vmRemoveDevice: .object(schema: "VmRemoveDevice")
         case .vmResize: .object(schema: "VmResize")
         case .vmResizeZone: .unsupported(schema: "VmResizeZone")
-        case .vmResizeDisk: .unsupported(schema: "VmResizeDisk")
+        case .vmResizeDisk: .object(schema: "VmResizeDisk")
         case .vmSnapshot: .object(schema: "VmSnapshotConfig")
         case .vmRestore: .object(schema: "RestoreConfig")
         case .vmCoredump: .unsupported(schema: "VmCoredumpData")

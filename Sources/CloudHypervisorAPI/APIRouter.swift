@@ -188,13 +188,15 @@ public struct APIRouter: Sendable {
         case .vmReceiveMigration:
             let request = try StrictJSON.decode(ReceiveMigrationData.self, from: body ?? [], typeName: "ReceiveMigrationData")
             return try act { () throws(ControlError) in try control.receiveMigration(request) }
-        case .vmNmi, .vmResizeZone, .vmResizeDisk, .vmCoredump:
+        case .vmResizeDisk:
+            let request = try StrictJSON.decode(VMResizeDisk.self, from: body ?? [], typeName: "VmResizeDisk")
+            return try act { () throws(ControlError) in try control.resizeDisk(request) }
+        case .vmNmi, .vmResizeZone, .vmCoredump:
             // The body is decoded as Cloud Hypervisor decodes it (a bad one is a 400), then the
             // action is refused: this VMM does not carry it out yet.
             let bytes = body ?? []
             switch endpoint {
             case .vmResizeZone: _ = try StrictJSON.decode(VMResizeZone.self, from: bytes, typeName: "VmResizeZone")
-            case .vmResizeDisk: _ = try StrictJSON.decode(VMResizeDisk.self, from: bytes, typeName: "VmResizeDisk")
             case .vmCoredump: _ = try StrictJSON.decode(VMDestination.self, from: bytes, typeName: "VmCoredumpData")
             default: break
             }

@@ -226,6 +226,22 @@ public final class FakeVMMControl: VMMControl {
         }
     }
 
+    public func resizeDisk(_ request: VMResizeDisk) throws(ControlError) {
+        try transition("resizeDisk") { (snapshot: inout Snapshot) throws(ControlError) in
+            guard let config = snapshot.config, let state = snapshot.state else {
+                if permissive { return }
+                throw .vmNotCreated
+            }
+            if permissive { return }
+            guard state == .running || state == .paused else {
+                throw .failed(action: "vm.resize-disk", reason: "the VM is not booted: a disk is resized on a running or paused VM")
+            }
+            guard config.diskIDs.contains(request.id) else {
+                throw .failed(action: "vm.resize-disk", reason: "Unknown device id: \(request.id)")
+            }
+        }
+    }
+
     /// Adds a device to the configuration before boot; on a running VM answers a made-up
     /// address (the fake has no PCI bus), as hotplug would.
     private func added(_ call: String, _ change: (inout VMConfig) -> Void) throws(ControlError) -> PciDeviceInfo? {

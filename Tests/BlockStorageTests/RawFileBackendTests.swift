@@ -16,6 +16,24 @@ final class ScratchImage {
 }
 
 @Suite struct RawFileBackendTests {
+    @Test("resize(to:) grows and shrinks the file; the size and the range checks follow; read-only refuses")
+    func resize() throws {
+        let image = try ScratchImage(size: 8192, fill: 0x5A)
+        let disk = try RawFileBackend(path: image.path)
+        try disk.resize(to: 16384)
+        #expect(disk.size == 16384)
+        #expect(image.contents.count == 16384)
+        try disk.write(bytes: [1, 2, 3], at: 16000)
+        #expect(try disk.readBytes(count: 2, at: 8191) == [0x5A, 0], "old bytes kept, new ones zero")
+        try disk.resize(to: 4096)
+        #expect(disk.size == 4096 && image.contents.count == 4096)
+        #expect(throws: BlockError.self) { _ = try disk.readBytes(count: 512, at: 4096) }
+        let readOnly = try RawFileBackend(path: image.path, options: .init(readOnly: true, lock: .none))
+        #expect(throws: BlockError.readOnly) { try readOnly.resize(to: 8192) }
+        #expect(readOnly.size == 4096)
+        #expect(throws: BlockError.self) { try MemoryBlockBackend(size: 4096).resize(to: 8192) }
+    }
+
     @Test func writesReachTheFileAndReadBack() throws {
         let image = try ScratchImage(size: 64 * 1024)
         let disk = try RawFileBackend(path: image.path)

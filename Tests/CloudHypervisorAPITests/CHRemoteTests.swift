@@ -343,7 +343,6 @@ struct CHRemoteTests {
                 (["nmi"], "vm.nmi"),
                 (["coredump", "file:///tmp/core"], "vm.coredump"),
                 (["resize-zone", "--id", "mem0", "--size", "1G"], "vm.resize-zone"),
-                (["resize-disk", "--disk", "_disk0", "--size", "1G"], "vm.resize-disk"),
             ]
             for (arguments, endpoint) in unsupported {
                 let result = try Self.run(socket + arguments)

@@ -149,8 +149,8 @@ struct ContractTests {
         let endpoint = try #require(APIEndpoint(path: "/api/v1" + operation.path))
         let scenario = Self.successScenario(endpoint)
         try withServer(control: try fake(in: scenario.state)) { _, path throws in
-            if endpoint == .vmRemoveDevice {
-                // Something to remove: the disk vm.add-disk's scenario plugs in.
+            if endpoint == .vmRemoveDevice || endpoint == .vmResizeDisk {
+                // Something to remove or resize: the disk vm.add-disk's scenario plugs in.
                 let added = try send(path, "PUT", APIEndpoint.vmAddDisk.path, body: Self.successScenario(.vmAddDisk).body)
                 #expect(added.status == 200, "vm.add-disk before vm.remove-device: \(added.text)")
             }

@@ -125,7 +125,6 @@ struct EndpointTests {
         try withServer(control: try fake(in: .running)) { _, path throws in
             let bodies: [APIEndpoint: String] = [
                 .vmResizeZone: #"{"id":"mem0","desired_ram":1073741824}"#,
-                .vmResizeDisk: #"{"id":"_disk0","desired_size":1073741824}"#,
                 .vmCoredump: #"{"destination_url":"file:///tmp/core"}"#,
                 .vmSendMigration: #"{"destination_url":"unix:/tmp/m.sock","local":true,"downtime_ms":100}"#,
                 .vmReceiveMigration: #"{"receiver_url":"unix:/tmp/m.sock"}"#,

@@ -70,9 +70,17 @@ struct APILifecycleTests {
         try Self.chRemote(socket, ["create", configPath])
         #expect(try Self.state(socket) == "Created")
         try Self.chRemote(socket, ["pause"], expect: 1)
+        #expect(try Self.chRemote(socket, ["resize-disk", "--disk", "_disk0", "--size", "2M"], expect: 1).contains("not booted"))
 
         try Self.chRemote(socket, ["boot"])
         #expect(try Self.state(socket) == "Running")
+        // vm.resize-disk on the running VM: the image file follows; bad requests change nothing.
+        try Self.chRemote(socket, ["resize-disk", "--disk", "_disk0", "--size", "2M"])
+        #expect(Self.size(disk) == 2 << 20)
+        #expect(try Self.chRemote(socket, ["resize-disk", "--disk", "_disk7", "--size", "4M"], expect: 1).contains("Unknown device id: _disk7"))
+        #expect(try Self.chRemote(socket, ["resize-disk", "--disk", "_disk0", "--size", "1000"], expect: 1).contains("multiple of 512"))
+        #expect(try Self.chRemote(socket, ["resize-disk", "--disk", "serial", "--size", "4M"], expect: 1).contains("not a disk"))
+        #expect(Self.size(disk) == 2 << 20)
         waited = 0
         while Self.size(serial) == 0 && waited < 500 { usleep(10_000); waited += 1 }
         #expect(Self.size(serial) > 0, "the guest wrote to its serial port")

@@ -1,4 +1,5 @@
 import BlockStorage
+import Foundation
 import GuestMemory
 import PCI
 import TestSupport
@@ -263,5 +264,39 @@ private let pattern = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) 
             blk.driver.notify()
             _ = round
         }
+    }
+}
+
+/// vm.resize-disk's device part: the capacity follows the backend and the guest hears of it.
+@Suite("virtio-blk resize")
+struct VirtioBlockResizeTests {
+    @Test("resize(to:) changes the capacity; a running device raises a configuration interrupt; bad sizes and backends that cannot resize change nothing")
+    func resize() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resize-\(UUID().uuidString).img").path
+        FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let device = VirtioBlock(backend: try RawFileBackend(path: path))
+        #expect(device.readConfig(offset: 0, size: 8) == 2048)
+        try device.resize(to: 2 << 20)
+        #expect(device.readConfig(offset: 0, size: 8) == 4096, "not running: no interrupt, the capacity follows")
+        let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x10_0000)])
+        let interrupt = RecordingInterrupt()
+        var queue = try SplitQueue(maxSize: 256)
+        queue.size = 16
+        queue.descriptorTable = GuestAddress(0x1000)
+        queue.availableRing = GuestAddress(0x2000)
+        queue.usedRing = GuestAddress(0x3000)
+        try queue.activate(in: memory)
+        device.acknowledgeFeatures(VirtioFeature.version1)
+        try device.activate(memory: memory, queues: [queue], interrupt: interrupt)
+        try device.resize(to: 3 << 20)
+        #expect(device.readConfig(offset: 0, size: 8) == 6144)
+        #expect(interrupt.events == [.config])
+        #expect(throws: BlockError.self) { try device.resize(to: (3 << 20) + 100) }
+        #expect(device.readConfig(offset: 0, size: 8) == 6144)
+        let inMemory = VirtioBlock(backend: MemoryBlockBackend(size: 1 << 20))
+        #expect(throws: BlockError.self) { try inMemory.resize(to: 2 << 20) }
+        #expect(inMemory.readConfig(offset: 0, size: 8) == 2048)
+        #expect(interrupt.events == [.config])
     }
 }

@@ -180,6 +180,7 @@ struct VMBuilder {
                                                   mover: mover, counters: { block.counters.dictionary })
             entry.releaseLocks = { backend.releaseLocks() }
             entry.retakeLocks = { try backend.retakeLocks() }
+            entry.resize = { size in try block.resize(to: size) }
             managed.append(entry)
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id

@@ -1,7 +1,7 @@
-// The bodies of Cloud Hypervisor's actions this VMM does not carry out yet (resize-disk,
+// The bodies of Cloud Hypervisor's actions that are not device configurations (resize-disk,
 // resize-zone, snapshot, coredump, restore, send/receive-migration), decoded as Cloud
 // Hypervisor decodes them (vmm/src/api/mod.rs, vmm/src/config.rs): a malformed body is a
-// 400 before the action is refused.
+// 400 before the action is carried out or refused.
 
 /// `vm.resize-disk`'s body (`VmResizeDisk`).
 public struct VMResizeDisk: Codable, Equatable, Sendable {

@@ -223,6 +223,8 @@ public protocol VMMControl: AnyObject, Sendable {
     func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo?
     /// `vm.remove-device`: removes the device with this id.
     func removeDevice(id: String) throws(ControlError)
+    /// `vm.resize-disk`: changes the size of a booted VM's disk.
+    func resizeDisk(_ request: VMResizeDisk) throws(ControlError)
     /// `vm.snapshot`: writes a paused VM's snapshot into the directory `destinationURL` names
     /// (`file:///dir`).
     func snapshot(destinationURL: String) throws(ControlError)

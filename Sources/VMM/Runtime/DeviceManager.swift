@@ -41,6 +41,8 @@ struct ManagedDevice: Sendable {
     var releaseLocks: (@Sendable () -> Void)?
     /// Takes them again (a migration that failed).
     var retakeLocks: (@Sendable () throws -> Void)?
+    /// Changes a disk's size in bytes (`vm.resize-disk`); nil for a device that is not a disk.
+    var resize: (@Sendable (UInt64) throws -> Void)?
 }
 
 /// The devices of one VM for as long as it lives: an ordered registry (boot order, which is

@@ -138,6 +138,19 @@ public final class VirtioBlock: VirtioDevice {
     /// Whether the device is running.
     public var isActivated: Bool { core.withLock { $0.running != nil } }
 
+    /// Changes the disk's size (`vm.resize-disk`): the backend grows or shrinks, the
+    /// capacity in the configuration space follows and a running device tells the guest
+    /// with a configuration-change interrupt (Linux's virtio_blk then reads the new capacity).
+    ///
+    /// - Throws: ``BlockError/other(_:)`` for a size that is not a multiple of 512 bytes, or
+    ///   the backend's refusal; the size is unchanged then.
+    public func resize(to newSize: UInt64) throws(BlockError) {
+        let sector = UInt64(VirtioBlockABI.sectorSize)
+        guard newSize % sector == 0 else { throw .other("the new size \(newSize) is not a multiple of \(sector) bytes") }
+        try backend.resize(to: newSize)
+        core.withLock { $0.running?.interrupt }?.signalConfig()
+    }
+
     /// The configuration space (`struct virtio_blk_config`, 60 bytes).
     var configSpace: [UInt8] {
         var bytes = [UInt8](repeating: 0, count: 60)
