@@ -28,7 +28,7 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         // Paths 4-7 first switch REPLY_ACK on (SET_PROTOCOL_FEATURES itself is not
         // acknowledged), so the stream answers an acknowledged SET_ request.
         let frontend = VhostUserFrontend(channel: ReplayVhostUserChannel(replies: stream))
-        do {
+        do throws(VhostUserError) {
             if path >= 4 {
                 try frontend.setProtocolFeatures([.replyAck])
                 fuzzCheck(frontend.acknowledgesRequests, "REPLY_ACK was negotiated but requests are not acknowledged")
