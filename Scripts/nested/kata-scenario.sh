@@ -4,7 +4,7 @@
 #
 # kata_scenario BINARY: the VMM is started as Kata starts it (`--api-socket PATH` and nothing
 # else; -v only to see when it listens); Scripts/kata/kata-client.py replays Kata's requests
-# (ping, Kata's full vm.create body refused naming virtio-fs, the body without the devices
+# (ping, Kata's full vm.create body refused naming its virtio-fs device's pci_segment, the body without the devices
 # this VMM lacks, vm.info, vm.add-net with a TAP descriptor in SCM_RIGHTS on its own
 # connection, vm.boot, vm.info, the no-op vm.resize). The Debian guest's NIC is the passed
 # TAP: it pings the host side; then the client stops the VMM with vmm.shutdown as Kata does.
