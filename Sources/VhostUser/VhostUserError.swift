@@ -35,6 +35,9 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
     case tooManyQueues(requested: Int, backend: UInt64)
     /// A socket call failed.
     case system(SystemError)
+    /// An earlier exchange failed in a way that may have left a reply unread (`reason`); the
+    /// connection is out of step and is not used again.
+    case connectionBroken(reason: String)
 
     /// A sentence that explains the failure.
     public var description: String {
@@ -71,6 +74,8 @@ public enum VhostUserError: Error, Equatable, Sendable, CustomStringConvertible 
             "the device needs \(requested) queue(s) but the back-end serves \(backend)"
         case let .system(error):
             "the vhost-user socket failed: \(error)"
+        case let .connectionBroken(reason):
+            "the connection to the back-end is no longer used: an earlier exchange failed (\(reason))"
         }
     }
 }

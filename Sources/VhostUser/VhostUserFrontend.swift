@@ -14,7 +14,13 @@ import Synchronization
 public final class VhostUserFrontend: Sendable {
     /// The connection.
     public let channel: any VhostUserChannel
-    private let session = Mutex<Bool>(false)  // whether REPLY_ACK was negotiated
+    private struct Session {
+        /// Whether REPLY_ACK was negotiated.
+        var replyAck = false
+        /// Why the connection went out of step, once it did.
+        var broken: String?
+    }
+    private let session = Mutex(Session())
 
     /// A front-end on a connected channel.
     public init(channel: any VhostUserChannel) {
@@ -22,28 +28,41 @@ public final class VhostUserFrontend: Sendable {
     }
 
     /// Whether requests without a reply of their own ask for an acknowledgement.
-    public var acknowledgesRequests: Bool { session.withLock { $0 } }
+    public var acknowledgesRequests: Bool { session.withLock { $0.replyAck } }
 
     /// Sends `request` and reads its reply: the request's own (a `GET_`) or, with `REPLY_ACK`,
     /// the acknowledgement, whose non-zero status fails the call.
     @discardableResult
     func exchange(_ request: VhostUserRequest, payload: [UInt8] = [], descriptors: [Int32] = [],
                   expecting: VhostUserReply.Expectation = .u64) throws(VhostUserError) -> VhostUserReply? {
-        try session.withLock { (replyAck: inout Bool) throws(VhostUserError) -> VhostUserReply? in
-            let acknowledged = !request.hasReply && replyAck
-            let message = VhostUserPayload.message(request, flags: acknowledged ? VhostUserFlags.needReply : 0, payload: payload)
-            try channel.send(message, descriptors: descriptors, request: request)
-            guard request.hasReply || acknowledged else { return nil }
-            let (head, headDescriptors) = try channel.receive(count: VhostUserHeader.size, request: request)
-            let header = try VhostUserReply.decodeHeader(head[...], for: request)
-            let (body, bodyDescriptors) = header.size == 0 ? ([], 0) : try channel.receive(count: Int(header.size), request: request)
-            if headDescriptors + bodyDescriptors > 0 {
-                throw .unexpectedDescriptors(request: request, count: headDescriptors + bodyDescriptors)
+        try session.withLock { (session: inout Session) throws(VhostUserError) -> VhostUserReply? in
+            if let reason = session.broken { throw .connectionBroken(reason: reason) }
+            do throws(VhostUserError) {
+                return try Self.exchange(request, payload: payload, descriptors: descriptors, expecting: expecting,
+                                         replyAck: session.replyAck, channel: channel)
+            } catch {
+                // A refusal is a whole reply; anything else may leave bytes unread or unsent.
+                if case .refused = error {} else { session.broken = "\(request): \(error)" }
+                throw error
             }
-            let reply = try VhostUserReply.decodePayload(body[...], for: request, expecting: expecting)
-            if acknowledged, case let .u64(status) = reply, status != 0 { throw .refused(request: request, status: status) }
-            return reply
         }
+    }
+
+    private static func exchange(_ request: VhostUserRequest, payload: [UInt8], descriptors: [Int32], expecting: VhostUserReply.Expectation,
+                                 replyAck: Bool, channel: any VhostUserChannel) throws(VhostUserError) -> VhostUserReply? {
+        let acknowledged = !request.hasReply && replyAck
+        let message = VhostUserPayload.message(request, flags: acknowledged ? VhostUserFlags.needReply : 0, payload: payload)
+        try channel.send(message, descriptors: descriptors, request: request)
+        guard request.hasReply || acknowledged else { return nil }
+        let (head, headDescriptors) = try channel.receive(count: VhostUserHeader.size, request: request)
+        let header = try VhostUserReply.decodeHeader(head[...], for: request)
+        let (body, bodyDescriptors) = header.size == 0 ? ([], 0) : try channel.receive(count: Int(header.size), request: request)
+        if headDescriptors + bodyDescriptors > 0 {
+            throw .unexpectedDescriptors(request: request, count: headDescriptors + bodyDescriptors)
+        }
+        let reply = try VhostUserReply.decodePayload(body[...], for: request, expecting: expecting)
+        if acknowledged, case let .u64(status) = reply, status != 0 { throw .refused(request: request, status: status) }
+        return reply
     }
 
     private func u64(_ request: VhostUserRequest) throws(VhostUserError) -> UInt64 {
@@ -72,7 +91,7 @@ public final class VhostUserFrontend: Sendable {
     /// `SET_PROTOCOL_FEATURES`; with `replyAck` among them, later requests ask for acknowledgements.
     public func setProtocolFeatures(_ features: VhostUserProtocolFeatures) throws(VhostUserError) {
         try exchange(.setProtocolFeatures, payload: VhostUserPayload.u64(features.rawValue))
-        session.withLock { $0 = features.contains(.replyAck) }
+        session.withLock { $0.replyAck = features.contains(.replyAck) }
     }
 
     /// `GET_QUEUE_NUM`: how many queues the back-end serves (with `MQ`).

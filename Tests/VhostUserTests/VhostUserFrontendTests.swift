@@ -48,6 +48,20 @@ struct VhostUserFrontendTests {
         #expect(channel.sent.last?.descriptors == [7])
     }
 
+    @Test func aRefusalKeepsTheConnectionAGarbledReplyEndsIt() throws {
+        let channel = ReplayVhostUserChannel(replies: replyBytes(8, VhostUserPayload.u64(3)) + replyBytes(8, VhostUserPayload.u64(0))
+            + replyBytes(9, [1, 2, 3]) + replyBytes(10, VhostUserPayload.u64(0)))
+        let frontend = VhostUserFrontend(channel: channel)
+        try frontend.setProtocolFeatures([.replyAck])
+        #expect(throws: VhostUserError.refused(request: .setVringNum, status: 3)) { try frontend.setVringNum(index: 0, size: 8) }
+        try frontend.setVringNum(index: 0, size: 16)
+        #expect(throws: VhostUserError.wrongPayloadSize(request: .setVringAddr, expected: 8, got: 3)) {
+            try frontend.setVringAddr(VhostUserVringAddress(index: 0, descriptorTable: 0, usedRing: 0, availableRing: 0))
+        }
+        #expect(throws: VhostUserError.self) { try frontend.setVringBase(index: 0, base: 0) }
+        #expect(channel.sent.count == 4)
+    }
+
     @Test func aBackendThatHangsUpOrLiesIsAnError() {
         let frontend = VhostUserFrontend(channel: ReplayVhostUserChannel(replies: []))
         #expect(throws: VhostUserError.closed(request: .getFeatures)) { try frontend.getFeatures() }
@@ -69,8 +83,10 @@ struct VhostUserFrontendTests {
         #expect(received.bytes == [13, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
         #expect(received.descriptors.count == 1)
         #expect(throws: VhostUserError.timedOut(request: .getFeatures, milliseconds: 100)) { try frontend.getFeatures() }
+        // A reply that comes late would answer the wrong request: the connection is not used again.
         _ = try far.send(replyBytes(1, VhostUserPayload.u64(5)))
-        // A reply that comes late is read whole by the next request.
-        #expect(try frontend.getFeatures() == 5)
+        #expect(throws: VhostUserError.connectionBroken(reason: "GET_FEATURES: " + VhostUserError.timedOut(request: .getFeatures, milliseconds: 100).description)) {
+            try frontend.getFeatures()
+        }
     }
 }

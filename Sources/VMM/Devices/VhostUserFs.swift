@@ -152,10 +152,13 @@ final class VhostUserFsDevice: VirtioDevice {
             if negotiatedFeatures & vhostUserProtocolFeaturesBit != 0 {
                 for index in started { try frontend.setVringEnable(index: UInt32(index), enabled: true) }
             }
-        } catch let error as VirtioDeviceError {
-            logger.error("virtio-fs (\(socket)): \(error)")
-            throw error
         } catch {
+            // The queues handed over so far are stopped by the driver's reset.
+            state.withLock { $0.started = started }
+            if let error = error as? VirtioDeviceError {
+                logger.error("virtio-fs (\(socket)): \(error)")
+                throw error
+            }
             logger.error("virtio-fs (\(socket)): the back-end failed during activation: \(error)")
             throw .backend("the vhost-user back-end at \(socket) failed during activation: \(error)")
         }
