@@ -1,6 +1,8 @@
+import DeviceModel
 import Foundation
 import GuestMemory
 import HostSystem
+import Interrupts
 import Logging
 import Testing
 import VhostUser
@@ -187,6 +189,32 @@ struct FsTests {
         let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 1 << 20)])
         let error = #expect(throws: VirtioDeviceError.self) { _ = try VhostUserFsDevice.memoryTable(memory) }
         #expect("\(error.map { "\($0)" } ?? "")".contains("shared=on"))
+    }
+}
+
+extension FsTests {
+    @Test("on PCI the kick eventfds outlive a BAR move (the back-end keeps its descriptors), and a snapshot of the device is refused naming it")
+    func attachmentAndSnapshotRefusal() throws {
+        let device = try VhostUserFsDevice(config: try FsConfig.parse("tag=myfs,socket=/s"),
+                                           frontend: VhostUserFrontend(channel: ReplayVhostUserChannel(replies: negotiation())),
+                                           logger: Logger(label: "test"))
+        let (memory, _) = try guest()
+        let vm = InertVM()
+        let routing = try KVMMSIXRouting(router: try GSIRouter(vm: vm), count: 3)
+        let transport = try VirtioPCIDevice(device: device, memory: memory, msixRouting: routing, barAddress: 0xc000_0000)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: nil, servedElsewhere: true)
+        let events = try EventManager()
+        try attachment.registerNotifiers(vm: vm, events: events)
+        let before = try (0..<2).map { try attachment.kickEvent(queue: $0).rawValue }
+        attachment.reregisterNotifiers(vm: vm, events: events)
+        #expect(try (0..<2).map { try attachment.kickEvent(queue: $0).rawValue } == before)
+
+        let mover = BARMover(mmio: Bus(name: "MMIO bus"), vm: vm, events: events, logger: Logger(label: "test"))
+        let entry = DeviceRegistration.fs(AttachedFs(id: "_fs0", device: device, attachment: attachment, address: "0000:00:02.0"),
+                                          socket: "/s", mover: mover)
+        #expect(entry.kind == "virtio-fs")
+        let refusal = #expect(throws: VMMError.self) { _ = try entry.saveState?() }
+        #expect("\(refusal.map { "\($0)" } ?? "")".contains("_fs0 is a virtio-fs device"), "\(String(describing: refusal))")
     }
 }
 
