@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Seccomp", targets: ["Seccomp"]),
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
+        .library(name: "VhostUser", targets: ["VhostUser"]),
         .library(name: "BlockStorage", targets: ["BlockStorage"]),
         .library(name: "RateLimiter", targets: ["RateLimiter"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
@@ -58,6 +59,8 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Split virtqueues over guest memory: validated descriptor chains, used ring, notification suppression.
         .target(name: "VirtioQueue", dependencies: ["GuestMemory"], exclude: ["README.md"]),
+        // The vhost-user protocol's front-end: message codec, total reply decoding, the socket client.
+        .target(name: "VhostUser", dependencies: ["HostSystem"], exclude: ["README.md"]),
         // Disk contents behind a small protocol: raw files (preadv/pwritev, O_DIRECT, image locks) and memory.
         .target(name: "BlockStorage", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
@@ -87,7 +90,7 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
+            "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.
@@ -149,6 +152,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "HostSystem"]),
         .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
         .testTarget(name: "BlockStorageTests", dependencies: ["BlockStorage", "HostSystem"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "HostSystem"]),
         .testTarget(name: "RateLimiterTests", dependencies: ["RateLimiter"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),

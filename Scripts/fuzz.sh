@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && case ":$PATH:" in *":/opt/swift/usr/bin:"*) ;; *) PATH="$PATH:/opt/swift/usr/bin" ;; esac
 
 all_targets=(virtqueue virtio-blk virtio-console virtio-rng virtio-net virtio-vsock pci-config elf-loader bzimage-loader cmdline
-  option-parser api-body uart i8042 cmos aml arm64-image arm64-fdt snapshot-restore migration-receive)
+  option-parser api-body uart i8042 cmos aml arm64-image arm64-fdt snapshot-restore migration-receive
+  vhost-user-reply)
 mode=fuzz
 seconds=20
 targets=()

@@ -43,6 +43,7 @@ let targets: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("arm64-fdt", "FuzzARM64DeviceTree", [lib("Arch"), lib("GuestMemory")]),
     ("snapshot-restore", "FuzzSnapshotRestore", [lib("VMM"), lib("Hypervisor")]),
     ("migration-receive", "FuzzMigrationReceive", [lib("VMM"), lib("GuestMemory")]),
+    ("vhost-user-reply", "FuzzVhostUserReply", [lib("VhostUser")]),
 ]
 
 let package = Package(

@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem cpuhotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs cpuhotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -37,6 +37,10 @@
 #            reads its file, writes 64 KiB with dd conv=fsync (a virtio-pmem flush) that level 1
 #            then finds in the file; a third with discard_writes=on shows the guest its own
 #            write while the file stays unchanged.
+#   fs       virtio-fs through the vhost-user front-end (fs-scenario.sh): Debian's virtiofsd
+#            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
+#            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
+#            level 1 then reads with the same md5; --fs without shared=on is refused.
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
@@ -46,7 +50,8 @@
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
 #            logs no error (libvirt-scenario.sh).
 #   kata     Kata Containers' requests replayed by Scripts/kata/kata-client.py against
-#            `--api-socket PATH` (its full vm.create refused naming virtio-fs, then created,
+#            `--api-socket PATH` (its full vm.create refused naming its virtio-fs device's
+#            pci_segment, then created without fs and vsock,
 #            vm.add-net with a TAP passed in SCM_RIGHTS, boot, info, no-op resize); the guest's
 #            NIC on the passed TAP pings the host; vmm.shutdown ends the VMM (kata-scenario.sh).
 #   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
@@ -75,7 +80,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem cpuhotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs cpuhotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -378,6 +383,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=pmem-scenario.sh
     source "$here/pmem-scenario.sh"
     scenario_pmem
+  fi
+  if want fs; then
+    # shellcheck source-path=SCRIPTDIR source=fs-scenario.sh
+    source "$here/fs-scenario.sh"
+    scenario_fs
   fi
   if want cpuhotplug; then
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh

@@ -4,7 +4,7 @@
 #
 # kata_scenario BINARY: the VMM is started as Kata starts it (`--api-socket PATH` and nothing
 # else; -v only to see when it listens); Scripts/kata/kata-client.py replays Kata's requests
-# (ping, Kata's full vm.create body refused naming virtio-fs, the body without the devices
+# (ping, Kata's full vm.create body refused naming its virtio-fs device's pci_segment, the body without the devices
 # this VMM lacks, vm.info, vm.add-net with a TAP descriptor in SCM_RIGHTS on its own
 # connection, vm.boot, vm.info, the no-op vm.resize). The Debian guest's NIC is the passed
 # TAP: it pings the host side; then the client stops the VMM with vmm.shutdown as Kata does.
@@ -27,7 +27,7 @@ kata_scenario() {
   if ((steps_done == 3)) && ((vmm_status == 0)) && [[ ${captures[0]} == 3-a6:2f:52:7e:01:3c ]] &&
     [[ $log == *"OK vm.add-net with the TAP in SCM_RIGHTS"* && $log == *"OK vm.resize"* && $log == *"OK vmm.shutdown"* ]] &&
     [[ $log != *FAIL* ]]; then
-    pass "kata: Kata's requests replayed (its full vm.create refused naming virtio-fs; created without fs/vsock; vm.add-net with a TAP passed in SCM_RIGHTS; boot; info; no-op resize); the guest's NIC (Kata's MAC) on the passed TAP answered 3/3 pings; vmm.shutdown ended the VMM with status 0"
+    pass "kata: Kata's requests replayed (its full vm.create refused naming its virtio-fs device's pci_segment; created without fs/vsock; vm.add-net with a TAP passed in SCM_RIGHTS; boot; info; no-op resize); the guest's NIC (Kata's MAC) on the passed TAP answered 3/3 pings; vmm.shutdown ended the VMM with status 0"
   else
     fail "kata: steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], client: $log"
   fi

@@ -141,7 +141,9 @@ else
         : >"$work/boot-stalled"
         kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
       fi
-    ) </dev/null >/dev/null 2>&1 & # its sleep must not hold the caller's pipe open
+      # Away from this script's output: killing the subshell leaves its sleep running, which
+      # would otherwise hold the caller's output pipe (and the nested lock) until it ends.
+    ) </dev/null >/dev/null 2>&1 &
     watchdog=$!
     timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" -pidfile "$work/qemu.pid" </dev/null 2>&1 | stream
     qemu_rc="${PIPESTATUS[0]}"

@@ -71,7 +71,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Balloon (absent here): \(BalloonConfig.syntax)", valueName: "balloon"))
     var balloon: String?
 
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-fs, repeatable (absent here): \(FsConfig.syntax)", valueName: "fs"))
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-fs (a vhost-user back-end such as virtiofsd; needs --memory shared=on), repeatable: \(FsConfig.syntax)", valueName: "fs"))
     var fs: [String] = []
 
     @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-pmem, repeatable: \(PmemConfig.syntax)", valueName: "pmem"))

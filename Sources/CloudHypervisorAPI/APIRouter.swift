@@ -150,8 +150,10 @@ public struct APIRouter: Sendable {
             guard let id = request.id, !id.isEmpty else { throw .invalidBody("VmRemoveDevice: field 'id' is required") }
             return try act { () throws(ControlError) in try control.removeDevice(id: id) }
         case .vmAddFs:
-            _ = try StrictJSON.decode(FsConfig.self, from: body ?? [], typeName: "FsConfig")
-            throw .control(endpoint: endpoint.rawValue, .absentFeature(AbsentFeature(field: "fs", option: "--fs", feature: "virtio-fs")))
+            let fs = try StrictJSON.decode(FsConfig.self, from: body ?? [], typeName: "FsConfig")
+            if let absent = fs.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }
+            do { try fs.validate() } catch { throw .control(endpoint: endpoint.rawValue, .invalidConfig(error.description)) }
+            return try added(endpoint) { () throws(ControlError) in try control.addFs(fs) }
         case .vmAddPmem:
             let pmem = try StrictJSON.decode(PmemConfig.self, from: body ?? [], typeName: "PmemConfig")
             if let absent = pmem.absentFeatures().first { throw .control(endpoint: endpoint.rawValue, .absentFeature(absent)) }

@@ -205,6 +205,10 @@ public final class FakeVMMControl: VMMControl {
         try added("addPmem") { (vm: inout VMConfig) in vm.pmem = (vm.pmem ?? []) + [config] }
     }
 
+    public func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo? {
+        try added("addFs") { (vm: inout VMConfig) in vm.fs = (vm.fs ?? []) + [config] }
+    }
+
     public func removeDevice(id: String) throws(ControlError) {
         try transition("removeDevice") { (snapshot: inout Snapshot) throws(ControlError) in
             guard var config = snapshot.config else {
@@ -217,6 +221,8 @@ public final class FakeVMMControl: VMMControl {
                 config.net?.remove(at: index)
             } else if let index = config.pmemIDs.firstIndex(of: id) {
                 config.pmem?.remove(at: index)
+            } else if let index = config.fsIDs.firstIndex(of: id) {
+                config.fs?.remove(at: index)
             } else if config.vsockID == id {
                 config.vsock = nil
             } else if !permissive {
@@ -253,11 +259,12 @@ public final class FakeVMMControl: VMMControl {
             change(&config)
             snapshot.config = config
             guard state == .running || state == .paused else { return nil }
-            let count = (config.disks?.count ?? 0) + (config.net?.count ?? 0) + (config.pmem?.count ?? 0) + (config.vsock == nil ? 0 : 1)
+            let count = (config.disks?.count ?? 0) + (config.net?.count ?? 0) + (config.pmem?.count ?? 0) + (config.fs?.count ?? 0) + (config.vsock == nil ? 0 : 1)
             let id = switch call {
             case "addDisk": "_disk\((config.disks?.count ?? 1) - 1)"
             case "addVsock": config.vsockID ?? "_vsock0"
             case "addPmem": config.pmemIDs.last ?? "_pmem0"
+            case "addFs": config.fsIDs.last ?? "_fs0"
             default: "_net\((config.net?.count ?? 1) - 1)"
             }
             return PciDeviceInfo(id: id, bdf: "0000:00:\(String(format2: 3 + count)).0")

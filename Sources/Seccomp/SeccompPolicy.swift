@@ -84,6 +84,9 @@ public enum SeccompPolicy {
             .allow("eventfd2"), .allow("epoll_ctl"),
             // The serial port's output to its socket client (`--serial socket=`).
             .allow("sendmsg"),
+            // A vhost-user device (virtio-fs) started or reset by the driver's status write: the
+            // requests to its back-end and the replies, waited for with a timeout.
+            .allow("recvmsg"), .allow("poll"),
         ]
     }
 

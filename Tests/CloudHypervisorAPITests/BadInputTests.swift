@@ -47,7 +47,7 @@ struct BadInputTests {
         (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1,"max_vcpus":1,"kvm_hyperv":true}}"#, "field 'cpus.kvm_hyperv' asks for"),
         (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","vhost_user":true}]}"#, "field 'disks[0].vhost_user' asks for vhost-user-blk"),
         (#"{"payload":{"kernel":"/k"},"platform":{"num_pci_segments":2}}"#, "field 'platform.num_pci_segments'"),
-        (#"{"payload":{"kernel":"/k"},"fs":[{"tag":"t","socket":"/s"}]}"#, "field 'fs' asks for virtio-fs"),
+        (#"{"payload":{"kernel":"/k"},"fs":[{"tag":"t","socket":"/s","pci_segment":1}]}"#, "field 'fs[0].pci_segment' asks for PCI segments other than 0"),
         (#"{"vsock":{"cid":"three","socket":"/tmp/v"}}"#, "field 'vsock.cid'"),
         (#"{"cpus":{"boot_vcpus":"two","max_vcpus":2}}"#, "field 'cpus.boot_vcpus': expected an integer from 0 to 4294967295"),
         (#"{"cpus":{"boot_vcpus":4294967296,"max_vcpus":1}}"#, "field 'cpus.boot_vcpus': 4294967296 does not fit"),

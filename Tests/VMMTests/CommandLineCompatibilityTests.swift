@@ -97,7 +97,7 @@ struct CommandLineCompatibilityTests {
     @Test("every v53.0 option is accepted by the parser, and those of absent features are refused naming the option",
           arguments: [
             (["--balloon", "size=1G,deflate_on_oom=on"], "--balloon"),
-            (["--fs", "tag=myfs,socket=/tmp/fs.sock,num_queues=1,queue_size=512"], "--fs"),
+            (["--memory", "size=512M,shared=on", "--fs", "tag=myfs,socket=/tmp/fs.sock,num_queues=1,queue_size=512,pci_segment=1"], "--fs pci_segment="),
             (["--pmem", "file=/tmp/p,size=128M,discard_writes=on,iommu=on"], "--pmem iommu="),
             (["--vsock", "cid=3,socket=/tmp/v.sock,iommu=on"], "--vsock iommu="),
             (["--vdpa", "path=/dev/vhost-vdpa-0,num_queues=2"], "--vdpa"),
@@ -123,6 +123,15 @@ struct CommandLineCompatibilityTests {
         let error = #expect(throws: ConfigError.self) { _ = try Self.config(["--kernel", "k"] + arguments) }
         #expect(error?.option == option, "\(error?.description ?? "")")
         #expect(error?.description.contains("absent feature") == true, "\(error?.description ?? "")")
+    }
+
+    @Test("--fs parses with Cloud Hypervisor's defaults and needs --memory shared=on")
+    func fsOption() throws {
+        let config = try #require(try Self.config(["--kernel", "k", "--memory", "size=512M,shared=on", "--fs", "tag=myfs,socket=/tmp/fs.sock"]))
+        try config.validate()
+        #expect(config.fs?.first?.tag == "myfs" && config.fs?.first?.numQueues == 1 && config.fs?.first?.queueSize == 1024)
+        let error = #expect(throws: ConfigError.self) { try Self.config(["--kernel", "k", "--fs", "tag=myfs,socket=/tmp/fs.sock"])?.validate() }
+        #expect(error?.description.contains("Using vhost-user requires using shared memory or huge pages") == true, "\(error?.description ?? "")")
     }
 
     @Test("options of features that exist parse with Cloud Hypervisor's keys and defaults")

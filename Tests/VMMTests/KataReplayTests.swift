@@ -47,11 +47,11 @@ struct KataReplayTests {
         #expect(ping.status == 200 && ping.header("Content-Type") == "application/json")
         #expect(Self.json(ping)["version"] as? String == "53.0.0")
 
-        // Kata's body as it sends it asks for virtio-fs (on PCI segment 1): absent here, refused
-        // with 400 naming the field, and nothing is created.
+        // Kata's body as it sends it puts its virtio-fs device on PCI segment 1: absent here,
+        // refused with 400 naming the field, and nothing is created.
         let kataBody = try Self.fixture("vm.create.json")
         let refused = try client.request("PUT", "/api/v1/vm.create", body: kataBody)
-        #expect(refused.status == 400 && refused.text.contains("field 'fs' asks for virtio-fs, an absent feature"), "\(refused.text)")
+        #expect(refused.status == 400 && refused.text.contains("field 'fs[0].pci_segment' asks for PCI segments other than 0, an absent feature"), "\(refused.text)")
         #expect(try client.request("GET", "/api/v1/vm.info").status == 404)
 
         // The same body with those three fields at Cloud Hypervisor's defaults (the vsock's socket

@@ -65,6 +65,18 @@ enum DeviceRegistration {
         return entry
     }
 
+    /// A virtio-fs function. Its state cannot be saved: the queues' positions and the file
+    /// system's open files live in the back-end (virtiofsd), which this VMM does not ask to
+    /// save them (vhost-user's device-state transfer), so snapshot and migration are refused.
+    static func fs(_ fs: AttachedFs, socket: String, mover: BARMover) -> ManagedDevice {
+        var entry = virtio(id: fs.id, kind: "virtio-fs", attachment: fs.attachment, address: fs.address, mover: mover)
+        let id = fs.id
+        entry.saveState = {
+            throw VMMError(description: "\(id) is a virtio-fs device served by the vhost-user back-end at \(socket): its queues and open files live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+        }
+        return entry
+    }
+
     /// The ACPI Generic Event Device: its register and interrupt.
     static func ged(_ device: ACPIGenericEventDevice, description: PlatformAML.GenericEventDevice) -> ManagedDevice {
         .stateful(device, id: "ged", kind: "acpi-ged",

@@ -210,6 +210,11 @@ struct VMBuilder {
             managed.append(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover))
             pmems.append(attached)
         }
+        for (fs, id) in zip(config.fs ?? [], config.fsIDs) {
+            let attached = try attachVirtioFs(fs, id: id, context: context, bars: &bars)
+            virtio.append(attached.attachment)
+            managed.append(DeviceRegistration.fs(attached, socket: fs.socket, mover: mover))
+        }
         var vsock: AttachedVsock?
         if let vsockConfig = config.vsock, let id = config.vsockID {
             let attached = try attachVirtioVsock(vsockConfig, id: id, context: context, bars: &bars)

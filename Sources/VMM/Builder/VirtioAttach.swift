@@ -18,25 +18,43 @@ final class VirtioPCIAttachment: Sendable {
     let transport: VirtioPCIDevice
     let routing: KVMMSIXRouting
     let backend: OwnedFileDescriptor?
+    /// Whether another process reads the notify eventfds (a vhost-user back-end): then the
+    /// event loop leaves them alone.
+    let servedElsewhere: Bool
     private let notifiers = Mutex<[(queue: Int, event: EventFD, address: UInt64)]>([])
+    /// One eventfd per queue for the attachment's whole life, so that a BAR move keeps the
+    /// descriptor a back-end was given.
+    private let kicks = Mutex<[Int: EventFD]>([:])
 
-    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?) {
+    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, servedElsewhere: Bool = false) {
         self.transport = transport
         self.routing = routing
         self.backend = backend
+        self.servedElsewhere = servedElsewhere
+    }
+
+    /// The eventfd the driver's notifications of `queue` arrive on (made on first use).
+    func kickEvent(queue: Int) throws -> EventFD {
+        if let event = kicks.withLock({ $0[queue] }) { return event }
+        let event = try EventFD()
+        kicks.withLock { $0[queue] = event }
+        return event
     }
 
     /// Registers one ioeventfd per queue at its notify address (16-bit writes, as Linux's
-    /// virtio-pci driver makes them) and processes the queue on the event loop when it fires.
+    /// virtio-pci driver makes them) and processes the queue on the event loop when it fires
+    /// (unless a back-end process reads them).
     func registerNotifiers(vm: any VirtualMachine, events: EventManager) throws {
         for queue in 0..<transport.device.queueMaxSizes.count {
             guard let address = transport.notifyAddress(queue: queue) else { continue }
-            let event = try EventFD()
+            let event = try kickEvent(queue: queue)
             try vm.registerIOEventFD(event, address: .mmio(address), length: 2, datamatch: nil)
             let transport = self.transport
-            try events.add(event.rawValue, events: [.readable]) { _ in
-                _ = try? event.read()
-                transport.notifyQueue(queue)
+            if !servedElsewhere {
+                try events.add(event.rawValue, events: [.readable]) { _ in
+                    _ = try? event.read()
+                    transport.notifyQueue(queue)
+                }
             }
             notifiers.withLock { $0.append((queue, event, address)) }
         }
@@ -57,7 +75,7 @@ final class VirtioPCIAttachment: Sendable {
             return list
         }
         for notifier in old {
-            try? events.remove(notifier.event.rawValue)
+            if !servedElsewhere { try? events.remove(notifier.event.rawValue) }
             try? vm.unregisterIOEventFD(notifier.event, address: .mmio(notifier.address), length: 2, datamatch: nil)
         }
         if mapped { try? registerNotifiers(vm: vm, events: events) }
@@ -134,13 +152,13 @@ extension VMBuilder {
     /// device window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
     /// Returns the attachment and the function's PCI address (`0000:00:SS.0`).
     func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
-                      keepOpen: OwnedFileDescriptor? = nil) throws -> (VirtioPCIAttachment, String) {
+                      keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false) throws -> (VirtioPCIAttachment, String) {
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
         let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
         let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.start)
         let slot = try context.segment.bus.add(transport)
         try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, servedElsewhere: servedElsewhere)
         try attachment.registerNotifiers(vm: context.vm, events: context.events)
         context.mover.track(attachment)
         let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"

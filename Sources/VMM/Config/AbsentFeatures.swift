@@ -90,6 +90,13 @@ extension PmemConfig {
     }
 }
 
+extension FsConfig {
+    /// The absent features this virtio-fs device asks for (`at`: its JSON path, empty for `vm.add-fs`'s body).
+    public func absentFeatures(at path: String = "") -> [AbsentFeature] {
+        pci.absentFeatures(at: path, option: "--fs")
+    }
+}
+
 extension VMConfig {
     /// Every field of this configuration that asks for an absent feature, in document order.
     public var absentFeatures: [AbsentFeature] {
@@ -118,7 +125,7 @@ extension VMConfig {
         // Device kinds this VMM does not build.
         if balloon != nil { absent("balloon", "--balloon", "virtio-balloon") }
         if !(genericVhostUser ?? []).isEmpty { absent("generic_vhost_user", "--generic-vhost-user", "generic vhost-user devices") }
-        if !(fs ?? []).isEmpty { absent("fs", "--fs", "virtio-fs") }
+        for (index, device) in (fs ?? []).enumerated() { found += device.absentFeatures(at: "fs[\(index)]") }
         for (index, device) in (pmem ?? []).enumerated() { found += device.absentFeatures(at: "pmem[\(index)]") }
         if !(devices ?? []).isEmpty { absent("devices", "--device", "VFIO device assignment") }
         if !(userDevices ?? []).isEmpty { absent("user_devices", "--user-device", "vfio-user devices") }

@@ -13,6 +13,7 @@ extension VMConfig {
         try validateNets()
         try validatePmem()
         try validateVsock()
+        try validateFs()
         try console.validate(option: "--console")
         try validateLandlockRules()
         if serial.mode == .tty && console.mode == .tty {
@@ -183,5 +184,51 @@ extension ConsoleConfig {
     public func validate(option: String) throws(ConfigError) {
         if mode == .socket, (socket ?? "").isEmpty { throw ConfigError(option: option, "socket mode needs a path: socket=</path/to/a/socket>") }
         if mode == .file, (file ?? "").isEmpty { throw ConfigError(option: option, "file mode needs a path: file=</path/to/a/file>") }
+    }
+}
+
+extension FsConfig {
+    /// Checks one virtio-fs device on its own (`vm.add-fs` checks this before the VM does):
+    /// a tag of 1 to 36 bytes, a socket path, 1 to 1024 request queues of a power-of-two size.
+    public func validate() throws(ConfigError) {
+        if tag.isEmpty { throw ConfigError(option: "--fs", "tag= must not be empty: it names the file system the guest mounts") }
+        if tag.utf8.count > 36 { throw ConfigError(option: "--fs", "tag=\(tag) is longer than 36 bytes (Cloud Hypervisor: max tag length is 36)") }
+        if socket.isEmpty { throw ConfigError(option: "--fs", "socket= needs the path of the vhost-user back-end's socket (virtiofsd --socket-path)") }
+        guard (1...1024).contains(numQueues) else {
+            throw ConfigError(option: "--fs", "num_queues=\(numQueues) is out of range; give 1 to 1024 (tag \(tag))")
+        }
+        guard queueSize >= 2, queueSize <= 32768, queueSize.nonzeroBitCount == 1 else {
+            throw ConfigError(option: "--fs", "queue_size=\(queueSize) must be a power of two from 2 to 32768 (tag \(tag))")
+        }
+        if let id = pci.id, id.isEmpty { throw ConfigError(option: "--fs", "id= must not be empty (tag \(tag))") }
+    }
+}
+
+extension VMConfig {
+    /// The id of each virtio-fs device: its `id=`, or `_fs<N>`.
+    public var fsIDs: [String] {
+        (fs ?? []).enumerated().map { index, device in device.pci.id ?? "_fs\(index)" }
+    }
+
+    /// Whether guest RAM can be mapped by another process (Cloud Hypervisor's
+    /// `backed_by_shared_memory`: `shared=on` or `hugepages=on`).
+    public var backedBySharedMemory: Bool { memory.shared || memory.hugepages }
+
+    /// Each virtio-fs device on its own; shared guest memory, no more request queues than
+    /// boot vCPUs (Cloud Hypervisor's `TooManyQueues`), and ids unique across every device.
+    func validateFs() throws(ConfigError) {
+        let devices = fs ?? []
+        guard !devices.isEmpty else { return }
+        guard backedBySharedMemory else {
+            throw ConfigError(option: "--fs", "Using vhost-user requires using shared memory or huge pages: give --memory shared=on (the back-end maps guest RAM)")
+        }
+        var ids = Set(diskIDs + netIDs + pmemIDs + (vsockID.map { [$0] } ?? []))
+        for (device, id) in zip(devices, fsIDs) {
+            try device.validate()
+            guard device.numQueues <= UInt64(cpus.bootVCPUs) else {
+                throw ConfigError(option: "--fs", "Queue count (\(device.numQueues)) must not exceed boot vCPUs (\(cpus.bootVCPUs)) (tag \(device.tag))")
+            }
+            guard ids.insert(id).inserted else { throw ConfigError(option: "--fs", "id=\(id) is used by two devices; ids must be unique") }
+        }
     }
 }

@@ -221,6 +221,8 @@ public protocol VMMControl: AnyObject, Sendable {
     func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo?
     /// `vm.add-pmem`: as `addDisk` (before boot into the configuration; on a running VM, hot-adds it).
     func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo?
+    /// `vm.add-fs`: as `addDisk` (before boot into the configuration; on a running VM, hot-adds it).
+    func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo?
     /// `vm.remove-device`: removes the device with this id.
     func removeDevice(id: String) throws(ControlError)
     /// `vm.resize-disk`: changes the size of a booted VM's disk.
@@ -247,6 +249,11 @@ extension VMMControl {
     /// A control without pmem refuses `vm.add-pmem` as an absent feature.
     public func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo? {
         throw .absentFeature(AbsentFeature(field: "pmem", option: "--pmem", feature: "virtio-pmem"))
+    }
+
+    /// A control without virtio-fs refuses `vm.add-fs` as an absent feature.
+    public func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo? {
+        throw .absentFeature(AbsentFeature(field: "fs", option: "--fs", feature: "virtio-fs"))
     }
 
     /// A control without snapshots refuses `vm.snapshot`.

@@ -87,6 +87,16 @@ extension VMMController {
         }, hotplugFeature: "hotplug of virtio-pmem (PCI device hotplug on a running VM)")
     }
 
+    /// `vm.add-fs`: added to the configuration before boot (which then needs shared guest
+    /// memory, as every vhost-user device); hot-adding it to a running VM is absent.
+    public func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo? {
+        try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+            var fs = vm.fs ?? []
+            fs.append(config)
+            vm.fs = fs
+        }, hotplugFeature: "hotplug of virtio-fs (PCI device hotplug on a running VM)")
+    }
+
     /// `vm.add-vsock`: the vsock device goes into the configuration before boot, unless it
     /// has one already (Cloud Hypervisor's `TooManyVsockDevices`); hot-adding is absent.
     public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
@@ -98,7 +108,7 @@ extension VMMController {
         }
     }
 
-    /// `vm.remove-device`: before boot, removes a disk, NIC, pmem or the vsock device from the configuration (and
+    /// `vm.remove-device`: before boot, removes a disk, NIC, pmem, virtio-fs or the vsock device from the configuration (and
     /// closes descriptors passed for it); on a running VM, hot-removal is absent.
     public func removeDevice(id: String) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
@@ -116,6 +126,9 @@ extension VMMController {
             } else if let index = config.pmemIDs.firstIndex(of: id) {
                 config.pmem?.remove(at: index)
                 if config.pmem?.isEmpty == true { config.pmem = nil }
+            } else if let index = config.fsIDs.firstIndex(of: id) {
+                config.fs?.remove(at: index)
+                if config.fs?.isEmpty == true { config.fs = nil }
             } else if config.vsockID == id {
                 config.vsock = nil
             } else {

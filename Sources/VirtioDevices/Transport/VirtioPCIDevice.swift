@@ -121,6 +121,16 @@ public final class VirtioPCIDevice: PCIDevice {
         }
     }
 
+    /// The MSI-X table entry the driver chose for queue `queue`, or `nil` when it chose none
+    /// (or the queue does not exist). A device served by another process (vhost-user) gives
+    /// that vector's irqfd to its back-end.
+    public func queueVector(_ queue: Int) -> Int? {
+        interrupt.state.withLock { state in
+            guard state.queueVectors.indices.contains(queue), state.queueVectors[queue] != VirtioPCIInterrupt.noVector else { return nil }
+            return Int(state.queueVectors[queue])
+        }
+    }
+
     // MARK: - PCIDevice
 
     /// Reads a configuration dword.
