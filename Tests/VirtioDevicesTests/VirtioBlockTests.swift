@@ -273,7 +273,7 @@ struct VirtioBlockResizeTests {
     @Test("resize(to:) changes the capacity; a running device raises a configuration interrupt; bad sizes and backends that cannot resize change nothing")
     func resize() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("resize-\(UUID().uuidString).img").path
-        FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let device = VirtioBlock(backend: try RawFileBackend(path: path))
         #expect(device.readConfig(offset: 0, size: 8) == 2048)
