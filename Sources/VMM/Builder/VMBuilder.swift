@@ -210,7 +210,7 @@ struct VMBuilder {
         let pciHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
         let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
-        let pciHotplugController = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
+        let (pciHotplugController, ejections) = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
         managed.append(.stateful(pciHotplugController, id: "pci-hotplug", kind: "acpi-pci-hotplug",
                                  resources: DeviceResources(mmio: [(pciHotplugRegion.start, ACPIPCIHotplugController.registerSize)])))
         for device in managed { try deviceManager.register(device) }
@@ -254,7 +254,8 @@ struct VMBuilder {
         built.commonCPUID = commonCPUID
         built.pmems = pmems
         built.deviceArea = area
-        built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device)
+        built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
+                                              ejections: ejections)
         return built
     }
 

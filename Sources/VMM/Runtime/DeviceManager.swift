@@ -132,8 +132,9 @@ final class DeviceManager: Sendable {
     }
 
     /// Releases the removable device at `slot` of PCI segment `segment`, which the guest
-    /// ejected, and forgets it; returns its id (nil when the slot holds no removable device).
-    func eject(segment: UInt16, slot: Int) -> String? {
+    /// ejected, and forgets it; returns it (nil when the slot holds no removable device).
+    @discardableResult
+    func eject(segment: UInt16, slot: Int) -> ManagedDevice? {
         let prefix = hex4(segment) + ":"
         let found: ManagedDevice? = table.withLock { table in
             guard let index = table.devices.firstIndex(where: {
@@ -143,7 +144,7 @@ final class DeviceManager: Sendable {
         }
         guard let found, let unplug = found.unplug else { return nil }
         unplug(self)
-        return found.id
+        return found
     }
 
     /// Every device, in order.
