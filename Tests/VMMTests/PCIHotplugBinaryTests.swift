@@ -77,4 +77,38 @@ struct PCIHotplugBinaryTests {
         #expect(info.tree["_disk1"] == "0000:00:03.0")
         #expect(try APILifecycleTests.chRemote(socket2, ["remove-device", "_disk1"], expect: 1).contains("_disk1"))
     }
+
+    @Test("add-net (a TAP the VMM creates), add-pmem and add-vsock on a running VM answer Cloud Hypervisor's ids and the next slots; remove-device drops them from the configuration",
+          .enabled(if: BinaryTests.kvmAvailable && tapUsable, "skipped: needs /dev/kvm and CAP_NET_ADMIN"))
+    func netPmemVsock() throws {
+        let work = NSTemporaryDirectory() + "ch-pcihp-kinds-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf", serial = work + "/serial", socket = work + "/api.sock"
+        try Data(TinyKernel.pvhELF(code: SnapshotBinaryTests.counter)).write(to: URL(fileURLWithPath: kernel))
+        #expect(FileManager.default.createFile(atPath: work + "/pmem", contents: Data(count: 2 << 20)))
+        let vmm = try SnapshotBinaryTests.start(["-v", "--kernel", kernel, "--serial", "file=\(serial)", "--console", "off",
+                                                 "--memory", "size=32M", "--api-socket", "path=\(socket)"], log: work + "/vmm.log")
+        defer { SnapshotBinaryTests.kill(vmm) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= 8 }, seconds: 60),
+                "the guest counted: \(SnapshotBinaryTests.contents(work + "/vmm.log"))")
+        let tap = "chph\(getpid() % 100_000)"
+        let net = try APILifecycleTests.chRemote(socket, ["add-net", "tap=\(tap),ip=10.213.11.1,mask=255.255.255.0"])
+        #expect(net.contains("\"id\":\"_net0\"") && net.contains("\"bdf\":\"0000:00:02.0\""), "\(net)")
+        #expect(FileManager.default.fileExists(atPath: "/sys/class/net/\(tap)"))
+        let pmem = try APILifecycleTests.chRemote(socket, ["add-pmem", "file=\(work)/pmem"])
+        #expect(pmem.contains("\"id\":\"_pmem0\"") && pmem.contains("\"bdf\":\"0000:00:03.0\""), "\(pmem)")
+        let vsock = try APILifecycleTests.chRemote(socket, ["add-vsock", "cid=3,socket=\(work)/vsock"])
+        #expect(vsock.contains("\"id\":\"_vsock0\"") && vsock.contains("\"bdf\":\"0000:00:04.0\""), "\(vsock)")
+        #expect(FileManager.default.fileExists(atPath: work + "/vsock"))
+        _ = try APILifecycleTests.chRemote(socket, ["add-vsock", "cid=4,socket=\(work)/vsock2"], expect: 1)
+        let info = try APILifecycleTests.chRemote(socket, ["info"])
+        for fragment in ["\"pci_bdf\":\"0000:00:02.0\"", "\"_pmem0\"", "\"_vsock0\"", "\"tap\":\"\(tap)\""] {
+            #expect(info.contains(fragment), "vm.info lacks \(fragment): \(info)")
+        }
+        for id in ["_net0", "_pmem0", "_vsock0"] { try APILifecycleTests.chRemote(socket, ["remove-device", id]) }
+        let after = try APILifecycleTests.chRemote(socket, ["info"])
+        #expect(!after.contains("\"net\":") && !after.contains("\"pmem\":") && !after.contains("\"vsock\":"), "\(after)")
+    }
 }
