@@ -76,6 +76,9 @@ struct PCIHotplugBinaryTests {
         #expect(info.disks == ["boot.raw _disk0 2"])
         #expect(info.tree["_disk1"] == "0000:00:03.0")
         #expect(try APILifecycleTests.chRemote(socket2, ["remove-device", "_disk1"], expect: 1).contains("_disk1"))
+        // Its state would not fit the configuration: a snapshot waits for the ejection.
+        try APILifecycleTests.chRemote(socket2, ["pause"])
+        #expect(try APILifecycleTests.chRemote(socket2, ["snapshot", "file://\(work)/snap2"], expect: 1).contains("has not ejected it yet"))
     }
 
     @Test("add-net (a TAP the VMM creates), add-pmem and add-vsock on a running VM answer Cloud Hypervisor's ids and the next slots; remove-device drops them from the configuration",

@@ -134,6 +134,21 @@ extension VMMController {
     }
 }
 
+extension VMMController {
+    /// Refuses `action` (a snapshot or migration) while the guest has not ejected a device
+    /// vm.remove-device removed: the configuration no longer has it but the machine does, and a
+    /// restored or migrated machine could not take its state.
+    static func refuseWhileRemovingDevices(_ instance: VMInstance, _ action: String) throws(ControlError) {
+        let config = instance.built.config
+        let configured = Set(config.diskIDs + config.netIDs + config.pmemIDs + (config.vsockID.map { [$0] } ?? []))
+        let pending = instance.built.deviceManager.devices.filter { $0.unplug != nil && !configured.contains($0.id) }.map(\.id)
+        guard pending.isEmpty else {
+            throw .failed(action: action, reason: "device \(pending.joined(separator: ", ")) is being removed and the guest has not ejected it yet; "
+                + "retry once it has")
+        }
+    }
+}
+
 extension VMConfig {
     /// Writes each disk's, NIC's, pmem's and the vsock device's id (Cloud Hypervisor's
     /// `_disk<N>`... when it had none) into its configuration, and its PCI slot from `slots`
