@@ -91,7 +91,7 @@ scenario_pcihotplug() {
   }
   local steps="L2-INIT-READY|||!ph_add
   CH-PH-ADDED-([0-9a-f]+)|||!ph_remove
-  CH-PH-REMOVED-([a-z_]*)|||!ph_cycle
+  CH-PH-REMOVED-([a-z_]+)|||!ph_cycle
   CH-PH-NET-([a-z]+-[0-9a-f:]+_[a-z_]*)|||!ph_final
   CH-PH-DONE-([0-9]+)|||poweroff -f"
   local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$ph_dir/boot.raw")
