@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs cpuhotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -45,6 +45,11 @@
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
 #            resize --cpus 3 brings it back; resize --cpus 5 is refused (cpu-hotplug-scenario.sh).
+#   pcihotplug --api-socket and one disk: ch-remote add-disk hot-adds an image the guest finds as
+#            /dev/vdb (ACPI PCI hotplug) and reads and writes; remove-device makes the guest eject
+#            it; 20 add/remove cycles of the same image leave the VMM's descriptors as they were;
+#            add-net gives the guest a NIC that pings level 1; an unknown id is refused naming it
+#            (pcihotplug-scenario.sh).
 #   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
 #            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
@@ -80,7 +85,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs cpuhotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -393,6 +398,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh
     source "$here/cpu-hotplug-scenario.sh"
     scenario_cpuhotplug
+  fi
+  if want pcihotplug; then
+    # shellcheck source-path=SCRIPTDIR source=pcihotplug-scenario.sh
+    source "$here/pcihotplug-scenario.sh"
+    scenario_pcihotplug
   fi
   if want libvirt; then libvirt_scenario "$binary"; fi
   if want snapshot; then

@@ -29,6 +29,10 @@ public struct ACPIConfiguration: Sendable {
     /// registers and how many vCPUs (the first of ``apicIDs``, which then lists every
     /// possible one) are present at boot; `nil` for a fixed set of vCPUs.
     public var cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)?
+    /// The address of Cloud Hypervisor's PCI hotplug registers (`\_SB_.PHPR`), whose slots
+    /// are described under each of ``pciSegments``' host bridges (which
+    /// ``additionalDefinitions`` must define); `nil` for no PCI hotplug.
+    public var pciHotplugAddress: UInt64?
     /// The OEM and creator fields of every table.
     public var identity: ACPIIdentity
 
@@ -45,6 +49,7 @@ public struct ACPIConfiguration: Sendable {
         genericEventDevice = nil
         additionalDefinitions = []
         cpuHotplug = nil
+        pciHotplugAddress = nil
         identity = .cloudHypervisor
     }
 
@@ -135,6 +140,11 @@ public struct ACPITableSet: Hashable, Sendable {
             definitions.append(try PlatformAML.processors(apicIDs: apicIDs))
         }
         definitions += configuration.additionalDefinitions
+        if let address = configuration.pciHotplugAddress {
+            let segments = configuration.pciSegments.map(\.segment)
+            definitions.append(PlatformAML.pciHotplugController(address: address, segments: segments))
+            for segment in segments { definitions.append(try PlatformAML.pciHotplugSlots(segment: segment)) }
+        }
 
         var layout = Layout(rsdpAddress: rsdpAddress)
         try layout.reserve(signature: "RSD PTR ", length: RSDP.length)  // filled in last

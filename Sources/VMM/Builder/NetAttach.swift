@@ -30,7 +30,7 @@ extension VMBuilder {
                                         offloadUFO: config.offloadUFO,
                                         receiveRateLimiter: receiveLimiter, transmitRateLimiter: transmitLimiter)
         let device = try VirtioNet(backends: backends, options: options)
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars)
+        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, slot: config.pciDeviceID)
         if let receiveLimiter, let transmitLimiter, !receiveLimiter.isUnlimited {
             let transport = attachment.transport, pairs = backends.count
             try RateLimiterWakeUp.install(receiveLimiter, events: context.events) {

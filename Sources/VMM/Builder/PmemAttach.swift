@@ -116,7 +116,7 @@ extension VMBuilder {
         let attachment: VirtioPCIAttachment
         let address: String
         do {
-            (attachment, address) = try attachVirtio(device, context: context, bars: &bars, keepOpen: backing.file)
+            (attachment, address) = try attachVirtio(device, context: context, bars: &bars, keepOpen: backing.file, slot: config.pci.pciDeviceID)
         } catch {
             try? context.vm.removeMemorySlot(slot)
             throw error

@@ -54,6 +54,9 @@ final class BuiltVM: @unchecked Sendable {
     /// sends as Cloud Hypervisor's `common_cpuid`. Read at build: a vCPU ioctl from another
     /// thread would wait for a running vCPU to leave the guest.
     var commonCPUID: [CPUIDEntry] = []
+    /// What hot-adding a PCI device needs (the builder, the attach context, the PCI hotplug
+    /// registers and the GED), set by `build()`.
+    var pciHotplug: PCIHotplugSupport?
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, cpus: VCPUSet,
          cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice), pio: Bus, mmio: Bus,
@@ -83,6 +86,12 @@ final class BuiltVM: @unchecked Sendable {
     /// snapshot or a migration then uses).
     func setBootVCPUs(_ count: Int) {
         configuration.withLock { $0.cpus.bootVCPUs = UInt32(count) }
+    }
+
+    /// Replaces the configuration after a device was hot-added or removed (a snapshot, a
+    /// migration or a reboot then builds the machine as it now is).
+    func replaceConfig(_ config: VMConfig) {
+        configuration.withLock { $0 = config }
     }
 }
 
@@ -181,7 +190,7 @@ struct VMBuilder {
             entry.releaseLocks = { backend.releaseLocks() }
             entry.retakeLocks = { try backend.retakeLocks() }
             entry.resize = { size in try block.resize(to: size) }
-            managed.append(entry)
+            managed.append(DeviceRegistration.removable(entry, attachment: attachment, context: context) { _ in backend.releaseLocks() })
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
                 limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))
@@ -199,15 +208,19 @@ struct VMBuilder {
             let attached = try attachVirtioNet(net, id: id, context: context, bars: &bars)
             virtio.append(attached.attachment)
             let device = attached.device
-            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-net", attachment: attached.attachment, address: attached.address,
-                                                     mover: mover, counters: { device.counters.dictionary }))
+            let entry = DeviceRegistration.virtio(id: id, kind: "virtio-net", attachment: attached.attachment, address: attached.address,
+                                                  mover: mover, counters: { device.counters.dictionary })
+            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: context,
+                                                        release: DeviceRegistration.netRelease(attached, events: events)))
             nets.append(attached)
         }
         var pmems: [AttachedPmem] = []
         for (pmem, id) in zip(config.pmem ?? [], config.pmemIDs) {
             let attached = try attachVirtioPmem(pmem, id: id, context: context, area: &mmio64, bars: &bars)
             virtio.append(attached.attachment)
-            managed.append(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover))
+            managed.append(DeviceRegistration.removable(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover),
+                                                        attachment: attached.attachment, context: context,
+                                                        release: DeviceRegistration.pmemRelease(attached)))
             pmems.append(attached)
         }
         for (fs, id) in zip(config.fs ?? [], config.fsIDs) {
@@ -219,15 +232,20 @@ struct VMBuilder {
         if let vsockConfig = config.vsock, let id = config.vsockID {
             let attached = try attachVirtioVsock(vsockConfig, id: id, context: context, bars: &bars)
             virtio.append(attached.attachment)
-            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-vsock", attachment: attached.attachment,
-                                                     address: attached.address, mover: mover))
+            let entry = DeviceRegistration.virtio(id: id, kind: "virtio-vsock", attachment: attached.attachment,
+                                                  address: attached.address, mover: mover)
+            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: context) { _ in attached.close() })
             vsock = attached
         }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
         let cpuHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
+        let pciHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
         let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
+        let (pciHotplugController, ejections) = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
+        managed.append(.stateful(pciHotplugController, id: "pci-hotplug", kind: "acpi-pci-hotplug",
+                                 resources: DeviceResources(mmio: [(pciHotplugRegion.start, ACPIPCIHotplugController.registerSize)])))
         for device in managed { try deviceManager.register(device) }
 
         // The tables describe every possible vCPU (max_vcpus); the boot ones are enabled.
@@ -238,7 +256,7 @@ struct VMBuilder {
         if !restoring {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
                                            pciSegment: pciSegment, ged: ged.description, mmio64: area,
-                                           cpuHotplug: (cpuHotplugRegion.start, vcpuCount))
+                                           cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start)
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp)
             logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
@@ -259,6 +277,8 @@ struct VMBuilder {
         built.commonCPUID = commonCPUID
         built.pmems = pmems
         built.deviceArea = area
+        built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
+                                              ejections: ejections)
         return built
     }
 
@@ -270,11 +290,12 @@ struct VMBuilder {
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
                          pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice,
                          mmio64: (base: UInt64, size: UInt64),
-                         cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil) throws -> GuestAddress {
+                         cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil, pciHotplug: UInt64? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
         configuration.genericEventDevice = ged
         configuration.cpuHotplug = cpuHotplug
+        configuration.pciHotplugAddress = pciHotplug
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
@@ -305,7 +326,7 @@ struct VMBuilder {
         let region = try bars.allocate(size: 0x1000, alignment: 0x1000)
         let device = ACPIGenericEventDevice(interrupt: try IRQFDLine(vm: vm, gsi: Self.gedIRQ))
         try mmio.insert(device, base: region.start, length: ACPIGenericEventDevice.registerSize)
-        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.cpuHotplug, .powerButton]))
+        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.cpuHotplug, .pciHotplug, .powerButton]))
     }
 
     /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at

@@ -21,15 +21,18 @@ final class VirtioPCIAttachment: Sendable {
     /// Whether another process reads the notify eventfds (a vhost-user back-end): then the
     /// event loop leaves them alone.
     let servedElsewhere: Bool
+    /// The device number on the segment's bus.
+    let slot: Int
     private let notifiers = Mutex<[(queue: Int, event: EventFD, address: UInt64)]>([])
     /// One eventfd per queue for the attachment's whole life, so that a BAR move keeps the
     /// descriptor a back-end was given.
     private let kicks = Mutex<[Int: EventFD]>([:])
 
-    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, servedElsewhere: Bool = false) {
+    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, slot: Int, servedElsewhere: Bool = false) {
         self.transport = transport
         self.routing = routing
         self.backend = backend
+        self.slot = slot
         self.servedElsewhere = servedElsewhere
     }
 
@@ -105,6 +108,11 @@ final class BARMover: PCIDeviceRelocation, Sendable {
         attachments.withLock { $0[ObjectIdentifier(attachment.transport)] = attachment }
     }
 
+    /// Stops following an attachment (its device was ejected).
+    func untrack(_ attachment: VirtioPCIAttachment) {
+        attachments.withLock { $0[ObjectIdentifier(attachment.transport)] = nil }
+    }
+
     func moveBAR(_ change: BARReprogram, of device: any PCIDevice) {
         logger.info("\(device.name): BAR \(change.index) moves from 0x\(String(change.oldAddress, radix: 16)) to 0x\(String(change.newAddress, radix: 16))")
         guard let mmio else { return }
@@ -137,7 +145,7 @@ final class BARMover: PCIDeviceRelocation, Sendable {
 }
 
 /// What every virtio-pci attachment needs from the VM being built.
-struct VirtioAttachContext {
+struct VirtioAttachContext: Sendable {
     let vm: any VirtualMachine
     let memory: GuestMemory
     let segment: PCISegment
@@ -150,15 +158,16 @@ struct VirtioAttachContext {
 extension VMBuilder {
     /// Puts `device` on PCI segment 0 behind a virtio-pci transport: BAR 0 from the 32-bit
     /// device window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
+    /// The device takes slot `slot` (a configuration's `pci_device_id`) or the lowest free one.
     /// Returns the attachment and the function's PCI address (`0000:00:SS.0`).
     func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
-                      keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false) throws -> (VirtioPCIAttachment, String) {
+                      keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
         let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
         let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.start)
-        let slot = try context.segment.bus.add(transport)
+        let slot = try context.segment.bus.add(transport, at: wanted.map(Int.init))
         try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, servedElsewhere: servedElsewhere)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot, servedElsewhere: servedElsewhere)
         try attachment.registerNotifiers(vm: context.vm, events: context.events)
         context.mover.track(attachment)
         let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"
@@ -184,7 +193,7 @@ extension VMBuilder {
         let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
                                           rateLimiter: rateLimiter)
         let block = VirtioBlock(backend: backend, options: options)
-        let (attachment, address) = try attachVirtio(block, context: context, bars: &bars)
+        let (attachment, address) = try attachVirtio(block, context: context, bars: &bars, slot: config.pciDeviceID)
         logger.info("\(id): \(config.path ?? "?"), \(backend.size) bytes\(config.readonly ? ", read-only" : "")\(config.direct ? ", O_DIRECT" : ""), \(config.numQueues) queue(s) of \(config.queueSize)")
         return (attachment, address, block, backend)
     }

@@ -3,7 +3,7 @@ import VMAllocator
 import VirtioDevices
 
 /// The virtio-vsock device of a running VM and its host side.
-struct AttachedVsock {
+struct AttachedVsock: Sendable {
     let id: String
     let device: VirtioVsock
     let attachment: VirtioPCIAttachment
@@ -34,7 +34,7 @@ extension VMBuilder {
         let watcher = EventLoopVsockWatcher(events: context.events, logger: logger)
         let device = VirtioVsock(cid: UInt64(config.cid), backend: backend, watcher: watcher)
         watcher.serve(device)
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars)
+        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, slot: config.pci.pciDeviceID)
         logger.info("\(id): guest cid \(config.cid), host socket \(config.socket)")
         return AttachedVsock(id: id, device: device, attachment: attachment, address: address, backend: backend, watcher: watcher)
     }

@@ -31,13 +31,14 @@ private func joined(_ path: String, _ name: String) -> String { path.isEmpty ? n
 extension PCIDeviceCommon {
     /// The absent features these PCI fields ask for (`at` is the device's JSON path, empty
     /// for a device body of its own such as `vm.add-disk`'s).
-    func absentFeatures(at path: String, option: String) -> [AbsentFeature] {
+    /// `placesSlot`: the device honours `pci_device_id` (disks, NICs, pmem and vsock do).
+    func absentFeatures(at path: String, option: String, placesSlot: Bool = false) -> [AbsentFeature] {
         var found: [AbsentFeature] = []
         if iommu { found.append(AbsentFeature(field: joined(path, "iommu"), option: "\(option) iommu=", feature: "the virtual IOMMU")) }
         if pciSegment != 0 {
             found.append(AbsentFeature(field: joined(path, "pci_segment"), option: "\(option) pci_segment=", feature: "PCI segments other than 0"))
         }
-        if pciDeviceID != nil {
+        if pciDeviceID != nil, !placesSlot {
             found.append(AbsentFeature(field: joined(path, "pci_device_id"), option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
         }
         return found
@@ -59,7 +60,7 @@ extension DiskConfig {
         }
         var common = PCIDeviceCommon(id: id)
         (common.iommu, common.pciSegment, common.pciDeviceID) = (iommu, pciSegment, pciDeviceID)
-        return found + common.absentFeatures(at: path, option: "--disk")
+        return found + common.absentFeatures(at: path, option: "--disk", placesSlot: true)
     }
 }
 
@@ -72,21 +73,21 @@ extension NetConfig {
         }
         var common = PCIDeviceCommon(id: id)
         (common.iommu, common.pciSegment, common.pciDeviceID) = (iommu, pciSegment, pciDeviceID)
-        return found + common.absentFeatures(at: path, option: "--net")
+        return found + common.absentFeatures(at: path, option: "--net", placesSlot: true)
     }
 }
 
 extension VsockConfig {
     /// The absent features this vsock device asks for (`at`: its JSON path, empty for `vm.add-vsock`'s body).
     public func absentFeatures(at path: String = "") -> [AbsentFeature] {
-        pci.absentFeatures(at: path, option: "--vsock")
+        pci.absentFeatures(at: path, option: "--vsock", placesSlot: true)
     }
 }
 
 extension PmemConfig {
     /// The absent features this pmem device asks for (`at`: its JSON path, empty for `vm.add-pmem`'s body).
     public func absentFeatures(at path: String = "") -> [AbsentFeature] {
-        pci.absentFeatures(at: path, option: "--pmem")
+        pci.absentFeatures(at: path, option: "--pmem", placesSlot: true)
     }
 }
 

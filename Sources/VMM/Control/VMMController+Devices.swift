@@ -1,6 +1,6 @@
 // The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
 // vm.add-pmem / vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
-// on a running VM, vm.resize hotplugs vCPUs; the other changes need hotplug that is absent: the answer names it.
+// on a running VM, vm.resize hotplugs vCPUs and the others hotplug PCI devices (VMMController+Hotplug.swift).
 import HostSystem
 
 extension VMMController {
@@ -51,9 +51,9 @@ extension VMMController {
         }
     }
 
-    /// `vm.add-disk`: added to the configuration before boot; hot-adding is absent.
+    /// `vm.add-disk`: added to the configuration before boot, hot-added to a running VM.
     public func addDisk(_ config: DiskConfig) throws(ControlError) -> PciDeviceInfo? {
-        try addDevice { (vm: inout VMConfig) throws(ControlError) in
+        try addDevice(hotplug: .disk(config), action: "vm.add-disk") { (vm: inout VMConfig) throws(ControlError) in
             var disks = vm.disks ?? []
             disks.append(config)
             vm.disks = disks
@@ -61,7 +61,7 @@ extension VMMController {
     }
 
     /// `vm.add-net`: the passed descriptors become the device's `fds`; added to the
-    /// configuration before boot; hot-adding is absent.
+    /// configuration before boot, hot-added to a running VM.
     public func addNet(_ config: NetConfig, descriptors: [OwnedFileDescriptor]) throws(ControlError) -> PciDeviceInfo? {
         var device = config
         // Numbers written in the body mean nothing here: only passed descriptors count.
@@ -70,37 +70,36 @@ extension VMMController {
             device.numQueues = descriptors.count * 2
         }
         let owned = descriptors
-        return try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+        return try addDevice(hotplug: .net(device), action: "vm.add-net", { (vm: inout VMConfig) throws(ControlError) in
             var nets = vm.net ?? []
             nets.append(device)
             vm.net = nets
         }, passing: owned)
     }
 
-    /// `vm.add-pmem`: added to the configuration before boot; hot-adding it to a running VM
-    /// (PCI hotplug) is absent.
+    /// `vm.add-pmem`: added to the configuration before boot, hot-added to a running VM.
     public func addPmem(_ config: PmemConfig) throws(ControlError) -> PciDeviceInfo? {
-        try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+        try addDevice(hotplug: .pmem(config), action: "vm.add-pmem") { (vm: inout VMConfig) throws(ControlError) in
             var pmem = vm.pmem ?? []
             pmem.append(config)
             vm.pmem = pmem
-        }, hotplugFeature: "hotplug of virtio-pmem (PCI device hotplug on a running VM)")
+        }
     }
 
     /// `vm.add-fs`: added to the configuration before boot (which then needs shared guest
     /// memory, as every vhost-user device); hot-adding it to a running VM is absent.
     public func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo? {
-        try addDevice({ (vm: inout VMConfig) throws(ControlError) in
+        try addDevice(hotplug: nil, action: "vm.add-fs") { (vm: inout VMConfig) throws(ControlError) in
             var fs = vm.fs ?? []
             fs.append(config)
             vm.fs = fs
-        }, hotplugFeature: "hotplug of virtio-fs (PCI device hotplug on a running VM)")
+        }
     }
 
     /// `vm.add-vsock`: the vsock device goes into the configuration before boot, unless it
-    /// has one already (Cloud Hypervisor's `TooManyVsockDevices`); hot-adding is absent.
+    /// has one already (Cloud Hypervisor's `TooManyVsockDevices`); hot-added to a running VM.
     public func addVsock(_ config: VsockConfig) throws(ControlError) -> PciDeviceInfo? {
-        try addDevice { (vm: inout VMConfig) throws(ControlError) in
+        try addDevice(hotplug: .vsock(config), action: "vm.add-vsock") { (vm: inout VMConfig) throws(ControlError) in
             guard vm.vsock == nil else {
                 throw .invalidConfig("the VM has a vsock device already (\(vm.vsockID ?? "_vsock0")); it can have only one")
             }
@@ -109,12 +108,13 @@ extension VMMController {
     }
 
     /// `vm.remove-device`: before boot, removes a disk, NIC, pmem, virtio-fs or the vsock device from the configuration (and
-    /// closes descriptors passed for it); on a running VM, hot-removal is absent.
+    /// closes descriptors passed for it); on a running VM, asks the guest to eject it as well.
     public func removeDevice(id: String) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard var config = slot.config else { throw .vmNotCreated }
-            guard slot.instance == nil else {
-                throw .absentFeature(AbsentFeature(field: "id", option: "ch-remote remove-device", feature: "device hot-removal"))
+            if let instance = slot.instance {
+                try hotRemove(id: id, slot: &slot, instance: instance)
+                return
             }
             if let index = config.diskIDs.firstIndex(of: id) {
                 config.disks?.remove(at: index)
@@ -139,14 +139,19 @@ extension VMMController {
     }
 
     /// Applies `change` to the stored configuration of a VM that is not running, after
-    /// validating the result; takes ownership of `descriptors` (closed if refused).
-    private func addDevice(_ change: (inout VMConfig) throws(ControlError) -> Void,
-                           passing descriptors: [OwnedFileDescriptor] = [],
-                           hotplugFeature: String = "PCI device hotplug on a running VM") throws(ControlError) -> PciDeviceInfo? {
+    /// validating the result, or hot-adds `hotplug` to a running one; takes ownership of
+    /// `descriptors` (closed if refused).
+    private func addDevice(hotplug: HotplugKind?, action: String, _ change: (inout VMConfig) throws(ControlError) -> Void,
+                           passing descriptors: [OwnedFileDescriptor] = []) throws(ControlError) -> PciDeviceInfo? {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> PciDeviceInfo? in
             guard var config = slot.config else { throw .vmNotCreated }
-            guard slot.instance == nil else {
-                throw .absentFeature(AbsentFeature(field: "vm.add-*", option: "ch-remote add-*", feature: hotplugFeature))
+            if let instance = slot.instance {
+                guard let hotplug else {
+                    throw .absentFeature(AbsentFeature(field: action, option: "ch-remote \(action.dropFirst(3))", feature: "hotplug of this device on a running VM"))
+                }
+                let info = try hotAdd(hotplug, slot: &slot, instance: instance, action: action)
+                for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
+                return info
             }
             try change(&config)
             if let absent = config.absentFeatures.first { throw .absentFeature(absent) }

@@ -47,6 +47,8 @@ public final class VMMController: VMMControl {
         case migrated
         /// The main thread enforces a new VM's Landlock ruleset (made on an API worker).
         case sandbox(LandlockSandbox)
+        /// The guest of a VM ejected a PCI device (segment, device number): the main thread releases it.
+        case ejected(ObjectIdentifier, UInt16, UInt8)
     }
 
     let hypervisor: KVMHypervisor
@@ -149,6 +151,10 @@ public final class VMMController: VMMControl {
                     stopInstance(reason: .failure("\(error)"))
                     return .failed("the main thread: \(error)")
                 }
+            case let .ejected(id, segment, device):
+                let instance = slot.withLock { $0.instance.flatMap { ObjectIdentifier($0) == id ? $0 : nil } }
+                guard let removed = instance?.built.pciHotplug?.ejections.release(segment: segment, slot: device) else { continue }
+                monitor?.emit(source: "vm", event: "device-removed", properties: ["id": removed.id, "bdf": removed.resources.pciBDF ?? ""])
             case let .vmStopped(id, reason):
                 // Only the current instance's stop counts; one the control plane replaced is done.
                 let current = slot.withLock { $0.instance.map(ObjectIdentifier.init) == id }
@@ -269,6 +275,8 @@ public final class VMMController: VMMControl {
             self?.post(.vmStopped(id!, reason))
         }
         holder.withLock { $0 = ObjectIdentifier(instance) }
+        let id = ObjectIdentifier(instance)
+        instance.built.pciHotplug?.ejections.route { [weak self] segment, device in self?.post(.ejected(id, segment, device)) }
         return instance
     }
 

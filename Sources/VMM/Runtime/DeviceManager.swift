@@ -13,6 +13,14 @@ struct DeviceResources: Equatable, Sendable {
     /// Interrupt lines (GSIs) the device raises directly.
     var gsis: [UInt32] = []
 
+    /// The device number on the segment's bus, from ``pciBDF`` (`0000:00:05.0` is 5).
+    var pciSlot: Int? {
+        guard let bdf = pciBDF else { return nil }
+        let parts = bdf.split(separator: ":")
+        guard parts.count == 3 else { return nil }
+        return Int(parts[2].prefix { $0 != "." }, radix: 16)
+    }
+
     static func == (lhs: DeviceResources, rhs: DeviceResources) -> Bool {
         lhs.pciBDF == rhs.pciBDF && lhs.gsis == rhs.gsis
             && lhs.mmio.map { [$0.base, $0.length] } == rhs.mmio.map { [$0.base, $0.length] }
@@ -43,6 +51,12 @@ struct ManagedDevice: Sendable {
     var retakeLocks: (@Sendable () throws -> Void)?
     /// Changes a disk's size in bytes (`vm.resize-disk`); nil for a device that is not a disk.
     var resize: (@Sendable (UInt64) throws -> Void)?
+    /// Gives back everything the device holds once the guest ejected it (PCI slot, BARs,
+    /// ioeventfds, MSI-X routes, host resources); nil for a device that cannot be removed.
+    var unplug: (@Sendable (DeviceManager) -> Void)?
+    /// Closes what the device holds when the VM stops (a hot-added vsock's socket, a hot-added
+    /// pmem's memory slot; the boot devices' are closed by `VMInstance.stop`).
+    var onStop: (@Sendable () -> Void)?
 }
 
 /// The devices of one VM for as long as it lives: an ordered registry (boot order, which is
@@ -92,6 +106,47 @@ final class DeviceManager: Sendable {
             let range = try table.mmio32.allocate(size: size, alignment: alignment)
             return (range.start, size)
         }
+    }
+
+    /// Runs `body` with the 32-bit MMIO window's allocator and the 64-bit device area's (a
+    /// hot-added device takes its BARs and ranges from them), under the registry's lock.
+    func withAllocators(_ body: (inout AddressAllocator, inout AddressAllocator?) throws -> Void) throws {
+        try table.withLock { (table: inout Table) throws in try body(&table.mmio32, &table.mmio64) }
+    }
+
+    /// Gives back the 32-bit MMIO allocation starting at `start` (an ejected device's BAR).
+    func freeMMIO32(at start: UInt64) {
+        table.withLock { table in _ = try? table.mmio32.free(at: start) }
+    }
+
+    /// Gives back a range of the 64-bit device area (an ejected pmem device's).
+    func freeMMIO64(_ range: AddressRange) {
+        table.withLock { table in _ = try? table.mmio64?.free(range) }
+    }
+
+    /// The PCI slot of each device on segment 0, by id.
+    var pciSlots: [String: UInt8] {
+        var slots: [String: UInt8] = [:]
+        for device in devices {
+            if let slot = device.resources.pciSlot { slots[device.id] = UInt8(slot) }
+        }
+        return slots
+    }
+
+    /// Releases the removable device at `slot` of PCI segment `segment`, which the guest
+    /// ejected, and forgets it; returns it (nil when the slot holds no removable device).
+    @discardableResult
+    func eject(segment: UInt16, slot: Int) -> ManagedDevice? {
+        let prefix = hex4(segment) + ":"
+        let found: ManagedDevice? = table.withLock { table in
+            guard let index = table.devices.firstIndex(where: {
+                $0.unplug != nil && $0.resources.pciSlot == slot && ($0.resources.pciBDF?.hasPrefix(prefix) ?? false)
+            }) else { return nil }
+            return table.devices.remove(at: index)
+        }
+        guard let found, let unplug = found.unplug else { return nil }
+        unplug(self)
+        return found
     }
 
     /// Every device, in order.

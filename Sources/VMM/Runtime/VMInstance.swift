@@ -119,6 +119,7 @@ final class VMInstance: Sendable {
         built.events.stop()
         built.vsock?.close()
         for pmem in built.pmems { pmem.close() }
+        for device in built.deviceManager.devices { device.onStop?() }
         built.devices.serialInput?.stop()
         built.console?.input?.stop()
         built.devices.serialHost?.restore()

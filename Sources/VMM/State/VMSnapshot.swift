@@ -175,7 +175,10 @@ enum VMSnapshotter {
             deviceSection = try tree.child(SnapshotSection.deviceManager, path: "")
             let listed = try deviceSection.decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager)
             let present = built.deviceManager.devices
-            guard listed.devices == present.map({ DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }) else {
+            // Compared by id: a device hot-added to the snapshotted VM comes last in its registry
+            // but with its kind in the configuration's build order.
+            let expected = present.map { DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }
+            guard listed.devices.sorted(by: { $0.id < $1.id }) == expected.sorted(by: { $0.id < $1.id }) else {
                 throw .damaged("the snapshot's devices (\(listed.devices.map { "\($0.id):\($0.kind)" }.joined(separator: ", "))) are not the ones its configuration builds (\(present.map { "\($0.id):\($0.kind)" }.joined(separator: ", ")))")
             }
             guard header.vcpuCount == built.vcpus.count else {

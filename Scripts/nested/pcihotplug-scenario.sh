@@ -1,0 +1,120 @@
+# shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
+# The pcihotplug scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
+# pass, fail, captures, $in, $pid, $base, $append, $binary and $remote.
+
+# ph_type LINE: types LINE into the guest's console (from a step that runs in level 1).
+ph_type() { printf '%s\n' "$1" >&"$in"; }
+
+# ph_vmm: the VMM's pid (the child of run_l2's timeout).
+ph_vmm() {
+  local vmm
+  vmm="$(pgrep -P "$pid" | head -n 1 || true)"
+  echo "${vmm:-$pid}"
+}
+
+# ph_gone SOCK ID: waits (up to 60 s) until vm.info's device tree no longer lists ID (the
+# guest ejected it); fails when it still does.
+ph_gone() {
+  local tries=0
+  while "$remote" --api-socket "$1" info 2>/dev/null | grep -q "\"$2\""; do
+    ((tries < 300)) || return 1
+    sleep 0.2
+    tries=$((tries + 1))
+  done
+}
+
+# ph_probed SOCK ID: waits (up to 60 s) until the guest's driver has read from disk ID (its
+# counters show read bytes: the guest enumerated it and read its partition table).
+ph_probed() {
+  local tries=0
+  until "$remote" --api-socket "$1" counters 2>/dev/null | tr -d ' \n' | grep -q "\"$2\":{[^}]*\"read_bytes\":[1-9]"; do
+    ((tries < 300)) || return 1
+    sleep 0.2
+    tries=$((tries + 1))
+  done
+}
+
+# scenario_pcihotplug: a guest booted with --api-socket and one disk (_disk0). ch-remote
+# add-disk hot-adds a raw image (ACPI PCI hotplug as Cloud Hypervisor describes it: the GED's
+# PCI cause, \_SB_.PHPR and the slots under \_SB_.PC00): the guest's kernel (acpiphp) finds a
+# new /dev/vdb, reads level 1's random bytes from it and writes bytes level 1 then finds in the
+# image. remove-device _disk1: the guest ejects it (_EJ0, B0EJ) and /sys/block/vdb goes; the
+# VMM releases it (the image's lock too: the same image is added again). 20 add/remove cycles
+# leave the VMM's open descriptors as they were. add-net with a TAP the VMM creates gives the
+# guest a NIC that pings level 1; remove-device of an unknown id is refused naming it.
+scenario_pcihotplug() {
+  local ph_dir sock
+  # 20 add/remove cycles in a nested guest take minutes: run_l2 reads this timeout.
+  local l2_timeout=$((${CH_NESTED_L2_TIMEOUT:-300} + 300))
+  ph_dir="$(mktemp -d)"
+  sock="$ph_dir/api.sock"
+  truncate -s 16M "$ph_dir/boot.raw"
+  truncate -s 8M "$ph_dir/hot.raw"
+  head -c 4096 /dev/urandom >"$ph_dir/pattern"
+  dd if="$ph_dir/pattern" of="$ph_dir/hot.raw" conv=notrunc status=none
+  local pattern_md5
+  pattern_md5="$(md5sum <"$ph_dir/pattern" | cut -d' ' -f1)"
+  ph_add() {
+    "$remote" --api-socket "$sock" add-disk "path=$ph_dir/hot.raw" >"$ph_dir/add.out" 2>&1 || echo "add failed" >>"$ph_dir/add.out"
+    ph_type 'n=0; while [ ! -e /sys/block/vdb ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; [ -b /dev/vdb ] || mknod /dev/vdb b $(sed "s/:/ /" /sys/block/vdb/dev); printf "guest-wrote-%d" $((6*7)) | dd of=/dev/vdb bs=512 seek=2048 conv=fsync 2>/dev/null; echo CH-PH-ADDED-$(head -c 4096 /dev/vdb | md5sum | cut -c1-32)'
+  }
+  ph_remove() {
+    "$remote" --api-socket "$sock" remove-device _disk1 >"$ph_dir/remove.out" 2>&1 && echo removed >>"$ph_dir/remove.out"
+    ph_type 'n=0; while [ -e /sys/block/vdb ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; echo CH-PH-REMOVED-$(ls /sys/block | grep vd | tr "\n" _)'
+  }
+  ph_cycle() {
+    local vmm i id
+    vmm="$(ph_vmm)"
+    ph_gone "$sock" _disk1 && echo "ejected" >"$ph_dir/cycle.out"
+    dd if="$ph_dir/hot.raw" bs=512 skip=2048 count=1 status=none | head -c 14 >"$ph_dir/written"
+    # The image's lock went with the device: the same image is added again, 20 times.
+    ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.before"
+    for i in $(seq 1 20); do
+      "$remote" --api-socket "$sock" add-disk "path=$ph_dir/hot.raw" >"$ph_dir/cycle-add.out" 2>&1 || { echo "add $i failed: $(cat "$ph_dir/cycle-add.out")" >>"$ph_dir/cycle.out"; break; }
+      id="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-add.out" | cut -d'"' -f4)"
+      ph_probed "$sock" "$id" || { echo "cycle $i: $id not probed" >>"$ph_dir/cycle.out"; break; }
+      "$remote" --api-socket "$sock" remove-device "$id" >>"$ph_dir/cycle.out" 2>&1 || { echo "remove $i failed" >>"$ph_dir/cycle.out"; break; }
+      ph_gone "$sock" "$id" || { echo "cycle $i: $id not ejected" >>"$ph_dir/cycle.out"; break; }
+      echo "cycle $i $id" >>"$ph_dir/cycle.out"
+    done
+    ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.after"
+    local status=0
+    "$remote" --api-socket "$sock" remove-device _nope >"$ph_dir/unknown.out" 2>&1 || status=$?
+    echo "status $status" >>"$ph_dir/unknown.out"
+    "$remote" --api-socket "$sock" add-net "tap=chphtap0,ip=192.168.251.1,mask=255.255.255.0,mac=52:54:00:00:00:31" >"$ph_dir/net.out" 2>&1 ||
+      echo "add-net failed" >>"$ph_dir/net.out"
+    ph_type 'n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; ip link set eth0 up && ip addr add 192.168.251.2/24 dev eth0 && ping -c 3 -W 5 192.168.251.1 >/dev/null && r=ok || r=no; echo CH-PH-NET-$r-$(cat /sys/class/net/eth0/address)_$(ls /sys/block | grep vd | tr "\n" _)'
+  }
+  ph_final() {
+    "$remote" --api-socket "$sock" info >"$ph_dir/info.json" 2>&1 || true
+    ph_type 'echo CH-PH-DONE-$((40+2))'
+  }
+  local steps="L2-INIT-READY|||!ph_add
+  CH-PH-ADDED-([0-9a-f]+)|||!ph_remove
+  CH-PH-REMOVED-([a-z_]+)|||!ph_cycle
+  CH-PH-NET-([a-z]+-[0-9a-f:]+_[a-z_]*)|||!ph_final
+  CH-PH-DONE-([0-9]+)|||poweroff -f"
+  local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$ph_dir/boot.raw")
+  run_l2 pcihotplug "$steps" "$binary" "${vm[@]}"
+  if ((stalled)); then
+    echo "ch-e2e: [pcihotplug] the guest stalled; running the scenario again"
+    run_l2 pcihotplug "$steps" "$binary" "${vm[@]}"
+  fi
+  local before after cycles
+  before="$(cat "$ph_dir/fds.before" 2>/dev/null || echo ?)"
+  after="$(cat "$ph_dir/fds.after" 2>/dev/null || echo ?)"
+  cycles="$(grep -c '^cycle [0-9]* _disk' "$ph_dir/cycle.out" 2>/dev/null || true)"
+  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null)"
+  if ((steps_done == 5)) && ((vmm_status == 0)) && [[ ${captures[0]} == "$pattern_md5" && ${captures[1]} == vda_ ]] &&
+    grep -q '"id":"_disk1"' "$ph_dir/add.out" && grep -q '"bdf":"0000:00:0' "$ph_dir/add.out" && grep -q removed "$ph_dir/remove.out" &&
+    grep -q ejected "$ph_dir/cycle.out" && [[ $(cat "$ph_dir/written" 2>/dev/null) == guest-wrote-42 ]] && ((cycles == 20)) &&
+    [[ $before == "$after" ]] && grep -q _nope "$ph_dir/unknown.out" && ! grep -q 'status 0' "$ph_dir/unknown.out" &&
+    grep -q '"id":"_net0"' "$ph_dir/net.out" && [[ ${captures[2]} == ok-52:54:00:00:00:31_vda_ ]] &&
+    grep -q '"_net0"' "$ph_dir/info.json" && ! grep -q hot.raw "$ph_dir/info.json"; then
+    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image added and removed 20 times (lock released each time), the VMM's open descriptors $before before and $after after; add-net: the new NIC (_net0) pinged level 1; remove-device _nope refused naming it; VMM status 0"
+  else
+    fail "pcihotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}] (pattern $pattern_md5)"
+  fi
+  ip link del chphtap0 2>/dev/null || true
+  rm -rf "$ph_dir"
+}

@@ -1,0 +1,129 @@
+import BlockStorage
+import Devices
+import HostSystem
+import VirtioDevices
+
+/// Hot-adding and hot-removing virtio-pci devices on a running VM, as Cloud Hypervisor's
+/// `DeviceManager::hotplug_*` and `remove_device` do: the device is built by the same
+/// `attach…` function as at boot, on PCI segment 0, registered in the device manager, and the
+/// guest is told through the PCI hotplug registers (`PCIU`/`PCID`) and the Generic Event
+/// Device's PCI cause. A removal only asks the guest; the device is released when the guest
+/// ejects it (`B0EJ`, see ``DeviceManager/eject(segment:slot:)``).
+extension BuiltVM {
+    /// The support hot-adding needs, or a ``VMMError`` when the machine has none.
+    private func hotplugSupport() throws -> PCIHotplugSupport {
+        guard let support = pciHotplug else { throw VMMError(description: "this machine was built without PCI hotplug") }
+        return support
+    }
+
+    /// Tells the guest that a device appeared at `bdf`'s slot.
+    private func announce(insertedAt slot: Int, support: PCIHotplugSupport) throws {
+        support.controller.markInserted(segment: 0, slot: UInt8(slot))
+        try support.ged.notify(.pciHotplug)
+    }
+
+    /// Hot-adds a virtio-blk disk; returns its PCI slot and address.
+    func hotAddDisk(_ config: DiskConfig, id: String) throws -> (slot: Int, bdf: String) {
+        let support = try hotplugSupport()
+        var attached: (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend)?
+        try deviceManager.withAllocators { bars, _ in
+            attached = try support.builder.attachVirtioBlock(config, id: id, context: support.context, bars: &bars, rateLimiter: nil)
+        }
+        guard let (attachment, address, block, backend) = attached else { throw VMMError(description: "\(id) was not attached") }
+        var entry = DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
+                                              mover: support.context.mover, counters: { block.counters.dictionary })
+        entry.releaseLocks = { backend.releaseLocks() }
+        entry.retakeLocks = { try backend.retakeLocks() }
+        entry.resize = { size in try block.resize(to: size) }
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attachment, context: support.context) { _ in
+            backend.releaseLocks()
+        })
+        try announce(insertedAt: attachment.slot, support: support)
+        return (attachment.slot, address)
+    }
+
+    /// Hot-adds a virtio-net device on its TAP; returns its PCI slot and address.
+    func hotAddNet(_ config: NetConfig, id: String) throws -> (slot: Int, bdf: String) {
+        let support = try hotplugSupport()
+        var attached: AttachedNet?
+        try deviceManager.withAllocators { bars, _ in
+            attached = try support.builder.attachVirtioNet(config, id: id, context: support.context, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        let device = attached.device
+        let entry = DeviceRegistration.virtio(id: id, kind: "virtio-net", attachment: attached.attachment, address: attached.address,
+                                              mover: support.context.mover, counters: { device.counters.dictionary })
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context,
+                                                                release: DeviceRegistration.netRelease(attached, events: support.context.events)))
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
+    }
+
+    /// Hot-adds a virtio-pmem device; returns its PCI slot and address.
+    func hotAddPmem(_ config: PmemConfig, id: String) throws -> (slot: Int, bdf: String) {
+        let support = try hotplugSupport()
+        var attached: AttachedPmem?
+        try deviceManager.withAllocators { bars, area in
+            guard var window = area else { throw VMMError(description: "the machine has no 64-bit device area for persistent memory") }
+            defer { area = window }
+            attached = try support.builder.attachVirtioPmem(config, id: id, context: support.context, area: &window, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        var entry = DeviceRegistration.pmem(attached, file: config.file, discardWrites: config.discardWrites, mover: support.context.mover)
+        entry.onStop = { attached.close() }
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context,
+                                                                release: DeviceRegistration.pmemRelease(attached)))
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
+    }
+
+    /// Hot-adds the virtio-vsock device; returns its PCI slot and address.
+    func hotAddVsock(_ config: VsockConfig, id: String) throws -> (slot: Int, bdf: String) {
+        let support = try hotplugSupport()
+        var attached: AttachedVsock?
+        try deviceManager.withAllocators { bars, _ in
+            attached = try support.builder.attachVirtioVsock(config, id: id, context: support.context, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        var entry = DeviceRegistration.virtio(id: id, kind: "virtio-vsock", attachment: attached.attachment, address: attached.address,
+                                              mover: support.context.mover)
+        entry.onStop = { attached.close() }
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
+            attached.close()
+        })
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
+    }
+
+    /// Asks the guest to release the device `id` (Cloud Hypervisor's `PCID` bit and the GED's
+    /// PCI cause); it is released when the guest ejects it.
+    ///
+    /// - Throws: a ``VMMError`` when no removable device has that id.
+    func requestRemoval(id: String) throws {
+        let support = try hotplugSupport()
+        guard let device = deviceManager.device(id: id), device.unplug != nil, let slot = device.resources.pciSlot else {
+            throw VMMError(description: "device \(id) cannot be removed (only disks, network, pmem and vsock devices can)")
+        }
+        support.controller.markRemoving(segment: 0, slot: UInt8(slot))
+        try support.ged.notify(.pciHotplug)
+    }
+}
+
+extension DeviceRegistration {
+    /// What a virtio-net device lets go of once ejected: its TAP queues leave the event loop
+    /// (the descriptors close with the device).
+    static func netRelease(_ net: AttachedNet, events: EventManager) -> @Sendable (DeviceManager) -> Void {
+        let queues = net.tap.queues.map(\.rawValue)
+        return { _ in for fd in queues { try? events.remove(fd) } }
+    }
+
+    /// What a virtio-pmem device lets go of once ejected: its memory slot and its range of
+    /// the 64-bit device area.
+    static func pmemRelease(_ pmem: AttachedPmem) -> @Sendable (DeviceManager) -> Void {
+        let range = pmem.range
+        return { deviceManager in
+            pmem.close()
+            deviceManager.freeMMIO64(range)
+        }
+    }
+}
