@@ -202,7 +202,7 @@ extension FsTests {
         let vm = InertVM()
         let routing = try KVMMSIXRouting(router: try GSIRouter(vm: vm), count: 3)
         let transport = try VirtioPCIDevice(device: device, memory: memory, msixRouting: routing, barAddress: 0xc000_0000)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: nil, servedElsewhere: true)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: nil, slot: 1, servedElsewhere: true)
         let events = try EventManager()
         try attachment.registerNotifiers(vm: vm, events: events)
         let before = try (0..<2).map { try attachment.kickEvent(queue: $0).rawValue }
