@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem cpuhotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem segments cpuhotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -36,6 +36,9 @@
 #            reads its file, writes 64 KiB with dd conv=fsync (a virtio-pmem flush) that level 1
 #            then finds in the file; a third with discard_writes=on shows the guest its own
 #            write while the file stays unchanged.
+#   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
+#            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
+#            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
@@ -370,6 +373,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=pmem-scenario.sh
     source "$here/pmem-scenario.sh"
     scenario_pmem
+  fi
+  if want segments; then
+    # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
+    source "$here/segments-scenario.sh"
+    scenario_segments
   fi
   if want cpuhotplug; then
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh

@@ -52,14 +52,14 @@ struct ManagedDevice: Sendable {
 final class DeviceManager: Sendable {
     private struct Table {
         var devices: [ManagedDevice] = []
-        var mmio32: AddressAllocator
-        var mmio64: AddressAllocator?
+        var mmio32: [AddressAllocator]
+        var mmio64: [AddressAllocator]
     }
     private let table: Mutex<Table>
 
-    /// A registry with the 32-bit MMIO window the PCI BARs and platform registers come from,
-    /// and the 64-bit device area (pmem ranges), when the machine has one.
-    init(mmio32: AddressAllocator, mmio64: AddressAllocator? = nil) {
+    /// A registry with each PCI segment's 32-bit MMIO window (the PCI BARs come from them, the
+    /// platform registers from segment 0's) and 64-bit window (pmem ranges), by segment number.
+    init(mmio32: [AddressAllocator], mmio64: [AddressAllocator] = []) {
         table = Mutex(Table(mmio32: mmio32, mmio64: mmio64))
     }
 
@@ -84,10 +84,13 @@ final class DeviceManager: Sendable {
         }
     }
 
-    /// Allocates an aligned range from the 32-bit MMIO window.
-    func allocateMMIO32(size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
+    /// Allocates an aligned range from PCI segment `segment`'s 32-bit MMIO window.
+    func allocateMMIO32(segment: UInt16 = 0, size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
         try table.withLock { (table: inout Table) throws in
-            let range = try table.mmio32.allocate(size: size, alignment: alignment)
+            guard table.mmio32.indices.contains(Int(segment)) else {
+                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.mmio32.count))")
+            }
+            let range = try table.mmio32[Int(segment)].allocate(size: size, alignment: alignment)
             return (range.start, size)
         }
     }
