@@ -356,7 +356,7 @@ struct CHRemoteTests {
             #expect(try Self.run(socket + ["send-migration", "destination_url=unix:/tmp/sock"]).status == 0)
             let absent: [(arguments: [String], feature: String)] = [
                 (["add-fs", "tag=myfs,socket=/tmp/fs.sock"], "virtio-fs"),
-                (["add-pmem", "file=/tmp/pmem,size=2M,pci_segment=1"], "PCI segments other than 0"),
+                (["add-pmem", "file=/tmp/pmem,size=2M,iommu=on"], "the virtual IOMMU"),
                 (["add-vsock", "cid=3,socket=/tmp/vsock.sock,iommu=on"], "the virtual IOMMU"),
                 (["add-vdpa", "path=/dev/vhost-vdpa-0"], "vDPA devices"),
                 (["add-device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "VFIO device assignment"),

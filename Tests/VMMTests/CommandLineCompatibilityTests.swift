@@ -109,7 +109,6 @@ struct CommandLineCompatibilityTests {
             (["--pvpanic"], "--pvpanic"),
             (["--watchdog"], "--watchdog"),
             (["--memory-zone", "id=mem0,size=1G"], "--memory-zone"),
-            (["--platform", "num_pci_segments=2"], "--platform num_pci_segments="),
             (["--platform", "serial_number=abc,uuid=1234,oem_strings=[a,b]"], "--platform serial_number=,uuid=,oem_strings="),
             (["--debug-console", "tty"], "--debug-console"),
             (["--cpus", "boot=2,kvm_hyperv=on"], "--cpus kvm_hyperv="),
