@@ -48,7 +48,8 @@
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
 #            logs no error (libvirt-scenario.sh).
 #   kata     Kata Containers' requests replayed by Scripts/kata/kata-client.py against
-#            `--api-socket PATH` (its full vm.create refused naming virtio-fs, then created,
+#            `--api-socket PATH` (its full vm.create refused naming virtio-fs, then created without
+#            virtio-fs, with its two PCI segments and its vsock,
 #            vm.add-net with a TAP passed in SCM_RIGHTS, boot, info, no-op resize); the guest's
 #            NIC on the passed TAP pings the host; vmm.shutdown ends the VMM (kata-scenario.sh).
 #   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
