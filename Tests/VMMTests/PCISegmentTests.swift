@@ -148,4 +148,41 @@ struct PCISegmentTests {
         let beyond = try BinaryTests.run(["--kernel", kernel, "--platform", "num_pci_segments=2", "--disk", "path=\(image),pci_segment=2"])
         #expect(beyond.status != 0 && beyond.stderr.contains("Invalid PCI segment id: 2"), "\(beyond.stderr)")
     }
+
+    @Test("a VM with devices on segment 1 is snapshotted and restored with them at the same addresses, its count going on",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func snapshotKeepsSegments() throws {
+        let work = NSTemporaryDirectory() + "ch-segments-snapshot-\(getpid())"
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work + "/snap", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf", serial = work + "/serial", socket = work + "/api.sock", image = work + "/disk.img"
+        try Data(TinyKernel.pvhELF(code: SnapshotBinaryTests.counter)).write(to: URL(fileURLWithPath: kernel))
+        try Data(count: 1 << 20).write(to: URL(fileURLWithPath: image))
+        let first = try SnapshotBinaryTests.start(["-v", "--kernel", kernel, "--serial", "file=\(serial)", "--console", "off",
+                                                   "--memory", "size=32M", "--api-socket", "path=\(socket)",
+                                                   "--platform", "num_pci_segments=2", "--rng", "src=/dev/urandom,pci_segment=1",
+                                                   "--disk", "path=\(image),pci_segment=1"], log: work + "/first.log")
+        defer { SnapshotBinaryTests.kill(first) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= 8 }, seconds: 60))
+        try APILifecycleTests.chRemote(socket, ["pause"])
+        try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/snap"])
+        SnapshotBinaryTests.kill(first)
+        let before = try #require(SnapshotBinaryTests.counts(SnapshotBinaryTests.contents(serial)))
+        let config = SnapshotBinaryTests.contents(work + "/snap/config.json")
+        #expect(config.contains("\"num_pci_segments\":2"), "\(config)")
+
+        let start = SnapshotBinaryTests.contents(serial).utf8.count
+        let restored = try SnapshotBinaryTests.start(["-v", "--restore", "source_url=file://\(work)/snap,resume=on"], log: work + "/restore.log")
+        defer { SnapshotBinaryTests.kill(restored) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= start + 8 }, seconds: 60),
+                "\(SnapshotBinaryTests.contents(work + "/restore.log"))")
+        SnapshotBinaryTests.kill(restored)
+        let log = SnapshotBinaryTests.contents(work + "/restore.log")
+        for line in ["PCI segment 1: ECAM at 0xe8100000", "virtio-rng at 0001:00:01.0", "virtio-block at 0001:00:02.0"] {
+            #expect(log.contains(line), "the restored VM lacks \(line): \(log)")
+        }
+        let after = try #require(SnapshotBinaryTests.counts(String(SnapshotBinaryTests.contents(serial).dropFirst(start))))
+        #expect(after == Array((before.count + 1)...(before.count + after.count)), "\(after) after \(before.count)")
+    }
 }
