@@ -88,7 +88,8 @@ extension VMBuilder {
             if window.id == 0 {
                 try pio.insert(PCIConfigIO(bus: segment.bus), base: PCIConfigIO.portBase, length: PCIConfigIO.portLength)
             }
-            logger.info("PCI segment \(window.id): ECAM at 0x\(String(window.ecamBase, radix: 16)), 32-bit window \(window.mmio32), 64-bit window \(window.mmio64)")
+            // One segment is the machine as it always was: only several are worth a line each.
+            if windows.count > 1 { logger.info("PCI segment \(window.id): ECAM at 0x\(String(window.ecamBase, radix: 16)), 32-bit window \(window.mmio32), 64-bit window \(window.mmio64)") }
             segments.append(segment)
         }
         return segments
