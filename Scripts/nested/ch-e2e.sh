@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -41,6 +41,9 @@
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
 #            level 1 then reads with the same md5; --fs without shared=on is refused.
+#   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
+#            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
+#            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
@@ -55,8 +58,8 @@
 #            dominfo, the guest answers on the console, suspend, resume, destroy, and virtchd
 #            logs no error (libvirt-scenario.sh).
 #   kata     Kata Containers' requests replayed by Scripts/kata/kata-client.py against
-#            `--api-socket PATH` (its full vm.create refused naming its virtio-fs device's
-#            pci_segment, then created without fs and vsock,
+#            `--api-socket PATH` (its full vm.create, virtio-fs on PCI segment 1 included, created
+#            and deleted, then created without virtio-fs, with its two PCI segments and its vsock,
 #            vm.add-net with a TAP passed in SCM_RIGHTS, boot, info, no-op resize); the guest's
 #            NIC on the passed TAP pings the host; vmm.shutdown ends the VMM (kata-scenario.sh).
 #   debian   a Debian 12 guest with systemd (debian-image.sh, cached) booted from a virtio-blk
@@ -85,7 +88,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -393,6 +396,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=fs-scenario.sh
     source "$here/fs-scenario.sh"
     scenario_fs
+  fi
+  if want segments; then
+    # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
+    source "$here/segments-scenario.sh"
+    scenario_segments
   fi
   if want cpuhotplug; then
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh

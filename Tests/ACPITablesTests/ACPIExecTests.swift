@@ -39,6 +39,24 @@ struct ACPIExecTests {
         #expect(result.output.contains("89 06 00 03 01 04 00 00 00 47 01 F8 03 F8 03 00"))
     }
 
+    @Test("each PCI segment's host bridge evaluates to its own _SEG, _UID and _BBN; two bridges coexist")
+    func pciSegmentBridgesEvaluate() throws {
+        var configuration = ACPIConfiguration(vcpuCount: 1)
+        configuration.additionalDefinitions = [0, 1].map { (segment: UInt16) in
+            PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
+                segment: segment, mmio32: (base: 0xC000_0000 + UInt64(segment) * 0x1400_0000, size: 0x1400_0000)))
+        }
+        let (directory, files) = try writeACPIExecTables(configuration)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let commands = "evaluate \\_SB.PC00._SEG; evaluate \\_SB.PC01._SEG; evaluate \\_SB.PC01._UID; evaluate \\_SB.PC01._BBN"
+        let result = try runTool(acpiexecPath!, ["-b", commands] + files, in: directory)
+        #expect(result.status == 0, "acpiexec failed:\n\(result.output)")
+        #expect(!result.output.contains("AE_"), "an evaluation failed:\n\(result.output)")
+        let integers = result.output.split(separator: "\n").filter { $0.contains("[Integer] = ") }
+            .map { $0.split(separator: "=").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
+        #expect(integers == ["0000000000000000", "0000000000000001", "0000000000000001", "0000000000000000"], "\(result.output)")
+    }
+
     @Test func gedEventNotifiesThePowerButton() throws {
         let (directory, files) = try writeTables()
         defer { try? FileManager.default.removeItem(at: directory) }

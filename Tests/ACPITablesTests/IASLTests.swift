@@ -22,15 +22,26 @@ struct IASLTests {
         var hotplug = full
         hotplug.apicIDs = (0..<8).map { $0 }
         hotplug.cpuHotplug = (controllerAddress: 0xfed0_1000, presentVCPUs: 2)
+        // Two PCI segments as Cloud Hypervisor lays them out: ECAM 1 MiB apart, the 32-bit
+        // window and the 64-bit area split in halves.
+        var segments = full
+        segments.pciSegments = [MCFG.Allocation(baseAddress: 0xE800_0000, segment: 0), MCFG.Allocation(baseAddress: 0xE810_0000, segment: 1)]
+        segments.additionalDefinitions = [
+            PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
+                segment: 0, mmio32: (base: 0xC000_0000, size: 0x1400_0000), mmio64: (base: 0x1_0000_0000, size: 0x7F_0000_0000))),
+            PlatformAML.pciHostBridge(PlatformAML.PCIHostBridgeWindows(
+                segment: 1, mmio32: (base: 0xD400_0000, size: 0x1400_0000), mmio64: (base: 0x80_0000_0000, size: 0x7F_FFEF_0000))),
+        ]
         return [
             ("minimal", ACPIConfiguration(vcpuCount: 1, serialPort: false)),
             ("full", full),
             ("x2apic", x2apic),
             ("cpu-hotplug", hotplug),
+            ("pci-segments", segments),
         ]
     }()
 
-    @Test(arguments: 0..<4)
+    @Test(arguments: 0..<5)
     func tablesDisassembleAndRecompileToTheSameBytes(index: Int) throws {
         let (label, configuration) = Self.configurations[index]
         let set = try ACPITableSet.build(configuration, rsdpAddress: 0xa_0000)
@@ -81,6 +92,35 @@ struct IASLTests {
             "Device (\\_SB.RTC)", "EisaId (\"PNP0B00\")",
         ] {
             #expect(asl.contains(fragment), "the disassembled DSDT lacks \(fragment)")
+        }
+    }
+
+    @Test("two PCI segments: an MCFG entry and a PNP0A08 host bridge each, with _SEG, _UID, _BBN and the segment's own windows")
+    func disassembledSegments() throws {
+        let set = try ACPITableSet.build(Self.configurations[4].1, rsdpAddress: 0xa_0000)
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["DSDT", "MCFG"] {
+            try Data(try #require(set.table(name)).bytes).write(to: directory.appendingPathComponent("\(name.lowercased()).dat"))
+            #expect(try runIASL(["-d", "\(name.lowercased()).dat"], in: directory).status == 0)
+        }
+        let dsdt = try String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
+        let mcfg = try String(contentsOf: directory.appendingPathComponent("mcfg.dsl"), encoding: .utf8)
+        // Segment 1's host bridge, after segment 0's, with its own numbers and windows only.
+        let second = try #require(dsdt.range(of: "Device (\\_SB.PC01)"))
+        #expect(dsdt.range(of: "Device (\\_SB.PC00)").map { $0.lowerBound < second.lowerBound } == true)
+        let pc01 = String(dsdt[second.lowerBound...])
+        for fragment in ["EisaId (\"PNP0A08\")", "Name (_SEG, One)", "Name (_UID, One)", "Name (_BBN, Zero)",
+                         "0xD4000000,         // Range Minimum", "0xE7FFFFFF,         // Range Maximum",
+                         "0x0000008000000000, // Range Minimum", "0x000000FFFFEEFFFF, // Range Maximum"] {
+            #expect(pc01.contains(fragment), "segment 1's host bridge lacks \(fragment)")
+        }
+        // Only segment 0 claims the 0xCF8 configuration ports.
+        #expect(!pc01.contains("0x0CF8"))
+        #expect(dsdt.contains("0x0CF8"))
+        for fragment in ["Base Address : 00000000E8000000", "Base Address : 00000000E8100000",
+                         "Segment Group Number : 0001"] {
+            #expect(mcfg.contains(fragment), "the MCFG lacks \(fragment):\n\(mcfg)")
         }
     }
 }

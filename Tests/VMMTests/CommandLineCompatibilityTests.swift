@@ -97,7 +97,6 @@ struct CommandLineCompatibilityTests {
     @Test("every v53.0 option is accepted by the parser, and those of absent features are refused naming the option",
           arguments: [
             (["--balloon", "size=1G,deflate_on_oom=on"], "--balloon"),
-            (["--memory", "size=512M,shared=on", "--fs", "tag=myfs,socket=/tmp/fs.sock,num_queues=1,queue_size=512,pci_segment=1"], "--fs pci_segment="),
             (["--pmem", "file=/tmp/p,size=128M,discard_writes=on,iommu=on"], "--pmem iommu="),
             (["--vsock", "cid=3,socket=/tmp/v.sock,iommu=on"], "--vsock iommu="),
             (["--vdpa", "path=/dev/vhost-vdpa-0,num_queues=2"], "--vdpa"),
@@ -109,7 +108,6 @@ struct CommandLineCompatibilityTests {
             (["--pvpanic"], "--pvpanic"),
             (["--watchdog"], "--watchdog"),
             (["--memory-zone", "id=mem0,size=1G"], "--memory-zone"),
-            (["--platform", "num_pci_segments=2"], "--platform num_pci_segments="),
             (["--platform", "serial_number=abc,uuid=1234,oem_strings=[a,b]"], "--platform serial_number=,uuid=,oem_strings="),
             (["--debug-console", "tty"], "--debug-console"),
             (["--cpus", "boot=2,kvm_hyperv=on"], "--cpus kvm_hyperv="),

@@ -18,7 +18,7 @@ final class NumberDevice: StatefulDevice, @unchecked Sendable {
 @Suite("device manager registry")
 struct DeviceManagerTests {
     func manager() throws -> DeviceManager {
-        DeviceManager(mmio32: try AddressAllocator(name: "test MMIO", base: 0xC000_0000, size: 0x1000_0000))
+        DeviceManager(mmio32: [try AddressAllocator(name: "test MMIO", base: 0xC000_0000, size: 0x1000_0000)])
     }
 
     @Test("Devices keep their order; ids are unique; the device tree and counters come from the table")

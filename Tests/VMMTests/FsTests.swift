@@ -61,7 +61,7 @@ struct FsTests {
         var clash = try config(["tag=a,socket=/tmp/a.sock,id=d"])
         clash.disks = [try DiskConfig.parse("path=/tmp/x,id=d")]
         #expect(throws: ConfigError.self) { try clash.validate() }
-        #expect(try config(["tag=a,socket=/tmp/a.sock,pci_segment=1"]).absentFeatures.map(\.field) == ["fs[0].pci_segment"])
+        #expect(try config(["tag=a,socket=/tmp/a.sock,pci_segment=1"]).absentFeatures.isEmpty, "PCI segments exist")
     }
 
     @Test("vm.add-fs before boot goes into the configuration (refused without shared memory) and vm.remove-device takes it out")

@@ -47,20 +47,27 @@ struct KataReplayTests {
         #expect(ping.status == 200 && ping.header("Content-Type") == "application/json")
         #expect(Self.json(ping)["version"] as? String == "53.0.0")
 
-        // Kata's body as it sends it puts its virtio-fs device on PCI segment 1: absent here,
-        // refused with 400 naming the field, and nothing is created.
+        // Kata's body as it sends it (virtio-fs on PCI segment 1, vsock, two segments): every
+        // device exists, so it is created; deleted again, since no virtiofsd listens at Kata's
+        // socket path here.
         let kataBody = try Self.fixture("vm.create.json")
-        let refused = try client.request("PUT", "/api/v1/vm.create", body: kataBody)
-        #expect(refused.status == 400 && refused.text.contains("field 'fs[0].pci_segment' asks for PCI segments other than 0, an absent feature"), "\(refused.text)")
+        let whole = try client.request("PUT", "/api/v1/vm.create", body: kataBody)
+        #expect(whole.status == 204, "\(whole.text)")
+        #expect(try client.request("PUT", "/api/v1/vm.delete").status == 204)
         #expect(try client.request("GET", "/api/v1/vm.info").status == 404)
 
-        // The same body with those three fields at Cloud Hypervisor's defaults (the vsock's socket
-        // directory under /run/vc does not exist here, so it goes too) and the paths made
-        // real; everything else (every default field, max_vcpus 4, hotplug_size, shared memory) as Kata sends it.
+        // The same body without virtio-fs and with the paths made real (the vsock's socket
+        // directory under /run/vc does not exist here: its socket moves to a temporary one);
+        // everything else (Kata's two PCI segments, every default field, max_vcpus 4,
+        // hotplug_size, shared memory) as Kata sends it.
         var config = try #require(try JSONSerialization.jsonObject(with: Data(kataBody)) as? [String: Any])
         config["fs"] = nil
-        config["vsock"] = nil
-        config["platform"] = ["num_pci_segments": 1, "sev_snp": false, "tdx": false]
+        #expect((config["platform"] as? [String: Any])?["num_pci_segments"] as? Int == 2)
+        var vsock = try #require(config["vsock"] as? [String: Any])
+        let vsockSocket = NSTemporaryDirectory() + "kata-vsock-\(getpid()).sock"
+        defer { try? FileManager.default.removeItem(atPath: vsockSocket) }
+        vsock["socket"] = vsockSocket
+        config["vsock"] = vsock
         var payload = config["payload"] as? [String: Any] ?? [:]
         payload["kernel"] = kernel
         config["payload"] = payload
@@ -91,6 +98,8 @@ struct KataReplayTests {
         let tree = info["device_tree"] as? [String: [String: Any]] ?? [:]
         let bdf = tree["_net0"]?["pci_bdf"] as? String ?? ""
         #expect(bdf.range(of: #"^0000:00:[0-9a-f]{2}\.0$"#, options: .regularExpression) != nil, "\(tree)")
+        #expect(tree["_vsock0"] != nil, "\(tree)")
+        #expect((echoed["platform"] as? [String: Any])?["num_pci_segments"] as? Int == 2)
         // The NIC serves the passed TAP: its counters exist.
         let counters = Self.json(try client.request("GET", "/api/v1/vm.counters"))
         #expect(counters["_net0"] != nil, "\(counters)")

@@ -53,8 +53,8 @@ struct MigrationBinaryTests {
     /// Migrates a counting guest from one VMM to a new one over `url` (with `local`, shared
     /// memory handed over); checks the count goes on and both VMMs end as Cloud Hypervisor's do.
     /// With `grown`, the source boots 1 of 3 vCPUs and vm.resize adds the other two first: the
-    /// destination must run all three.
-    func migrate(url: (String) -> String, local: Bool, name: String, grown: Bool = false,
+    /// destination must run all three. The destination's log must hold each of `destinationLog`.
+    func migrate(url: (String) -> String, local: Bool, name: String, grown: Bool = false, destinationLog: [String] = [],
                  extra: (String) throws -> [String] = { _ in [] }) throws {
         let work = NSTemporaryDirectory() + "ch-migration-\(name)-\(getpid())"
         try Self.freshDirectory(work)
@@ -96,6 +96,9 @@ struct MigrationBinaryTests {
         #expect(Snapshots.waitFor({ Snapshots.contents(work + "/dst.out").utf8.count >= before + 8 }, seconds: 60),
                 "the destination counts on: \(Snapshots.contents(work + "/dst.log"))")
         Snapshots.kill(destination)
+        for line in destinationLog {
+            #expect(Snapshots.contents(work + "/dst.log").contains(line), "the destination lacks \(line): \(Snapshots.contents(work + "/dst.log"))")
+        }
         // Source and destination output together: one count, 1, 2, 3..., with no gap or reset
         // (a pause between a count's two letters leaves the second one to the destination).
         let text = Snapshots.contents(work + "/src.out") + Snapshots.contents(work + "/dst.out")
@@ -122,6 +125,18 @@ struct MigrationBinaryTests {
         try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "pmem") { work in
             _ = FileManager.default.createFile(atPath: work + "/pmem.img", contents: Data(count: 2 << 20))
             return ["--pmem", "file=\(work)/pmem.img"]
+        }
+    }
+
+    @Test("A counting guest with a disk and a pmem file on PCI segment 1 migrates with them at the same addresses",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func withSegments() throws {
+        try migrate(url: { "unix:\($0)/mig.sock" }, local: false, name: "segments",
+                    destinationLog: ["PCI segment 1: ECAM at 0xe8100000", "virtio-block at 0001:00:01.0", "virtio-pmem at 0001:00:02.0"]) { work in
+            _ = FileManager.default.createFile(atPath: work + "/disk.img", contents: Data(count: 1 << 20))
+            _ = FileManager.default.createFile(atPath: work + "/pmem.img", contents: Data(count: 2 << 20))
+            return ["--platform", "num_pci_segments=2", "--disk", "path=\(work)/disk.img,pci_segment=1",
+                    "--pmem", "file=\(work)/pmem.img,pci_segment=1"]
         }
     }
 

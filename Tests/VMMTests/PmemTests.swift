@@ -104,7 +104,7 @@ struct PmemTests {
     @Test("the host bridge _CRS has the 64-bit device area as a QWordMemory window")
     func hostBridgeWindow() throws {
         let area = (base: UInt64(0x1_0000_0000), size: UInt64(0xFF_FFEF_0000 - 0x1_0000_0000))
-        let windows = VMBuilder.hostBridgeWindows(segment: 0, mmio64: area)
+        let windows = try #require(PCISegmentLayout.plan(weights: ([1], [1]), deviceArea: area).first).hostBridge
         #expect(windows.mmio64?.base == area.base && windows.mmio64?.size == area.size)
         let bytes = PlatformAML.pciHostBridge(windows).amlBytes
         // QWord address space descriptor: 0x8A, length 43, resource type 0 (memory).

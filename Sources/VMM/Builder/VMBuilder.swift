@@ -33,7 +33,10 @@ final class BuiltVM: @unchecked Sendable {
     let pio: Bus
     let mmio: Bus
     let devices: LegacyDevices
-    let pciSegment: PCISegment
+    /// The PCI segments, by number (segment 0 first).
+    let pciSegments: [PCISegment]
+    /// PCI segment 0 (the one the legacy 0xCF8 ports reach).
+    var pciSegment: PCISegment { pciSegments[0] }
     let router: GSIRouter
     let virtio: [VirtioPCIAttachment]
     let console: AttachedConsole?
@@ -42,7 +45,7 @@ final class BuiltVM: @unchecked Sendable {
     let vsock: AttachedVsock?
     /// The virtio-pmem devices, in configuration order.
     var pmems: [AttachedPmem] = []
-    /// The 64-bit device area (PCI segment 0's 64-bit MMIO window) as (base, size).
+    /// The 64-bit device area (shared between the PCI segments' 64-bit windows) as (base, size).
     var deviceArea: (base: UInt64, size: UInt64) = (0, 0)
     /// Every device with its id, resources, counters and state, in boot order.
     let deviceManager: DeviceManager
@@ -60,7 +63,7 @@ final class BuiltVM: @unchecked Sendable {
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, cpus: VCPUSet,
          cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice), pio: Bus, mmio: Bus,
-         devices: LegacyDevices, pciSegment: PCISegment, router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
+         devices: LegacyDevices, pciSegments: [PCISegment], router: GSIRouter, virtio: [VirtioPCIAttachment], console: AttachedConsole?,
          nets: [AttachedNet], vsock: AttachedVsock?, deviceManager: DeviceManager, powerButton: (@Sendable () -> Void)?, events: EventManager, exits: ExitSignal) {
         configuration = Mutex(config)
         self.vm = vm
@@ -70,7 +73,7 @@ final class BuiltVM: @unchecked Sendable {
         self.pio = pio
         self.mmio = mmio
         self.devices = devices
-        self.pciSegment = pciSegment
+        self.pciSegments = pciSegments
         self.router = router
         self.virtio = virtio
         self.console = console
@@ -157,20 +160,25 @@ struct VMBuilder {
         let ramEnd = memory.regions.map { $0.start.rawValue + $0.size }.max() ?? 0
         let area = try X86Layout.deviceArea(ramEnd: ramEnd, hotplugSize: config.memory.hotplugSize,
                                             virtioMem: config.memory.hotplugMethod == .virtioMem, physicalAddressBits: physicalAddressBits)
-        var mmio64 = try AddressAllocator(name: "64-bit PCI MMIO", base: area.base, size: area.size)
+        // Each PCI segment gets its ECAM window and its shares of the 32-bit and 64-bit windows.
+        let windows = try PCISegmentLayout.plan(weights: config.pciApertureWeights, deviceArea: area)
+        var mmio64 = windows.map { AddressAllocator(name: "PCI segment \($0.id) 64-bit MMIO", pool: $0.mmio64) }
+        var bars = windows.map { AddressAllocator(name: "PCI segment \($0.id) 32-bit MMIO", pool: $0.mmio32) }
 
         let router = try GSIRouter(vm: vm)
         let mover = BARMover(mmio: mmio, vm: vm, events: events, logger: logger)
-        let pciSegment = try attachPCISegment(pio: pio, mmio: mmio, relocation: mover)
-        var bars = try AddressAllocator(name: "32-bit PCI MMIO", base: X86Layout.mem32BitDevicesStart.rawValue,
-                                        size: X86Layout.mem32BitDevicesSize)
-        let context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegment, mmio: mmio, router: router, mover: mover, events: events)
+        let pciSegments = try attachPCISegments(windows, pio: pio, mmio: mmio, relocation: mover)
+        let context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegments[0], mmio: mmio, router: router, mover: mover, events: events)
+        // A device goes on its `pci_segment=` (validated below the segment count) and takes its
+        // BAR from that segment's 32-bit window.
+        func on(_ segment: UInt16) -> VirtioAttachContext { context.on(pciSegments[Int(segment)]) }
         var virtio: [VirtioPCIAttachment] = []
         var managed: [ManagedDevice] = DeviceRegistration.legacy(devices)
-        let (rng, rngAddress) = try attachVirtioRng(config.rng, context: context, bars: &bars)
+        let (rng, rngAddress) = try attachVirtioRng(config.rng, context: on(config.rng.pci.pciSegment), bars: &bars[Int(config.rng.pci.pciSegment)])
         virtio.append(rng)
         managed.append(DeviceRegistration.virtio(id: "_rng", kind: "virtio-rng", attachment: rng, address: rngAddress, mover: mover))
-        let console = try attachVirtioConsole(config.console, context: context, bars: &bars)
+        let console = try attachVirtioConsole(config.console, context: on(config.console.pci.pciSegment),
+                                              bars: &bars[Int(config.console.pci.pciSegment)])
         if let console {
             virtio.append(console.attachment)
             managed.append(DeviceRegistration.virtio(id: "_console", kind: "virtio-console", attachment: console.attachment,
@@ -183,14 +191,15 @@ struct VMBuilder {
         var limited: [ObjectIdentifier: (name: String, limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
-            let (attachment, address, block, backend) = try attachVirtioBlock(disk, id: id, context: context, bars: &bars, rateLimiter: limiter)
+            let (attachment, address, block, backend) = try attachVirtioBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)],
+                                                                           rateLimiter: limiter)
             virtio.append(attachment)
             var entry = DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
                                                   mover: mover, counters: { block.counters.dictionary })
             entry.releaseLocks = { backend.releaseLocks() }
             entry.retakeLocks = { try backend.retakeLocks() }
             entry.resize = { size in try block.resize(to: size) }
-            managed.append(DeviceRegistration.removable(entry, attachment: attachment, context: context) { _ in backend.releaseLocks() })
+            managed.append(DeviceRegistration.removable(entry, attachment: attachment, context: on(disk.pciSegment)) { _ in backend.releaseLocks() })
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
                 limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))
@@ -205,42 +214,44 @@ struct VMBuilder {
         }
         var nets: [AttachedNet] = []
         for (net, id) in zip(config.net ?? [], config.netIDs) {
-            let attached = try attachVirtioNet(net, id: id, context: context, bars: &bars)
+            let attached = try attachVirtioNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
             virtio.append(attached.attachment)
             let device = attached.device
             let entry = DeviceRegistration.virtio(id: id, kind: "virtio-net", attachment: attached.attachment, address: attached.address,
                                                   mover: mover, counters: { device.counters.dictionary })
-            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: context,
+            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: on(net.pciSegment),
                                                         release: DeviceRegistration.netRelease(attached, events: events)))
             nets.append(attached)
         }
         var pmems: [AttachedPmem] = []
         for (pmem, id) in zip(config.pmem ?? [], config.pmemIDs) {
-            let attached = try attachVirtioPmem(pmem, id: id, context: context, area: &mmio64, bars: &bars)
+            let attached = try attachVirtioPmem(pmem, id: id, context: on(pmem.pci.pciSegment), area: &mmio64[Int(pmem.pci.pciSegment)],
+                                                bars: &bars[Int(pmem.pci.pciSegment)])
             virtio.append(attached.attachment)
             managed.append(DeviceRegistration.removable(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover),
-                                                        attachment: attached.attachment, context: context,
+                                                        attachment: attached.attachment, context: on(pmem.pci.pciSegment),
                                                         release: DeviceRegistration.pmemRelease(attached)))
             pmems.append(attached)
         }
         for (fs, id) in zip(config.fs ?? [], config.fsIDs) {
-            let attached = try attachVirtioFs(fs, id: id, context: context, bars: &bars)
+            let attached = try attachVirtioFs(fs, id: id, context: on(fs.pci.pciSegment), bars: &bars[Int(fs.pci.pciSegment)])
             virtio.append(attached.attachment)
             managed.append(DeviceRegistration.fs(attached, socket: fs.socket, mover: mover))
         }
         var vsock: AttachedVsock?
         if let vsockConfig = config.vsock, let id = config.vsockID {
-            let attached = try attachVirtioVsock(vsockConfig, id: id, context: context, bars: &bars)
+            let attached = try attachVirtioVsock(vsockConfig, id: id, context: on(vsockConfig.pci.pciSegment),
+                                                  bars: &bars[Int(vsockConfig.pci.pciSegment)])
             virtio.append(attached.attachment)
             let entry = DeviceRegistration.virtio(id: id, kind: "virtio-vsock", attachment: attached.attachment,
                                                   address: attached.address, mover: mover)
-            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: context) { _ in attached.close() })
+            managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: on(vsockConfig.pci.pciSegment)) { _ in attached.close() })
             vsock = attached
         }
 
-        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars)
-        let cpuHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
-        let pciHotplugRegion = try bars.allocate(size: 0x1000, alignment: 0x1000)
+        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0])
+        let cpuHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
+        let pciHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
         let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
         let (pciHotplugController, ejections) = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
@@ -255,7 +266,7 @@ struct VMBuilder {
         var plan: BootPlan?
         if !restoring {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
-                                           pciSegment: pciSegment, ged: ged.description, mmio64: area,
+                                           pciSegments: windows, ged: ged.description,
                                            cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start)
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp)
@@ -268,7 +279,7 @@ struct VMBuilder {
                            configure: vcpuConfigurer(vm: vm, config: config.cpus, topology: topology, supported: supported))
         let controller = try attachCPUHotplug(cpus: cpus, mmio: mmio, base: cpuHotplugRegion.start)
         let built = BuiltVM(config: config, vm: vm, memory: memory, cpus: cpus, cpuHotplug: (controller, ged.device), pio: pio, mmio: mmio, devices: devices,
-                            pciSegment: pciSegment, router: router, virtio: virtio, console: console, nets: nets, vsock: vsock,
+                            pciSegments: pciSegments, router: router, virtio: virtio, console: console, nets: nets, vsock: vsock,
                             deviceManager: deviceManager,
                             powerButton: { [logger] in
                                 do { try ged.device.notify(.powerButton) } catch { logger.error("power button: \(error)") }
@@ -285,11 +296,11 @@ struct VMBuilder {
     /// Cloud Hypervisor's hardware-reduced ACPI tables at the RSDP address (0xA0000): FADT
     /// with the sleep/reset registers at port 0x600 and the PM timer at 0x608, MADT, DSDT
     /// (which, unlike Cloud Hypervisor's, also describes the CMOS clock so that Linux's
-    /// `rtc_cmos` binds to it). The PCI host bridge's `_CRS` has the 32-bit device window and
-    /// the 64-bit device area `mmio64`. Returns the RSDP's address for the boot protocol.
+    /// `rtc_cmos` binds to it). Each PCI segment has its MCFG entry and its host bridge, whose
+    /// `_CRS` has the segment's shares of the 32-bit device window and of the 64-bit device area.
+    /// Returns the RSDP's address for the boot protocol.
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
-                         pciSegment: PCISegment, ged: PlatformAML.GenericEventDevice,
-                         mmio64: (base: UInt64, size: UInt64),
+                         pciSegments: [PCISegmentWindows], ged: PlatformAML.GenericEventDevice,
                          cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil, pciHotplug: UInt64? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
@@ -298,22 +309,13 @@ struct VMBuilder {
         configuration.pciHotplugAddress = pciHotplug
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
-        configuration.pciSegments = [MCFG.Allocation(baseAddress: pciSegment.ecamBase, segment: pciSegment.id)]
-        configuration.additionalDefinitions = [PlatformAML.pciHostBridge(Self.hostBridgeWindows(segment: pciSegment.id, mmio64: mmio64))]
+        configuration.pciSegments = pciSegments.map(\.mcfg)
+        configuration.additionalDefinitions = pciSegments.map { PlatformAML.pciHostBridge($0.hostBridge) }
         let tables = try ACPITableSet.build(configuration, rsdpAddress: X86Layout.rsdpPointer.rawValue)
         for table in tables.tables {
             try memory.write(bytes: table.bytes, at: GuestAddress(table.address))
         }
         return GuestAddress(tables.rsdpAddress)
-    }
-
-    /// The windows of segment `segment`'s host bridge `_CRS`: the 32-bit device window and the
-    /// 64-bit device area (Cloud Hypervisor's `mem32` and `mem64` areas of the segment).
-    static func hostBridgeWindows(segment: UInt16, mmio64: (base: UInt64, size: UInt64)) -> PlatformAML.PCIHostBridgeWindows {
-        PlatformAML.PCIHostBridgeWindows(
-            segment: segment,
-            mmio32: (base: X86Layout.mem32BitDevicesStart.rawValue, size: X86Layout.mem32BitDevicesSize),
-            mmio64: mmio64)
     }
 
     /// The GSI of the Generic Event Device's interrupt (a free ISA line, edge-triggered).
@@ -327,15 +329,6 @@ struct VMBuilder {
         let device = ACPIGenericEventDevice(interrupt: try IRQFDLine(vm: vm, gsi: Self.gedIRQ))
         try mmio.insert(device, base: region.start, length: ACPIGenericEventDevice.registerSize)
         return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.cpuHotplug, .pciHotplug, .powerButton]))
-    }
-
-    /// PCI segment 0: the host bridge on bus 0, reachable through ECAM (MMCONFIG at
-    /// 0xE8000000, described by the MCFG) and the legacy 0xCF8/0xCFC ports.
-    func attachPCISegment(pio: Bus, mmio: Bus, relocation: any PCIDeviceRelocation) throws -> PCISegment {
-        let segment = PCISegment(id: 0, ecamBase: X86Layout.pciMMConfigStart.rawValue, bus: PCIBus(relocation: relocation))
-        try mmio.insert(segment.ecam, base: segment.ecamBase, length: segment.ecamSize)
-        try pio.insert(PCIConfigIO(bus: segment.bus), base: PCIConfigIO.portBase, length: PCIConfigIO.portLength)
-        return segment
     }
 
     /// The VM with KVM's x86 helpers placed in the reserved hole, the in-kernel irqchip and PIT.

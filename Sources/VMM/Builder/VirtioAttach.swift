@@ -12,7 +12,7 @@ import BlockStorage
 import VirtioDevices
 import VMAllocator
 
-/// A virtio device on PCI segment 0: its transport, its MSI-X vectors, the ioeventfds that
+/// A virtio device on a PCI segment: its transport, its MSI-X vectors, the ioeventfds that
 /// carry the driver's queue notifications to the event loop, and what keeps its backend open.
 final class VirtioPCIAttachment: Sendable {
     let transport: VirtioPCIDevice
@@ -153,13 +153,18 @@ struct VirtioAttachContext: Sendable {
     let router: GSIRouter
     let mover: BARMover
     let events: EventManager
+
+    /// The same context for a device on `segment`.
+    func on(_ segment: PCISegment) -> VirtioAttachContext {
+        VirtioAttachContext(vm: vm, memory: memory, segment: segment, mmio: mmio, router: router, mover: mover, events: events)
+    }
 }
 
 extension VMBuilder {
-    /// Puts `device` on PCI segment 0 behind a virtio-pci transport: BAR 0 from the 32-bit
-    /// device window, MSI-X vectors routed to KVM, queue notifications through ioeventfds.
-    /// The device takes slot `slot` (a configuration's `pci_device_id`) or the lowest free one.
-    /// Returns the attachment and the function's PCI address (`0000:00:SS.0`).
+    /// Puts `device` on the context's PCI segment behind a virtio-pci transport: BAR 0 from
+    /// `bars` (that segment's 32-bit window), MSI-X vectors routed to KVM, queue notifications
+    /// through ioeventfds. The device takes slot `slot` (a configuration's `pci_device_id`) or
+    /// the lowest free one. Returns the attachment and the function's PCI address (`SSSS:00:DD.0`).
     func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
                       keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)

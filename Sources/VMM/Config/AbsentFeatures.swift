@@ -35,9 +35,6 @@ extension PCIDeviceCommon {
     func absentFeatures(at path: String, option: String, placesSlot: Bool = false) -> [AbsentFeature] {
         var found: [AbsentFeature] = []
         if iommu { found.append(AbsentFeature(field: joined(path, "iommu"), option: "\(option) iommu=", feature: "the virtual IOMMU")) }
-        if pciSegment != 0 {
-            found.append(AbsentFeature(field: joined(path, "pci_segment"), option: "\(option) pci_segment=", feature: "PCI segments other than 0"))
-        }
         if pciDeviceID != nil, !placesSlot {
             found.append(AbsentFeature(field: joined(path, "pci_device_id"), option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
         }
@@ -142,9 +139,7 @@ extension VMConfig {
         found += console.pci.absentFeatures(at: "console", option: "--console")
         if debugConsole.mode != .off { absent("debug_console", "--debug-console", "the debug console port") }
         // Platform.
-        if (pciSegments ?? []).contains(where: { $0.pciSegment != 0 }) { absent("pci_segments", "--pci-segment", "PCI segments other than 0") }
         if let platform {
-            if platform.numPCISegments > 1 { absent("platform.num_pci_segments", "--platform num_pci_segments=", "PCI segments other than 0") }
             if !(platform.iommuSegments ?? []).isEmpty { absent("platform.iommu_segments", "--platform iommu_segments=", "the virtual IOMMU") }
             if platform.hasSMBIOS { absent("platform", "--platform serial_number=,uuid=,oem_strings=", "SMBIOS tables") }
             if platform.tdx { absent("platform.tdx", "--platform tdx=", "Intel TDX") }

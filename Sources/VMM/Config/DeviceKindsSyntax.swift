@@ -227,7 +227,7 @@ extension PlatformConfig {
             "system_uuid", "system_sku_number", "system_family", "chassis_asset_tag",
         ])
         var config = PlatformConfig()
-        config.numPCISegments = try list.integer("num_pci_segments", as: UInt16.self, in: 1...96) ?? 1
+        config.numPCISegments = try list.integer("num_pci_segments", as: UInt16.self) ?? 1
         config.iommuSegments = try list.integerList("iommu_segments", as: UInt16.self)
         config.iommuAddressWidthBits = try list.integer("iommu_address_width", as: UInt8.self, in: 1...64) ?? 64
         config.systemSerialNumber = list["system_serial_number"] ?? list["serial_number"]
@@ -255,8 +255,8 @@ extension PciSegmentConfig {
     public static func parse(_ text: String) throws(ConfigError) -> PciSegmentConfig {
         let list = try OptionList(text, option: "--pci-segment", knownKeys: ["pci_segment", "mmio32_aperture_weight", "mmio64_aperture_weight"])
         var config = PciSegmentConfig(pciSegment: try list.integer("pci_segment", as: UInt16.self) ?? 0)
-        config.mmio32ApertureWeight = try list.integer("mmio32_aperture_weight", as: UInt32.self, in: 1...UInt32.max) ?? 1
-        config.mmio64ApertureWeight = try list.integer("mmio64_aperture_weight", as: UInt32.self, in: 1...UInt32.max) ?? 1
+        config.mmio32ApertureWeight = try list.integer("mmio32_aperture_weight", as: UInt32.self) ?? 1
+        config.mmio64ApertureWeight = try list.integer("mmio64_aperture_weight", as: UInt32.self) ?? 1
         return config
     }
 }

@@ -8,6 +8,7 @@ extension VMConfig {
         }
         try cpus.validate()
         try memory.validate()
+        try validatePCISegments()
         try serial.validate(option: "--serial")
         try validateDisks()
         try validateNets()

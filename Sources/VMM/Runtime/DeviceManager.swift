@@ -68,14 +68,14 @@ struct ManagedDevice: Sendable {
 final class DeviceManager: Sendable {
     private struct Table {
         var devices: [ManagedDevice] = []
-        var mmio32: AddressAllocator
-        var mmio64: AddressAllocator?
+        var mmio32: [AddressAllocator]
+        var mmio64: [AddressAllocator]
     }
     private let table: Mutex<Table>
 
-    /// A registry with the 32-bit MMIO window the PCI BARs and platform registers come from,
-    /// and the 64-bit device area (pmem ranges), when the machine has one.
-    init(mmio32: AddressAllocator, mmio64: AddressAllocator? = nil) {
+    /// A registry with each PCI segment's 32-bit MMIO window (the PCI BARs come from them, the
+    /// platform registers from segment 0's) and 64-bit window (pmem ranges), by segment number.
+    init(mmio32: [AddressAllocator], mmio64: [AddressAllocator] = []) {
         table = Mutex(Table(mmio32: mmio32, mmio64: mmio64))
     }
 
@@ -100,28 +100,49 @@ final class DeviceManager: Sendable {
         }
     }
 
-    /// Allocates an aligned range from the 32-bit MMIO window.
-    func allocateMMIO32(size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
+    /// Allocates an aligned range from PCI segment `segment`'s 32-bit MMIO window.
+    func allocateMMIO32(segment: UInt16 = 0, size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
         try table.withLock { (table: inout Table) throws in
-            let range = try table.mmio32.allocate(size: size, alignment: alignment)
+            guard table.mmio32.indices.contains(Int(segment)) else {
+                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.mmio32.count))")
+            }
+            let range = try table.mmio32[Int(segment)].allocate(size: size, alignment: alignment)
             return (range.start, size)
         }
     }
 
-    /// Runs `body` with the 32-bit MMIO window's allocator and the 64-bit device area's (a
-    /// hot-added device takes its BARs and ranges from them), under the registry's lock.
-    func withAllocators(_ body: (inout AddressAllocator, inout AddressAllocator?) throws -> Void) throws {
-        try table.withLock { (table: inout Table) throws in try body(&table.mmio32, &table.mmio64) }
+    /// Runs `body` with PCI segment `segment`'s 32-bit MMIO window allocator and its share of
+    /// the 64-bit device area (a hot-added device takes its BARs and ranges from them), under
+    /// the registry's lock.
+    func withAllocators(segment: UInt16 = 0, _ body: (inout AddressAllocator, inout AddressAllocator?) throws -> Void) throws {
+        try table.withLock { (table: inout Table) throws in
+            let index = Int(segment)
+            guard table.mmio32.indices.contains(index) else {
+                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.mmio32.count))")
+            }
+            var area: AddressAllocator? = table.mmio64.indices.contains(index) ? table.mmio64[index] : nil
+            defer { if let area { table.mmio64[index] = area } }
+            try body(&table.mmio32[index], &area)
+        }
     }
 
-    /// Gives back the 32-bit MMIO allocation starting at `start` (an ejected device's BAR).
+    /// Gives back the 32-bit MMIO allocation starting at `start` (an ejected device's BAR), in
+    /// whichever segment's window holds it.
     func freeMMIO32(at start: UInt64) {
-        table.withLock { table in _ = try? table.mmio32.free(at: start) }
+        table.withLock { table in
+            for index in table.mmio32.indices {
+                if (try? table.mmio32[index].free(at: start)) != nil { return }
+            }
+        }
     }
 
     /// Gives back a range of the 64-bit device area (an ejected pmem device's).
     func freeMMIO64(_ range: AddressRange) {
-        table.withLock { table in _ = try? table.mmio64?.free(range) }
+        table.withLock { table in
+            for index in table.mmio64.indices {
+                if (try? table.mmio64[index].free(range)) != nil { return }
+            }
+        }
     }
 
     /// The PCI slot of each device on segment 0, by id.
