@@ -17,7 +17,9 @@
 #   CH_NESTED_BOOT_TIMEOUT seconds level 1 may take to start the command before it is
 #                       booted once more (default 300)
 #   CH_NESTED_SILENCE_TIMEOUT seconds without console output, once the command runs,
-#                       after which level 1 counts as frozen and is stopped (default 480)
+#                       after which level 1 counts as frozen and is stopped (default 360)
+#   CH_NESTED_LOCKUP_LIMIT seconds of a soft lockup level 1's kernel reports after which it
+#                       counts as frozen too (default 90)
 #   CH_NESTED_L1_MEM    level-1 memory in MiB (default 3072)
 #   CH_NESTED_L1_SMP    level-1 vCPUs (default 2)
 #   CH_NESTED_L1_APPEND extra level-1 kernel parameters (e.g. loglevel=7)
@@ -26,7 +28,7 @@
 #                       stdio) instead of streaming it: what is typed reaches COMMAND
 #   CH_NESTED_CACHE     cache directory (see prepare.sh)
 # Exit status: COMMAND's, 124 on timeout, 125 when level 1 ended without a status, 126 when
-# level 1 froze (no output for CH_NESTED_SILENCE_TIMEOUT seconds) and was stopped.
+# level 1 froze (no output for CH_NESTED_SILENCE_TIMEOUT seconds, or a soft lockup) and was stopped.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +36,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/common.sh"
 
 if (($# == 0)) || [[ $1 == -h || $1 == --help ]]; then
-  sed -n '2,27p' "$0"
+  sed -n '2,30p' "$0"
   exit 2
 fi
 timeout_s="${CH_NESTED_TIMEOUT:-600}"
@@ -92,7 +94,11 @@ shopt -s extglob
 # command has frozen (QEMU's TCG once stopped mid-run in CI with no output for 3000 s while
 # every scenario's own stall detector prints within 120 s): it is stopped, and the exit
 # status 126 tells the caller so (ch-e2e.sh then runs the scenarios that had not finished).
-silence_timeout="${CH_NESTED_SILENCE_TIMEOUT:-480}"
+silence_timeout="${CH_NESTED_SILENCE_TIMEOUT:-360}"
+# A level-1 kernel that reports a CPU stuck (soft lockup) for this long has frozen too, even
+# though its watchdog keeps printing (seen: both level-1 CPUs stuck in a level-2 guest's vCPU
+# threads, every other thread starved).
+lockup_limit="${CH_NESTED_LOCKUP_LIMIT:-90}"
 stream() {
   local line read_status
   while :; do
@@ -116,6 +122,12 @@ stream() {
     line="${line//$'\e'\[*([0-9;?])[A-Za-z]/}"
     printf '%s\n' "$line"
     printf '%s\n' "$line" >>"$work/serial.log"
+    if [[ $line =~ soft\ lockup\ -\ CPU#[0-9]+\ stuck\ for\ ([0-9]+)s ]] && ((BASH_REMATCH[1] >= lockup_limit)) &&
+      [[ ! -e $work/silent ]]; then
+      : >"$work/silent"
+      nested_log "level 1's kernel reports a CPU stuck for ${BASH_REMATCH[1]} s: it froze; stopping it"
+      kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
+    fi
     if [[ $line == *CH-L1-START* ]]; then
       : >"$work/ready"
       nested_log "level 1 ready after $(nested_secs "$start_ns" "$(nested_now_ns)") s (QEMU start to command start)"
@@ -164,7 +176,7 @@ if [[ -s $work/status ]]; then
   exit "${rc:-125}"
 fi
 if [[ -e $work/silent ]]; then
-  nested_log "level 1 froze (no output for $silence_timeout s) and was stopped after ${total} s"
+  nested_log "level 1 froze (silent for $silence_timeout s or a CPU stuck) and was stopped after ${total} s"
   exit 126
 fi
 if ((qemu_rc == 124 || qemu_rc == 137)); then
