@@ -51,6 +51,9 @@ struct PCIHotplugBinaryTests {
         // The image is the VM's now: adding it again is refused.
         _ = try APILifecycleTests.chRemote(socket, ["add-disk", "path=\(work)/hot.raw"], expect: 1)
         #expect(try APILifecycleTests.chRemote(socket, ["remove-device", "_nope"], expect: 1).contains("_nope"))
+        // Only segment 0 has the hotplug controller and slots.
+        #expect(try APILifecycleTests.chRemote(socket, ["add-disk", "path=\(work)/boot.raw,pci_segment=1"], expect: 1)
+            .contains("PCI hotplug on segments other than 0"))
 
         try APILifecycleTests.chRemote(socket, ["pause"])
         try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/snap"])

@@ -22,6 +22,16 @@ extension VMMController {
             }
         }
 
+        /// The PCI segment the request names.
+        var pciSegment: UInt16 {
+            switch self {
+            case let .disk(config): config.pciSegment
+            case let .net(config): config.pciSegment
+            case let .pmem(config): config.pci.pciSegment
+            case let .vsock(config): config.pci.pciSegment
+            }
+        }
+
         /// The id the request gave, if any.
         var requestedID: String? {
             switch self {
@@ -38,6 +48,11 @@ extension VMMController {
     func hotAdd(_ kind: HotplugKind, slot: inout Slot, instance: VMInstance, action: String) throws(ControlError) -> PciDeviceInfo {
         guard var config = slot.config else { throw .vmNotCreated }
         try Self.refuseWhileMigrating(slot, action)
+        // The hotplug controller and the slots in the DSDT serve segment 0 only.
+        guard kind.pciSegment == 0 else {
+            throw .absentFeature(AbsentFeature(field: "pci_segment", option: "ch-remote \(action.dropFirst(3)) pci_segment=",
+                                               feature: "PCI hotplug on segments other than 0"))
+        }
         let built = instance.built
         let taken = Set(config.diskIDs + config.netIDs + config.pmemIDs + (config.vsockID.map { [$0] } ?? []))
             .union(built.deviceManager.devices.map(\.id))
@@ -108,6 +123,13 @@ extension VMMController {
     func hotRemove(id: String, slot: inout Slot, instance: VMInstance) throws(ControlError) {
         guard var config = slot.config else { throw .vmNotCreated }
         try Self.refuseWhileMigrating(slot, "vm.remove-device")
+        // The hotplug controller and the slots in the DSDT serve segment 0 only.
+        let segment = config.disks?.first { $0.id == id }?.pciSegment ?? config.net?.first { $0.id == id }?.pciSegment
+            ?? config.pmem?.first { $0.pci.id == id }?.pci.pciSegment ?? (config.vsockID == id ? config.vsock?.pci.pciSegment : nil) ?? 0
+        guard segment == 0 else {
+            throw .absentFeature(AbsentFeature(field: "id", option: "ch-remote remove-device",
+                                               feature: "PCI hot-removal on segments other than 0 (\(id) is on segment \(segment))"))
+        }
         let built = instance.built
         config.pinDevices(slots: built.deviceManager.pciSlots)
         var closing: [Int32] = []
