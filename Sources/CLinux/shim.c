@@ -10,6 +10,7 @@ int clinux_ioctl_val(int fd, unsigned long request, unsigned long value) { retur
 int clinux_open(const char *path, int flags) { return open(path, flags); }
 int clinux_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int clinux_fcntl_val(int fd, int command, long value) { return fcntl(fd, command, value); }
+int clinux_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int clinux_ofd_lock(int fd, int exclusive, unsigned long long start, unsigned long long length) {
     struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = (off_t)start, .l_len = (off_t)length, .l_pid = 0 };
     return fcntl(fd, F_OFD_SETLK, &lock);

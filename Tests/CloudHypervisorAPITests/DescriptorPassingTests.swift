@@ -1,3 +1,4 @@
+import CLinux
 import CloudHypervisorAPI
 import CloudHypervisorAPITesting
 import Foundation
@@ -29,7 +30,9 @@ struct DescriptorPassingTests {
     /// A pipe whose read end does not block: (read end, write end).
     func pipe() throws -> (OwnedFileDescriptor, OwnedFileDescriptor) {
         var ends: [Int32] = [-1, -1]
-        try #require(Glibc.pipe(&ends) == 0)
+        // Close-on-exec: another test running in parallel may spawn a process, which must not
+        // inherit a write end and keep the pipe open (seen once in CI).
+        try #require(clinux_pipe_cloexec(&ends) == 0)
         let reader = OwnedFileDescriptor(adopting: ends[0])
         try reader.setNonBlocking(true)
         return (reader, OwnedFileDescriptor(adopting: ends[1]))

@@ -52,8 +52,8 @@ func temporaryFile() throws -> OwnedFileDescriptor {
 /// A pipe as (read end, write end), both close-on-exec.
 func makePipe() throws -> (OwnedFileDescriptor, OwnedFileDescriptor) {
     var ends: [Int32] = [-1, -1]
-    if pipe(&ends) != 0 { throw SystemError.current("pipe") }
-    for end in ends { _ = try checked("fcntl(F_SETFD)") { clinux_fcntl_val(end, F_SETFD, Int(FD_CLOEXEC)) } }
+    // pipe2 sets close-on-exec atomically: no process spawned meanwhile inherits an end.
+    if clinux_pipe_cloexec(&ends) != 0 { throw SystemError.current("pipe2") }
     return (OwnedFileDescriptor(adopting: ends[0]), OwnedFileDescriptor(adopting: ends[1]))
 }
 

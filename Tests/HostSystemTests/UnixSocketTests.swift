@@ -17,7 +17,8 @@ extension HostSystemTests {
         /// A pipe: (read end non-blocking, write end).
         static func pipe() throws -> (OwnedFileDescriptor, OwnedFileDescriptor) {
             var ends: [Int32] = [-1, -1]
-            try #require(Glibc.pipe(&ends) == 0)
+            // Close-on-exec: a process another test spawns meanwhile must not keep a write end open.
+            try #require(clinux_pipe_cloexec(&ends) == 0)
             let reader = OwnedFileDescriptor(adopting: ends[0])
             try reader.setNonBlocking(true)
             return (reader, OwnedFileDescriptor(adopting: ends[1]))

@@ -64,6 +64,9 @@ int clinux_open_mode(const char *path, int flags, unsigned int mode);
 /// Calls `fcntl(fd, command, value)` with an integer argument.
 int clinux_fcntl_val(int fd, int command, long value);
 
+/// Calls `pipe2(fds, O_CLOEXEC)`: a pipe whose ends no spawned process inherits.
+int clinux_pipe_cloexec(int fds[2]);
+
 /// Takes or tests an open-file-description lock over the whole file (`F_OFD_SETLK`):
 /// `exclusive` non-zero asks for a write lock, zero for a read lock. Returns 0, or -1 with
 /// `errno` (EAGAIN/EACCES when another open file holds a conflicting lock).
