@@ -48,12 +48,8 @@ struct CPUHotplugAMLTests {
     @Test(.enabled(if: iaslPath != nil, "iasl is not installed (apt-get install acpica-tools)"))
     func disassemblyShowsCloudHypervisorsMethods() throws {
         let set = try ACPITableSet.build(Self.configuration(), rsdpAddress: 0xa_0000)
-        let directory = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try Data(try #require(set.table("DSDT")).bytes).write(to: directory.appendingPathComponent("dsdt.dat"))
-        let result = try runIASL(["-d", "dsdt.dat"], in: directory)
+        let (result, asl) = try disassembledDSDT(set)
         #expect(result.status == 0, "\(result.output)")
-        let asl = try String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
         for fragment in [
             "Device (\\_SB.PRES)", "\"CPU Hotplug Controller\"", "Mutex (CPLK, 0x00)",
             "OperationRegion (PRST, SystemMemory, 0xC0001000, 0x0C)",

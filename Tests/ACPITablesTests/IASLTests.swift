@@ -75,12 +75,8 @@ struct IASLTests {
 
     @Test func disassembledDSDTNamesCloudHypervisorObjects() throws {
         let set = try ACPITableSet.build(Self.configurations[1].1, rsdpAddress: 0xa_0000)
-        let directory = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try Data(try #require(set.table("DSDT")).bytes).write(to: directory.appendingPathComponent("dsdt.dat"))
-        let result = try runIASL(["-d", "dsdt.dat"], in: directory)
+        let (result, asl) = try disassembledDSDT(set)
         #expect(result.status == 0)
-        let asl = try String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
         for fragment in [
             "Name (_S5, Package (0x01)", "Device (\\_SB.COM1)", "EisaId (\"PNP0501\")",
             "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",

@@ -30,12 +30,8 @@ struct PCIHotplugAMLTests {
     @Test(.enabled(if: iaslPath != nil, "iasl is not installed (apt-get install acpica-tools)"))
     func disassemblyShowsCloudHypervisorsObjects() throws {
         let set = try ACPITableSet.build(Self.configuration(), rsdpAddress: 0xa_0000)
-        let directory = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try Data(try #require(set.table("DSDT")).bytes).write(to: directory.appendingPathComponent("dsdt.dat"))
-        let result = try runIASL(["-d", "dsdt.dat"], in: directory)
+        let (result, asl) = try disassembledDSDT(set)
         #expect(result.status == 0, "\(result.output)")
-        let asl = try String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
         for fragment in [
             "Device (\\_SB.PHPR)", "\"PCI Hotplug Controller\"", "Mutex (BLCK, 0x00)", "Name (_STA, 0x0B)",
             "OperationRegion (PCST, SystemMemory, 0xC0002000, 0x10)",

@@ -1,5 +1,6 @@
 import ACPITables
 import Foundation
+import Testing
 
 /// The little-endian integer of `type` at `offset` in `bytes`.
 func load<T: FixedWidthInteger>(_ type: T.Type, _ bytes: [UInt8], at offset: Int) -> T {
@@ -45,6 +46,16 @@ struct ToolResult {
 /// Runs `iasl` with `arguments` in `directory`, collecting stdout and stderr.
 func runIASL(_ arguments: [String], in directory: URL) throws -> ToolResult {
     try runTool(iaslPath!, arguments, in: directory)
+}
+
+/// The DSDT of `set` disassembled by `iasl -d`: iasl's result and the ASL text it wrote.
+func disassembledDSDT(_ set: ACPITableSet) throws -> (result: ToolResult, asl: String) {
+    let directory = try makeTemporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    try Data(try #require(set.table("DSDT")).bytes).write(to: directory.appendingPathComponent("dsdt.dat"))
+    let result = try runIASL(["-d", "dsdt.dat"], in: directory)
+    let asl = (try? String(contentsOf: directory.appendingPathComponent("dsdt.dsl"), encoding: .utf8)) ?? ""
+    return (result, asl)
 }
 
 /// Runs the program at `path` with `arguments` in `directory`, collecting stdout and stderr.
