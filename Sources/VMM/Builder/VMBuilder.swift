@@ -119,7 +119,7 @@ struct VMBuilder {
     func prepare(_ config: VMConfig, memory: GuestMemory) throws -> PreparedMachine {
         let vm = try createVM()
         try vm.registerMemory(memory)
-        let (vcpus, commonCPUID) = try createBootVCPUs(config, vm: vm, plan: nil, memory: memory)
+        let (vcpus, commonCPUID) = try createBootVCPUs(config, vm: vm, supported: try hypervisor.supportedCPUID(), plan: nil, memory: memory)
         return PreparedMachine(vm: vm, memory: memory, vcpus: vcpus, commonCPUID: commonCPUID)
     }
 
@@ -274,7 +274,7 @@ struct VMBuilder {
             plan = boot
         }
 
-        let (vcpus, commonCPUID) = try prepared.map { ($0.vcpus, $0.commonCPUID) } ?? createBootVCPUs(config, vm: vm, plan: plan, memory: memory)
+        let (vcpus, commonCPUID) = try prepared.map { ($0.vcpus, $0.commonCPUID) } ?? createBootVCPUs(config, vm: vm, supported: supported, plan: plan, memory: memory)
         let cpus = VCPUSet(boot: vcpus, maxVCPUs: Int(config.cpus.maxVCPUs),
                            configure: vcpuConfigurer(vm: vm, config: config.cpus, topology: topology, supported: supported))
         let controller = try attachCPUHotplug(cpus: cpus, mmio: mmio, base: cpuHotplugRegion.start)
@@ -382,9 +382,10 @@ struct VMBuilder {
 
     /// The boot vCPUs, configured (the first with `plan`'s entry registers when booting), and
     /// the CPUID the first one got (the guest's, which a migration's destination checks).
-    func createBootVCPUs(_ config: VMConfig, vm: KVMVirtualMachine, plan: BootPlan?, memory: GuestMemory) throws -> ([KVMVCPU], [CPUIDEntry]) {
+    /// `supported` is the host's CPUID (`KVM_GET_SUPPORTED_CPUID`), read once by the caller.
+    func createBootVCPUs(_ config: VMConfig, vm: KVMVirtualMachine, supported: [CPUIDEntry], plan: BootPlan?,
+                         memory: GuestMemory) throws -> ([KVMVCPU], [CPUIDEntry]) {
         let topology = Self.topology(config.cpus)
-        let supported = try hypervisor.supportedCPUID()
         let physicalAddressBits = CPUIDBuilder.physicalAddressBits(supported: supported, maximum: config.cpus.maxPhysBits)
         var commonCPUID: [CPUIDEntry] = []
         var vcpus: [KVMVCPU] = []
