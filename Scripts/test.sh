@@ -35,6 +35,12 @@ skipped=$(grep -cE '➜ Test .* skipped' "$log" || true)
 if [ -n "$total" ]; then
   echo "swift-testing: $((total - failed - skipped)) passed, $failed failed, $skipped skipped"
 fi
+# Repeat what failed at the very end: a CI report that keeps only the tail still names it.
+if [ "$status" -ne 0 ]; then
+  echo "swift-testing: what failed:"
+  grep -E '✘ (Test|Suite) .*(failed|recorded an issue)' "$log" | grep -v '✘ Test run with' | head -n 40 || true
+  grep -E 'error: |Fatal error|Crash|signal [0-9]+' "$log" | head -n 20 || true
+fi
 [ "$status" -eq 0 ] || exit "$status"
 
 if [ "${CH_SKIP_NESTED:-0}" = 1 ]; then
