@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "GuestMemory", targets: ["GuestMemory"]),
         .library(name: "VirtioQueue", targets: ["VirtioQueue"]),
         .library(name: "VhostUser", targets: ["VhostUser"]),
+        .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
         .library(name: "BlockStorage", targets: ["BlockStorage"]),
         .library(name: "RateLimiter", targets: ["RateLimiter"]),
         .library(name: "VMAllocator", targets: ["VMAllocator"]),
@@ -39,6 +40,7 @@ let package = Package(
         .executable(name: "qcow-tool", targets: ["QcowTool"]),
         .executable(name: "qcow-bench", targets: ["QcowBench"]),
         .executable(name: "seccomp-probe", targets: ["SeccompProbe"]),
+        .executable(name: "vhost_user_block", targets: ["VhostUserBlock"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -91,6 +93,16 @@ let package = Package(
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
             "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The vhost-user protocol's back-end: serves one of the virtio devices above to another VMM.
+        .target(name: "VhostUserBackend", dependencies: [
+            "VhostUser", "VirtioDevices", "VirtioQueue", "GuestMemory", "HostSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ], exclude: ["README.md"]),
+        // The vhost_user_block command: a raw or qcow2 image served as vhost-user-blk.
+        .executableTarget(name: "VhostUserBlock", dependencies: [
+            "VhostUserBackend", "VirtioDevices", "Qcow", "BlockStorage", "HostSystem", "VMM",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.
@@ -153,6 +165,9 @@ let package = Package(
         .testTarget(name: "VirtioQueueTests", dependencies: ["TestSupport", "VirtioQueue", "GuestMemory"]),
         .testTarget(name: "BlockStorageTests", dependencies: ["BlockStorage", "HostSystem"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "HostSystem"]),
+        .testTarget(name: "VhostUserBackendTests", dependencies: [
+            "VhostUserBackend", "VhostUser", "VirtioDevices", "VirtioQueue", "GuestMemory", "BlockStorage", "HostSystem", "TestSupport",
+        ]),
         .testTarget(name: "RateLimiterTests", dependencies: ["RateLimiter"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),

@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs blkbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -41,6 +41,9 @@
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
 #            level 1 then reads with the same md5; --fs without shared=on is refused.
+#   blkbackend this package's vhost_user_block serves a raw image to QEMU's vhost-user-blk-pci:
+#            the guest reads it whole (md5 as level 1's) and writes 64 KiB that level 1 finds
+#            in the image; the back-end exits 0 when QEMU leaves (blkbackend-scenario.sh).
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
@@ -88,7 +91,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs blkbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -397,6 +400,11 @@ in_l1() {
     source "$here/fs-scenario.sh"
     scenario_fs
   fi
+  if want blkbackend; then
+    # shellcheck source-path=SCRIPTDIR source=blkbackend-scenario.sh
+    source "$here/blkbackend-scenario.sh"
+    scenario_blkbackend
+  fi
   if want segments; then
     # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
     source "$here/segments-scenario.sh"
@@ -479,7 +487,7 @@ CH-BLKBENCH randread [0-9]+ [0-9]+ ([0-9.]+)|||poweroff -f'
 
 case "${1:-}" in
   --in-l1) in_l1 "$2" "$3" "$4" "${5:-}"; exit $? ;;
-  -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 
 # ---------------------------------------------------------------------------------------
@@ -496,7 +504,8 @@ while (($#)); do
 done
 repo="$(cd "$here/../.." && pwd)"
 if [[ -z $binary ]]; then
-  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2 && swift build -c release --product ch-remote >&2)
+  (cd "$repo" && swift build -c release --product cloud-hypervisor >&2 && swift build -c release --product ch-remote >&2 &&
+    swift build -c release --product vhost_user_block >&2)
   binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
 fi
 remote="$(dirname "$binary")/ch-remote"

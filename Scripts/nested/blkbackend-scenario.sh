@@ -1,0 +1,53 @@
+# shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
+# The vhost_user_block scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
+# pass, fail, captures, $append and $binary.
+
+# scenario_blkbackend: this package's vhost_user_block back-end serves a 16 MiB raw image of
+# random bytes (--block-backend path=,socket=,num_queues=1) to QEMU as the front-end
+# (-device vhost-user-blk-pci over memfd guest memory shared with the back-end). The guest
+# reads /dev/vda whole (md5 and size as level 1's image), writes 64 KiB at offset 64 KiB with
+# conv=fsync, and powers off; level 1 then finds the guest's bytes in the image, and the
+# back-end exits 0 once QEMU has disconnected, as Cloud Hypervisor's does.
+scenario_blkbackend() {
+  local dir sock image backend backend_pid backend_status=0 host_sum
+  backend="$(dirname "$binary")/vhost_user_block"
+  if [[ ! -x $backend ]]; then
+    fail "blkbackend: no vhost_user_block beside $binary (swift build -c release --product vhost_user_block)"
+    return
+  fi
+  dir="$(mktemp -d)"
+  sock="$dir/blk.sock" image="$dir/disk.raw"
+  head -c 16777216 /dev/urandom >"$image"
+  host_sum="$(md5sum <"$image" | cut -c1-32)"
+
+  # Refusals name the option and what it accepts, before anything is served.
+  local refused status=0
+  refused="$("$backend" --block-backend "path=$image,sockett=$sock" 2>&1)" || status=$?
+
+  "$backend" --block-backend "path=$image,socket=$sock,num_queues=1,queue_size=128" >"$dir/backend.log" 2>&1 &
+  backend_pid=$!
+  local tries=0
+  while [[ ! -S $sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
+
+  local steps='L2-INIT-READY|||echo BLK-A-$(md5sum </dev/vda | cut -c1-32)-$(cat /sys/block/vda/size)
+  BLK-A-([0-9a-f]{32}-[0-9]+)|||head -c 65536 /dev/urandom >/tmp/w; dd if=/tmp/w of=/dev/vda bs=65536 seek=1 conv=fsync 2>/dev/null; echo BLK-B-$(md5sum </tmp/w | cut -c1-32)
+  BLK-B-([0-9a-f]{32})|||poweroff -f'
+  run_l2 blkbackend "$steps" qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 512 -nographic -no-reboot -nic none \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
+    -chardev "socket,id=vublk,path=$sock" -device vhost-user-blk-pci,chardev=vublk,num-queues=1 \
+    -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append"
+  # The back-end ends by itself once its front-end has gone.
+  tries=0
+  while kill -0 "$backend_pid" 2>/dev/null && ((tries < 50)); do sleep 0.1; tries=$((tries + 1)); done
+  kill "$backend_pid" 2>/dev/null && backend_status=killed
+  [[ $backend_status == killed ]] || { wait "$backend_pid" || backend_status=$?; }
+  local written=""
+  written="$(dd if="$image" bs=65536 skip=1 count=1 status=none | md5sum | cut -c1-32)"
+  if ((steps_done == 3)) && [[ ${captures[0]:-} == "$host_sum-32768" && ${captures[1]:-} == "$written" ]] &&
+    [[ $backend_status == 0 ]] && ((status != 0)) && [[ $refused == *"--block-backend"*"sockett"* ]]; then
+    pass "blkbackend: vhost_user_block served a 16 MiB raw image to QEMU's vhost-user-blk-pci; the guest read it whole (md5 $host_sum, 32768 sectors), wrote 64 KiB (md5 $written) that level 1 finds in the image; the back-end exited 0 after QEMU left; an unknown key is refused (status $status)"
+  else
+    fail "blkbackend: steps $steps_done/3, captures [${captures[*]:-}], level 1: image md5 $host_sum, bytes at 64 KiB $written; back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+  fi
+  rm -rf "$dir"
+}

@@ -1,0 +1,133 @@
+// vhost_user_block: serves a raw or qcow2 image to a vhost-user-blk front-end (cloud-hypervisor's
+// `--disk vhost_user=on,socket=`, QEMU's `vhost-user-blk-pci`), as Cloud Hypervisor's command of
+// the same name: one `--block-backend` option, one front-end connection, then the process exits.
+#if canImport(Glibc)
+import Glibc
+#endif
+import BlockStorage
+import HostSystem
+import Logging
+import Qcow
+import VMM
+import VhostUserBackend
+import VirtioDevices
+
+/// Cloud Hypervisor's syntax line for `--block-backend`.
+let syntax = "vhost-user-block backend parameters \"path=<image_path>,socket=<socket_path>,num_queues=<number_of_queues>,"
+    + "queue_size=<size_of_each_queue>,readonly=true|false,direct=true|false,poll_queue=true|false\""
+
+/// `--block-backend`'s values, with Cloud Hypervisor's defaults.
+struct BlockBackendConfig {
+    var path: String
+    var socket: String
+    var numQueues = 1
+    var queueSize: UInt16 = 1024
+    var readonly = false
+    var direct = false
+    /// Accepted as Cloud Hypervisor's option; the rings are served on each kick, without the
+    /// 50 µs busy poll Cloud Hypervisor's back-end adds after one.
+    var pollQueue = true
+
+    init(_ text: String) throws {
+        let list = try OptionList(text, option: "--block-backend",
+                                  knownKeys: ["path", "socket", "num_queues", "queue_size", "readonly", "direct", "poll_queue"])
+        guard let path = list["path"] else { throw ConfigError(option: "--block-backend", "path= is required (\(syntax))") }
+        guard let socket = list["socket"] else { throw ConfigError(option: "--block-backend", "socket= is required (\(syntax))") }
+        self.path = path
+        self.socket = socket
+        numQueues = Int(try list.integer("num_queues", as: UInt16.self, in: 1...64) ?? 1)
+        queueSize = try list.integer("queue_size", as: UInt16.self, in: 1...32768) ?? 1024
+        guard queueSize & (queueSize - 1) == 0 else {
+            throw ConfigError(option: "--block-backend", "queue_size \(queueSize) is not a power of two")
+        }
+        readonly = try list.bool("readonly") ?? false
+        direct = try list.bool("direct") ?? false
+        pollQueue = try list.bool("poll_queue") ?? true
+    }
+}
+
+func fail(_ message: String) -> Never {
+    let line = Array("vhost_user_block: \(message)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+var backendText: String?
+while !arguments.isEmpty {
+    let argument = arguments.removeFirst()
+    switch argument {
+    case "-h", "--help":
+        print("Launch a vhost-user-blk backend.\n\nUsage: vhost_user_block --block-backend <block-backend>\n\n  --block-backend <block-backend>  \(syntax)")
+        exit(0)
+    case "-V", "--version":
+        print("vhost_user_block \(VMMVersion.build)")
+        exit(0)
+    case "--block-backend":
+        guard !arguments.isEmpty else { fail("--block-backend needs a value: \(syntax)") }
+        backendText = arguments.removeFirst()
+    default:
+        if argument.hasPrefix("--block-backend=") {
+            backendText = String(argument.dropFirst("--block-backend=".count))
+        } else {
+            fail("unknown argument '\(argument)'; usage: vhost_user_block --block-backend \(syntax)")
+        }
+    }
+}
+guard let backendText else { fail("--block-backend is required: \(syntax)") }
+
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .info
+    return handler
+}
+let logger = Logger(label: "vhost_user_block")
+
+let config: BlockBackendConfig
+do {
+    config = try BlockBackendConfig(backendText)
+} catch {
+    fail("\(error)")
+}
+
+let image: any BlockBackend
+do {
+    image = try DiskImage.open(path: config.path, options: DiskImage.Options(readOnly: config.readonly, direct: config.direct))
+} catch {
+    fail("cannot open \(config.path): \(error)")
+}
+var info = stat()
+let serial = stat(config.path, &info) == 0 ? Array("\(info.st_dev)\(info.st_rdev)\(info.st_ino)".utf8.prefix(20)) : []
+let device = VirtioBlock(backend: image, options: VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize))
+
+let listener: UnixSocket
+do {
+    _ = UnixSocket.removeSocketFile(at: config.socket)
+    listener = try UnixSocket.listening(at: config.socket, backlog: 1)
+} catch {
+    fail("cannot listen on \(config.socket): \(error)")
+}
+logger.info("serving \(config.path) (\(image.size) bytes) on \(config.socket)")
+let connection: UnixSocket
+do {
+    while true {
+        _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
+        if let accepted = try listener.accept() {
+            connection = accepted
+            break
+        }
+    }
+} catch {
+    fail("accepting a front-end on \(config.socket): \(error)")
+}
+let backend: VhostUserDeviceBackend
+do {
+    backend = try VhostUserDeviceBackend(device: device, logger: logger)
+} catch {
+    fail("\(error)")
+}
+if let reason = backend.serve(connection) {
+    fail("front-end connection ended: \(reason)")
+}
+logger.info("front-end disconnected")
+exit(0)
