@@ -41,6 +41,7 @@ let package = Package(
         .executable(name: "qcow-bench", targets: ["QcowBench"]),
         .executable(name: "seccomp-probe", targets: ["SeccompProbe"]),
         .executable(name: "vhost_user_block", targets: ["VhostUserBlock"]),
+        .executable(name: "vhost_user_net", targets: ["VhostUserNet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -103,6 +104,11 @@ let package = Package(
         // The vhost_user_block command: a raw or qcow2 image served as vhost-user-blk.
         .executableTarget(name: "VhostUserBlock", dependencies: [
             "VhostUserBackend", "VirtioDevices", "Qcow", "BlockStorage", "HostSystem", "VMM",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The vhost_user_net command: a TAP interface served as vhost-user-net.
+        .executableTarget(name: "VhostUserNet", dependencies: [
+            "VhostUserBackend", "VirtioDevices", "HostSystem", "VMM",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The cloud-hypervisor command.

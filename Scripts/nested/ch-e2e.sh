@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs blkbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs blkbackend netbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -43,7 +43,9 @@
 #            level 1 then reads with the same md5; --fs without shared=on is refused.
 #   blkbackend this package's vhost_user_block serves a raw image to QEMU's vhost-user-blk-pci:
 #            the guest reads it whole (md5 as level 1's) and writes 64 KiB that level 1 finds
-#            in the image; the back-end exits 0 when QEMU leaves (blkbackend-scenario.sh).
+#            in the image; the back-end exits 0 when QEMU leaves (backends-scenario.sh).
+#   netbackend this package's vhost_user_net serves a TAP it creates to QEMU's vhost-user netdev:
+#            the guest pings level 1 and sends 8 MiB over TCP that level 1 receives whole.
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
@@ -91,7 +93,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs blkbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs blkbackend netbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -400,10 +402,11 @@ in_l1() {
     source "$here/fs-scenario.sh"
     scenario_fs
   fi
-  if want blkbackend; then
-    # shellcheck source-path=SCRIPTDIR source=blkbackend-scenario.sh
-    source "$here/blkbackend-scenario.sh"
-    scenario_blkbackend
+  if want blkbackend || want netbackend; then
+    # shellcheck source-path=SCRIPTDIR source=backends-scenario.sh
+    source "$here/backends-scenario.sh"
+    if want blkbackend; then scenario_blkbackend; fi
+    if want netbackend; then scenario_netbackend; fi
   fi
   if want segments; then
     # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
@@ -505,7 +508,7 @@ done
 repo="$(cd "$here/../.." && pwd)"
 if [[ -z $binary ]]; then
   (cd "$repo" && swift build -c release --product cloud-hypervisor >&2 && swift build -c release --product ch-remote >&2 &&
-    swift build -c release --product vhost_user_block >&2)
+    swift build -c release --product vhost_user_block >&2 && swift build -c release --product vhost_user_net >&2)
   binary="$(cd "$repo" && swift build -c release --show-bin-path)/cloud-hypervisor"
 fi
 remote="$(dirname "$binary")/ch-remote"

@@ -37,7 +37,7 @@ extension VhostUserDeviceBackend {
         for (index, maxSize) in device.queueMaxSizes.enumerated() {
             var queue: SplitQueue
             do { queue = try SplitQueue(maxSize: maxSize) } catch { throw .queue(index: index, "\(error)") }
-            let ring = state.rings[index]
+            let ring = index < state.rings.count ? state.rings[index] : Ring()
             if let address = ring.address, ring.kick != nil, ring.enabled, ring.size != 0 {
                 queue.size = ring.size
                 queue.descriptorTable = try table.guestAddress(of: address.descriptorTable, ring: index)

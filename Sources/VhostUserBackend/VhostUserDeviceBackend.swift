@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import GuestMemory
 import HostSystem
 import Logging
@@ -25,6 +28,9 @@ public final class VhostUserDeviceBackend: Sendable {
     public let device: any VirtioDevice
     /// The protocol features offered.
     public let protocolFeatures: VhostUserProtocolFeatures
+    /// The rings served: the device's first `ringCount` queues (a virtio-net back-end leaves
+    /// the control queue to the front-end, as vhost-user-net front-ends serve it themselves).
+    public let ringCount: Int
     let logger: Logger
 
     /// One ring as the front-end described it.
@@ -47,16 +53,64 @@ public final class VhostUserDeviceBackend: Sendable {
     let calls: CallInterrupt
     let events: EventManager
 
-    /// A back-end for `device`, offering `protocolFeatures` (`CONFIG` is only offered when
-    /// asked; `MQ` when the device has several queues).
-    public init(device: any VirtioDevice, protocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config],
+    /// A back-end for `device` serving its first `ringCount` queues (all by default),
+    /// offering `protocolFeatures` (`MQ` only when it serves several rings).
+    public init(device: any VirtioDevice, ringCount: Int? = nil,
+                protocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config],
                 logger: Logger = Logger(label: "vhost-user-backend")) throws(SystemError) {
         self.device = device
+        self.ringCount = min(ringCount ?? device.queueMaxSizes.count, device.queueMaxSizes.count)
         self.protocolFeatures = protocolFeatures
         self.logger = logger
-        state = Mutex(State(rings: Array(repeating: Ring(), count: device.queueMaxSizes.count)))
-        calls = CallInterrupt(count: device.queueMaxSizes.count)
+        state = Mutex(State(rings: Array(repeating: Ring(), count: self.ringCount)))
+        calls = CallInterrupt(count: self.ringCount)
         events = try EventManager()
+    }
+
+    /// Watches a host descriptor of the device (a TAP queue) on the ring thread, edge-triggered:
+    /// `handler` runs while the device is started, under the same lock as the rings' kicks.
+    /// What arrives while it is stopped waits for the guest's next notification.
+    public func watch(_ descriptor: Int32, _ handler: @escaping @Sendable () -> Void) throws(SystemError) {
+        try events.add(descriptor, events: [.readable, .edgeTriggered]) { [weak self] _ in
+            self?.state.withLock { state in
+                if state.active { handler() }
+            }
+        }
+    }
+
+    /// Listens at `path` (or, with `client`, connects to a front-end listening there, retrying
+    /// for 60 s) and serves the one connection; returns why it ended badly, `nil` when the
+    /// front-end closed it.
+    public func run(socketPath path: String, client: Bool = false) -> String? {
+        let connection: UnixSocket
+        do {
+            if client {
+                var waited = 0
+                while true {
+                    do {
+                        connection = try UnixSocket.connect(to: path)
+                        break
+                    } catch {
+                        guard waited < 60_000 else { throw error }
+                        usleep(100_000)
+                        waited += 100
+                    }
+                }
+            } else {
+                _ = UnixSocket.removeSocketFile(at: path)
+                let listener = try UnixSocket.listening(at: path, backlog: 1)
+                logger.info("listening on \(path)")
+                var accepted: UnixSocket?
+                while accepted == nil {
+                    _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
+                    accepted = try listener.accept()
+                }
+                connection = accepted!
+            }
+        } catch {
+            return "\(client ? "connecting to" : "listening on") \(path): \(error)"
+        }
+        return serve(connection)
     }
 
     /// The virtio features offered: the device's, `VERSION_1` and the protocol-features bit.
@@ -126,13 +180,13 @@ public final class VhostUserDeviceBackend: Sendable {
             return .status(nil)
         case .getProtocolFeatures:
             var offered = protocolFeatures
-            if device.queueMaxSizes.count < 2 { offered.remove(.multiQueue) }
+            if ringCount < 2 { offered.remove(.multiQueue) }
             return .reply(VhostUserPayload.u64(offered.rawValue))
         case .setProtocolFeatures(let features):
             state.withLock { $0.ackedProtocol = features & protocolFeatures.rawValue }
             return .status(nil)
         case .getQueueNum:
-            return .reply(VhostUserPayload.u64(UInt64(device.queueMaxSizes.count)))
+            return .reply(VhostUserPayload.u64(UInt64(ringCount)))
         case .getMaxMemSlots:
             return .reply(VhostUserPayload.u64(UInt64(VhostUserPayload.maxMemoryRegions)))
         case .setMemTable(let regions):
@@ -170,7 +224,7 @@ public final class VhostUserDeviceBackend: Sendable {
                 return nil
             })
         case .getVringBase(let index):
-            guard Int(index) < device.queueMaxSizes.count else { return .status("ring \(index) does not exist") }
+            guard Int(index) < ringCount else { return .status("ring \(index) does not exist") }
             stopDevice()
             let (base, kick) = state.withLock { state in
                 let ring = state.rings[Int(index)]
@@ -183,11 +237,11 @@ public final class VhostUserDeviceBackend: Sendable {
         case .setVringKick(let index, let hasDescriptor):
             return .status(setKick(Int(index), descriptor: hasDescriptor ? descriptors[0] : nil))
         case .setVringCall(let index, let hasDescriptor):
-            guard Int(index) < device.queueMaxSizes.count else { return .status("ring \(index) does not exist") }
+            guard Int(index) < ringCount else { return .status("ring \(index) does not exist") }
             calls.set(Int(index), hasDescriptor ? descriptors[0] : nil)
             return .status(nil)
         case .setVringErr(let index, _):
-            guard Int(index) < device.queueMaxSizes.count else { return .status("ring \(index) does not exist") }
+            guard Int(index) < ringCount else { return .status("ring \(index) does not exist") }
             return .status(nil)  // errors are logged here; the descriptor closes with the message
         case .setVringEnable(let index, let enabled):
             return .status(withRing(index) { ring in
@@ -214,7 +268,7 @@ public final class VhostUserDeviceBackend: Sendable {
     /// Runs `body` on ring `index`'s description, stopping the device first (a ring changed
     /// under a running device would desynchronise them; the next kick starts it again).
     private func withRing(_ index: UInt32, _ body: (inout Ring) -> String?) -> String? {
-        guard Int(index) < device.queueMaxSizes.count else { return "ring \(index) does not exist" }
+        guard Int(index) < ringCount else { return "ring \(index) does not exist" }
         stopDevice()
         return state.withLock { body(&$0.rings[Int(index)]) }
     }
@@ -232,7 +286,7 @@ public final class VhostUserDeviceBackend: Sendable {
     }
 
     private func setKick(_ index: Int, descriptor: OwnedFileDescriptor?) -> String? {
-        guard index < device.queueMaxSizes.count else { return "ring \(index) does not exist" }
+        guard index < ringCount else { return "ring \(index) does not exist" }
         let old = state.withLock { state in
             let old = state.rings[index].kick
             state.rings[index].kick = nil

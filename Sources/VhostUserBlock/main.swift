@@ -100,33 +100,14 @@ var info = stat()
 let serial = stat(config.path, &info) == 0 ? Array("\(info.st_dev)\(info.st_rdev)\(info.st_ino)".utf8.prefix(20)) : []
 let device = VirtioBlock(backend: image, options: VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize))
 
-let listener: UnixSocket
-do {
-    _ = UnixSocket.removeSocketFile(at: config.socket)
-    listener = try UnixSocket.listening(at: config.socket, backlog: 1)
-} catch {
-    fail("cannot listen on \(config.socket): \(error)")
-}
-logger.info("serving \(config.path) (\(image.size) bytes) on \(config.socket)")
-let connection: UnixSocket
-do {
-    while true {
-        _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
-        if let accepted = try listener.accept() {
-            connection = accepted
-            break
-        }
-    }
-} catch {
-    fail("accepting a front-end on \(config.socket): \(error)")
-}
 let backend: VhostUserDeviceBackend
 do {
     backend = try VhostUserDeviceBackend(device: device, logger: logger)
 } catch {
     fail("\(error)")
 }
-if let reason = backend.serve(connection) {
+logger.info("serving \(config.path) (\(image.size) bytes) on \(config.socket)")
+if let reason = backend.run(socketPath: config.socket) {
     fail("front-end connection ended: \(reason)")
 }
 logger.info("front-end disconnected")

@@ -6,19 +6,23 @@ import VirtioDevices
 /// One queue of a host TAP interface as a virtio-net backend: `readv`/`writev` of
 /// `virtio_net_hdr_v1` + frame on a non-blocking descriptor, straight from and into the
 /// buffers the device hands over (guest memory or its bounce buffer).
-final class TapNetBackend: NetBackend {
-    let interface: String
-    let queue: OwnedFileDescriptor
+public final class TapNetBackend: NetBackend {
+    /// The interface's name, for errors.
+    public let interface: String
+    /// The TAP queue's descriptor.
+    public let queue: OwnedFileDescriptor
 
-    init(interface: String, queue: OwnedFileDescriptor) {
+    /// Serves `queue`, one queue of the TAP interface `interface`.
+    public init(interface: String, queue: OwnedFileDescriptor) {
         self.interface = interface
         self.queue = queue
     }
 
     /// The queue's descriptor: readable when a packet waits.
-    var readinessDescriptor: Int32? { queue.rawValue }
+    public var readinessDescriptor: Int32? { queue.rawValue }
 
-    func receive(into buffers: [UnsafeMutableRawBufferPointer]) throws(NetBackendError) -> Int? {
+    /// Reads one packet (`virtio_net_hdr_v1` and frame); `nil` when none waits.
+    public func receive(into buffers: [UnsafeMutableRawBufferPointer]) throws(NetBackendError) -> Int? {
         var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
         while true {
             let count = vectors.withUnsafeMutableBufferPointer { readv(queue.rawValue, $0.baseAddress, Int32($0.count)) }
@@ -31,7 +35,8 @@ final class TapNetBackend: NetBackend {
         }
     }
 
-    func send(_ buffers: [UnsafeRawBufferPointer]) throws(NetBackendError) -> Bool {
+    /// Writes one packet; `false` when the kernel dropped it.
+    public func send(_ buffers: [UnsafeRawBufferPointer]) throws(NetBackendError) -> Bool {
         var vectors = buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
         while true {
             let count = vectors.withUnsafeMutableBufferPointer { writev(queue.rawValue, $0.baseAddress, Int32($0.count)) }
@@ -46,7 +51,8 @@ final class TapNetBackend: NetBackend {
         }
     }
 
-    func setOffloads(_ offloads: NetOffloads) throws(NetBackendError) {
+    /// Sets the TAP's offloads (`TUNSETOFFLOAD`) to what the driver accepted.
+    public func setOffloads(_ offloads: NetOffloads) throws(NetBackendError) {
         do {
             try TapInterface.setOffloads(offloads.rawValue, descriptor: queue.rawValue)
         } catch {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
-# The vhost_user_block scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
+# The vhost-user back-end scenarios (blkbackend, netbackend) of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
 # pass, fail, captures, $append and $binary.
 
 # scenario_blkbackend: this package's vhost_user_block back-end serves a 16 MiB raw image of
@@ -49,5 +49,49 @@ scenario_blkbackend() {
   else
     fail "blkbackend: steps $steps_done/3, captures [${captures[*]:-}], level 1: image md5 $host_sum, bytes at 64 KiB $written; back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
   fi
+  rm -rf "$dir"
+}
+
+# scenario_netbackend: this package's vhost_user_net back-end creates a TAP (tap=, ip=, mask=)
+# and serves it to QEMU as the front-end (-netdev vhost-user, virtio-net-pci over memfd guest
+# memory). The guest pings level 1 across it and sends 8 MiB over TCP that level 1 counts
+# (ch-netbench); the back-end exits 0 once QEMU has disconnected.
+scenario_netbackend() {
+  local dir sock backend backend_pid backend_status=0 recv_pid received=""
+  backend="$(dirname "$binary")/vhost_user_net"
+  if [[ ! -x $backend ]]; then
+    fail "netbackend: no vhost_user_net beside $binary (swift build -c release --product vhost_user_net)"
+    return
+  fi
+  dir="$(mktemp -d)"
+  sock="$dir/net.sock"
+  local refused status=0
+  refused="$("$backend" --net-backend "socket=$sock,num_queues=4" 2>&1)" || status=$?
+  "$backend" --net-backend "tap=vunet0,ip=192.168.250.1,mask=255.255.255.0,socket=$sock,num_queues=2,queue_size=256" \
+    >"$dir/backend.log" 2>&1 &
+  backend_pid=$!
+  local tries=0
+  while [[ ! -S $sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
+  net_l1_recv() { "$nested_netbench" recv 5301 - >"$dir/recv.log" 2>&1 & recv_pid=$!; }
+  local steps='L2-INIT-READY|||ip link set eth0 up && ip addr add 192.168.250.2/24 dev eth0 && echo NB-A-$(ping -c 5 -W 5 192.168.250.1 | grep -c "bytes from")
+  NB-A-([0-9]+)|||!net_l1_recv; sleep 0.5; printf "%s\n" "ch-netbench send 192.168.250.1 5301 zero:8388608 >/dev/null; echo NB-B-\$((40+2))-\$?" 1>&"$in"
+  NB-B-42-([0-9]+)|||poweroff -f'
+  run_l2 netbackend "$steps" qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 256 -nographic -no-reboot \
+    -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
+    -chardev "socket,id=vunet,path=$sock" -netdev vhost-user,id=n0,chardev=vunet -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:31 \
+    -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append"
+  [[ -n ${recv_pid:-} ]] && wait "$recv_pid" 2>/dev/null
+  received="$(awk '{ print $3 }' "$dir/recv.log" 2>/dev/null || true)"
+  tries=0
+  while kill -0 "$backend_pid" 2>/dev/null && ((tries < 50)); do sleep 0.1; tries=$((tries + 1)); done
+  kill "$backend_pid" 2>/dev/null && backend_status=killed
+  [[ $backend_status == killed ]] || { wait "$backend_pid" || backend_status=$?; }
+  if ((steps_done == 3)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && $received == 8388608 && $backend_status == 0 ]] &&
+    ((status != 0)) && [[ $refused == *"--net-backend"*"num_queues"* ]]; then
+    pass "netbackend: vhost_user_net served TAP vunet0 to QEMU's vhost-user netdev; 5/5 of the guest's pings to level 1 were answered, and it sent 8 MiB over TCP that level 1 received whole; the back-end exited 0 after QEMU left; num_queues=4 is refused (status $status)"
+  else
+    fail "netbackend: steps $steps_done/3, captures [${captures[*]:-}], level 1 received '${received}' bytes; back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+  fi
+  ip link del vunet0 2>/dev/null || true
   rm -rf "$dir"
 }
