@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import GuestMemory
 import HostSystem
 import Synchronization
@@ -164,12 +167,25 @@ struct MemoryTable: Sendable {
               region.guestPhysicalAddress.addingReportingOverflow(region.size).overflow == false else {
             throw .badRegion(region.guestPhysicalAddress, region.size)
         }
+        // A file (memfd, hugetlbfs, tmpfs) shorter than the region would raise SIGBUS on the
+        // first access past its end: such a region is refused here instead.
+        if Self.isRegularFile(descriptor), let length = try? descriptor.size() {
+            guard region.mmapOffset.addingReportingOverflow(region.size).overflow == false,
+                  region.mmapOffset + region.size <= UInt64(length) else {
+                throw .pastEndOfFile(region.guestPhysicalAddress, region.mmapOffset + region.size, UInt64(length))
+            }
+        }
         do {
             let mapping = try MemoryMapping(file: descriptor, offset: Int64(region.mmapOffset), size: Int(region.size), options: [.shared])
             return Mapped(region: region, mapping: mapping)
         } catch {
             throw .map(region.guestPhysicalAddress, "\(error)")
         }
+    }
+
+    private static func isRegularFile(_ descriptor: OwnedFileDescriptor) -> Bool {
+        var info = stat()
+        return fstat(descriptor.rawValue, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
     }
 
     /// The guest-physical address of `userAddress`, a front-end address.
@@ -187,6 +203,7 @@ enum MemoryTableError: Error, CustomStringConvertible {
     case map(UInt64, String)
     case layout(String)
     case unknownRegion(UInt64)
+    case pastEndOfFile(UInt64, UInt64, UInt64)
 
     var description: String {
         switch self {
@@ -194,6 +211,8 @@ enum MemoryTableError: Error, CustomStringConvertible {
         case .map(let start, let reason): "mapping the memory region at 0x\(String(start, radix: 16)): \(reason)"
         case .layout(let reason): "memory table: \(reason)"
         case .unknownRegion(let start): "no memory region starts at 0x\(String(start, radix: 16))"
+        case .pastEndOfFile(let start, let end, let length):
+            "the memory region at 0x\(String(start, radix: 16)) ends at byte \(end) of a file of \(length) bytes"
         }
     }
 }

@@ -190,3 +190,21 @@ struct VhostUserDeviceBackendTests {
         #expect(h.outcome.value.withLock { $0 } == nil, "the connection stays up")
     }
 }
+
+@Suite("vhost-user back-end memory table")
+struct MemoryTableTests {
+    @Test("a region past the end of its file is refused (its pages would raise SIGBUS), one inside it is mapped")
+    func regionsMustFitTheirFile() throws {
+        let file = try OwnedFileDescriptor.memoryFile(name: "vu-table", size: 65536)
+        let inside = VhostUserMemoryRegion(guestPhysicalAddress: 0, size: 65536, userAddress: 0x1000_0000, mmapOffset: 0)
+        let table = try MemoryTable(regions: [inside], descriptors: [file])
+        #expect(try table.guestAddress(of: 0x1000_0010, ring: 0) == GuestAddress(0x10))
+        let past = VhostUserMemoryRegion(guestPhysicalAddress: 0, size: 65536, userAddress: 0, mmapOffset: 4096)
+        #expect(throws: MemoryTableError.self) { try MemoryTable(regions: [past], descriptors: [file]) }
+        do {
+            _ = try MemoryTable(regions: [past], descriptors: [file])
+        } catch {
+            #expect("\(error)" == "the memory region at 0x0 ends at byte 69632 of a file of 65536 bytes")
+        }
+    }
+}
