@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Snapshot and restore latency, live-migration time and downtime, hotplug latency or boot time,
-# against QEMU in the nested bench (see snapshot-bench.py, migration-bench.py, hotplug-bench.py
-# and boot-bench.py for what is measured and how).
+# Snapshot and restore latency, live-migration time and downtime, hotplug latency, boot time or
+# vhost-user device throughput, against QEMU in the nested bench (see snapshot-bench.py,
+# migration-bench.py, hotplug-bench.py, boot-bench.py and devices-bench.py for what is measured).
 #
-# Usage: Scripts/nested/bench-snapshot.sh [--binary PATH] [--sizes "128 1024"] [--runs 5] [--migration [--size 512] | --hotplug | --boot]
+# Usage: Scripts/nested/bench-snapshot.sh [--binary PATH] [--sizes "128 1024"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --devices]
 #
 # Builds cloud-hypervisor and ch-remote (release) unless --binary is given, boots level 1
 # through run-l1.sh and runs the benchmark there. Prints `ch-bench: snapshot ...` and
 # `ch-bench: restore ...` lines per guest size (or `ch-bench: migration ...` per idle and busy
 # guest, `ch-bench: hotplug ...` per vCPU, disk and memory, `ch-bench: boot ...` wall and guest
-# time): medians with their spread and the median ratio cloud-hypervisor / QEMU. Not part of
-# CI (a run takes several minutes).
+# time, `ch-bench: device ...` per device and transfer): medians with their spread and the
+# median ratio cloud-hypervisor / QEMU. Not part of CI (a run takes several minutes).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -20,6 +20,9 @@ if [[ ${1:-} == --in-l1 ]]; then
   shift
   [[ -c /dev/kvm ]] || nested_die "no /dev/kvm in level 1"
   ip link set lo up  # level 1's init leaves it down; the migrations run over loopback TCP
+  if [[ $5 == devices ]]; then
+    exec python3 "$here/devices-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$4"
+  fi
   if [[ $5 == boot ]]; then
     exec python3 "$here/boot-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$4"
   fi
@@ -41,9 +44,10 @@ while (($#)); do
     --migration) mode=migration; shift ;;
     --hotplug) mode=hotplug; shift ;;
     --boot) mode=boot; shift ;;
+    --devices) mode=devices; shift ;;
     --size) size="$2"; shift 2 ;;
     -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) nested_die "unknown argument: $1 (usage: bench-snapshot.sh [--binary PATH] [--sizes \"128 1024\"] [--runs 5] [--migration [--size 512] | --hotplug | --boot])" ;;
+    *) nested_die "unknown argument: $1 (usage: bench-snapshot.sh [--binary PATH] [--sizes \"128 1024\"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --devices])" ;;
   esac
 done
 repo="$(cd "$here/../.." && pwd)"
