@@ -41,7 +41,8 @@ ph_probed() {
 # image. remove-device _disk1: the guest ejects it (_EJ0, B0EJ) and /sys/block/vdb goes; the
 # VMM releases it (the image's lock too: the same image is added again). 20 add/remove cycles
 # leave the VMM's open descriptors as they were. add-net with a TAP the VMM creates gives the
-# guest a NIC that pings level 1; remove-device of an unknown id is refused naming it.
+# guest a NIC that pings level 1; add-pmem gives it /dev/pmem0 with level 1's bytes and add-vsock
+# a vsock device its driver binds; remove-device of an unknown id is refused naming it.
 scenario_pcihotplug() {
   local ph_dir sock
   # 20 add/remove cycles in a nested guest take minutes: run_l2 reads this timeout.
@@ -52,6 +53,8 @@ scenario_pcihotplug() {
   truncate -s 8M "$ph_dir/hot.raw"
   head -c 4096 /dev/urandom >"$ph_dir/pattern"
   dd if="$ph_dir/pattern" of="$ph_dir/hot.raw" conv=notrunc status=none
+  truncate -s 2M "$ph_dir/pmem.raw"
+  dd if="$ph_dir/pattern" of="$ph_dir/pmem.raw" conv=notrunc status=none
   local pattern_md5
   pattern_md5="$(md5sum <"$ph_dir/pattern" | cut -d' ' -f1)"
   ph_add() {
@@ -86,14 +89,18 @@ scenario_pcihotplug() {
     ph_type 'n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; ip link set eth0 up && ip addr add 192.168.251.2/24 dev eth0 && ping -c 3 -W 5 192.168.251.1 >/dev/null && r=ok || r=no; echo CH-PH-NET-$r-$(cat /sys/class/net/eth0/address)_$(ls /sys/block | grep vd | tr "\n" _)'
   }
   ph_final() {
+    # A pmem file and a vsock device hot-added too: the guest finds /dev/pmem0 with level 1's
+    # pattern and binds its vsock driver to the new device.
+    "$remote" --api-socket "$sock" add-pmem "file=$ph_dir/pmem.raw" >"$ph_dir/pmem.out" 2>&1 || echo "add-pmem failed" >>"$ph_dir/pmem.out"
+    "$remote" --api-socket "$sock" add-vsock "cid=3,socket=$ph_dir/vsock.sock" >"$ph_dir/vsock.out" 2>&1 || echo "add-vsock failed" >>"$ph_dir/vsock.out"
     "$remote" --api-socket "$sock" info >"$ph_dir/info.json" 2>&1 || true
-    ph_type 'echo CH-PH-DONE-$((40+2))'
+    ph_type 'n=0; while [ ! -e /dev/pmem0 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; v=no; n=0; while [ $n -lt 300 ]; do ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport 2>/dev/null | grep -q virtio && { v=yes; break; }; sleep 0.2; n=$((n+1)); done; echo CH-PH-DONE-$((40+2))-$(head -c 4096 /dev/pmem0 | md5sum | cut -c1-32)-$v'
   }
   local steps="L2-INIT-READY|||!ph_add
   CH-PH-ADDED-([0-9a-f]+)|||!ph_remove
   CH-PH-REMOVED-([a-z_]+)|||!ph_cycle
   CH-PH-NET-([a-z]+-[0-9a-f:]+_[a-z_]*)|||!ph_final
-  CH-PH-DONE-([0-9]+)|||poweroff -f"
+  CH-PH-DONE-([0-9]+-[0-9a-f]+-[a-z]+)|||poweroff -f"
   local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$ph_dir/boot.raw")
   run_l2 pcihotplug "$steps" "$binary" "${vm[@]}"
   if ((stalled)); then
@@ -104,14 +111,15 @@ scenario_pcihotplug() {
   before="$(cat "$ph_dir/fds.before" 2>/dev/null || echo ?)"
   after="$(cat "$ph_dir/fds.after" 2>/dev/null || echo ?)"
   cycles="$(grep -c '^cycle [0-9]* _disk' "$ph_dir/cycle.out" 2>/dev/null || true)"
-  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null)"
+  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null); add-pmem: $(tr '\n' ' ' <"$ph_dir/pmem.out" 2>/dev/null); add-vsock: $(tr '\n' ' ' <"$ph_dir/vsock.out" 2>/dev/null)"
   if ((steps_done == 5)) && ((vmm_status == 0)) && [[ ${captures[0]} == "$pattern_md5" && ${captures[1]} == vda_ ]] &&
     grep -q '"id":"_disk1"' "$ph_dir/add.out" && grep -q '"bdf":"0000:00:0' "$ph_dir/add.out" && grep -q removed "$ph_dir/remove.out" &&
     grep -q ejected "$ph_dir/cycle.out" && [[ $(cat "$ph_dir/written" 2>/dev/null) == guest-wrote-42 ]] && ((cycles == 20)) &&
     [[ $before == "$after" ]] && grep -q _nope "$ph_dir/unknown.out" && ! grep -q 'status 0' "$ph_dir/unknown.out" &&
     grep -q '"id":"_net0"' "$ph_dir/net.out" && [[ ${captures[2]} == ok-52:54:00:00:00:31_vda_ ]] &&
-    grep -q '"_net0"' "$ph_dir/info.json" && ! grep -q hot.raw "$ph_dir/info.json"; then
-    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image added and removed 20 times (lock released each time), the VMM's open descriptors $before before and $after after; add-net: the new NIC (_net0) pinged level 1; remove-device _nope refused naming it; VMM status 0"
+    grep -q '"_net0"' "$ph_dir/info.json" && ! grep -q hot.raw "$ph_dir/info.json" &&
+    grep -q '"id":"_pmem0"' "$ph_dir/pmem.out" && grep -q '"id":"_vsock0"' "$ph_dir/vsock.out" && [[ ${captures[3]} == "42-$pattern_md5-yes" ]]; then
+    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image added and removed 20 times (lock released each time), the VMM's open descriptors $before before and $after after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); remove-device _nope refused naming it; VMM status 0"
   else
     fail "pcihotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}] (pattern $pattern_md5)"
   fi
