@@ -41,6 +41,10 @@
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
 #            level 1 then reads with the same md5; --fs without shared=on is refused.
+#   vhostblk vhost-user-blk (vhostblk-scenario.sh): qemu-storage-daemon exports raw images;
+#            the guest (--disk vhost_user=on,socket=PATH) sees /dev/vda's size, reads level
+#            1's pattern and writes bytes level 1 finds in the image; ch-remote add-disk
+#            vhost_user=on hot-adds /dev/vdb; a snapshot is refused; no shared=on is refused.
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
@@ -88,7 +92,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs vhostblk segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -396,6 +400,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=fs-scenario.sh
     source "$here/fs-scenario.sh"
     scenario_fs
+  fi
+  if want vhostblk; then
+    # shellcheck source-path=SCRIPTDIR source=vhostblk-scenario.sh
+    source "$here/vhostblk-scenario.sh"
+    scenario_vhostblk
   fi
   if want segments; then
     # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
