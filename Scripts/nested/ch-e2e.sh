@@ -44,7 +44,8 @@
 #   vhostblk vhost-user-blk (vhostblk-scenario.sh): qemu-storage-daemon exports raw images;
 #            the guest (--disk vhost_user=on,socket=PATH) sees /dev/vda's size, reads level
 #            1's pattern and writes bytes level 1 finds in the image; ch-remote add-disk
-#            vhost_user=on hot-adds /dev/vdb; a snapshot is refused; no shared=on is refused.
+#            vhost_user=on hot-adds /dev/vdb, remove-device takes it away; a snapshot is
+#            refused; no shared=on is refused.
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).

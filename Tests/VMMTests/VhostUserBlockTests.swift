@@ -139,7 +139,7 @@ struct VhostUserBlockTests {
         #expect(Array(sent.bytes[12...]) == VhostUserPayload.setConfig(offset: 32, flags: 1, bytes: [1]))
     }
 
-    @Test("activation hands the queue to the back-end and enables it; reset stops it; a snapshot of the disk is refused naming it")
+    @Test("activation hands the queue to the back-end and enables it; reset stops it; a snapshot of the disk and vm.resize-disk are refused naming it")
     func activationResetAndSnapshotRefusal() throws {
         let file = try OwnedFileDescriptor.memoryFile(name: "vhost-blk-test", size: 1 << 20)
         let memory = try GuestMemory(regions: [GuestMemoryRegion(start: GuestAddress(0), mapping: MemoryMapping(file: file, size: 1 << 20))])
@@ -177,6 +177,8 @@ struct VhostUserBlockTests {
         #expect(entry.kind == "vhost-user-blk")
         let refusal = #expect(throws: VMMError.self) { _ = try entry.saveState?() }
         #expect("\(refusal.map { "\($0)" } ?? "")".contains("_disk0 is a vhost-user-blk disk served by the back-end at /s"), "\(String(describing: refusal))")
+        let resize = #expect(throws: VMMError.self) { try entry.resize?(1 << 20) }
+        #expect("\(resize.map { "\($0)" } ?? "")".contains("owns the image"), "\(String(describing: resize))")
     }
 
     @Test("vm.add-disk vhost_user=on before boot goes into the configuration, and is refused without shared memory")

@@ -75,10 +75,16 @@ enum DeviceRegistration {
 
     /// A vhost-user-blk disk. Its state cannot be saved either: the queues' positions and the
     /// requests in flight live in the back-end, which this VMM does not ask to save them, so
-    /// snapshot and migration are refused.
+    /// snapshot and migration are refused. `vm.resize-disk` is refused too: the back-end owns
+    /// the image and the capacity.
     static func vhostUserBlock(_ disk: AttachedVhostUserBlock, socket: String, mover: BARMover) -> ManagedDevice {
-        vhostUser(id: disk.id, kind: "vhost-user-blk", attachment: disk.attachment, address: disk.address, mover: mover,
-                  refusal: "\(disk.id) is a vhost-user-blk disk served by the back-end at \(socket): its queues and the requests in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+        let id = disk.id
+        var entry = vhostUser(id: id, kind: "vhost-user-blk", attachment: disk.attachment, address: disk.address, mover: mover,
+                              refusal: "\(id) is a vhost-user-blk disk served by the back-end at \(socket): its queues and the requests in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+        entry.resize = { _ in
+            throw VMMError(description: "\(id) is served by the vhost-user-blk back-end at \(socket), which owns the image and its size; resize it there")
+        }
+        return entry
     }
 
     /// A virtio entry for a vhost-user device, whose saving fails with `refusal`.
