@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs blkbackend netbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -41,6 +41,11 @@
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
 #            level 1 then reads with the same md5; --fs without shared=on is refused.
+#   vhostblk vhost-user-blk (vhostblk-scenario.sh): qemu-storage-daemon exports raw images;
+#            the guest (--disk vhost_user=on,socket=PATH) sees /dev/vda's size, reads level
+#            1's pattern and writes bytes level 1 finds in the image; ch-remote add-disk
+#            vhost_user=on hot-adds /dev/vdb, remove-device takes it away; a snapshot is
+#            refused; no shared=on is refused.
 #   blkbackend this package's vhost_user_block serves a raw image to QEMU's vhost-user-blk-pci:
 #            the guest reads it whole (md5 as level 1's) and writes 64 KiB that level 1 finds
 #            in the image; the back-end exits 0 when QEMU leaves (backends-scenario.sh).
@@ -93,7 +98,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs blkbackend netbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -401,6 +406,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=fs-scenario.sh
     source "$here/fs-scenario.sh"
     scenario_fs
+  fi
+  if want vhostblk; then
+    # shellcheck source-path=SCRIPTDIR source=vhostblk-scenario.sh
+    source "$here/vhostblk-scenario.sh"
+    scenario_vhostblk
   fi
   if want blkbackend || want netbackend; then
     # shellcheck source-path=SCRIPTDIR source=backends-scenario.sh

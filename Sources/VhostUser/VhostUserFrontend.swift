@@ -169,10 +169,15 @@ public final class VhostUserFrontend: Sendable {
     }
 
     /// `GET_CONFIG`: `size` bytes of the device configuration space at `offset` (needs the `CONFIG` protocol feature).
-    public func getConfig(offset: UInt32, size: UInt32) throws(VhostUserError) -> [UInt8] {
-        let reply = try exchange(.getConfig, payload: VhostUserPayload.config(offset: offset, size: size),
+    public func getConfig(offset: UInt32, size: UInt32, flags: UInt32 = VhostUserConfigFlags.writable) throws(VhostUserError) -> [UInt8] {
+        let reply = try exchange(.getConfig, payload: VhostUserPayload.config(offset: offset, size: size, flags: flags),
                                  expecting: .config(offset: offset, size: size))
         guard case let .config(_, _, bytes) = reply else { return [] }
         return bytes
+    }
+
+    /// `SET_CONFIG`: writes `bytes` at `offset` of the device configuration space (needs the `CONFIG` protocol feature).
+    public func setConfig(offset: UInt32, bytes: [UInt8], flags: UInt32 = VhostUserConfigFlags.writable) throws(VhostUserError) {
+        try exchange(.setConfig, payload: VhostUserPayload.setConfig(offset: offset, flags: flags, bytes: bytes))
     }
 }

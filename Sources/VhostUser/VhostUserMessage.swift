@@ -41,6 +41,8 @@ public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStri
     public static let setVringEnable = VhostUserRequest(rawValue: 18)
     /// `VHOST_USER_GET_CONFIG` (24): reads the device configuration space.
     public static let getConfig = VhostUserRequest(rawValue: 24)
+    /// `VHOST_USER_SET_CONFIG` (25): writes part of the device configuration space.
+    public static let setConfig = VhostUserRequest(rawValue: 25)
 
     /// Whether the back-end answers this request with a payload of its own (a `GET_`
     /// request); the others are answered only when the front-end asks for an acknowledgement.
@@ -67,6 +69,7 @@ public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStri
         case 17: "GET_QUEUE_NUM"
         case 18: "SET_VRING_ENABLE"
         case 24: "GET_CONFIG"
+        case 25: "SET_CONFIG"
         default: "request \(rawValue)"
         }
     }
@@ -87,6 +90,15 @@ public enum VhostUserFlags {
 /// `VHOST_USER_F_PROTOCOL_FEATURES`: the virtio feature bit (30) that says the back-end
 /// has protocol features; it is a vhost-user bit, never offered to the guest.
 public let vhostUserProtocolFeaturesBit: UInt64 = 1 << 30
+
+/// The flags of `GET_CONFIG` and `SET_CONFIG`, as the rust-vmm `vhost` crate (Cloud
+/// Hypervisor's) sends them.
+public enum VhostUserConfigFlags {
+    /// `WRITABLE`: the access concerns the writable fields.
+    public static let writable: UInt32 = 0x1
+    /// `LIVE_MIGRATION`: the access is part of a live migration.
+    public static let liveMigration: UInt32 = 0x2
+}
 
 /// Protocol feature bits (`VHOST_USER_PROTOCOL_F_*`).
 public struct VhostUserProtocolFeatures: OptionSet, Hashable, Sendable {
@@ -249,6 +261,15 @@ public enum VhostUserPayload {
         out.appendLittleEndian(flags)
         out += [UInt8](repeating: 0, count: Int(size))
         return out
+    }
+
+    /// A `SET_CONFIG` request: offset, size, flags, then the bytes written.
+    public static func setConfig(offset: UInt32, flags: UInt32, bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.appendLittleEndian(offset)
+        out.appendLittleEndian(UInt32(bytes.count))
+        out.appendLittleEndian(flags)
+        return out + bytes
     }
 
     /// A whole message: the header (version 1 and `flags`) and `payload`.

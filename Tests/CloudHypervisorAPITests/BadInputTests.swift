@@ -45,7 +45,7 @@ struct BadInputTests {
         ("42", "must be a JSON object"),
         (#"{"payload":{"kernel":"/k"},"vsock":{"cid":3,"socket":"/tmp/v","iommu":true}}"#, "field 'vsock.iommu' asks for the virtual IOMMU"),
         (#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1,"max_vcpus":1,"kvm_hyperv":true}}"#, "field 'cpus.kvm_hyperv' asks for"),
-        (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","vhost_user":true}]}"#, "field 'disks[0].vhost_user' asks for vhost-user-blk"),
+        (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","vhost_user":true,"vhost_socket":"/s"}]}"#, "Disk path and vhost socket both provided"),
         (#"{"payload":{"kernel":"/k"},"platform":{"num_pci_segments":0}}"#, "Number of PCI segments (0) not in range of 1 to 96"),
         (#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d","pci_segment":1}]}"#, "Invalid PCI segment id: 1"),
         (#"{"vsock":{"cid":"three","socket":"/tmp/v"}}"#, "field 'vsock.cid'"),

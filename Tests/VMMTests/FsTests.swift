@@ -187,7 +187,7 @@ struct FsTests {
     @Test("guest memory that is not in a memory file cannot be handed to a back-end")
     func anonymousMemoryIsRefused() throws {
         let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 1 << 20)])
-        let error = #expect(throws: VirtioDeviceError.self) { _ = try VhostUserFsDevice.memoryTable(memory) }
+        let error = #expect(throws: VirtioDeviceError.self) { _ = try VhostUserCommon.memoryTable(memory) }
         #expect("\(error.map { "\($0)" } ?? "")".contains("shared=on"))
     }
 }

@@ -69,11 +69,29 @@ enum DeviceRegistration {
     /// system's open files live in the back-end (virtiofsd), which this VMM does not ask to
     /// save them (vhost-user's device-state transfer), so snapshot and migration are refused.
     static func fs(_ fs: AttachedFs, socket: String, mover: BARMover) -> ManagedDevice {
-        var entry = virtio(id: fs.id, kind: "virtio-fs", attachment: fs.attachment, address: fs.address, mover: mover)
-        let id = fs.id
-        entry.saveState = {
-            throw VMMError(description: "\(id) is a virtio-fs device served by the vhost-user back-end at \(socket): its queues and open files live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+        vhostUser(id: fs.id, kind: "virtio-fs", attachment: fs.attachment, address: fs.address, mover: mover,
+                  refusal: "\(fs.id) is a virtio-fs device served by the vhost-user back-end at \(socket): its queues and open files live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+    }
+
+    /// A vhost-user-blk disk. Its state cannot be saved either: the queues' positions and the
+    /// requests in flight live in the back-end, which this VMM does not ask to save them, so
+    /// snapshot and migration are refused. `vm.resize-disk` is refused too: the back-end owns
+    /// the image and the capacity.
+    static func vhostUserBlock(_ disk: AttachedVhostUserBlock, socket: String, mover: BARMover) -> ManagedDevice {
+        let id = disk.id
+        var entry = vhostUser(id: id, kind: "vhost-user-blk", attachment: disk.attachment, address: disk.address, mover: mover,
+                              refusal: "\(id) is a vhost-user-blk disk served by the back-end at \(socket): its queues and the requests in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+        entry.resize = { _ in
+            throw VMMError(description: "\(id) is served by the vhost-user-blk back-end at \(socket), which owns the image and its size; resize it there")
         }
+        return entry
+    }
+
+    /// A virtio entry for a vhost-user device, whose saving fails with `refusal`.
+    private static func vhostUser(id: String, kind: String, attachment: VirtioPCIAttachment, address: String, mover: BARMover,
+                                  refusal: String) -> ManagedDevice {
+        var entry = virtio(id: id, kind: kind, attachment: attachment, address: address, mover: mover)
+        entry.saveState = { throw VMMError(description: refusal) }
         return entry
     }
 

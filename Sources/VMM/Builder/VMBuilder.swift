@@ -190,6 +190,13 @@ struct VMBuilder {
         for group in config.rateLimitGroups ?? [] { groupLimiters[group.id] = group.rateLimiterConfig.makeLimiter() }
         var limited: [ObjectIdentifier: (name: String, limiter: RateLimiter, members: [(transport: VirtioPCIDevice, queues: Int)])] = [:]
         for (disk, id) in zip(config.disks ?? [], config.diskIDs) {
+            if disk.vhostUser {
+                let attached = try attachVhostUserBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)])
+                virtio.append(attached.attachment)
+                managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserBlock(attached, socket: disk.vhostSocket ?? "", mover: mover),
+                                                            attachment: attached.attachment, context: on(disk.pciSegment)) { _ in attached.device.reset() })
+                continue
+            }
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
             let (attachment, address, block, backend) = try attachVirtioBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)],
                                                                            rateLimiter: limiter)

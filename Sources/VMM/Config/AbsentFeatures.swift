@@ -46,9 +46,6 @@ extension DiskConfig {
     /// The absent features this disk asks for (`at`: its JSON path, empty for `vm.add-disk`'s body).
     public func absentFeatures(at path: String = "") -> [AbsentFeature] {
         var found: [AbsentFeature] = []
-        if vhostUser || vhostSocket != nil {
-            found.append(AbsentFeature(field: joined(path, "vhost_user"), option: "--disk vhost_user=", feature: "vhost-user-blk"))
-        }
         if queueAffinity != nil {
             found.append(AbsentFeature(field: joined(path, "queue_affinity"), option: "--disk queue_affinity=", feature: "queue affinity"))
         }

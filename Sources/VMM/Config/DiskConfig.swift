@@ -164,8 +164,15 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     }
 
     /// Checks one disk, as Cloud Hypervisor does, naming `--disk` and the image.
+    /// A vhost-user disk (`vhost_user=on`) is named by its socket instead of a path.
     public func validate() throws(ConfigError) {
-        guard let path, !path.isEmpty else { throw ConfigError(option: "--disk", "path= is required: \(Self.syntax)") }
+        let path: String
+        if vhostUser {
+            path = "socket=\(vhostSocket ?? "")"
+        } else {
+            guard let image = self.path, !image.isEmpty else { throw ConfigError(option: "--disk", "path= is required: \(Self.syntax)") }
+            path = image
+        }
         guard (1...1024).contains(numQueues) else {
             throw ConfigError(option: "--disk", "num_queues=\(numQueues) is out of range; give 1 to 1024 (\(path))")
         }

@@ -29,10 +29,28 @@ extension VMConfig {
         (disks ?? []).enumerated().map { index, disk in disk.id ?? "_disk\(index)" }
     }
 
-    /// Each disk on its own, then unique ids and no image given twice.
+    /// Each disk on its own, then unique ids and no image given twice. A vhost-user disk
+    /// (Cloud Hypervisor's checks, in its order) has a socket and no path, needs shared guest
+    /// memory, and has no rate limit.
     func validateDisks() throws(ConfigError) {
         let disks = disks ?? []
-        for disk in disks { try disk.validate() }
+        for disk in disks {
+            if disk.vhostSocket != nil, disk.path != nil {
+                throw ConfigError(option: "--disk", "Disk path and vhost socket both provided: give path= or vhost_user=on,socket=, not both (\(disk.path ?? ""))")
+            }
+            if disk.vhostUser {
+                guard backedBySharedMemory else {
+                    throw ConfigError(option: "--disk", "Using vhost-user requires using shared memory or huge pages: give --memory shared=on (the back-end maps guest RAM)")
+                }
+                guard let socket = disk.vhostSocket, !socket.isEmpty else {
+                    throw ConfigError(option: "--disk", "No socket provided when using vhost-user: give socket=<vhost_user_socket_path>")
+                }
+                if disk.rateLimiterConfig != nil || disk.rateLimitGroup != nil {
+                    throw ConfigError(option: "--disk", "Rate limiting is not supported with vhost-user (socket=\(socket))")
+                }
+            }
+            try disk.validate()
+        }
         var seen = Set<String>()
         for id in diskIDs {
             guard seen.insert(id).inserted else { throw ConfigError(option: "--disk", "id=\(id) is used by two devices; ids must be unique") }

@@ -25,6 +25,7 @@ extension BuiltVM {
     /// Hot-adds a virtio-blk disk; returns its PCI slot and address.
     func hotAddDisk(_ config: DiskConfig, id: String) throws -> (slot: Int, bdf: String) {
         let support = try hotplugSupport()
+        if config.vhostUser { return try hotAddVhostUserBlock(config, id: id, support: support) }
         var attached: (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend)?
         try deviceManager.withAllocators { bars, _ in
             attached = try support.builder.attachVirtioBlock(config, id: id, context: support.context, bars: &bars, rateLimiter: nil)
@@ -40,6 +41,21 @@ extension BuiltVM {
         })
         try announce(insertedAt: attachment.slot, support: support)
         return (attachment.slot, address)
+    }
+
+    /// Hot-adds a vhost-user-blk disk (connecting to its back-end); returns its PCI slot and address.
+    private func hotAddVhostUserBlock(_ config: DiskConfig, id: String, support: PCIHotplugSupport) throws -> (slot: Int, bdf: String) {
+        var attached: AttachedVhostUserBlock?
+        try deviceManager.withAllocators { bars, _ in
+            attached = try support.builder.attachVhostUserBlock(config, id: id, context: support.context, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        let entry = DeviceRegistration.vhostUserBlock(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
+            attached.device.reset()
+        })
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
     }
 
     /// Hot-adds a virtio-net device on its TAP; returns its PCI slot and address.

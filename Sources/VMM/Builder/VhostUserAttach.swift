@@ -1,0 +1,62 @@
+import VMAllocator
+import VirtioDevices
+
+/// A virtio-fs device of a running VM and its back-end connection.
+struct AttachedFs {
+    let id: String
+    let device: VhostUserFsDevice
+    let attachment: VirtioPCIAttachment
+    let address: String
+}
+
+/// A vhost-user-blk disk of a running VM and its back-end connection.
+struct AttachedVhostUserBlock {
+    let id: String
+    let device: VhostUserBlockDevice
+    let attachment: VirtioPCIAttachment
+    let address: String
+}
+
+extension VMBuilder {
+    /// Attaches one virtio-fs device (`--fs tag=,socket=,num_queues=,queue_size=`), as Cloud
+    /// Hypervisor does: the VMM connects to the back-end and negotiates, puts the function on
+    /// PCI, and leaves the queues to the back-end.
+    func attachVirtioFs(_ config: FsConfig, id: String, context: VirtioAttachContext, bars: inout AddressAllocator) throws -> AttachedFs {
+        let device = try VhostUserFsDevice(config: config, logger: logger)
+        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: nil)
+        logger.info("\(id): tag \(config.tag), back-end \(config.socket), \(config.numQueues) request queue(s) of \(config.queueSize)")
+        return AttachedFs(id: id, device: device, attachment: attachment, address: address)
+    }
+
+    /// Attaches one vhost-user-blk disk (`--disk vhost_user=on,socket=,num_queues=,queue_size=`),
+    /// as Cloud Hypervisor's `make_virtio_block_device` with `vhost_user`: the back-end holds
+    /// the image (no path, no lock, no rate limiter here), the VMM its PCI function.
+    func attachVhostUserBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
+                              bars: inout AddressAllocator) throws -> AttachedVhostUserBlock {
+        let device = try VhostUserBlockDevice(config: config, logger: logger)
+        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID)
+        logger.info("\(id): vhost-user-blk back-end \(config.vhostSocket ?? "?"), \(device.capacity * 512) bytes, \(config.numQueues) queue(s) of \(config.queueSize)")
+        return AttachedVhostUserBlock(id: id, device: device, attachment: attachment, address: address)
+    }
+
+    /// Puts a vhost-user device on PCI with its queues served elsewhere: each queue's notify
+    /// ioeventfd is its kick eventfd (the event loop does not watch it), and the irqfd of the
+    /// MSI-X vector the driver picks for it is its call eventfd.
+    private func attachVhostUser(_ device: any VirtioDevice, common: VhostUserCommon, context: VirtioAttachContext,
+                                 bars: inout AddressAllocator, slot: UInt8?) throws -> (VirtioPCIAttachment, String) {
+        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, servedElsewhere: true, slot: slot)
+        let routing = attachment.routing
+        let transport = attachment.transport
+        let name = common.name
+        common.setNotifiers(VhostUserNotifiers(
+            kick: { [weak attachment] queue in
+                guard let attachment else { throw VMMError(description: "the \(name) function is gone") }
+                return try attachment.kickEvent(queue: queue).rawValue
+            },
+            call: { [weak transport] queue in
+                guard let vector = transport?.queueVector(queue), routing.vectors.indices.contains(vector) else { return nil }
+                return routing.vectors[vector].event.rawValue
+            }))
+        return (attachment, address)
+    }
+}

@@ -1,0 +1,199 @@
+import GuestMemory
+import Logging
+import Synchronization
+import VhostUser
+import VirtioDevices
+import VirtioQueue
+
+/// The descriptors a vhost-user device hands its back-end for each queue, from the transport
+/// it is attached to: the ioeventfd the driver's notifications land on (kick) and the irqfd
+/// of the MSI-X vector the driver chose for the queue (call).
+struct VhostUserNotifiers: Sendable {
+    /// The kick eventfd of a queue.
+    let kick: @Sendable (Int) throws -> Int32
+    /// The call eventfd (irqfd) of a queue, or `nil` when the driver gave it no MSI-X vector.
+    let call: @Sendable (Int) -> Int32?
+}
+
+/// What every vhost-user device shares, as Cloud Hypervisor's `VhostUserCommon` and
+/// `VhostUserHandle`: the connection, the negotiated features, and the hand-over of guest
+/// memory and queues to the back-end on activation and their recovery on reset. The device
+/// (virtio-fs, vhost-user-blk) owns its configuration space and calls in here.
+///
+/// Activation (the driver's DRIVER_OK) and reset run the vhost-user exchanges on the vCPU
+/// thread that wrote the status. Any failure of the back-end (a refusal, a malformed reply,
+/// a closed socket) fails that step with ``VirtioDeviceError/backend(_:)``: the transport
+/// marks the device `DEVICE_NEEDS_RESET` and the VM goes on.
+final class VhostUserCommon: Sendable {
+    /// The transport features every vhost-user front-end here can pass on (Cloud Hypervisor
+    /// offers these and a few it can handle besides): indirect descriptors, event index,
+    /// VERSION_1, and the vhost-user protocol-features bit, which never reaches the guest.
+    static let transportFeatures: UInt64 = VirtioFeature.indirectDescriptors | VirtioFeature.eventIndex | VirtioFeature.version1
+        | vhostUserProtocolFeaturesBit
+
+    /// The connection to the back-end.
+    let frontend: VhostUserFrontend
+    /// What negotiation gave (the protocol-features bit included when both sides have it).
+    let negotiatedFeatures: UInt64
+    /// The protocol features both sides have.
+    let protocolFeatures: VhostUserProtocolFeatures
+    /// The socket path, for messages.
+    let socket: String
+    /// The device's name in messages (`virtio-fs`, `vhost-user-blk`).
+    let name: String
+    let logger: Logger
+
+    private struct State {
+        var driverFeatures: UInt64 = 0
+        var notifiers: VhostUserNotifiers?
+        /// The queues handed to the back-end since the last activation.
+        var started: [Int] = []
+    }
+    private let state = Mutex(State())
+
+    /// The common part of a device whose negotiation gave `negotiated`.
+    init(frontend: VhostUserFrontend, negotiated: (features: UInt64, protocolFeatures: VhostUserProtocolFeatures),
+         socket: String, name: String, logger: Logger) {
+        self.frontend = frontend
+        self.negotiatedFeatures = negotiated.features
+        self.protocolFeatures = negotiated.protocolFeatures
+        self.socket = socket
+        self.name = name
+        self.logger = logger
+    }
+
+    /// The virtio features the device offers the guest: the negotiated ones without the
+    /// vhost-user protocol-features bit.
+    var deviceFeatures: UInt64 { negotiatedFeatures & ~vhostUserProtocolFeaturesBit }
+
+    /// Connects to the back-end at `socket`, retrying for up to `timeoutMilliseconds` (60 s by
+    /// default, as Cloud Hypervisor's `connect_vhost_user`); a failure names `option`.
+    static func connect(socket: String, option: String, timeoutMilliseconds: Int) throws -> VhostUserFrontend {
+        do {
+            return VhostUserFrontend(channel: try UnixVhostUserChannel.connect(path: socket, timeoutMilliseconds: timeoutMilliseconds))
+        } catch {
+            throw ConfigError(option: option, "cannot connect to the vhost-user back-end at socket=\(socket): \(error)")
+        }
+    }
+
+    /// Cloud Hypervisor's `negotiate_features_vhost_user` and queue check: the common virtio
+    /// and protocol features, then, with `MQ`, the back-end's queue count (else
+    /// `defaultQueues`), which must cover `queueCount`. A back-end without VERSION_1 is
+    /// refused (the transport is modern only). Failures name `option` and the socket.
+    static func negotiate(_ frontend: VhostUserFrontend, features: UInt64, protocolFeatures: VhostUserProtocolFeatures,
+                          queueCount: Int, defaultQueues: UInt64, option: String, socket: String)
+        throws(ConfigError) -> (features: UInt64, protocolFeatures: VhostUserProtocolFeatures) {
+        let negotiated: (features: UInt64, protocolFeatures: VhostUserProtocolFeatures)
+        do {
+            negotiated = try frontend.negotiate(features: features, protocolFeatures: protocolFeatures)
+            let served = negotiated.protocolFeatures.contains(.multiQueue) ? try frontend.getQueueNum() : defaultQueues
+            guard UInt64(queueCount) <= served else { throw VhostUserError.tooManyQueues(requested: queueCount, backend: served) }
+        } catch {
+            throw ConfigError(option: option, "the vhost-user back-end at socket=\(socket) cannot serve the device: \(error)")
+        }
+        guard negotiated.features & VirtioFeature.version1 != 0 else {
+            throw ConfigError(option: option, "the vhost-user back-end at socket=\(socket) does not offer VIRTIO_F_VERSION_1")
+        }
+        return negotiated
+    }
+
+    /// Gives the device its transport's descriptors (once the transport exists).
+    func setNotifiers(_ notifiers: VhostUserNotifiers) {
+        state.withLock { $0.notifiers = notifiers }
+    }
+
+    /// Records the features the driver accepted.
+    func acknowledgeFeatures(_ features: UInt64) {
+        state.withLock { $0.driverFeatures = features }
+    }
+
+    /// Hands the enabled queues to the back-end (Cloud Hypervisor's `setup_vhost_user`):
+    /// features, the memory table, then per queue its size, rings, base, call and kick
+    /// eventfds, and last, with protocol features, enables them.
+    func activate(memory: GuestMemory, queues: [SplitQueue]) throws(VirtioDeviceError) {
+        let (driverFeatures, notifiers) = state.withLock { ($0.driverFeatures, $0.notifiers) }
+        guard let notifiers else { throw .backend("the \(name) device is not attached to a transport") }
+        var started: [Int] = []
+        do {
+            try frontend.setFeatures(driverFeatures | (negotiatedFeatures & vhostUserProtocolFeaturesBit))
+            let (regions, descriptors) = try Self.memoryTable(memory)
+            try frontend.setMemTable(regions, descriptors: descriptors)
+            for (index, queue) in queues.enumerated() where queue.isReady {
+                let queueIndex = UInt32(index)
+                try frontend.setVringNum(index: queueIndex, size: UInt32(queue.size))
+                let size = UInt64(queue.size)
+                try frontend.setVringAddr(VhostUserVringAddress(
+                    index: queueIndex,
+                    descriptorTable: try Self.hostAddress(memory, queue.descriptorTable, length: 16 * size, what: "descriptor table", queue: index),
+                    usedRing: try Self.hostAddress(memory, queue.usedRing, length: 6 + 8 * size, what: "used ring", queue: index),
+                    availableRing: try Self.hostAddress(memory, queue.availableRing, length: 6 + 2 * size, what: "available ring", queue: index)))
+                let base = try queue.availableIndex(in: memory)
+                try frontend.setVringBase(index: queueIndex, base: UInt32(base))
+                guard let call = notifiers.call(index) else {
+                    throw VirtioDeviceError.backend("queue \(index) has no MSI-X vector: a vhost-user back-end interrupts the guest through MSI-X only")
+                }
+                try frontend.setVringCall(index: UInt8(truncatingIfNeeded: index), descriptor: call)
+                try frontend.setVringKick(index: UInt8(truncatingIfNeeded: index), descriptor: try notifiers.kick(index))
+                started.append(index)
+            }
+            if negotiatedFeatures & vhostUserProtocolFeaturesBit != 0 {
+                for index in started { try frontend.setVringEnable(index: UInt32(index), enabled: true) }
+            }
+        } catch {
+            // The queues handed over so far are stopped by the driver's reset.
+            state.withLock { $0.started = started }
+            if let error = error as? VirtioDeviceError {
+                logger.error("\(name) (\(socket)): \(error)")
+                throw error
+            }
+            logger.error("\(name) (\(socket)): the back-end failed during activation: \(error)")
+            throw .backend("the vhost-user back-end at \(socket) failed during activation: \(error)")
+        }
+        state.withLock { $0.started = started }
+        logger.info("\(name) (\(socket)): \(started.count) queue(s) handed to the back-end")
+    }
+
+    /// Stops the back-end's queues (Cloud Hypervisor's `reset_vhost_user`): each is disabled
+    /// and `GET_VRING_BASE` stops it. A back-end that fails here is logged; the driver's reset
+    /// goes on. Without started queues this sends nothing.
+    func reset() {
+        let started = state.withLock { state -> [Int] in
+            defer { state.started = []; state.driverFeatures = 0 }
+            return state.started
+        }
+        for index in started {
+            do {
+                if negotiatedFeatures & vhostUserProtocolFeaturesBit != 0 {
+                    try frontend.setVringEnable(index: UInt32(index), enabled: false)
+                }
+                _ = try frontend.getVringBase(index: UInt32(index))
+            } catch {
+                logger.error("\(name) (\(socket)): stopping queue \(index): \(error)")
+            }
+        }
+    }
+
+    /// The memory table: each guest RAM region with its memory file, offset and host address.
+    static func memoryTable(_ memory: GuestMemory) throws(VirtioDeviceError) -> ([VhostUserMemoryRegion], [Int32]) {
+        var regions: [VhostUserMemoryRegion] = []
+        var descriptors: [Int32] = []
+        for region in memory.regions {
+            guard let file = region.mapping.file else {
+                throw .backend("guest memory at 0x\(String(region.start.rawValue, radix: 16)) is not in a memory file, so the back-end cannot map it: give --memory shared=on")
+            }
+            regions.append(VhostUserMemoryRegion(guestPhysicalAddress: region.start.rawValue, size: region.size,
+                                                 userAddress: UInt64(UInt(bitPattern: region.hostAddress)),
+                                                 mmapOffset: UInt64(region.mapping.fileOffset)))
+            descriptors.append(file.rawValue)
+        }
+        return (regions, descriptors)
+    }
+
+    /// The VMM's virtual address of `length` bytes at `address`, which must lie in one region.
+    static func hostAddress(_ memory: GuestMemory, _ address: GuestAddress, length: UInt64, what: String, queue: Int) throws(VirtioDeviceError) -> UInt64 {
+        guard let region = memory.region(containing: address), let offset = region.offset(of: address), offset + length <= region.size else {
+            throw .backend("queue \(queue)'s \(what) at 0x\(String(address.rawValue, radix: 16)) is not inside one guest memory region")
+        }
+        return UInt64(UInt(bitPattern: region.hostAddress)) + offset
+    }
+}
