@@ -20,11 +20,18 @@ bl_actual() { "$remote" --api-socket "$1" info 2>/dev/null | grep -o '"memory_ac
 # again, so the VMM holds those pages. `ch-remote resize --balloon 256M`: the guest's driver
 # inflates (MemTotal drops by 256 MiB), vm.info's memory_actual_size drops to 256 MiB and the
 # VMM's RSS drops (the pages went back to level 1). `resize --balloon 0`: the guest gets its
-# memory back and fills 320 MiB of tmpfs, more than it had while inflated. A balloon larger
-# than 32 bits of pages is not checked by Cloud Hypervisor and is not tried here; a VM without
-# a balloon refuses `resize --balloon` (checked by the unit tests).
+# memory back and fills 320 MiB of tmpfs, more than it had while inflated. It runs twice: with
+# private anonymous guest memory (pages dropped with MADV_DONTNEED) and with --memory shared=on
+# (memfd-backed: pages punched out of the file, then dropped). A VM without a balloon refuses
+# `resize --balloon` (checked on /dev/kvm by BalloonBinaryTests).
 scenario_balloon() {
-  local bl_dir sock
+  bl_run private size=512M
+  bl_run shared size=512M,shared=on
+}
+
+# bl_run LABEL MEMORY: one run of the scenario with --memory MEMORY.
+bl_run() {
+  local label="$1" memory="$2" bl_dir sock
   bl_dir="$(mktemp -d)"
   sock="$bl_dir/api.sock"
   bl_inflate() {
@@ -65,7 +72,7 @@ scenario_balloon() {
   BL-INFLATED-([0-9]+)|||!bl_measure
   BL-DEFLATED-([0-9]+-[0-9]+-[0-9]+)|||!bl_final
   BL-DONE-([0-9]+)|||poweroff -f"
-  run_l2 balloon "$steps" "$binary" --api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=512M \
+  run_l2 "balloon-$label" "$steps" "$binary" --api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory "$memory" \
     --balloon size=0,deflate_on_oom=off,free_page_reporting=off --cmdline "$append"
   local total0="${captures[0]%%-*}" filled="${captures[0]#*-}" inflated="${captures[1]:-0}"
   local rss_before rss_inflated actual_before actual_inflated actual_deflated
@@ -76,14 +83,14 @@ scenario_balloon() {
   actual_deflated="$(awk '/^actual-deflated/{print $2}' "$bl_dir/deflate.out" 2>/dev/null)"
   local deflated_total=0 dd_status=1 dd_mib=0
   IFS=- read -r deflated_total dd_status dd_mib <<<"${captures[2]:-0-1-0}"
-  echo "ch-e2e: [balloon] inflate: $(tr '\n' ' ' <"$bl_dir/inflate.out" 2>/dev/null); deflate: $(tr '\n' ' ' <"$bl_dir/deflate.out" 2>/dev/null)"
+  echo "ch-e2e: [balloon-$label] inflate: $(tr '\n' ' ' <"$bl_dir/inflate.out" 2>/dev/null); deflate: $(tr '\n' ' ' <"$bl_dir/deflate.out" 2>/dev/null)"
   if ((steps_done == 5)) && ((vmm_status == 0)) && grep -q resized "$bl_dir/inflate.out" && grep -q resized "$bl_dir/deflate.out" &&
     ((total0 - inflated >= 262144 - 2048)) && [[ $actual_before == 536870912 && $actual_inflated == 268435456 && $actual_deflated == 536870912 ]] &&
     ((${rss_before:-0} - ${rss_inflated:-0} >= 131072)) && ((deflated_total >= total0)) && ((dd_status == 0 && dd_mib >= 320)) &&
     grep -o '"balloon": *{[^}]*' "$bl_dir/info.json" | grep -q '"size": *0[,}]*'; then
-    pass "balloon: 512 MiB guest with --balloon size=0 filled $filled MiB and freed it; ch-remote resize --balloon 256M: guest MemTotal $total0 -> $inflated kB, vm.info memory_actual_size 536870912 -> $actual_inflated, VMM RSS $rss_before -> $rss_inflated kB; resize --balloon 0: MemTotal back to $deflated_total kB, memory_actual_size $actual_deflated, the guest wrote $dd_mib MiB to tmpfs (more than it had while inflated); VMM status 0"
+    pass "balloon ($label memory, --memory $memory): guest with --balloon size=0 filled $filled MiB and freed it; ch-remote resize --balloon 256M: guest MemTotal $total0 -> $inflated kB, vm.info memory_actual_size 536870912 -> $actual_inflated, VMM RSS $rss_before -> $rss_inflated kB; resize --balloon 0: MemTotal back to $deflated_total kB, memory_actual_size $actual_deflated, the guest wrote $dd_mib MiB to tmpfs (more than it had while inflated); VMM status 0"
   else
-    fail "balloon: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}], RSS $rss_before -> $rss_inflated kB, memory_actual_size $actual_before -> $actual_inflated -> $actual_deflated, info: $(grep -o '"balloon":[^}]*}' "$bl_dir/info.json" 2>/dev/null)"
+    fail "balloon ($label memory): steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}], RSS $rss_before -> $rss_inflated kB, memory_actual_size $actual_before -> $actual_inflated -> $actual_deflated, info: $(grep -o '"balloon":[^}]*}' "$bl_dir/info.json" 2>/dev/null)"
   fi
   rm -rf "$bl_dir"
 }

@@ -40,7 +40,8 @@
 #   balloon  --memory size=512M --balloon size=0 and --api-socket (balloon-scenario.sh): the guest
 #            fills and frees its memory; ch-remote resize --balloon 256M inflates it (guest
 #            MemTotal and vm.info memory_actual_size drop by 256 MiB, the VMM's RSS drops);
-#            resize --balloon 0 deflates it and the guest writes 320 MiB to tmpfs again.
+#            resize --balloon 0 deflates it and the guest writes 320 MiB to tmpfs again; run with
+#            private memory and with shared=on (memfd: pages punched out of the file).
 #   fs       virtio-fs through the vhost-user front-end (fs-scenario.sh): Debian's virtiofsd
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
