@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -37,6 +37,11 @@
 #            reads its file, writes 64 KiB with dd conv=fsync (a virtio-pmem flush) that level 1
 #            then finds in the file; a third with discard_writes=on shows the guest its own
 #            write while the file stays unchanged.
+#   balloon  --memory size=512M --balloon size=0 and --api-socket (balloon-scenario.sh): the guest
+#            fills and frees its memory; ch-remote resize --balloon 256M inflates it (guest
+#            MemTotal and vm.info memory_actual_size drop by 256 MiB, the VMM's RSS drops);
+#            resize --balloon 0 deflates it and the guest writes 320 MiB to tmpfs again; run with
+#            private memory and with shared=on (memfd: pages punched out of the file).
 #   fs       virtio-fs through the vhost-user front-end (fs-scenario.sh): Debian's virtiofsd
 #            serves a directory of level 1; the guest (--memory shared=on, --fs tag=myfs,
 #            socket=PATH) mounts it with -t virtiofs, reads level 1's file (md5) and writes one
@@ -98,7 +103,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -401,6 +406,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=pmem-scenario.sh
     source "$here/pmem-scenario.sh"
     scenario_pmem
+  fi
+  if want balloon; then
+    # shellcheck source-path=SCRIPTDIR source=balloon-scenario.sh
+    source "$here/balloon-scenario.sh"
+    scenario_balloon
   fi
   if want fs; then
     # shellcheck source-path=SCRIPTDIR source=fs-scenario.sh

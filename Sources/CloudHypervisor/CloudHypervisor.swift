@@ -68,7 +68,7 @@ struct CloudHypervisorCommand: ParsableCommand {
     @Option(name: .customLong("host-data"), help: ArgumentHelp("SEV-SNP host data (absent here).", valueName: "host-data"))
     var hostData: String?
 
-    @Option(help: ArgumentHelp("Balloon (absent here): \(BalloonConfig.syntax)", valueName: "balloon"))
+    @Option(help: ArgumentHelp("Balloon: \(BalloonConfig.syntax)", valueName: "balloon"))
     var balloon: String?
 
     @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-fs (a vhost-user back-end such as virtiofsd; needs --memory shared=on), repeatable: \(FsConfig.syntax)", valueName: "fs"))

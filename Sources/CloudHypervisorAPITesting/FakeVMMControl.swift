@@ -183,6 +183,10 @@ public final class FakeVMMControl: VMMControl {
                 }
                 snapshot.config?.cpus.bootVCPUs = vcpus
             }
+            // The balloon's size goes into the configuration, as the real controller's does.
+            if let balloon = request.desiredBalloon, config.balloon != nil, !permissive {
+                snapshot.config?.balloon?.size = balloon
+            }
         }
     }
 

@@ -42,6 +42,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case userfaultfdFailed(SystemError)
     /// On-demand restore cannot serve this region; the reason says why.
     case onDemandRestoreUnsupported(region: GuestAddress, reason: String)
+    /// Handing a guest range back to the host (`fallocate` punch-hole, `madvise`) failed.
+    case hostAdviceFailed(address: GuestAddress, length: Int, SystemError)
 
     /// A sentence that explains the failure and names the guest range in hexadecimal.
     public var description: String {
@@ -84,6 +86,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
             return "on-demand memory restore failed: \(error)"
         case let .onDemandRestoreUnsupported(region, reason):
             return "on-demand memory restore cannot serve the guest memory region at \(region): \(reason)"
+        case let .hostAdviceFailed(address, length, error):
+            return "the host refused advice on guest range \(Self.range(address, length)): \(error)"
         }
     }
 

@@ -87,6 +87,32 @@ public final class MemoryMapping: @unchecked Sendable {
         _ = try checked("madvise") { madvise(baseAddress + offset, length, advice) }
     }
 
+    /// Hands `length` bytes from `offset` back to the host: a shared mapping of a file (a
+    /// `memfd`, a memory-backed file) first has the range punched out of the file, then the
+    /// range is dropped with `MADV_DONTNEED`; the next access reads zeros (anonymous or shared
+    /// memory) or the file's bytes again (a private file mapping keeps its file untouched).
+    /// This is what a balloon does with the pages the guest gives up.
+    ///
+    /// The corresponding system calls are `fallocate(PUNCH_HOLE|KEEP_SIZE)` and `madvise(MADV_DONTNEED)`.
+    public func discard(offset: Int, length: Int) throws(SystemError) {
+        guard offset >= 0, length >= 0, offset <= size, length <= size - offset else {
+            throw SystemError(call: "discard(outside the mapping)", errno: EINVAL)
+        }
+        guard length > 0 else { return }
+        if let file, options.contains(.shared) {
+            let mode = Self.fallocatePunchHole | Self.fallocateKeepSize
+            _ = try checked("fallocate(punch hole, \(length) bytes at file offset \(fileOffset + Int64(offset)))") {
+                clinux_fallocate(file.rawValue, mode, fileOffset + Int64(offset), Int64(length))
+            }
+        }
+        try advise(offset: offset, length: length, advice: MADV_DONTNEED)
+    }
+
+    /// `FALLOC_FL_KEEP_SIZE`.
+    static let fallocateKeepSize: Int32 = 0x01
+    /// `FALLOC_FL_PUNCH_HOLE`.
+    static let fallocatePunchHole: Int32 = 0x02
+
     /// The host's page size.
     public static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 }

@@ -16,6 +16,8 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
     case vsock(VirtioVsock.State)
     /// A ``VirtioPmem``'s state.
     case pmem(VirtioPmem.State)
+    /// A ``VirtioBalloon``'s state.
+    case balloon(VirtioBalloon.State)
     /// A device that cannot save its state (restoring it is refused).
     case unsupported(type: UInt16)
 
@@ -28,6 +30,7 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
         case .console: "console"
         case .vsock: "vsock"
         case .pmem: "pmem"
+        case .balloon: "balloon"
         case .unsupported(let type): "unsupported type \(type)"
         }
     }

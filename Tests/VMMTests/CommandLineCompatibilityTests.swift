@@ -96,7 +96,7 @@ struct CommandLineCompatibilityTests {
 
     @Test("every v53.0 option is accepted by the parser, and those of absent features are refused naming the option",
           arguments: [
-            (["--balloon", "size=1G,deflate_on_oom=on"], "--balloon"),
+            (["--balloon", "size=1G,deflate_on_oom=on,iommu=on"], "--balloon iommu="),
             (["--pmem", "file=/tmp/p,size=128M,discard_writes=on,iommu=on"], "--pmem iommu="),
             (["--vsock", "cid=3,socket=/tmp/v.sock,iommu=on"], "--vsock iommu="),
             (["--vdpa", "path=/dev/vhost-vdpa-0,num_queues=2"], "--vdpa"),
@@ -120,6 +120,19 @@ struct CommandLineCompatibilityTests {
         let error = #expect(throws: ConfigError.self) { _ = try Self.config(["--kernel", "k"] + arguments) }
         #expect(error?.option == option, "\(error?.description ?? "")")
         #expect(error?.description.contains("absent feature") == true, "\(error?.description ?? "")")
+    }
+
+    @Test("--balloon parses as Cloud Hypervisor's, takes the id __balloon and must stay below the RAM")
+    func balloonOption() throws {
+        let config = try #require(try Self.config(["--kernel", "k", "--memory", "size=512M", "--balloon", "size=256M,deflate_on_oom=on"]))
+        try config.validate()
+        #expect(config.balloon?.size == 256 << 20 && config.balloon?.deflateOnOOM == true && config.balloon?.freePageReporting == false)
+        #expect(config.balloonID == "__balloon")
+        let error = #expect(throws: ConfigError.self) {
+            try Self.config(["--kernel", "k", "--memory", "size=512M", "--balloon", "size=512M"])?.validate()
+        }
+        #expect(error?.option == "--balloon" && error?.description.contains("Balloon size (536870912) greater than RAM (536870912)") == true)
+        #expect(throws: ConfigError.self) { try Self.config(["--kernel", "k", "--disk", "path=/tmp/d,id=b0", "--balloon", "size=0,id=b0"])?.validate() }
     }
 
     @Test("--fs parses with Cloud Hypervisor's defaults and needs --memory shared=on")

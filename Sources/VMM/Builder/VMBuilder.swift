@@ -45,6 +45,8 @@ final class BuiltVM: @unchecked Sendable {
     let vsock: AttachedVsock?
     /// The virtio-pmem devices, in configuration order.
     var pmems: [AttachedPmem] = []
+    /// The virtio-balloon device, when the configuration has one.
+    var balloon: VirtioBalloon?
     /// The 64-bit device area (shared between the PCI segments' 64-bit windows) as (base, size).
     var deviceArea: (base: UInt64, size: UInt64) = (0, 0)
     /// Every device with its id, resources, counters and state, in boot order.
@@ -255,6 +257,15 @@ struct VMBuilder {
             managed.append(DeviceRegistration.removable(entry, attachment: attached.attachment, context: on(vsockConfig.pci.pciSegment)) { _ in attached.close() })
             vsock = attached
         }
+        var balloon: VirtioBalloon?
+        if let balloonConfig = config.balloon, let id = config.balloonID {
+            let (attachment, address, device) = try attachVirtioBalloon(balloonConfig, id: id, context: on(balloonConfig.pci.pciSegment),
+                                                                        bars: &bars[Int(balloonConfig.pci.pciSegment)])
+            virtio.append(attachment)
+            // No vm.counters entry: Cloud Hypervisor's balloon reports none.
+            managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-balloon", attachment: attachment, address: address, mover: mover))
+            balloon = device
+        }
 
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0])
         let cpuHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
@@ -294,6 +305,7 @@ struct VMBuilder {
                             events: events, exits: exits)
         built.commonCPUID = commonCPUID
         built.pmems = pmems
+        built.balloon = balloon
         built.deviceArea = area
         built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
                                               ejections: ejections)

@@ -118,7 +118,7 @@ extension VMConfig {
         for (index, device) in (net ?? []).enumerated() { found += device.absentFeatures(at: "net[\(index)]") }
         found += rng.pci.absentFeatures(at: "rng", option: "--rng")
         // Device kinds this VMM does not build.
-        if balloon != nil { absent("balloon", "--balloon", "virtio-balloon") }
+        if let balloon { found += balloon.pci.absentFeatures(at: "balloon", option: "--balloon", placesSlot: true) }
         if !(genericVhostUser ?? []).isEmpty { absent("generic_vhost_user", "--generic-vhost-user", "generic vhost-user devices") }
         for (index, device) in (fs ?? []).enumerated() { found += device.absentFeatures(at: "fs[\(index)]") }
         for (index, device) in (pmem ?? []).enumerated() { found += device.absentFeatures(at: "pmem[\(index)]") }

@@ -15,6 +15,7 @@ extension VMConfig {
         try validatePmem()
         try validateVsock()
         try validateFs()
+        try validateBalloon()
         try console.validate(option: "--console")
         try validateLandlockRules()
         if serial.mode == .tty && console.mode == .tty {
@@ -249,5 +250,21 @@ extension VMConfig {
             }
             guard ids.insert(id).inserted else { throw ConfigError(option: "--fs", "id=\(id) is used by two devices; ids must be unique") }
         }
+    }
+}
+
+extension VMConfig {
+    /// The balloon's id: its `id=`, or Cloud Hypervisor's `__balloon`.
+    public var balloonID: String? { balloon.map { $0.pci.id ?? "__balloon" } }
+
+    /// The balloon: smaller than the RAM (Cloud Hypervisor's `BalloonLargerThanRam`) and an id
+    /// no other device has.
+    func validateBalloon() throws(ConfigError) {
+        guard let balloon, let id = balloonID else { return }
+        guard balloon.size < memory.size else {
+            throw ConfigError(option: "--balloon", "Balloon size (\(balloon.size)) greater than RAM (\(memory.size)): give a size below the RAM")
+        }
+        let ids = Set(diskIDs + netIDs + pmemIDs + fsIDs + (vsockID.map { [$0] } ?? []))
+        guard !ids.contains(id) else { throw ConfigError(option: "--balloon", "id=\(id) is used by two devices; ids must be unique") }
     }
 }

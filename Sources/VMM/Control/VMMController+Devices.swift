@@ -7,8 +7,11 @@ extension VMMController {
     /// `vm.resize`: `desired_vcpus` from 1 to `max_vcpus` hotplugs or unplugs vCPUs on a
     /// running VM (through the ACPI CPU hotplug controller, as Cloud Hypervisor) and becomes
     /// the configuration's `boot_vcpus` either way. A request for the current RAM changes
-    /// nothing (Kata sends one on every container create); other RAM sizes and the balloon
-    /// need memory hotplug and virtio-balloon, absent features.
+    /// nothing (Kata sends one on every container create); other RAM sizes need memory
+    /// hotplug, an absent feature. `desired_balloon` asks a running VM's virtio-balloon for
+    /// that many bytes (`num_pages` and a configuration interrupt; refused without a balloon,
+    /// Cloud Hypervisor's `MissingVirtioBalloon`) and becomes the configuration's balloon size;
+    /// before boot it only sets that size (ignored without a balloon, as Cloud Hypervisor does).
     public func resize(_ request: VMResize) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard var config = slot.config else { throw .vmNotCreated }
@@ -25,18 +28,29 @@ extension VMMController {
                 throw .absentFeature(AbsentFeature(field: "desired_ram", option: "ch-remote resize --memory",
                                                    feature: "memory hotplug (the VM has \(config.memory.size) bytes)"))
             }
-            if let balloon = request.desiredBalloon, balloon != 0 {
-                throw .absentFeature(AbsentFeature(field: "desired_balloon", option: "ch-remote resize --balloon", feature: "virtio-balloon"))
-            }
-            guard let vcpus = request.desiredVCPUs else { return }
+            guard request.desiredVCPUs != nil || request.desiredBalloon != nil else { return }
             try Self.refuseWhileMigrating(slot, "vm.resize")
             if let instance = slot.instance {
+                if let balloonSize = request.desiredBalloon, instance.built.balloon == nil {
+                    throw .failed(action: "vm.resize", reason: "Missing virtio-balloon, can't proceed as expected: the VM has no --balloon device to resize to \(balloonSize) bytes")
+                }
                 monitor?.emit(source: "vm", event: "resizing")
-                do { _ = try instance.resizeVCPUs(to: Int(vcpus)) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
-                instance.built.setBootVCPUs(Int(vcpus))
+                if let vcpus = request.desiredVCPUs {
+                    do { _ = try instance.resizeVCPUs(to: Int(vcpus)) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
+                    instance.built.setBootVCPUs(Int(vcpus))
+                }
+                if let balloonSize = request.desiredBalloon, let balloon = instance.built.balloon {
+                    balloon.resize(to: balloonSize)
+                    // A reboot, a snapshot or a migration then starts with this size.
+                    var built = instance.built.config
+                    built.balloon?.size = balloonSize
+                    instance.built.replaceConfig(built)
+                    logger.info("balloon: asked the guest for \(balloonSize) bytes")
+                }
                 monitor?.emit(source: "vm", event: "resized")
             }
-            config.cpus.bootVCPUs = vcpus
+            if let vcpus = request.desiredVCPUs { config.cpus.bootVCPUs = vcpus }
+            if let balloonSize = request.desiredBalloon, config.balloon != nil { config.balloon?.size = balloonSize }
             slot.config = config
         }
     }

@@ -373,7 +373,10 @@ public final class VMMController: VMMControl {
                 if let path = built.serialPTYPath { config.serial.file = path }
                 if let path = built.consolePTYPath { config.console.file = path }
             }
-            return VMInfo(config: config, state: slot.state, memoryActualSize: config.memory.size,
+            // Cloud Hypervisor's memory_actual_size: the RAM less what the balloon holds (as its driver reports).
+            let ballooned = slot.instance?.built.balloon?.actualSize ?? 0
+            let actual = config.memory.size > ballooned ? config.memory.size - ballooned : 0
+            return VMInfo(config: config, state: slot.state, memoryActualSize: actual,
                           deviceTree: slot.instance?.built.deviceManager.deviceTree)
         }
     }
