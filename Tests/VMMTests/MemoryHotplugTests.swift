@@ -86,8 +86,8 @@ struct MemoryHotplugTests {
 
     @Test func refusesWithCloudHypervisorsReasons() throws {
         let (support, vm, memory, line, _) = try support()
-        #expect { try support.resize(to: (512 << 20) + (100 << 20)) } throws: { "\($0)".contains("not a valid size") }
-        #expect { try support.resize(to: 2048 << 20) } throws: { "\($0)".contains("Not enough space in the hotplug RAM region") }
+        #expect { try support.resize(to: (512 << 20) + (100 << 20)) } throws: { $0 is MemoryResizeRefusal && "\($0)".contains("not a valid size") }
+        #expect { try support.resize(to: 2048 << 20) } throws: { $0 is MemoryResizeRefusal && "\($0)".contains("Not enough space in the hotplug RAM region") }
         #expect(vm.memorySlots.count == 1 && memory.regions.count == 1 && line.count == 0 && support.currentRAM == 512 << 20)
         // Two steps fill the room; the second region follows the first.
         #expect(try support.resize(to: 640 << 20))
@@ -110,6 +110,9 @@ struct MemoryHotplugTests {
         config.payload?.kernel = "/k"
         try controller.create(config)
         try controller.resize(VMResize(desiredRAM: 1 << 30))
+        #expect(try controller.info().config.memory.size == 1 << 30)
+        // The size is checked as vm.create checks it; a refused one changes nothing.
+        #expect(throws: ControlError.self) { try controller.resize(VMResize(desiredRAM: 4096)) }
         #expect(try controller.info().config.memory.size == 1 << 30)
     }
 }

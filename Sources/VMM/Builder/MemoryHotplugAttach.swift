@@ -51,23 +51,24 @@ final class MemoryHotplugSupport: @unchecked Sendable {
     /// difference; asking for the current size or less changes nothing (Cloud Hypervisor's
     /// ACPI memory hotplug cannot remove memory). Returns whether memory was added.
     ///
-    /// - Throws: a ``VMMError`` with Cloud Hypervisor's reason when every hotplug slot is
-    ///   taken, the addition is not a multiple of 128 MiB, or it does not fit the room
-    ///   `hotplug_size` kept; or when mapping or registering the region fails.
+    /// - Throws: a ``MemoryResizeRefusal`` with Cloud Hypervisor's reason, changing nothing,
+    ///   when every hotplug slot is taken, the addition is not a multiple of 128 MiB, or it
+    ///   does not fit the room `hotplug_size` kept; another error when mapping or registering
+    ///   the region fails.
     func resize(to desired: UInt64) throws -> Bool {
         try sizes.withLock { sizes in
             guard desired > sizes.current else { return false }
             let added = desired - sizes.current
             guard controller.hasFreeSlot else {
-                throw VMMError(description: "No ACPI slot available: all \(ACPIMemoryHotplugController.slotCount) memory hotplug slots are used")
+                throw MemoryResizeRefusal(description: "No ACPI slot available: all \(ACPIMemoryHotplugController.slotCount) memory hotplug slots are used")
             }
             guard added % Self.granularity == 0 else {
-                throw VMMError(description: "The requested hotplug memory addition is not a valid size: \(added) bytes is not a multiple of 128 MiB")
+                throw MemoryResizeRefusal(description: "The requested hotplug memory addition is not a valid size: \(added) bytes is not a multiple of 128 MiB")
             }
             let start = Self.regionStart(after: memory.lastAddress?.rawValue ?? 0)
             guard start <= roomEnd, added <= roomEnd - start else {
                 let room = roomEnd > start ? roomEnd - start : 0
-                throw VMMError(description: "Not enough space in the hotplug RAM region: \(added) bytes asked, \(room) left of hotplug_size")
+                throw MemoryResizeRefusal(description: "Not enough space in the hotplug RAM region: \(added) bytes asked, \(room) left of hotplug_size")
             }
             let region = try makeRegion(start: GuestAddress(start), size: added, index: memory.regions.count)
             let slot = (vm.memorySlots.map(\.slot).max() ?? 0) + 1
@@ -115,6 +116,13 @@ final class MemoryHotplugSupport: @unchecked Sendable {
         if config.mergeable { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
         return region
     }
+}
+
+/// A `desired_ram` ACPI memory hotplug cannot give (Cloud Hypervisor's `NoSlotAvailable`,
+/// `InvalidSize`, `InsufficientHotplugRam`), with its sentence; nothing was changed.
+struct MemoryResizeRefusal: Error, CustomStringConvertible {
+    /// The reason, starting with Cloud Hypervisor's words.
+    let description: String
 }
 
 extension VMBuilder {

@@ -37,13 +37,21 @@ extension VMMController {
                     instance.built.setBootVCPUs(Int(vcpus))
                 }
                 if let ram, let hotplug = instance.built.memoryHotplug {
-                    do { _ = try hotplug.resize(to: ram) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
+                    do { _ = try hotplug.resize(to: ram) } catch let refusal as MemoryResizeRefusal {
+                        throw .invalidConfig("desired_ram \(ram): \(refusal)")
+                    } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
                     instance.built.setMemorySize(ram)
                 }
                 monitor?.emit(source: "vm", event: "resized")
             }
             if let vcpus = request.desiredVCPUs { config.cpus.bootVCPUs = vcpus }
-            if let ram { config.memory.size = ram }
+            if let ram {
+                config.memory.size = ram
+                // Before boot the size is checked as vm.create checks it (the boot would fail later).
+                if slot.instance == nil {
+                    do { try config.memory.validate() } catch { throw .invalidConfig("desired_ram \(ram): \(error)") }
+                }
+            }
             slot.config = config
         }
     }
