@@ -10,12 +10,17 @@ front-ends (the data path itself runs between the guest and the back-end):
 - virtio-fs: Debian's virtiofsd (`cache=none`) serves a tmpfs directory; the guest reads a
   128 MiB file and writes 128 MiB with `conv=fsync`;
 - vhost-user-blk: this package's vhost_user_block serves a 128 MiB raw image; the guest's
-  ch-blkbench times O_DIRECT sequential reads and writes in 1 MiB blocks and 4 KiB random reads.
+  ch-blkbench times O_DIRECT sequential reads and writes in 1 MiB blocks and 4 KiB random reads;
+  cloud-hypervisor also boots once with the image as its own in-VMM virtio-blk disk;
+- vsock: cloud-hypervisor's hybrid vsock against QEMU's vhost-vsock-pci (level 1 loads
+  vhost_vsock): level 1's ch-vsockbench connects (`CONNECT 1234` on the socket, or AF_VSOCK to
+  CID 3) to the guest's listener and both send 128 MiB at once; MiB/s of both directions
+  together, from level 1's clock.
 
 cloud-hypervisor runs `--memory size=512M,shared=on` with `--fs` / `--disk vhost_user=on`;
 QEMU runs a memfd memory backend with `vhost-user-fs-pci` / `vhost-user-blk-pci`. Each run
 boots both VMMs, alternating which goes first; MiB/s come from the guest's own clock
-(`/proc/uptime` for virtio-fs, ch-blkbench's for the disk). Figures are medians with their
+(`/proc/uptime` for virtio-fs, ch-blkbench's for the disk; level 1's for vsock). Figures are medians with their
 spread; the ratio is the median of per-run ratios cloud-hypervisor / QEMU (higher is better).
 """
 import os
@@ -32,6 +37,7 @@ from bench_common import Guest, spread, wait_path  # noqa: E402
 binary, remote, vmlinux, initrd = sys.argv[1:5]
 runs = int(sys.argv[5]) if len(sys.argv) > 5 else 5
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+VSOCKBENCH = os.path.join(os.environ.get("CH_NESTED_CACHE", os.path.expanduser("~/.cache/cloud-hypervisor-swift/nested")), "ch-vsockbench")
 BACKEND = os.path.join(os.path.dirname(binary), "vhost_user_block")
 CMDLINE = "console=ttyS0 panic=-1"
 MIB = 128
@@ -145,14 +151,12 @@ def blk_round(vmm, work):
                     "-chardev", f"socket,id=blk,path={sock}", "-device", "vhost-user-blk-pci,chardev=blk,num-queues=1",
                     "-kernel", vmlinux, "-initrd", initrd, "-append", CMDLINE]
         guest = boot(argv, work, f"{vmm}-blk")
-        shell = Shell(guest)
-        rates = []
-        for mode, size, count in (("read", 1048576, 64), ("write", 1048576, 64), ("randread", 4096, 2048)):
-            out = shell.run(f"ch-blkbench /dev/vda {mode} {size} {count}")
-            match = re.search(rf"CH-BLKBENCH {mode} [0-9]+ [0-9]+ ([0-9.]+)", out)
-            if not match:
-                raise RuntimeError(f"{vmm}: no ch-blkbench {mode} figure: {out[-300:]}")
-            rates.append(float(match.group(1)))
+        rates = blkbench(guest, vmm)
+        if vmm == "ch":
+            # The same image as an in-VMM virtio-blk disk, for the back-end's cost against it.
+            guest.kill()
+            guest = boot(argv[:-2] + ["--disk", f"path={image},num_queues=1,queue_size=128"], work, "ch-virtio-blk")
+            rates += blkbench(guest, "ch-virtio-blk")
         return tuple(rates)
     finally:
         if guest:
@@ -161,10 +165,50 @@ def blk_round(vmm, work):
         daemon.wait()
 
 
+def blkbench(guest, name):
+    shell = Shell(guest)
+    rates = []
+    for mode, size, count in (("read", 1048576, 64), ("write", 1048576, 64), ("randread", 4096, 2048)):
+        out = shell.run(f"ch-blkbench /dev/vda {mode} {size} {count}")
+        match = re.search(rf"CH-BLKBENCH {mode} [0-9]+ [0-9]+ ([0-9.]+)", out)
+        if not match:
+            raise RuntimeError(f"{name}: no ch-blkbench {mode} figure: {out[-300:]}")
+        rates.append(float(match.group(1)))
+    return rates
+
+
+def vsock_round(vmm, work):
+    """vsock MiB/s both ways at once (host sends MIB MiB, the guest sends MIB MiB) under `vmm`."""
+    sock = os.path.join(work, "vsock.sock")
+    send = os.path.join(work, "to-guest")
+    with open(send, "wb") as f:
+        f.write(os.urandom(MIB << 20))
+    if vmm == "ch":
+        argv = [binary, "--kernel", vmlinux, "--initramfs", initrd, "--cmdline", CMDLINE, "--cpus", "boot=1",
+                "--memory", "size=512M", "--serial", "tty", "--console", "off", "--vsock", f"cid=3,socket={sock}"]
+        host = [VSOCKBENCH, "unix-connect", sock, "1234", send, os.path.join(work, "from-guest")]
+    else:
+        argv = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-smp", "1", "-m", "512", "-nographic", "-no-reboot",
+                "-nic", "none", "-device", "vhost-vsock-pci,guest-cid=3", "-kernel", vmlinux, "-initrd", initrd, "-append", CMDLINE]
+        host = [VSOCKBENCH, "vsock-connect", "3", "1234", send, os.path.join(work, "from-guest")]
+    guest = boot(argv, work, f"{vmm}-vsock")
+    try:
+        shell = Shell(guest)
+        shell.run(f"head -c {MIB << 20} /dev/urandom >/tmp/s; (ch-vsockbench vsock-listen 1234 /tmp/s /tmp/r >/tmp/vl.log 2>&1 &); sleep 1")
+        result = subprocess.run(host, capture_output=True, text=True, timeout=600)
+        match = re.search(r"CH-VSOCKBENCH \S+ sent ([0-9]+) received ([0-9]+) ([0-9.]+)", result.stdout)
+        if not match or int(match.group(1)) != MIB << 20 or int(match.group(2)) != MIB << 20:
+            raise RuntimeError(f"{vmm}: vsock exchange incomplete: {result.stdout.strip()} {result.stderr.strip()}")
+        return ((int(match.group(1)) + int(match.group(2))) / 1048576 / max(float(match.group(3)), 0.001),)
+    finally:
+        guest.kill()
+
+
 def main():
     failures = 0
-    figures = {}
-    benches = [("virtio-fs", fs_round, ("read", "write")),
+    figures, inside = {}, {}
+    benches = [("vsock", vsock_round, ("both ways at once",)),
+               ("virtio-fs", fs_round, ("read", "write")),
                ("vhost-user-blk", blk_round, ("sequential read", "sequential write", "4 KiB random read"))]
     for run in range(runs):
         work = tempfile.mkdtemp(prefix="devbench.")
@@ -175,6 +219,8 @@ def main():
                     got[vmm] = round_(vmm, work)
                 for i, label in enumerate(labels):
                     figures.setdefault((name, label), []).append((got["ch"][i], got["qemu"][i]))
+                    if len(got["ch"]) > len(labels):  # the in-VMM device's figures follow
+                        inside.setdefault((name, label), []).append((got["ch"][i], got["ch"][len(labels) + i]))
                 log(f"run {run + 1} {name}: " + "; ".join(
                     f"{label} cloud-hypervisor {got['ch'][i]:.1f} MiB/s, QEMU {got['qemu'][i]:.1f} MiB/s" for i, label in enumerate(labels)))
         except Exception as error:  # a failed run is reported, the others still count
@@ -188,6 +234,11 @@ def main():
         print(f"ch-bench: device {name} {label} ({len(pairs)} runs, same back-end under both): cloud-hypervisor "
               f"{spread(ours, ' MiB/s', 1)}, QEMU {spread(theirs, ' MiB/s', 1)}, ratio {spread(ratios, 'x', 2)} (higher is better)",
               flush=True)
+    for (name, label), pairs in inside.items():
+        ratios = [a / b for a, b in pairs if b > 0]
+        print(f"ch-bench: device {name} {label} against cloud-hypervisor's in-VMM virtio-blk on the same image ({len(pairs)} runs): "
+              f"vhost-user {spread([a for a, _ in pairs], ' MiB/s', 1)}, in-VMM {spread([b for _, b in pairs], ' MiB/s', 1)}, "
+              f"ratio {spread(ratios, 'x', 2)}", flush=True)
     print(f"devices-bench: {failures} failed run(s)", flush=True)
     return 1 if failures else 0
 
