@@ -1,13 +1,14 @@
 # shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
 # The vhost-user back-end scenarios (blkbackend, netbackend) of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
-# pass, fail, captures, $append and $binary.
+# pass, fail, captures, $base, $append and $binary.
 
 # scenario_blkbackend: this package's vhost_user_block back-end serves a 16 MiB raw image of
 # random bytes (--block-backend path=,socket=,num_queues=1) to QEMU as the front-end
 # (-device vhost-user-blk-pci over memfd guest memory shared with the back-end). The guest
 # reads /dev/vda whole (md5 and size as level 1's image), writes 64 KiB at offset 64 KiB with
 # conv=fsync, and powers off; level 1 then finds the guest's bytes in the image, and the
-# back-end exits 0 once QEMU has disconnected, as Cloud Hypervisor's does.
+# back-end exits 0 once QEMU has disconnected, as Cloud Hypervisor's does. Then the same with
+# cloud-hypervisor as the front-end, over a qcow2 copy of the image.
 scenario_blkbackend() {
   local dir sock image backend backend_pid backend_status=0 host_sum
   backend="$(dirname "$binary")/vhost_user_block"
@@ -41,13 +42,40 @@ scenario_blkbackend() {
   while kill -0 "$backend_pid" 2>/dev/null && ((tries < 50)); do sleep 0.1; tries=$((tries + 1)); done
   kill "$backend_pid" 2>/dev/null && backend_status=killed
   [[ $backend_status == killed ]] || { wait "$backend_pid" || backend_status=$?; }
-  local written=""
+  local written="" qemu_captures qemu_steps
   written="$(dd if="$image" bs=65536 skip=1 count=1 status=none | md5sum | cut -c1-32)"
-  if ((steps_done == 3)) && [[ ${captures[0]:-} == "$host_sum-32768" && ${captures[1]:-} == "$written" ]] &&
-    [[ $backend_status == 0 ]] && ((status != 0)) && [[ $refused == *"--block-backend"*"sockett"* ]]; then
-    pass "blkbackend: vhost_user_block served a 16 MiB raw image to QEMU's vhost-user-blk-pci; the guest read it whole (md5 $host_sum, 32768 sectors), wrote 64 KiB (md5 $written) that level 1 finds in the image; the back-end exited 0 after QEMU left; an unknown key is refused (status $status)"
+  qemu_captures=("${captures[@]}") qemu_steps=$steps_done
+
+  # The same back-end with this VMM as the front-end (--disk vhost_user=on), over a qcow2
+  # copy of the image as it now is: the guest reads the same bytes and writes 64 KiB more at
+  # 128 KiB, which level 1 finds after converting the qcow2 image back to raw.
+  local qcow="$dir/disk.qcow2" sum_now ch_status=0 ch_written=""
+  sum_now="$(md5sum <"$image" | cut -c1-32)"
+  qemu-img convert -O qcow2 "$image" "$qcow"
+  rm -f "$sock"
+  "$backend" --block-backend "path=$qcow,socket=$sock" >"$dir/backend2.log" 2>&1 &
+  backend_pid=$!
+  tries=0
+  while [[ ! -S $sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
+  steps='L2-INIT-READY|||echo BLK-C-$(md5sum </dev/vda | cut -c1-32)-$(cat /sys/block/vda/size)
+  BLK-C-([0-9a-f]{32}-[0-9]+)|||head -c 65536 /dev/urandom >/tmp/w; dd if=/tmp/w of=/dev/vda bs=65536 seek=2 conv=fsync 2>/dev/null; echo BLK-D-$(md5sum </tmp/w | cut -c1-32)
+  BLK-D-([0-9a-f]{32})|||poweroff -f'
+  run_l2 blkbackend-ch "$steps" "$binary" "${base[@]}" --cpus boot=1 --memory size=512M,shared=on --cmdline "$append" \
+    --disk "vhost_user=on,socket=$sock"
+  tries=0
+  while kill -0 "$backend_pid" 2>/dev/null && ((tries < 50)); do sleep 0.1; tries=$((tries + 1)); done
+  kill "$backend_pid" 2>/dev/null && ch_status=killed
+  [[ $ch_status == killed ]] || { wait "$backend_pid" || ch_status=$?; }
+  qemu-img convert -O raw "$qcow" "$dir/back.raw" 2>/dev/null &&
+    ch_written="$(dd if="$dir/back.raw" bs=65536 skip=2 count=1 status=none | md5sum | cut -c1-32)"
+
+  if ((qemu_steps == 3)) && [[ ${qemu_captures[0]:-} == "$host_sum-32768" && ${qemu_captures[1]:-} == "$written" ]] &&
+    [[ $backend_status == 0 ]] && ((status != 0)) && [[ $refused == *"--block-backend"*"sockett"* ]] &&
+    ((steps_done == 3)) && ((vmm_status == 0)) && [[ ${captures[0]:-} == "$sum_now-32768" && ${captures[1]:-} == "$ch_written" ]] &&
+    [[ $ch_status == 0 ]]; then
+    pass "blkbackend: vhost_user_block served a 16 MiB raw image to QEMU's vhost-user-blk-pci; the guest read it whole (md5 $host_sum, 32768 sectors), wrote 64 KiB (md5 $written) that level 1 finds in the image; then a qcow2 copy to cloud-hypervisor's --disk vhost_user=on: the guest read it (md5 $sum_now) and wrote 64 KiB (md5 $ch_written) found in the qcow2 image; the back-end exited 0 after each front-end left; an unknown key is refused (status $status)"
   else
-    fail "blkbackend: steps $steps_done/3, captures [${captures[*]:-}], level 1: image md5 $host_sum, bytes at 64 KiB $written; back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+    fail "blkbackend: QEMU steps $qemu_steps/3, captures [${qemu_captures[*]:-}], level 1: image md5 $host_sum, bytes at 64 KiB $written, back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); cloud-hypervisor steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], level 1: md5 $sum_now, bytes at 128 KiB '${ch_written}', back-end status $ch_status: $(tail -n 5 "$dir/backend2.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
   fi
   rm -rf "$dir"
 }

@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -68,6 +68,10 @@
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
 #            resize --cpus 3 brings it back; resize --cpus 5 is refused (cpu-hotplug-scenario.sh).
+#   memhotplug --memory size=512M,hotplug_size=512M and --api-socket: ch-remote resize --memory
+#            1024M hot-adds 512 MiB (ACPI memory hotplug); the guest onlines the new blocks,
+#            MemTotal grows by about 512 MiB and a tmpfs holds 640 MiB; resize --memory 2048M is
+#            refused with a 4xx naming hotplug_size; vm.info reports 1 GiB (memhotplug-scenario.sh).
 #   pcihotplug --api-socket and one disk: ch-remote add-disk hot-adds an image the guest finds as
 #            /dev/vdb (ACPI PCI hotplug) and reads and writes; remove-device makes the guest eject
 #            it; 20 add/remove cycles of the same image leave the VMM's descriptors as they were;
@@ -108,7 +112,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -447,6 +451,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=cpu-hotplug-scenario.sh
     source "$here/cpu-hotplug-scenario.sh"
     scenario_cpuhotplug
+  fi
+  if want memhotplug; then
+    # shellcheck source-path=SCRIPTDIR source=memhotplug-scenario.sh
+    source "$here/memhotplug-scenario.sh"
+    scenario_memhotplug
   fi
   if want pcihotplug; then
     # shellcheck source-path=SCRIPTDIR source=pcihotplug-scenario.sh

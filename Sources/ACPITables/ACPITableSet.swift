@@ -33,6 +33,9 @@ public struct ACPIConfiguration: Sendable {
     /// are described under each of ``pciSegments``' host bridges (which
     /// ``additionalDefinitions`` must define); `nil` for no PCI hotplug.
     public var pciHotplugAddress: UInt64?
+    /// The address of Cloud Hypervisor's memory hotplug registers (`\_SB_.MHPC`, with its
+    /// memory devices `M000`...), for ACPI memory hotplug; `nil` for none.
+    public var memoryHotplugAddress: UInt64?
     /// The OEM and creator fields of every table.
     public var identity: ACPIIdentity
 
@@ -50,6 +53,7 @@ public struct ACPIConfiguration: Sendable {
         additionalDefinitions = []
         cpuHotplug = nil
         pciHotplugAddress = nil
+        memoryHotplugAddress = nil
         identity = .cloudHypervisor
     }
 
@@ -138,6 +142,9 @@ public struct ACPITableSet: Hashable, Sendable {
             definitions.append(try PlatformAML.hotpluggableProcessors(apicIDs: apicIDs))
         } else {
             definitions.append(try PlatformAML.processors(apicIDs: apicIDs))
+        }
+        if let address = configuration.memoryHotplugAddress {
+            definitions.append(try PlatformAML.memoryHotplugController(address: address))
         }
         definitions += configuration.additionalDefinitions
         if let address = configuration.pciHotplugAddress {

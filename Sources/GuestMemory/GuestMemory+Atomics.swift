@@ -27,7 +27,7 @@ extension GuestMemory {
     @inline(__always)
     func recordStore(_ location: Location) {
         if dirtyTracking {
-            regions[location.index].markDirty(offset: UInt64(location.offset), length: UInt64(location.length))
+            region(at: location.index).markDirty(offset: UInt64(location.offset), length: UInt64(location.length))
         }
     }
 

@@ -12,13 +12,19 @@ import Synchronization
 /// first ends. Guest memory is foreign memory: bytes are copied in and out with raw
 /// copies and never bound to Swift types.
 ///
-/// The class is `@unchecked Sendable`: the region list never changes after `init`, the
-/// dirty-tracking switch is an atomic, and region bitmaps are updated atomically. The
+/// The class is `@unchecked Sendable`: regions are only ever appended (``append(_:)``, for
+/// memory hotplug) into room reserved at `init`, and a new one is published by a release
+/// store of the count after its entry is written, so readers that acquire the count see
+/// whole entries; the dirty-tracking switch is an atomic, and region bitmaps are updated
+/// atomically. The
 /// guest itself writes this memory concurrently, which is the nature of guest RAM:
 /// validate what you copy out, and read shared ring indices with `loadAcquire`.
 public final class GuestMemory: @unchecked Sendable {
-    /// The regions, sorted by start address, none overlapping.
-    public let regions: [GuestMemoryRegion]
+    /// The regions, sorted by start address, none overlapping (a copy of the list at the
+    /// time of the call: hot-added regions come after it).
+    public var regions: [GuestMemoryRegion] {
+        Array(UnsafeBufferPointer(start: regionStorage, count: count.load(ordering: .acquiring)))
+    }
 
     // A plain copy of each region's bounds and host address, so the hot path searches an
     // array of trivial values (no reference counting) and never re-derives them.
@@ -37,24 +43,78 @@ public final class GuestMemory: @unchecked Sendable {
         let length: Int
     }
 
-    let spans: [Span]
+    /// The published spans (entries below the count are written once and never change).
+    var spans: UnsafeBufferPointer<Span> {
+        UnsafeBufferPointer(start: spanStorage, count: count.load(ordering: .acquiring))
+    }
+
+    /// Region `index` of the published ones.
+    @inline(__always)
+    func region(at index: Int) -> GuestMemoryRegion { regionStorage[index] }
+
+    // Room for `capacity` regions; the first `count` are initialised and published.
+    private let capacity: Int
+    private let spanStorage: UnsafeMutablePointer<Span>
+    private let regionStorage: UnsafeMutablePointer<GuestMemoryRegion>
+    private let count: Atomic<Int>
+    // Serialises appenders (readers never take it).
+    private let appending = Mutex<Void>(())
     private let tracking: Atomic<Bool>
 
     /// Builds guest memory from `regions` (in any order).
     ///
-    /// - Parameter dirtyTracking: whether writes through this object mark pages dirty from
-    ///   the start (see `dirtyTracking`).
+    /// - Parameters:
+    ///   - dirtyTracking: whether writes through this object mark pages dirty from the start
+    ///     (see `dirtyTracking`).
+    ///   - spareRegions: how many regions ``append(_:)`` may add later (memory hotplug).
     /// - Throws: `.noRegions` for an empty list, `.overlappingRegions` when two regions share
     ///   a byte (including the same region given twice).
-    public init(regions: [GuestMemoryRegion], dirtyTracking: Bool = false) throws(GuestMemoryError) {
+    public init(regions: [GuestMemoryRegion], dirtyTracking: Bool = false, spareRegions: Int = 0) throws(GuestMemoryError) {
         try Self.checkLayout(regions.map { ($0.start, $0.size) })
         let sorted = regions.sorted { $0.start < $1.start }
-        self.regions = sorted
-        spans = sorted.map { region in
-            Span(start: region.start.rawValue, end: region.end.rawValue, size: Int(region.size),
-                 host: region.hostAddress, writable: !region.isReadOnly)
+        capacity = sorted.count + max(spareRegions, 0)
+        spanStorage = .allocate(capacity: capacity)
+        regionStorage = .allocate(capacity: capacity)
+        for (index, region) in sorted.enumerated() {
+            (spanStorage + index).initialize(to: Self.span(of: region))
+            (regionStorage + index).initialize(to: region)
         }
+        count = Atomic(sorted.count)
         tracking = Atomic(dirtyTracking)
+    }
+
+    deinit {
+        let published = count.load(ordering: .acquiring)
+        spanStorage.deinitialize(count: published)
+        regionStorage.deinitialize(count: published)
+        spanStorage.deallocate()
+        regionStorage.deallocate()
+    }
+
+    static func span(of region: GuestMemoryRegion) -> Span {
+        Span(start: region.start.rawValue, end: region.end.rawValue, size: Int(region.size),
+             host: region.hostAddress, writable: !region.isReadOnly)
+    }
+
+    /// How many more regions ``append(_:)`` accepts.
+    public var spareRegions: Int { appending.withLock { _ in capacity - count.load(ordering: .relaxed) } }
+
+    /// Adds `region` after the last one (hot-added memory): accesses made after this returns,
+    /// from any thread, reach it; accesses in flight are unaffected.
+    ///
+    /// - Throws: `.noSpareRegion` when the room reserved at `init` is used up,
+    ///   `.overlappingRegions` when `region` does not start at or after the end of the last
+    ///   region (regions stay sorted).
+    public func append(_ region: GuestMemoryRegion) throws(GuestMemoryError) {
+        try appending.withLock { (_: inout Void) throws(GuestMemoryError) in
+            let published = count.load(ordering: .relaxed)
+            guard published < capacity else { throw .noSpareRegion(region.start, capacity: capacity) }
+            let last = regionStorage[published - 1]
+            guard region.start >= last.end else { throw .overlappingRegions(last.start, region.start) }
+            (spanStorage + published).initialize(to: Self.span(of: region))
+            (regionStorage + published).initialize(to: region)
+            count.store(published + 1, ordering: .releasing)
+        }
     }
 
     /// Maps anonymous, zero-filled memory for each `(start, size)` range and builds guest
@@ -65,7 +125,8 @@ public final class GuestMemory: @unchecked Sendable {
     public static func anonymous(
         _ ranges: [(start: GuestAddress, size: UInt64)],
         options: MemoryMapping.Options = [],
-        dirtyTracking: Bool = false
+        dirtyTracking: Bool = false,
+        spareRegions: Int = 0
     ) throws(GuestMemoryError) -> GuestMemory {
         try checkLayout(ranges.map { ($0.start, $0.size) })
         var regions: [GuestMemoryRegion] = []
@@ -73,7 +134,7 @@ public final class GuestMemory: @unchecked Sendable {
         for range in ranges {
             regions.append(try GuestMemoryRegion(start: range.start, size: range.size, options: options))
         }
-        return try GuestMemory(regions: regions, dirtyTracking: dirtyTracking)
+        return try GuestMemory(regions: regions, dirtyTracking: dirtyTracking, spareRegions: spareRegions)
     }
 
     /// Refuses an empty layout, empty or overflowing regions, and overlaps.
@@ -101,7 +162,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// The region that holds `address`, found by binary search, or `nil` for a gap or an
     /// address outside guest memory.
     public func region(containing address: GuestAddress) -> GuestMemoryRegion? {
-        regionIndex(containing: address).map { regions[$0] }
+        regionIndex(containing: address).map { region(at: $0) }
     }
 
     /// The index in `regions` of the region that holds `address`, or `nil`.
@@ -218,7 +279,7 @@ public final class GuestMemory: @unchecked Sendable {
             // SAFETY: locate() proved [offset, offset + chunk) lies inside this live, writable
             // region's mapping; done + chunk <= source.count.
             (spans[index].host + offset).copyMemory(from: base + done, byteCount: chunk)
-            if track { regions[index].markDirty(offset: UInt64(offset), length: UInt64(chunk)) }
+            if track { region(at: index).markDirty(offset: UInt64(offset), length: UInt64(chunk)) }
         }
     }
 
@@ -276,7 +337,7 @@ public final class GuestMemory: @unchecked Sendable {
         forEachChunk(location) { index, offset, _, chunk in
             // SAFETY: locate() proved [offset, offset + chunk) lies inside this live, writable region.
             _ = memset(spans[index].host + offset, Int32(byte), chunk)
-            if track { regions[index].markDirty(offset: UInt64(offset), length: UInt64(chunk)) }
+            if track { region(at: index).markDirty(offset: UInt64(offset), length: UInt64(chunk)) }
         }
     }
 
@@ -391,7 +452,7 @@ public final class GuestMemory: @unchecked Sendable {
             let span = spans[index]
             let low = max(first, span.start)
             let high = min(rangeEnd, span.end)
-            if low < high { regions[index].markDirty(offset: low - span.start, length: high - low) }
+            if low < high { region(at: index).markDirty(offset: low - span.start, length: high - low) }
             index += 1
         }
     }

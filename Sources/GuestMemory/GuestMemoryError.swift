@@ -22,6 +22,9 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case mappingFailed(SystemError)
     /// Guest memory was built from an empty list of regions.
     case noRegions
+    /// A region at this address cannot be added: the room for `capacity` regions reserved
+    /// when the guest memory was built is used up.
+    case noSpareRegion(GuestAddress, capacity: Int)
     /// The range is backed, but by more than one region, and the operation (an atomic
     /// access, a host pointer) needs one contiguous host mapping.
     case crossesRegionBoundary(address: GuestAddress, length: Int)
@@ -68,6 +71,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
             return "could not set up host memory for guest RAM: \(error)"
         case .noRegions:
             return "guest memory needs at least one region, but none was given"
+        case let .noSpareRegion(address, capacity):
+            return "cannot add a guest memory region at \(address): the guest memory was built with room for \(capacity) regions and they are all used"
         case let .crossesRegionBoundary(address, length):
             return "guest range \(Self.range(address, length)) spans more than one memory region, "
                 + "but this operation needs it inside a single region"

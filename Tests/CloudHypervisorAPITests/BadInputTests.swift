@@ -132,6 +132,16 @@ struct BadInputTests {
         }
     }
 
+    @Test("vm.resize-disk to a size no file can have (2^63 and above): 400 naming desired_size, found by the API fuzz")
+    func resizeDiskBeyondFileSizes() throws {
+        let control = try fake(in: .running)
+        try withServer(control: control) { _, path throws in
+            let response = try send(path, "PUT", "vm.resize-disk", body: #"{"id":"_disk0","desired_size":9223372036854775808}"#)
+            #expect(response.status == 400)
+            #expect(response.text.contains("desired_size 9223372036854775808 is above the largest size"), "\(response.text)")
+        }
+    }
+
     @Test("a body on an action that takes none: 400, and the action does not run")
     func bodyOnBodilessAction() throws {
         let control = try fake(in: .running)

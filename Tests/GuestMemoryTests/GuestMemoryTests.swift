@@ -541,3 +541,47 @@ struct ErrorDescriptionTests {
             .contains("0x10000000000000000"))
     }
 }
+
+@Suite("Hot-added regions")
+struct AppendTests {
+    @Test func appendedRegionIsReachableThroughTheSameObject() throws {
+        let memory = try GuestMemory.anonymous([(GuestAddress(0), 0x10000)], spareRegions: 2)
+        #expect(memory.spareRegions == 2)
+        #expect(throws: GuestMemoryError.outOfRange(address: GuestAddress(0x100000), length: 4)) {
+            try memory.write(UInt32(0xdead_beef), at: GuestAddress(0x100000))
+        }
+        try memory.append(try GuestMemoryRegion(start: GuestAddress(0x100000), size: 0x10000))
+        try memory.write(UInt32(0xdead_beef), at: GuestAddress(0x100000))
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x100000)) == 0xdead_beef)
+        #expect(memory.regions.map(\.start) == [GuestAddress(0), GuestAddress(0x100000)])
+        #expect(memory.totalSize == 0x20000 && memory.lastAddress == GuestAddress(0x10ffff))
+        #expect(memory.spareRegions == 1)
+        // A contiguous appended region joins the previous one for spanning accesses.
+        try memory.append(try GuestMemoryRegion(start: GuestAddress(0x110000), size: 0x1000))
+        try memory.write(bytes: [1, 2, 3, 4], at: GuestAddress(0x10fffe))
+        #expect(try memory.readBytes(count: 4, at: GuestAddress(0x10fffe)) == [1, 2, 3, 4])
+    }
+
+    @Test func refusesARegionBelowTheLastOrBeyondTheRoom() throws {
+        let memory = try GuestMemory.anonymous([(GuestAddress(0x10000), 0x10000)], spareRegions: 1)
+        #expect(throws: GuestMemoryError.overlappingRegions(GuestAddress(0x10000), GuestAddress(0))) {
+            try memory.append(try GuestMemoryRegion(start: GuestAddress(0), size: 0x1000))
+        }
+        try memory.append(try GuestMemoryRegion(start: GuestAddress(0x20000), size: 0x1000))
+        #expect(throws: GuestMemoryError.noSpareRegion(GuestAddress(0x30000), capacity: 2)) {
+            try memory.append(try GuestMemoryRegion(start: GuestAddress(0x30000), size: 0x1000))
+        }
+        let fixed = try makeMemory()
+        #expect(fixed.spareRegions == 0)
+        #expect(throws: GuestMemoryError.noSpareRegion(GuestAddress(0x200000), capacity: 3)) {
+            try fixed.append(try GuestMemoryRegion(start: GuestAddress(0x200000), size: 0x1000))
+        }
+    }
+
+    @Test func dirtyTrackingCoversAppendedRegions() throws {
+        let memory = try GuestMemory.anonymous([(GuestAddress(0), 0x10000)], dirtyTracking: true, spareRegions: 1)
+        try memory.append(try GuestMemoryRegion(start: GuestAddress(0x100000), size: 0x10000))
+        try memory.write(UInt8(7), at: GuestAddress(0x101000))
+        #expect(memory.takeDirtyBitmaps() == [[0], [0b10]])
+    }
+}

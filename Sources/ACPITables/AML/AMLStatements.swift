@@ -55,6 +55,32 @@ extension AML {
         }
     }
 
+    /// `CreateQWordField (source, byteIndex, name)`: `CreateQWordFieldOp` 0x8F, the source
+    /// buffer, the byte index and the new field's name (a 64-bit view into the buffer).
+    public struct CreateQWordField: AMLConvertible {
+        /// The buffer the field looks into (an `Arg`, a `Local` or a name).
+        public let source: any AMLConvertible
+        /// The field's offset in bytes.
+        public let byteIndex: any AMLConvertible
+        /// The field's name.
+        public let name: NameString
+
+        /// A 64-bit field `name` at `byteIndex` in `source`.
+        public init(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) {
+            self.source = source
+            self.byteIndex = byteIndex
+            self.name = name
+        }
+
+        /// Appends the statement.
+        public func appendAML(to bytes: inout [UInt8]) {
+            bytes.append(0x8f)
+            source.appendAML(to: &bytes)
+            byteIndex.appendAML(to: &bytes)
+            name.appendAML(to: &bytes)
+        }
+    }
+
     /// ASL `ToUUID ("aabbccdd-eeff-gghh-iijj-kkllmmnnoopp")`: the 16-byte buffer ACPI
     /// methods such as `_OSC` compare their UUID argument with (the first three fields
     /// little-endian, the last two in order).

@@ -62,6 +62,8 @@ final class BuiltVM: @unchecked Sendable {
     /// What hot-adding a PCI device needs (the builder, the attach context, the PCI hotplug
     /// registers and the GED), set by `build()`.
     var pciHotplug: PCIHotplugSupport?
+    /// ACPI memory hotplug (`hotplug_method=acpi` with a `hotplug_size`), set by `build()`.
+    var memoryHotplug: MemoryHotplugSupport?
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, cpus: VCPUSet,
          cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice), pio: Bus, mmio: Bus,
@@ -91,6 +93,12 @@ final class BuiltVM: @unchecked Sendable {
     /// snapshot or a migration then uses).
     func setBootVCPUs(_ count: Int) {
         configuration.withLock { $0.cpus.bootVCPUs = UInt32(count) }
+    }
+
+    /// Records the RAM size vm.resize asked for (`memory.size`, as Cloud Hypervisor's
+    /// configuration follows it with ACPI memory hotplug).
+    func setMemorySize(_ size: UInt64) {
+        configuration.withLock { $0.memory.size = size }
     }
 
     /// Replaces the configuration after a device was hot-added or removed (a snapshot, a
@@ -274,9 +282,11 @@ struct VMBuilder {
             balloon = device
         }
 
-        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0])
+        let acpiMemoryHotplug = Self.hasACPIMemoryHotplug(config.memory)
+        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0], memoryHotplug: acpiMemoryHotplug)
         let cpuHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
         let pciHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
+        let memoryHotplugRegion = acpiMemoryHotplug ? try bars[0].allocate(size: 0x1000, alignment: 0x1000) : nil
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
         let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
         let (pciHotplugController, ejections) = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
@@ -292,7 +302,8 @@ struct VMBuilder {
         if !restoring {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
                                            pciSegments: windows, ged: ged.description,
-                                           cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start)
+                                           cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start,
+                                           memoryHotplug: memoryHotplugRegion?.start)
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp)
             logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
@@ -316,6 +327,10 @@ struct VMBuilder {
         built.deviceArea = area
         built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
                                               ejections: ejections)
+        if let memoryHotplugRegion {
+            built.memoryHotplug = try attachMemoryHotplug(mmio: mmio, base: memoryHotplugRegion.start, ged: ged.device, vm: vm, memory: memory,
+                                                          config: config.memory, roomEnd: area.base)
+        }
         return built
     }
 
@@ -327,12 +342,14 @@ struct VMBuilder {
     /// Returns the RSDP's address for the boot protocol.
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
                          pciSegments: [PCISegmentWindows], ged: PlatformAML.GenericEventDevice,
-                         cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil, pciHotplug: UInt64? = nil) throws -> GuestAddress {
+                         cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil, pciHotplug: UInt64? = nil,
+                         memoryHotplug: UInt64? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
         configuration.genericEventDevice = ged
         configuration.cpuHotplug = cpuHotplug
         configuration.pciHotplugAddress = pciHotplug
+        configuration.memoryHotplugAddress = memoryHotplug
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = pciSegments.map(\.mcfg)
@@ -349,12 +366,14 @@ struct VMBuilder {
 
     /// Cloud Hypervisor's ACPI Generic Event Device: a one-byte MMIO register (from the
     /// 32-bit device window) and an edge interrupt on GSI 5; the power button presses it.
-    func attachGenericEventDevice(vm: any VirtualMachine, mmio: Bus, bars: inout AddressAllocator)
+    func attachGenericEventDevice(vm: any VirtualMachine, mmio: Bus, bars: inout AddressAllocator, memoryHotplug: Bool = false)
         throws -> (device: ACPIGenericEventDevice, description: PlatformAML.GenericEventDevice) {
         let region = try bars.allocate(size: 0x1000, alignment: 0x1000)
         let device = ACPIGenericEventDevice(interrupt: try IRQFDLine(vm: vm, gsi: Self.gedIRQ))
         try mmio.insert(device, base: region.start, length: ACPIGenericEventDevice.registerSize)
-        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: [.cpuHotplug, .pciHotplug, .powerButton]))
+        var events: PlatformAML.GenericEventDevice.Events = [.cpuHotplug, .pciHotplug, .powerButton]
+        if memoryHotplug { events.insert(.memoryHotplug) }
+        return (device, PlatformAML.GenericEventDevice(address: region.start, irq: Self.gedIRQ, events: events))
     }
 
     /// The VM with KVM's x86 helpers placed in the reserved hole, the in-kernel irqchip and PIT.
@@ -374,6 +393,8 @@ struct VMBuilder {
         if config.hugepages { options.insert(.hugePages) }
         if config.prefault { options.insert(.populate) }
         let regions = try X86Layout.ramRegions(size: config.size).map { (start: $0.0, size: $0.1) }
+        // Room for the regions ACPI memory hotplug may add, one per hotplug slot.
+        let spare = Self.hasACPIMemoryHotplug(config) ? ACPIMemoryHotplugController.slotCount : 0
         let memory: GuestMemory
         if config.shared && !config.hugepages || !files.isEmpty {
             // Shared memory lives in memory files (memfd), one per region, as Cloud Hypervisor's
@@ -396,9 +417,9 @@ struct VMBuilder {
                 let mapping = try MemoryMapping(file: file, size: Int(region.size), options: options.union(.shared))
                 mapped.append(try GuestMemoryRegion(start: region.start, mapping: mapping))
             }
-            memory = try GuestMemory(regions: mapped)
+            memory = try GuestMemory(regions: mapped, spareRegions: spare)
         } else {
-            memory = try GuestMemory.anonymous(regions, options: options)
+            memory = try GuestMemory.anonymous(regions, options: options, spareRegions: spare)
         }
         if config.mergeable {
             for region in memory.regions { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }

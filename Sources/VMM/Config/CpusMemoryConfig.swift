@@ -190,8 +190,8 @@ public struct MemoryConfig: Codable, Equatable, Sendable {
     public var mergeable = false
     /// How memory is hot-added.
     public var hotplugMethod = HotplugMethod.acpi
-    /// Guest-physical room kept for hot-added memory (memory hotplug itself is absent: the
-    /// room stays empty until it exists).
+    /// Guest-physical room kept for hot-added memory: vm.resize fills it through ACPI memory
+    /// hotplug (`hotplug_method=acpi`); virtio-mem is absent.
     public var hotplugSize: UInt64?
     /// Memory hot-added already (at boot).
     public var hotpluggedSize: UInt64?

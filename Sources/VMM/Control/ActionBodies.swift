@@ -7,10 +7,27 @@
 public struct VMResizeDisk: Codable, Equatable, Sendable {
     /// The disk's id.
     public var id: String
-    /// The new size in bytes.
+    /// The new size in bytes, at most 2^63 - 1 (the largest file size, `off_t`).
     public var desiredSize: UInt64
 
     enum CodingKeys: String, CodingKey { case id, desiredSize = "desired_size" }
+
+    /// A body for disk `id` and `desiredSize` bytes.
+    public init(id: String, desiredSize: UInt64) {
+        self.id = id
+        self.desiredSize = desiredSize
+    }
+
+    /// Decodes the body; a `desired_size` no file can have (above 2^63 - 1) is refused.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        desiredSize = try c.decode(UInt64.self, forKey: .desiredSize)
+        guard desiredSize <= UInt64(Int64.max) else {
+            throw DecodingError.dataCorruptedError(forKey: .desiredSize, in: c, debugDescription:
+                "desired_size \(desiredSize) is above the largest size a file or block device can have (\(Int64.max) bytes)")
+        }
+    }
 }
 
 /// `vm.resize-zone`'s body (`VmResizeZone`).

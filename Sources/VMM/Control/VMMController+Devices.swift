@@ -6,12 +6,16 @@ import HostSystem
 extension VMMController {
     /// `vm.resize`: `desired_vcpus` from 1 to `max_vcpus` hotplugs or unplugs vCPUs on a
     /// running VM (through the ACPI CPU hotplug controller, as Cloud Hypervisor) and becomes
-    /// the configuration's `boot_vcpus` either way. A request for the current RAM changes
-    /// nothing (Kata sends one on every container create); other RAM sizes need memory
-    /// hotplug, an absent feature. `desired_balloon` asks a running VM's virtio-balloon for
-    /// that many bytes (`num_pages` and a configuration interrupt; refused without a balloon,
-    /// Cloud Hypervisor's `MissingVirtioBalloon`) and becomes the configuration's balloon size;
-    /// before boot it only sets that size (ignored without a balloon, as Cloud Hypervisor does).
+    /// the configuration's `boot_vcpus` either way. `desired_ram` above the RAM a running VM
+    /// has hot-adds the difference through ACPI memory hotplug (``MemoryHotplugSupport``);
+    /// either way it becomes the configuration's `memory.size`, as in Cloud Hypervisor (which
+    /// cannot remove ACPI-hotplugged memory: a smaller size only takes effect at the next
+    /// boot). A request for the current RAM changes nothing (Kata sends one on every
+    /// container create); virtio-mem is absent. `desired_balloon` asks a running VM's
+    /// virtio-balloon for that many bytes (`num_pages` and a configuration interrupt; refused
+    /// without a balloon, Cloud Hypervisor's `MissingVirtioBalloon`) and becomes the
+    /// configuration's balloon size; before boot it only sets that size (ignored without a
+    /// balloon, as Cloud Hypervisor does).
     public func resize(_ request: VMResize) throws(ControlError) {
         try slot.withLock { (slot: inout Slot) throws(ControlError) in
             guard var config = slot.config else { throw .vmNotCreated }
@@ -21,15 +25,12 @@ extension VMMController {
                     throw .invalidConfig("desired_vcpus \(vcpus) is above max_vcpus \(config.cpus.maxVCPUs)")
                 }
             }
-            if let ram = request.desiredRAM, ram != config.memory.size {
-                if let room = config.memory.hotplugSize, ram > config.memory.size + room {
-                    throw .invalidConfig("desired_ram \(ram) is above the RAM plus hotplug_size (\(config.memory.size + room))")
-                }
-                throw .absentFeature(AbsentFeature(field: "desired_ram", option: "ch-remote resize --memory",
-                                                   feature: "memory hotplug (the VM has \(config.memory.size) bytes)"))
+            let ram = request.desiredRAM.flatMap { $0 != config.memory.size ? $0 : nil }
+            if let ram, let instance = slot.instance {
+                try Self.checkMemoryResize(ram, config: config.memory, instance: instance)
             }
-            guard request.desiredVCPUs != nil || request.desiredBalloon != nil else { return }
-            try Self.refuseWhileMigrating(slot, "vm.resize")
+            guard request.desiredVCPUs != nil || ram != nil || request.desiredBalloon != nil else { return }
+            if slot.instance != nil { try Self.refuseWhileMigrating(slot, "vm.resize") }
             if let instance = slot.instance {
                 if let balloonSize = request.desiredBalloon, instance.built.balloon == nil {
                     throw .failed(action: "vm.resize", reason: "Missing virtio-balloon, can't proceed as expected: the VM has no --balloon device to resize to \(balloonSize) bytes")
@@ -38,6 +39,12 @@ extension VMMController {
                 if let vcpus = request.desiredVCPUs {
                     do { _ = try instance.resizeVCPUs(to: Int(vcpus)) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
                     instance.built.setBootVCPUs(Int(vcpus))
+                }
+                if let ram, let hotplug = instance.built.memoryHotplug {
+                    do { _ = try hotplug.resize(to: ram) } catch let refusal as MemoryResizeRefusal {
+                        throw .invalidConfig("desired_ram \(ram): \(refusal)")
+                    } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
+                    instance.built.setMemorySize(ram)
                 }
                 if let balloonSize = request.desiredBalloon, let balloon = instance.built.balloon {
                     balloon.resize(to: balloonSize)
@@ -51,7 +58,40 @@ extension VMMController {
             }
             if let vcpus = request.desiredVCPUs { config.cpus.bootVCPUs = vcpus }
             if let balloonSize = request.desiredBalloon, config.balloon != nil { config.balloon?.size = balloonSize }
+            if let ram {
+                config.memory.size = ram
+                // Before boot the size is checked as vm.create checks it (the boot would fail later).
+                if slot.instance == nil {
+                    do { try config.memory.validate() } catch { throw .invalidConfig("desired_ram \(ram): \(error)") }
+                }
+            }
             slot.config = config
+        }
+    }
+
+    /// Refuses a `desired_ram` a running VM cannot take: without ACPI memory hotplug (no
+    /// `hotplug_size`, or virtio-mem, absent), above the boot RAM plus `hotplug_size` (the
+    /// room the guest's address space kept, a bad request that names it), or with a
+    /// vhost-user device (its back-end would not learn the new region).
+    static func checkMemoryResize(_ ram: UInt64, config: MemoryConfig, instance: VMInstance) throws(ControlError) {
+        if config.hotplugMethod == .virtioMem {
+            throw .absentFeature(AbsentFeature(field: "desired_ram", option: "ch-remote resize --memory", feature: "virtio-mem memory hotplug"))
+        }
+        guard let hotplug = instance.built.memoryHotplug else {
+            throw .invalidConfig("desired_ram \(ram) differs from the VM's \(config.size) bytes, but the VM was created without "
+                + "memory hotplug: give --memory hotplug_size= (hotplug_method=acpi) to resize its RAM")
+        }
+        let limit = hotplug.bootRAM + (config.hotplugSize ?? 0)
+        guard ram <= limit else {
+            throw .invalidConfig("desired_ram \(ram) is above the boot RAM plus hotplug_size (\(hotplug.bootRAM) + \(config.hotplugSize ?? 0) "
+                + "= \(limit) bytes): the VM has no room for more memory")
+        }
+        let fs = instance.built.config.fs?.count ?? 0
+        let disks = instance.built.config.disks?.filter(\.vhostUser).count ?? 0
+        let nets = instance.built.config.net?.filter(\.vhostUser).count ?? 0
+        if fs + disks + nets > 0 {
+            throw .failed(action: "vm.resize", reason: "the VM has vhost-user devices (\(fs) virtio-fs, \(disks) vhost-user-blk, \(nets) vhost-user-net), whose back-ends "
+                + "would not learn about hot-added memory; memory hotplug with vhost-user devices is not supported")
         }
     }
 
@@ -63,6 +103,18 @@ extension VMMController {
             throw .failed(action: action, reason: "vCPU \(pending.map(String.init).joined(separator: ", ")) is being removed and the guest "
                 + "has not ejected it yet; retry once it has")
         }
+    }
+
+    /// Refuses `action` (a snapshot or migration) once the running VM's RAM differs from the
+    /// RAM it booted with (memory was hot-added, or vm.resize recorded a smaller size for the
+    /// next boot): the destination would build its memory from `memory.size` alone, without
+    /// the hot-added regions where they are.
+    static func refuseWithHotAddedMemory(_ instance: VMInstance, _ action: String) throws(ControlError) {
+        guard let hotplug = instance.built.memoryHotplug else { return }
+        let size = instance.built.config.memory.size
+        guard hotplug.currentRAM != hotplug.bootRAM || size != hotplug.bootRAM else { return }
+        throw .failed(action: action, reason: "the VM booted with \(hotplug.bootRAM) bytes of RAM and vm.resize changed it (now \(hotplug.currentRAM) bytes, "
+            + "\(size) configured); saving or migrating a VM with hot-added memory is not supported: reboot it first (it then boots with \(size) bytes)")
     }
 
     /// `vm.add-disk`: added to the configuration before boot, hot-added to a running VM.

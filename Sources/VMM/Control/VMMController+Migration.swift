@@ -18,6 +18,7 @@ extension VMMController {
                 throw .failed(action: "vm.send-migration", reason: "Cannot migrate while on-demand memory restore is in progress")
             }
             try Self.refuseWhileRemovingVCPUs(instance, "vm.send-migration")
+            try Self.refuseWithHotAddedMemory(instance, "vm.send-migration")
             try Self.refuseWhileRemovingDevices(instance, "vm.send-migration")
             let address = try MigrationSender.validate(request, config: config)
             slot.migrating = true
