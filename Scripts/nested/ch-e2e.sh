@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend segments cpuhotplug memhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -56,6 +56,11 @@
 #            in the image; the back-end exits 0 when QEMU leaves (backends-scenario.sh).
 #   netbackend this package's vhost_user_net serves a TAP it creates to QEMU's vhost-user netdev:
 #            the guest pings level 1 and sends 8 MiB over TCP that level 1 receives whole.
+#   vunet    vhost-user-net (vunet-scenario.sh): vhost_user_net serves a TAP to this VMM's
+#            --net vhost_user=on,socket=PATH (shared=on): the guest sees its MAC, pings level 1
+#            and sends 8 MiB over TCP; a snapshot is refused; then vhost_mode=server (the VMM
+#            listens, the back-end connects with client=on): pings and 4 MiB again; no
+#            shared=on is refused.
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
@@ -107,7 +112,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend segments cpuhotplug memhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -431,6 +436,11 @@ in_l1() {
     source "$here/backends-scenario.sh"
     if want blkbackend; then scenario_blkbackend; fi
     if want netbackend; then scenario_netbackend; fi
+  fi
+  if want vunet; then
+    # shellcheck source-path=SCRIPTDIR source=vunet-scenario.sh
+    source "$here/vunet-scenario.sh"
+    scenario_vunet
   fi
   if want segments; then
     # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh

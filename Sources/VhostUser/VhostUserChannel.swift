@@ -38,6 +38,17 @@ public final class UnixVhostUserChannel: VhostUserChannel {
         }
     }
 
+    /// Listens at `path` and waits, without a limit, for one back-end to connect (Cloud
+    /// Hypervisor's `vhost_mode=server`: the VMM owns the socket and the back-end comes to it).
+    /// The listener is closed once the back-end is in.
+    public static func accept(path: String) throws(SystemError) -> UnixVhostUserChannel {
+        let listener = try UnixSocket.listening(at: path, backlog: 1)
+        while true {
+            _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
+            if let socket = try listener.accept() { return UnixVhostUserChannel(socket: socket) }
+        }
+    }
+
     /// Sends the whole message (a stream may take it in parts; the descriptors go with the first).
     public func send(_ bytes: [UInt8], descriptors: [Int32], request: VhostUserRequest) throws(VhostUserError) {
         var sent = 0

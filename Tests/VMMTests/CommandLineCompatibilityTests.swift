@@ -114,7 +114,6 @@ struct CommandLineCompatibilityTests {
             (["--cpus", "boot=2,core_scheduling=vcpu"], "--cpus core_scheduling="),
             (["--cpus", "boot=2,affinity=[0@[0-1],1@[2]]"], "--cpus affinity="),
             (["--memory", "size=512M,hotplugged_size=512M,hotplug_size=1G"], "--memory hotplugged_size="),
-            (["--net", "vhost_user=on,socket=/tmp/n,vhost_mode=server"], "--net vhost_user="),
           ])
     func absentOptions(arguments: [String], option: String) {
         let error = #expect(throws: ConfigError.self) { _ = try Self.config(["--kernel", "k"] + arguments) }

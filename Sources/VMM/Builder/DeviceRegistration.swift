@@ -87,6 +87,14 @@ enum DeviceRegistration {
         return entry
     }
 
+    /// A vhost-user-net NIC. Its state cannot be saved either: the rings' positions and the
+    /// packets in flight live in the back-end, which this VMM does not ask to save them, so
+    /// snapshot and migration are refused.
+    static func vhostUserNet(_ net: AttachedVhostUserNet, socket: String, mover: BARMover) -> ManagedDevice {
+        vhostUser(id: net.id, kind: "vhost-user-net", attachment: net.attachment, address: net.address, mover: mover,
+                  refusal: "\(net.id) is a vhost-user-net device served by the back-end at \(socket): its rings and the packets in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
+    }
+
     /// A virtio entry for a vhost-user device, whose saving fails with `refusal`.
     private static func vhostUser(id: String, kind: String, attachment: VirtioPCIAttachment, address: String, mover: BARMover,
                                   refusal: String) -> ManagedDevice {

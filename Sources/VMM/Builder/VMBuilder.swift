@@ -231,6 +231,13 @@ struct VMBuilder {
         }
         var nets: [AttachedNet] = []
         for (net, id) in zip(config.net ?? [], config.netIDs) {
+            if net.vhostUser {
+                let attached = try attachVhostUserNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
+                virtio.append(attached.attachment)
+                managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserNet(attached, socket: net.vhostSocket ?? "", mover: mover),
+                                                            attachment: attached.attachment, context: on(net.pciSegment)) { _ in attached.device.reset() })
+                continue
+            }
             let attached = try attachVirtioNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
             virtio.append(attached.attachment)
             let device = attached.device

@@ -17,6 +17,14 @@ struct AttachedVhostUserBlock {
     let address: String
 }
 
+/// A vhost-user-net NIC of a running VM and its back-end connection.
+struct AttachedVhostUserNet {
+    let id: String
+    let device: VhostUserNetDevice
+    let attachment: VirtioPCIAttachment
+    let address: String
+}
+
 extension VMBuilder {
     /// Attaches one virtio-fs device (`--fs tag=,socket=,num_queues=,queue_size=`), as Cloud
     /// Hypervisor does: the VMM connects to the back-end and negotiates, puts the function on
@@ -39,12 +47,29 @@ extension VMBuilder {
         return AttachedVhostUserBlock(id: id, device: device, attachment: attachment, address: address)
     }
 
+    /// Attaches one vhost-user-net NIC (`--net vhost_user=on,socket=,vhost_mode=`), as Cloud
+    /// Hypervisor's `make_virtio_net_device` with `vhost_user`: the back-end holds the host
+    /// side (no TAP, no rate limiter here) and serves the data rings; the VMM its PCI function
+    /// and, when the back-end accepted one, the control queue, whose notifications the event
+    /// loop serves.
+    func attachVhostUserNet(_ config: NetConfig, id: String, context: VirtioAttachContext,
+                            bars: inout AddressAllocator) throws -> AttachedVhostUserNet {
+        if config.vhostMode == .server { logger.info("\(id): waiting for the vhost-user-net back-end to connect to \(config.vhostSocket ?? "?")") }
+        let device = try VhostUserNetDevice(config: config, logger: logger)
+        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID,
+                                                        servedHere: device.controlQueueIndex.map { [$0] } ?? [])
+        let control = device.hasControlQueue ? ", control queue served here" : ""
+        logger.info("\(id): vhost-user-net back-end \(config.vhostSocket ?? "?") (\(config.vhostMode.rawValue.lowercased())), guest MAC \(device.configuredMAC), \(device.pairs) queue pair(s) of \(config.queueSize)\(control)")
+        return AttachedVhostUserNet(id: id, device: device, attachment: attachment, address: address)
+    }
+
     /// Puts a vhost-user device on PCI with its queues served elsewhere: each queue's notify
     /// ioeventfd is its kick eventfd (the event loop does not watch it), and the irqfd of the
-    /// MSI-X vector the driver picks for it is its call eventfd.
+    /// MSI-X vector the driver picks for it is its call eventfd. The queues of `servedHere`
+    /// are the VMM's: the event loop serves their notifications.
     private func attachVhostUser(_ device: any VirtioDevice, common: VhostUserCommon, context: VirtioAttachContext,
-                                 bars: inout AddressAllocator, slot: UInt8?) throws -> (VirtioPCIAttachment, String) {
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, servedElsewhere: true, slot: slot)
+                                 bars: inout AddressAllocator, slot: UInt8?, servedHere: Set<Int> = []) throws -> (VirtioPCIAttachment, String) {
+        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, servedElsewhere: true, servedHere: servedHere, slot: slot)
         let routing = attachment.routing
         let transport = attachment.transport
         let name = common.name

@@ -19,8 +19,11 @@ final class VirtioPCIAttachment: Sendable {
     let routing: KVMMSIXRouting
     let backend: OwnedFileDescriptor?
     /// Whether another process reads the notify eventfds (a vhost-user back-end): then the
-    /// event loop leaves them alone.
+    /// event loop leaves them alone, except those of ``servedHere``.
     let servedElsewhere: Bool
+    /// The queues the VMM serves although the others are served elsewhere (vhost-user-net's
+    /// control queue).
+    let servedHere: Set<Int>
     /// The device number on the segment's bus.
     let slot: Int
     private let notifiers = Mutex<[(queue: Int, event: EventFD, address: UInt64)]>([])
@@ -28,13 +31,18 @@ final class VirtioPCIAttachment: Sendable {
     /// descriptor a back-end was given.
     private let kicks = Mutex<[Int: EventFD]>([:])
 
-    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, slot: Int, servedElsewhere: Bool = false) {
+    init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, slot: Int, servedElsewhere: Bool = false,
+         servedHere: Set<Int> = []) {
         self.transport = transport
         self.routing = routing
         self.backend = backend
         self.slot = slot
         self.servedElsewhere = servedElsewhere
+        self.servedHere = servedHere
     }
+
+    /// Whether the event loop serves `queue`'s notifications.
+    func watches(queue: Int) -> Bool { !servedElsewhere || servedHere.contains(queue) }
 
     /// The eventfd the driver's notifications of `queue` arrive on (made on first use).
     func kickEvent(queue: Int) throws -> EventFD {
@@ -53,7 +61,7 @@ final class VirtioPCIAttachment: Sendable {
             let event = try kickEvent(queue: queue)
             try vm.registerIOEventFD(event, address: .mmio(address), length: 2, datamatch: nil)
             let transport = self.transport
-            if !servedElsewhere {
+            if watches(queue: queue) {
                 try events.add(event.rawValue, events: [.readable]) { _ in
                     _ = try? event.read()
                     transport.notifyQueue(queue)
@@ -78,7 +86,7 @@ final class VirtioPCIAttachment: Sendable {
             return list
         }
         for notifier in old {
-            if !servedElsewhere { try? events.remove(notifier.event.rawValue) }
+            if watches(queue: notifier.queue) { try? events.remove(notifier.event.rawValue) }
             try? vm.unregisterIOEventFD(notifier.event, address: .mmio(notifier.address), length: 2, datamatch: nil)
         }
         if mapped { try? registerNotifiers(vm: vm, events: events) }
@@ -166,13 +174,15 @@ extension VMBuilder {
     /// through ioeventfds. The device takes slot `slot` (a configuration's `pci_device_id`) or
     /// the lowest free one. Returns the attachment and the function's PCI address (`SSSS:00:DD.0`).
     func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
-                      keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
+                      keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, servedHere: Set<Int> = [],
+                      slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
         let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
         let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.start)
         let slot = try context.segment.bus.add(transport, at: wanted.map(Int.init))
         try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot, servedElsewhere: servedElsewhere)
+        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot, servedElsewhere: servedElsewhere,
+                                             servedHere: servedHere)
         try attachment.registerNotifiers(vm: context.vm, events: context.events)
         context.mover.track(attachment)
         let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"

@@ -61,13 +61,9 @@ extension DiskConfig {
 extension NetConfig {
     /// The absent features this NIC asks for (`at`: its JSON path, empty for `vm.add-net`'s body).
     public func absentFeatures(at path: String = "") -> [AbsentFeature] {
-        var found: [AbsentFeature] = []
-        if vhostUser || vhostSocket != nil {
-            found.append(AbsentFeature(field: joined(path, "vhost_user"), option: "--net vhost_user=", feature: "vhost-user-net"))
-        }
         var common = PCIDeviceCommon(id: id)
         (common.iommu, common.pciSegment, common.pciDeviceID) = (iommu, pciSegment, pciDeviceID)
-        return found + common.absentFeatures(at: path, option: "--net", placesSlot: true)
+        return common.absentFeatures(at: path, option: "--net", placesSlot: true)
     }
 }
 

@@ -24,7 +24,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
     public var numQueues: Int = 2
     /// Entries per queue.
     public var queueSize: UInt16 = 256
-    /// Use a vhost-user back-end (not supported yet).
+    /// Serve the device from a vhost-user-net back-end at ``vhostSocket`` (no TAP then).
     public var vhostUser = false
     /// The vhost-user socket.
     public var vhostSocket: String?
@@ -170,7 +170,7 @@ public struct NetConfig: Codable, Equatable, Sendable {
 
     /// Checks one device, as Cloud Hypervisor does, naming `--net` and the interface.
     public func validate() throws(ConfigError) {
-        let name = tap ?? (fds.map { "fd=\($0.map(String.init).joined(separator: ","))" } ?? "a new TAP")
+        let name = vhostUser ? "socket=\(vhostSocket ?? "")" : tap ?? (fds.map { "fd=\($0.map(String.init).joined(separator: ","))" } ?? "a new TAP")
         if let fds, fds.contains(where: { $0 < 0 }) {
             throw ConfigError(option: "--net", "fds lists descriptors that were not passed with the request: send them as SCM_RIGHTS ancillary data on the API socket (\(name))")
         }

@@ -86,10 +86,24 @@ extension VMConfig {
     }
 
     /// Each network device on its own, then unique ids (across disks too), interfaces,
-    /// descriptors and guest MAC addresses.
+    /// descriptors and guest MAC addresses. A vhost-user NIC (Cloud Hypervisor's checks, in
+    /// its order) needs shared guest memory and a socket, and has no rate limit.
     func validateNets() throws(ConfigError) {
         let nets = net ?? []
-        for device in nets { try device.validate() }
+        for device in nets {
+            if device.vhostUser {
+                guard backedBySharedMemory else {
+                    throw ConfigError(option: "--net", "Using vhost-user requires using shared memory or huge pages: give --memory shared=on (the back-end maps guest RAM)")
+                }
+                guard let socket = device.vhostSocket, !socket.isEmpty else {
+                    throw ConfigError(option: "--net", "No socket provided when using vhost-user: give socket=<vhost_user_socket_path>")
+                }
+                if device.rateLimiterConfig != nil {
+                    throw ConfigError(option: "--net", "Rate limiting is not supported with vhost-user (socket=\(socket))")
+                }
+            }
+            try device.validate()
+        }
         var ids = Set(diskIDs)
         for id in netIDs {
             guard ids.insert(id).inserted else { throw ConfigError(option: "--net", "id=\(id) is used by two devices; ids must be unique") }

@@ -88,8 +88,9 @@ extension VMMController {
         }
         let fs = instance.built.config.fs?.count ?? 0
         let disks = instance.built.config.disks?.filter(\.vhostUser).count ?? 0
-        if fs + disks > 0 {
-            throw .failed(action: "vm.resize", reason: "the VM has vhost-user devices (\(fs) virtio-fs, \(disks) vhost-user-blk), whose back-ends "
+        let nets = instance.built.config.net?.filter(\.vhostUser).count ?? 0
+        if fs + disks + nets > 0 {
+            throw .failed(action: "vm.resize", reason: "the VM has vhost-user devices (\(fs) virtio-fs, \(disks) vhost-user-blk, \(nets) vhost-user-net), whose back-ends "
                 + "would not learn about hot-added memory; memory hotplug with vhost-user devices is not supported")
         }
     }

@@ -39,8 +39,11 @@ final class VhostUserCommon: Sendable {
     let protocolFeatures: VhostUserProtocolFeatures
     /// The socket path, for messages.
     let socket: String
-    /// The device's name in messages (`virtio-fs`, `vhost-user-blk`).
+    /// The device's name in messages (`virtio-fs`, `vhost-user-blk`, `vhost-user-net`).
     let name: String
+    /// Features the VMM itself implements for the guest (vhost-user-net's MAC and link
+    /// status): the driver may accept them, but they are never passed to the back-end.
+    let frontendOnlyFeatures: UInt64
     let logger: Logger
 
     private struct State {
@@ -53,12 +56,13 @@ final class VhostUserCommon: Sendable {
 
     /// The common part of a device whose negotiation gave `negotiated`.
     init(frontend: VhostUserFrontend, negotiated: (features: UInt64, protocolFeatures: VhostUserProtocolFeatures),
-         socket: String, name: String, logger: Logger) {
+         socket: String, name: String, frontendOnlyFeatures: UInt64 = 0, logger: Logger) {
         self.frontend = frontend
         self.negotiatedFeatures = negotiated.features
         self.protocolFeatures = negotiated.protocolFeatures
         self.socket = socket
         self.name = name
+        self.frontendOnlyFeatures = frontendOnlyFeatures
         self.logger = logger
     }
 
@@ -73,6 +77,16 @@ final class VhostUserCommon: Sendable {
             return VhostUserFrontend(channel: try UnixVhostUserChannel.connect(path: socket, timeoutMilliseconds: timeoutMilliseconds))
         } catch {
             throw ConfigError(option: option, "cannot connect to the vhost-user back-end at socket=\(socket): \(error)")
+        }
+    }
+
+    /// Listens at `socket` and waits, without a limit, for the back-end to connect (Cloud
+    /// Hypervisor's `vhost_mode=server`); a failure names `option`.
+    static func accept(socket: String, option: String) throws -> VhostUserFrontend {
+        do {
+            return VhostUserFrontend(channel: try UnixVhostUserChannel.accept(path: socket))
+        } catch {
+            throw ConfigError(option: option, "cannot listen for the vhost-user back-end at socket=\(socket) (vhost_mode=server): \(error)")
         }
     }
 
@@ -108,14 +122,15 @@ final class VhostUserCommon: Sendable {
     }
 
     /// Hands the enabled queues to the back-end (Cloud Hypervisor's `setup_vhost_user`):
-    /// features, the memory table, then per queue its size, rings, base, call and kick
-    /// eventfds, and last, with protocol features, enables them.
+    /// features (without the front-end-only ones), the memory table, then per queue its
+    /// size, rings, base, call and kick eventfds, and last, with protocol features, enables
+    /// them. The queues are the back-end's, numbered from 0.
     func activate(memory: GuestMemory, queues: [SplitQueue]) throws(VirtioDeviceError) {
         let (driverFeatures, notifiers) = state.withLock { ($0.driverFeatures, $0.notifiers) }
         guard let notifiers else { throw .backend("the \(name) device is not attached to a transport") }
         var started: [Int] = []
         do {
-            try frontend.setFeatures(driverFeatures | (negotiatedFeatures & vhostUserProtocolFeaturesBit))
+            try frontend.setFeatures(driverFeatures & ~frontendOnlyFeatures | (negotiatedFeatures & vhostUserProtocolFeaturesBit))
             let (regions, descriptors) = try Self.memoryTable(memory)
             try frontend.setMemTable(regions, descriptors: descriptors)
             for (index, queue) in queues.enumerated() where queue.isReady {

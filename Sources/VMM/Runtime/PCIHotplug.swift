@@ -58,9 +58,27 @@ extension BuiltVM {
         return (attached.attachment.slot, attached.address)
     }
 
-    /// Hot-adds a virtio-net device on its TAP; returns its PCI slot and address.
+    /// Hot-adds a vhost-user-net NIC (connecting to its back-end, or waiting for it with
+    /// `vhost_mode=server`); returns its PCI slot and address.
+    private func hotAddVhostUserNet(_ config: NetConfig, id: String, support: PCIHotplugSupport) throws -> (slot: Int, bdf: String) {
+        var attached: AttachedVhostUserNet?
+        try deviceManager.withAllocators { bars, _ in
+            attached = try support.builder.attachVhostUserNet(config, id: id, context: support.context, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        let entry = DeviceRegistration.vhostUserNet(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
+        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
+            attached.device.reset()
+        })
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
+    }
+
+    /// Hot-adds a virtio-net device on its TAP (or a vhost-user-net one on its back-end);
+    /// returns its PCI slot and address.
     func hotAddNet(_ config: NetConfig, id: String) throws -> (slot: Int, bdf: String) {
         let support = try hotplugSupport()
+        if config.vhostUser { return try hotAddVhostUserNet(config, id: id, support: support) }
         var attached: AttachedNet?
         try deviceManager.withAllocators { bars, _ in
             attached = try support.builder.attachVirtioNet(config, id: id, context: support.context, bars: &bars)
