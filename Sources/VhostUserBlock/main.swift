@@ -46,55 +46,23 @@ struct BlockBackendConfig {
     }
 }
 
-func fail(_ message: String) -> Never {
-    let line = Array("vhost_user_block: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-var arguments = Array(CommandLine.arguments.dropFirst())
-var backendText: String?
-while !arguments.isEmpty {
-    let argument = arguments.removeFirst()
-    switch argument {
-    case "-h", "--help":
-        print("Launch a vhost-user-blk backend.\n\nUsage: vhost_user_block --block-backend <block-backend>\n\n  --block-backend <block-backend>  \(syntax)")
-        exit(0)
-    case "-V", "--version":
-        print("vhost_user_block \(VMMVersion.build)")
-        exit(0)
-    case "--block-backend":
-        guard !arguments.isEmpty else { fail("--block-backend needs a value: \(syntax)") }
-        backendText = arguments.removeFirst()
-    default:
-        if argument.hasPrefix("--block-backend=") {
-            backendText = String(argument.dropFirst("--block-backend=".count))
-        } else {
-            fail("unknown argument '\(argument)'; usage: vhost_user_block --block-backend \(syntax)")
-        }
-    }
-}
-guard let backendText else { fail("--block-backend is required: \(syntax)") }
-
-LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .info
-    return handler
-}
-let logger = Logger(label: "vhost_user_block")
+let command = BackendCommand(program: "vhost_user_block", option: "--block-backend", about: "Launch a vhost-user-blk backend.", syntax: syntax,
+                             version: VMMVersion.build)
+let backendText = command.optionValue(Array(CommandLine.arguments.dropFirst()))
+let logger = command.bootstrapLogging()
 
 let config: BlockBackendConfig
 do {
     config = try BlockBackendConfig(backendText)
 } catch {
-    fail("\(error)")
+    command.fail("\(error)")
 }
 
 let image: any BlockBackend
 do {
     image = try DiskImage.open(path: config.path, options: DiskImage.Options(readOnly: config.readonly, direct: config.direct))
 } catch {
-    fail("cannot open \(config.path): \(error)")
+    command.fail("cannot open \(config.path): \(error)")
 }
 var info = stat()
 let serial = stat(config.path, &info) == 0 ? Array("\(info.st_dev)\(info.st_rdev)\(info.st_ino)".utf8.prefix(20)) : []
@@ -104,11 +72,11 @@ let backend: VhostUserDeviceBackend
 do {
     backend = try VhostUserDeviceBackend(device: device, logger: logger)
 } catch {
-    fail("\(error)")
+    command.fail("\(error)")
 }
 logger.info("serving \(config.path) (\(image.size) bytes) on \(config.socket)")
 if let reason = backend.run(socketPath: config.socket) {
-    fail("front-end connection ended: \(reason)")
+    command.fail("front-end connection ended: \(reason)")
 }
 logger.info("front-end disconnected")
 exit(0)

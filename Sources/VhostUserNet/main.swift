@@ -53,48 +53,16 @@ struct NetBackendConfig {
     }
 }
 
-func fail(_ message: String) -> Never {
-    let line = Array("vhost_user_net: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-var arguments = Array(CommandLine.arguments.dropFirst())
-var backendText: String?
-while !arguments.isEmpty {
-    let argument = arguments.removeFirst()
-    switch argument {
-    case "-h", "--help":
-        print("Launch a vhost-user-net backend.\n\nUsage: vhost_user_net --net-backend <net-backend>\n\n  --net-backend <net-backend>  \(syntax)")
-        exit(0)
-    case "-V", "--version":
-        print("vhost_user_net \(VMMVersion.build)")
-        exit(0)
-    case "--net-backend":
-        guard !arguments.isEmpty else { fail("--net-backend needs a value: \(syntax)") }
-        backendText = arguments.removeFirst()
-    default:
-        if argument.hasPrefix("--net-backend=") {
-            backendText = String(argument.dropFirst("--net-backend=".count))
-        } else {
-            fail("unknown argument '\(argument)'; usage: vhost_user_net --net-backend \(syntax)")
-        }
-    }
-}
-guard let backendText else { fail("--net-backend is required: \(syntax)") }
-
-LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .info
-    return handler
-}
-let logger = Logger(label: "vhost_user_net")
+let command = BackendCommand(program: "vhost_user_net", option: "--net-backend", about: "Launch a vhost-user-net backend.", syntax: syntax,
+                             version: VMMVersion.build)
+let backendText = command.optionValue(Array(CommandLine.arguments.dropFirst()))
+let logger = command.bootstrapLogging()
 
 let config: NetBackendConfig
 do {
     config = try NetBackendConfig(backendText)
 } catch {
-    fail("\(error) (num_queues: one queue pair, 2, is served; several pairs are absent)")
+    command.fail("\(error) (num_queues: one queue pair, 2, is served; several pairs are absent)")
 }
 
 // The TAP's host side as Cloud Hypervisor's back-end sets it: its MAC, MTU, address and link.
@@ -106,7 +74,7 @@ do {
     try tap.setIPv4(address: config.ip, netmask: config.mask)
     try tap.setUp()
 } catch {
-    fail("\(error)")
+    command.fail("\(error)")
 }
 let backends = tap.queues.map { TapNetBackend(interface: tap.name, queue: $0) }
 let backend: VhostUserDeviceBackend
@@ -119,11 +87,11 @@ do {
         try backend.watch(queue.queue.rawValue) { _ = device.backendReadable(pair: pair) }
     }
 } catch {
-    fail("\(error)")
+    command.fail("\(error)")
 }
 logger.info("serving \(tap.name) (\(config.ip)/\(config.mask)) on \(config.socket)\(config.client ? " as a client" : "")")
 if let reason = backend.run(socketPath: config.socket, client: config.client) {
-    fail("front-end connection ended: \(reason)")
+    command.fail("front-end connection ended: \(reason)")
 }
 logger.info("front-end disconnected")
 exit(0)
