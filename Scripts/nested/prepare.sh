@@ -32,10 +32,10 @@ esac
 # Modules that level 1 loads, in this order (their dependencies are added in front):
 # KVM for AMD SVM (which QEMU's `-cpu max` emulates), then virtio-pci and 9p so that the
 # host's root tree can be mounted from the `-virtfs` devices; tun for the TAP interfaces
-# of the network scenarios.
+# of the network scenarios; vhost_vsock for QEMU's vhost-vsock-pci in the devices benchmark.
 l1_modules=(irqbypass kvm ccp kvm-amd
   virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-  netfs fscache 9pnet 9pnet_virtio 9p tun)
+  netfs fscache 9pnet 9pnet_virtio 9p tun vhost_vsock)
 # Modules that level 2 loads when they exist: the virtio drivers a VMM's devices need, for
 # virtio-pmem the nvdimm stack and ext4 (the pmem scenario mounts a file system from it), and
 # fuse with virtiofs for the fs scenario, virtio_balloon for the balloon scenario.
