@@ -82,8 +82,8 @@ scenario_blkbackend() {
 
 # scenario_netbackend: this package's vhost_user_net back-end creates a TAP (tap=, ip=, mask=)
 # and serves it to QEMU as the front-end (-netdev vhost-user, virtio-net-pci over memfd guest
-# memory). The guest pings level 1 across it and sends 8 MiB over TCP that level 1 counts
-# (ch-netbench); the back-end exits 0 once QEMU has disconnected.
+# memory). The guest pings level 1 across it, and 8 MiB of random bytes go over TCP each way
+# (ch-netbench) with the same md5 on both sides; the back-end exits 0 once QEMU has disconnected.
 scenario_netbackend() {
   local dir sock backend backend_pid backend_status=0 recv_pid received=""
   backend="$(dirname "$binary")/vhost_user_net"
@@ -100,25 +100,32 @@ scenario_netbackend() {
   backend_pid=$!
   local tries=0
   while [[ ! -S $sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
-  net_l1_recv() { "$nested_netbench" recv 5301 - >"$dir/recv.log" 2>&1 & recv_pid=$!; }
+  head -c 8388608 /dev/urandom >"$dir/to-guest"
+  local to_guest_sum
+  to_guest_sum="$(md5sum <"$dir/to-guest" | cut -c1-32)"
+  net_l1_recv() { "$nested_netbench" recv 5301 "$dir/from-guest" >"$dir/recv.log" 2>&1 & recv_pid=$!; }
+  net_l1_send() { sleep 0.5; "$nested_netbench" send 192.168.250.2 5302 "$dir/to-guest" >"$dir/send.log" 2>&1 || echo "send failed" >>"$dir/send.log"; }
   local steps='L2-INIT-READY|||ip link set eth0 up && ip addr add 192.168.250.2/24 dev eth0 && echo NB-A-$(ping -c 5 -W 5 192.168.250.1 | grep -c "bytes from")
-  NB-A-([0-9]+)|||!net_l1_recv; sleep 0.5; printf "%s\n" "ch-netbench send 192.168.250.1 5301 zero:8388608 >/dev/null; echo NB-B-\$((40+2))-\$?" 1>&"$in"
-  NB-B-42-([0-9]+)|||poweroff -f'
+  NB-A-([0-9]+)|||!net_l1_recv; sleep 0.5; printf "%s\n" "head -c 8388608 /dev/urandom >/tmp/tx; ch-netbench send 192.168.250.1 5301 /tmp/tx >/dev/null; echo NB-B-\$((40+2))-\$?-\$(md5sum </tmp/tx | cut -c1-32)" 1>&"$in"
+  NB-B-42-([0-9]+-[0-9a-f]{32})|||ch-netbench recv 5302 /tmp/rx >/dev/null & echo NB-RX-READY-$((40+2))
+  NB-RX-READY-42|||!net_l1_send; printf "%s\n" "wait; echo NB-C-\$((40+2))-\$(md5sum </tmp/rx | cut -c1-32)" 1>&"$in"
+  NB-C-42-([0-9a-f]{32})|||poweroff -f'
   run_l2 netbackend "$steps" qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 256 -nographic -no-reboot \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
     -chardev "socket,id=vunet,path=$sock" -netdev vhost-user,id=n0,chardev=vunet -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:31 \
     -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append"
   [[ -n ${recv_pid:-} ]] && wait "$recv_pid" 2>/dev/null
-  received="$(awk '{ print $3 }' "$dir/recv.log" 2>/dev/null || true)"
+  received=""
+  [[ -f $dir/from-guest ]] && received="$(md5sum <"$dir/from-guest" | cut -c1-32)"
   tries=0
   while kill -0 "$backend_pid" 2>/dev/null && ((tries < 50)); do sleep 0.1; tries=$((tries + 1)); done
   kill "$backend_pid" 2>/dev/null && backend_status=killed
   [[ $backend_status == killed ]] || { wait "$backend_pid" || backend_status=$?; }
-  if ((steps_done == 3)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && $received == 8388608 && $backend_status == 0 ]] &&
-    ((status != 0)) && [[ $refused == *"--net-backend"*"num_queues"* ]]; then
-    pass "netbackend: vhost_user_net served TAP vunet0 to QEMU's vhost-user netdev; 5/5 of the guest's pings to level 1 were answered, and it sent 8 MiB over TCP that level 1 received whole; the back-end exited 0 after QEMU left; num_queues=4 is refused (status $status)"
+  if ((steps_done == 5)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == "0-$received" && ${captures[2]:-} == "$to_guest_sum" ]] &&
+    [[ $backend_status == 0 ]] && ((status != 0)) && [[ $refused == *"--net-backend"*"num_queues"* ]]; then
+    pass "netbackend: vhost_user_net served TAP vunet0 to QEMU's vhost-user netdev; 5/5 of the guest's pings to level 1 were answered; 8 MiB over TCP each way with the same md5 on both sides (guest to level 1 $received, level 1 to guest $to_guest_sum); the back-end exited 0 after QEMU left; num_queues=4 is refused (status $status)"
   else
-    fail "netbackend: steps $steps_done/3, captures [${captures[*]:-}], level 1 received '${received}' bytes; back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+    fail "netbackend: steps $steps_done/5, captures [${captures[*]:-}], level 1 received md5 '${received}', sent md5 $to_guest_sum ($(tr '\n' ' ' <"$dir/send.log" 2>/dev/null)); back-end status $backend_status: $(tail -n 5 "$dir/backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
   fi
   ip link del vunet0 2>/dev/null || true
   rm -rf "$dir"
