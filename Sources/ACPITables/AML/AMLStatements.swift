@@ -29,9 +29,11 @@ extension AML {
         public func appendAML(to bytes: inout [UInt8]) { bytes.append(AMLOpcode.arg0 + index) }
     }
 
-    /// `CreateDWordField (source, byteIndex, name)`: `CreateDWordFieldOp` 0x8A, the source
-    /// buffer, the byte index and the new field's name (a 32-bit view into the buffer).
-    public struct CreateDWordField: AMLConvertible {
+    /// `CreateDWordField` (opcode 0x8A) or `CreateQWordField` (0x8F): the source buffer, the byte
+    /// index and the new field's name (a 32- or 64-bit view into the buffer).
+    public struct CreateBufferField: AMLConvertible {
+        /// The opcode, which gives the field's width.
+        public let opcode: UInt8
         /// The buffer the field looks into (an `Arg`, a `Local` or a name).
         public let source: any AMLConvertible
         /// The field's offset in bytes.
@@ -39,8 +41,9 @@ extension AML {
         /// The field's name.
         public let name: NameString
 
-        /// A 32-bit field `name` at `byteIndex` in `source`.
-        public init(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) {
+        /// A field `name` of `opcode`'s width at `byteIndex` in `source`.
+        public init(opcode: UInt8, _ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) {
+            self.opcode = opcode
             self.source = source
             self.byteIndex = byteIndex
             self.name = name
@@ -48,37 +51,21 @@ extension AML {
 
         /// Appends the statement.
         public func appendAML(to bytes: inout [UInt8]) {
-            bytes.append(0x8a)
+            bytes.append(opcode)
             source.appendAML(to: &bytes)
             byteIndex.appendAML(to: &bytes)
             name.appendAML(to: &bytes)
         }
     }
 
-    /// `CreateQWordField (source, byteIndex, name)`: `CreateQWordFieldOp` 0x8F, the source
-    /// buffer, the byte index and the new field's name (a 64-bit view into the buffer).
-    public struct CreateQWordField: AMLConvertible {
-        /// The buffer the field looks into (an `Arg`, a `Local` or a name).
-        public let source: any AMLConvertible
-        /// The field's offset in bytes.
-        public let byteIndex: any AMLConvertible
-        /// The field's name.
-        public let name: NameString
+    /// `CreateDWordField (source, byteIndex, name)`: a 32-bit field `name` at `byteIndex` in `source`.
+    public static func CreateDWordField(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) -> CreateBufferField {
+        CreateBufferField(opcode: 0x8a, source, byteIndex, name)
+    }
 
-        /// A 64-bit field `name` at `byteIndex` in `source`.
-        public init(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) {
-            self.source = source
-            self.byteIndex = byteIndex
-            self.name = name
-        }
-
-        /// Appends the statement.
-        public func appendAML(to bytes: inout [UInt8]) {
-            bytes.append(0x8f)
-            source.appendAML(to: &bytes)
-            byteIndex.appendAML(to: &bytes)
-            name.appendAML(to: &bytes)
-        }
+    /// `CreateQWordField (source, byteIndex, name)`: a 64-bit field `name` at `byteIndex` in `source`.
+    public static func CreateQWordField(_ source: any AMLConvertible, _ byteIndex: any AMLConvertible, _ name: NameString) -> CreateBufferField {
+        CreateBufferField(opcode: 0x8f, source, byteIndex, name)
     }
 
     /// ASL `ToUUID ("aabbccdd-eeff-gghh-iijj-kkllmmnnoopp")`: the 16-byte buffer ACPI
