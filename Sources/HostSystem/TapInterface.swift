@@ -155,6 +155,16 @@ public final class TapInterface: Sendable {
         }
     }
 
+    /// Sets the host side as Cloud Hypervisor does for a TAP it opened: the Ethernet address and
+    /// MTU when given, the IPv4 address and netmask when given (the netmask defaults to
+    /// 255.255.255.0), then brings the link up.
+    public func configureHostSide(mac: [UInt8]?, mtu: Int?, ipv4: String?, netmask: String?) throws(TapError) {
+        if let mac { try setMACAddress(mac) }
+        if let mtu { try setMTU(mtu) }
+        if let ipv4 { try setIPv4(address: ipv4, netmask: netmask ?? "255.255.255.0") }
+        try setUp()
+    }
+
     /// Brings the interface up.
     public func setUp() throws(TapError) {
         guard name.withCString({ clinux_if_set_up($0) }) == 0 else {

@@ -64,8 +64,8 @@ do {
 } catch {
     command.fail("cannot open \(config.path): \(error)")
 }
-var info = stat()
-let serial = stat(config.path, &info) == 0 ? Array("\(info.st_dev)\(info.st_rdev)\(info.st_ino)".utf8.prefix(20)) : []
+// The serial Cloud Hypervisor gives a disk without `serial=` (device and inode numbers).
+let serial = DiskImageOpener.defaultSerial(path: config.path)
 let device = VirtioBlock(backend: image, options: VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize))
 
 let backend: VhostUserDeviceBackend

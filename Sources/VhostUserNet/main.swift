@@ -69,10 +69,7 @@ do {
 let tap: TapInterface
 do {
     tap = try TapInterface.open(name: config.tap, queueCount: config.numQueues / 2)
-    if let mac = config.hostMAC { try tap.setMACAddress(mac.bytes) }
-    if let mtu = config.mtu { try tap.setMTU(Int(mtu)) }
-    try tap.setIPv4(address: config.ip, netmask: config.mask)
-    try tap.setUp()
+    try tap.configureHostSide(mac: config.hostMAC?.bytes, mtu: config.mtu.map(Int.init), ipv4: config.ip, netmask: config.mask)
 } catch {
     command.fail("\(error)")
 }

@@ -7,7 +7,7 @@ import BlockStorage
 import Qcow
 
 /// Opens the image behind a `--disk` as a ``BlockBackend``.
-enum DiskImageOpener {
+public enum DiskImageOpener {
     /// The backend for `config`: raw or qcow2 (detected by magic unless `image_type=` forces
     /// one), locked against a second writer, read-only and `O_DIRECT` as asked, with a qcow2
     /// backing file only when `backing_files=on`.
@@ -33,7 +33,7 @@ enum DiskImageOpener {
 
     /// Cloud Hypervisor's serial for a disk without `serial=`: the image's device and inode
     /// numbers, so that it stays the same across boots (at most 20 bytes).
-    static func defaultSerial(path: String) -> [UInt8] {
+    public static func defaultSerial(path: String) -> [UInt8] {
         var info = stat()
         guard stat(path, &info) == 0 else { return [] }
         return Array("\(info.st_dev)\(info.st_rdev)\(info.st_ino)".utf8.prefix(20))

@@ -56,10 +56,8 @@ extension VMBuilder {
     func openTap(_ config: NetConfig) throws(TapError) -> TapInterface {
         if let fds = config.fds { return try TapInterface.adopt(fds) }
         let tap = try TapInterface.open(name: config.tap, queueCount: config.numQueues / 2)
-        if let hostMac = config.hostMac.flatMap(MACAddress.init) { try tap.setMACAddress(hostMac.bytes) }
-        if let mtu = config.mtu { try tap.setMTU(Int(mtu)) }
-        if let ip = config.ip { try tap.setIPv4(address: ip, netmask: config.mask ?? "255.255.255.0") }
-        try tap.setUp()
+        try tap.configureHostSide(mac: config.hostMac.flatMap(MACAddress.init)?.bytes, mtu: config.mtu.map(Int.init),
+                                  ipv4: config.ip, netmask: config.mask)
         return tap
     }
 }
