@@ -561,8 +561,8 @@ if [[ -z $only || " $only " == *" debian "* ]]; then "$here/debian-image.sh" >&2
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
 rm -f "$stripped"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+log="$(mktemp)" fails="$(mktemp)"
+trap 'rm -f "$log" "$fails"' EXIT
 # Level 1 runs under QEMU's emulated SVM and TCG; rarely it resets by itself (no panic, QEMU
 # exits 0, run-l1.sh reports 125: no status) or freezes (no output at all: run-l1.sh stops it
 # and reports 126; seen about once in 20 level-2 starts, always just after a VMM started). That
@@ -579,6 +579,7 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
   CH_NESTED_TIMEOUT="$left" "$here/run-l1.sh" "$here/ch-e2e.sh" --in-l1 "$binary" "$bench" "$remote" "$run_only" 2>&1 | tee "$log"
   rc="${PIPESTATUS[0]}"
   set -e
+  grep -a '^ch-e2e: FAIL ' "$log" >>"$fails" || true
   ((attempt < attempts)) && ((rc == 125 || rc == 126)) || break
   selected="$(grep -a '^ch-e2e: scenarios: ' "$log" | tail -n 1 | cut -d' ' -f3- || true)"
   finished="$(grep -aoE '^ch-e2e: (PASS|FAIL) [a-z0-9]+:' "$log" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
@@ -605,9 +606,11 @@ if [[ -n $summary ]]; then
   passed="$(awk '{ print $2 }' <<<"$summary")" failed="$(awk '{ print $4 }' <<<"$summary")"
   passed=$((passed + carried_passed)) failed=$((failed + carried_failed))
   ((failed == 0)) || ((rc != 0)) || rc=1
-  # The summary again as the last line, after level 1's own closing messages.
+  # The failures and the summary again as the last lines, after level 1's own closing messages.
+  cat "$fails"
   echo "ch-e2e: $passed passed, $failed failed"
 else
+  cat "$fails"
   echo "ch-e2e: $carried_passed passed, $((carried_failed + 1)) failed (level 1 ended with status $rc and no summary)"
 fi
 exit "$rc"
