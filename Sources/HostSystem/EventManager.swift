@@ -280,6 +280,12 @@ public final class EventManager: Sendable {
         }
     }
 
+    /// Asks the loop thread to end without waiting for it: a loop parked at its gate then ends
+    /// when the gate opens, without running another round of handlers. ``stop()`` joins it.
+    public func requestStop() {
+        state.withLock { $0.stopRequested = true }
+    }
+
     /// Asks the loop thread to end, wakes it and waits for it. Calling it again, or without
     /// a `start()`, does nothing. Called from a handler on the loop thread, it returns at
     /// once and the loop ends after that handler; a later `stop()` elsewhere joins the thread.

@@ -59,8 +59,17 @@ final class VCPULoop: Sendable {
     /// entries it passes the pause gate, parking there while the VM is paused.
     func run() {
         let id = vcpu.id
+        // Whether the last exit was a port or MMIO access, which KVM finishes (the instruction
+        // pointer moved past it, what an IN or a read returned stored) only on the next entry.
+        var completing = false
         while !stopping.load(ordering: .acquiring) {
-            if gate.checkpoint() { continue }
+            // Park only where the vCPU's state is whole: paused right after an access, a
+            // snapshot or a migration would save the vCPU before that instruction, and the
+            // restored guest would do it twice (a byte written to the serial port twice, a
+            // read-to-clear register read twice). The KVM API document's way: enter once more
+            // with `immediate_exit` set, which the pause's kick did, so that entry completes the
+            // access and returns at once.
+            if !completing, gate.checkpoint() { continue }
             let exit: VCPUExit
             do {
                 exit = try vcpu.run()
@@ -68,15 +77,20 @@ final class VCPULoop: Sendable {
                 exits.report(.failure("vCPU \(id): \(error)"))
                 return
             }
+            completing = false
             switch exit {
             case .ioIn(let port, let data):
                 for i in 0..<data.count { data.set(pio.readOrAllOnes(address: UInt64(port), size: data.size), at: i) }
+                completing = true
             case .ioOut(let port, let data):
                 for i in 0..<data.count { pio.write(address: UInt64(port), size: data.size, value: data.value(at: i)) }
+                completing = true
             case .mmioRead(let address, let data):
                 data.set(mmio.readOrAllOnes(address: address, size: data.size))
+                completing = true
             case .mmioWrite(let address, let data):
                 mmio.write(address: address, size: data.size, value: data.value)
+                completing = true
             case .interrupted, .interruptWindowOpen, .ioapicEOI:
                 continue
             case .shutdown:
@@ -109,3 +123,4 @@ final class VCPULoop: Sendable {
         }
     }
 }
+

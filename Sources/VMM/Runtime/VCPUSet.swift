@@ -122,6 +122,12 @@ final class VCPUSet: @unchecked Sendable {
         for loop in contents.withLock({ $0.slots.compactMap(\.loop) }) { loop.kick() }
     }
 
+    /// Asks every vCPU thread to end without waiting: a vCPU parked at the pause gate then ends
+    /// when the gate opens, without entering the guest again.
+    func requestStop() {
+        for loop in contents.withLock({ $0.slots.compactMap(\.loop) }) { loop.stop() }
+    }
+
     /// Stops every vCPU thread and waits for them to end.
     func stopAll() {
         let running = contents.withLock { contents -> [(VCPULoop, HostThread)] in

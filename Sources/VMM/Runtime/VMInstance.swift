@@ -113,6 +113,11 @@ final class VMInstance: Sendable {
     /// Safe to call more than once and from the watcher's callback.
     func stop(reason: VMExitReason = .requested) {
         built.exits.report(reason)
+        // Parked vCPUs and the event loop end when the gate opens, without one more guest entry
+        // or round of device work: after a migration the destination owns the guest (a count
+        // printed here as well would be printed twice) and its disks.
+        built.cpus.requestStop()
+        built.events.requestStop()
         gate.open()
         built.cpus.stopAll()
         memoryRestoration?.stop()
