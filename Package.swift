@@ -184,7 +184,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", "CloudHypervisor", "CloudHypervisorAPI",
-            .product(name: "Logging", package: "swift-log"),
+            "VhostUserBackend", "BlockStorage", .product(name: "Logging", package: "swift-log"),
         ], exclude: ["Fixtures"]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",

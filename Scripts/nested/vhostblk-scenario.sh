@@ -12,8 +12,11 @@ vb_type() { printf '%s\n' "$1" >&"$in"; }
 # level 1's) and writes 64 KiB with conv=fsync that level 1 finds in the image after the VMM
 # exits. ch-remote add-disk vhost_user=on,socket= hot-adds the second export: the guest sees
 # /dev/vdb with its size and pattern; remove-device takes it away. ch-remote snapshot of the paused VM is refused naming
-# the vhost-user-blk disk, and the VM resumes. Also: the same --disk without shared=on is
-# refused with Cloud Hypervisor's words before anything starts.
+# the vhost-user-blk disk, and the VM resumes. Then qemu-storage-daemon is killed (SIGKILL) and
+# started again on the same socket: the VMM reconnects and hands the queue over again, and the
+# guest reads the pattern (page cache dropped) and writes 64 KiB more that level 1 finds in the
+# image. Also: the same --disk without shared=on is refused with Cloud Hypervisor's words
+# before anything starts.
 scenario_vhostblk() {
   local vb_dir qsd=/usr/bin/qemu-storage-daemon qsd_pid sock hot_sock api
   if [[ ! -x $qsd ]]; then
@@ -36,8 +39,9 @@ scenario_vhostblk() {
   local refused status=0
   refused="$("$binary" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "vhost_user=on,socket=$sock" 2>&1)" || status=$?
 
-  "$qsd" --blockdev "driver=file,node-name=f,filename=$vb_dir/disk.raw" --blockdev driver=raw,node-name=d,file=f \
-    --export "type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=$sock,writable=on" \
+  local main_export=(--blockdev "driver=file,node-name=f,filename=$vb_dir/disk.raw" --blockdev driver=raw,node-name=d,file=f
+    --export "type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=$sock,writable=on")
+  "$qsd" "${main_export[@]}" \
     --blockdev "driver=file,node-name=hf,filename=$vb_dir/hot.raw" --blockdev driver=raw,node-name=hd,file=hf \
     --export "type=vhost-user-blk,id=he,node-name=hd,addr.type=unix,addr.path=$hot_sock,writable=on" \
     >"$vb_dir/qsd.log" 2>&1 &
@@ -64,27 +68,41 @@ scenario_vhostblk() {
     timeout 120 "$remote" --api-socket "$api" resume >>"$vb_dir/snap.out" 2>&1 || echo "resume failed" >>"$vb_dir/snap.out"
     vb_type 'echo VB-D-$((40+2))'
   }
+  vb_restart() {
+    # The back-end dies with the guest idle and comes back on the same socket.
+    kill -9 "$qsd_pid" 2>/dev/null || true
+    wait "$qsd_pid" 2>/dev/null || true
+    rm -f "$sock"
+    sleep 1
+    "$qsd" "${main_export[@]}" >"$vb_dir/qsd2.log" 2>&1 &
+    qsd_pid=$!
+    local tries=0
+    while [[ ! -S $sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
+    vb_type 'echo 3 >/proc/sys/vm/drop_caches; head -c 65536 /dev/urandom >/tmp/w2; dd if=/tmp/w2 of=/dev/vda bs=4096 seek=2048 conv=fsync 2>/dev/null; echo 3 >/proc/sys/vm/drop_caches; echo VB-E-$(head -c 4096 /dev/vda | md5sum | cut -c1-32)-$(md5sum </tmp/w2 | cut -c1-32)'
+  }
   local steps='L2-INIT-READY|||echo VB-A-$(cat /sys/block/vda/size)-$(head -c 4096 /dev/vda | md5sum | cut -c1-32)
   VB-A-([0-9]+-[0-9a-f]{32})|||head -c 65536 /dev/urandom >/tmp/w; dd if=/tmp/w of=/dev/vda bs=4096 seek=1024 conv=fsync 2>/dev/null; echo VB-B-$(md5sum </tmp/w | cut -c1-32)
   VB-B-([0-9a-f]{32})|||!vb_hotadd
   VB-C-([0-9]+-[0-9a-f]{32})|||!vb_remove
   VB-R-([a-z_]+)|||!vb_snapshot
-  VB-D-([0-9]+)|||poweroff -f'
+  VB-D-([0-9]+)|||!vb_restart
+  VB-E-([0-9a-f]{32}-[0-9a-f]{32})|||poweroff -f'
   run_l2 vhostblk "$steps" "$binary" -v --api-socket "path=$api" "${base[@]}" --cpus boot=1 --memory size=512M,shared=on --cmdline "$append" \
     --disk "vhost_user=on,socket=$sock"
   kill "$qsd_pid" 2>/dev/null || true
   wait "$qsd_pid" 2>/dev/null || true
-  local written
+  local written rewritten
   written="$(dd if="$vb_dir/disk.raw" bs=4096 skip=1024 count=16 status=none | md5sum | cut -c1-32)"
+  rewritten="$(dd if="$vb_dir/disk.raw" bs=4096 skip=2048 count=16 status=none | md5sum | cut -c1-32)"
   echo "ch-e2e: [vhostblk] add: $(tr '\n' ' ' <"$vb_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$vb_dir/remove.out" 2>/dev/null); snapshot: $(tr '\n' ' ' <"$vb_dir/snap.out" 2>/dev/null | cut -c1-400)"
-  if ((steps_done == 6)) && ((vmm_status == 0)) && [[ ${captures[0]} == "65536-$pattern_md5" && ${captures[1]} == "$written" &&
-    ${captures[2]} == "16384-$hot_md5" && ${captures[3]} == vda_ && ${captures[4]} == 42 ]] && grep -q '"id":"_disk1"' "$vb_dir/add.out" &&
+  if ((steps_done == 7)) && ((vmm_status == 0)) && [[ ${captures[0]} == "65536-$pattern_md5" && ${captures[1]} == "$written" &&
+    ${captures[2]} == "16384-$hot_md5" && ${captures[3]} == vda_ && ${captures[4]} == 42 && ${captures[5]} == "$pattern_md5-$rewritten" ]] && grep -q '"id":"_disk1"' "$vb_dir/add.out" &&
     grep -q removed "$vb_dir/remove.out" &&
     grep -q 'vhost-user-blk' "$vb_dir/snap.out" && ! grep -q 'status 0' "$vb_dir/snap.out" && ! grep -q 'resume failed' "$vb_dir/snap.out" &&
     ((status != 0)) && [[ $refused == *"Using vhost-user requires using shared memory or huge pages"* ]]; then
-    pass "vhostblk: qemu-storage-daemon served two raw images over vhost-user-blk; the guest (--memory shared=on) saw /dev/vda of 65536 sectors, read level 1's pattern (md5 $pattern_md5), wrote 64 KiB that level 1 found in the image after the VMM exited (md5 $written); ch-remote add-disk vhost_user=on hot-added /dev/vdb (_disk1, 16384 sectors, pattern md5 $hot_md5) and remove-device _disk1 took it away; the snapshot was refused naming the vhost-user-blk disk and the VM resumed; VMM status 0; without shared=on the disk is refused (status $status)"
+    pass "vhostblk: qemu-storage-daemon served two raw images over vhost-user-blk; the guest (--memory shared=on) saw /dev/vda of 65536 sectors, read level 1's pattern (md5 $pattern_md5), wrote 64 KiB that level 1 found in the image after the VMM exited (md5 $written); ch-remote add-disk vhost_user=on hot-added /dev/vdb (_disk1, 16384 sectors, pattern md5 $hot_md5) and remove-device _disk1 took it away; the snapshot was refused naming the vhost-user-blk disk and the VM resumed; qemu-storage-daemon killed and started again: the VMM reconnected, the guest read the pattern again and wrote 64 KiB more that level 1 found (md5 $rewritten); VMM status 0; without shared=on the disk is refused (status $status)"
   else
-    fail "vhostblk: steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}], level 1: pattern $pattern_md5, hot $hot_md5, written $written, refusal (status $status): ${refused:0:300}; qemu-storage-daemon: $(tail -n 5 "$vb_dir/qsd.log" | tr '\n' ' ')"
+    fail "vhostblk: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}], level 1: pattern $pattern_md5, hot $hot_md5, written $written, rewritten $rewritten, refusal (status $status): ${refused:0:300}; qemu-storage-daemon: $(tail -n 5 "$vb_dir/qsd.log" | tr '\n' ' ')"
   fi
   rm -rf "$vb_dir"
 }

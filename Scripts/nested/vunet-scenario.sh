@@ -84,8 +84,8 @@ scenario_vunet() {
   # Server mode: the VMM listens on the socket, the back-end (client=on) connects to it.
   local server_sock="$vn_dir/server.sock" server_pid server_received="" server_status
   recv_pid=""
-  "$backend" --net-backend "tap=vunet2,ip=192.168.252.1,mask=255.255.255.0,socket=$server_sock,client=on,num_queues=2,queue_size=256" \
-    >"$vn_dir/server-backend.log" 2>&1 &
+  local server_backend=(--net-backend "tap=vunet2,ip=192.168.252.1,mask=255.255.255.0,host_mac=52:54:00:00:00:99,socket=$server_sock,client=on,num_queues=2,queue_size=256")
+  "$backend" "${server_backend[@]}" >"$vn_dir/server-backend.log" 2>&1 &
   server_pid=$!
   vs_recv() {
     "$nested_netbench" recv 5303 - >"$vn_dir/server-recv.log" 2>&1 &
@@ -93,9 +93,20 @@ scenario_vunet() {
     sleep 0.5
     vn_type 'ch-netbench send 192.168.252.1 5303 zero:4194304 >/dev/null; echo VS-B-$((40+2))-$?'
   }
+  vs_restart() {
+    # The back-end dies and a new one connects to the VMM's socket again (the VMM reconnects).
+    kill -9 "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    ip link del vunet2 2>/dev/null || true
+    "$backend" "${server_backend[@]}" >"$vn_dir/server-backend2.log" 2>&1 &
+    server_pid=$!
+    sleep 2
+    vn_type 'ip neigh flush dev eth0 2>/dev/null; echo VS-C-$(ping -c 5 -W 5 192.168.252.1 | grep -c "bytes from")'
+  }
   steps='L2-INIT-READY|||ip link set eth0 up && ip addr add 192.168.252.2/24 dev eth0 && echo VS-A-$(ping -c 5 -W 5 192.168.252.1 | grep -c "bytes from")
   VS-A-([0-9]+)|||!vs_recv
-  VS-B-42-([0-9]+)|||poweroff -f'
+  VS-B-42-([0-9]+)|||!vs_restart
+  VS-C-([0-9]+)|||poweroff -f'
   run_l2 vunet-server "$steps" "$binary" -v "${base[@]}" --cpus boot=1 --memory size=512M,shared=on --cmdline "$append" \
     --net "vhost_user=on,socket=$server_sock,vhost_mode=server,mac=52:54:00:00:00:42"
   [[ -n $recv_pid ]] && wait "$recv_pid" 2>/dev/null
@@ -107,11 +118,11 @@ scenario_vunet() {
     ${client_captures[2]:-} == 2 && ${client_captures[3]:-} == 52:54:00:00:00:43-3 && $received == 8388608 && $served_status == 0 && $hot_status == 0 ]] &&
     grep -q '"id":"_net1"' "$vn_dir/add.out" &&
     grep -q 'vhost-user-net' "$vn_dir/snap.out" && ! grep -q 'status 0' "$vn_dir/snap.out" && ! grep -q 'resume failed' "$vn_dir/snap.out" &&
-    ((steps_done == 3)) && ((vmm_status == 0)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && $server_received == 4194304 && $server_status == 0 ]] &&
+    ((steps_done == 4)) && ((vmm_status == 0)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && ${captures[2]:-} -ge 4 && $server_received == 4194304 && $server_status == 0 ]] &&
     ((status != 0)) && [[ $refused == *"Using vhost-user requires using shared memory or huge pages"* ]]; then
-    pass "vunet: vhost_user_net served TAP vunet1 to the VMM's vhost-user-net front-end; the guest (--memory shared=on) saw MAC 52:54:00:00:00:41, 5/5 pings to level 1 were answered and it sent 8 MiB over TCP that level 1 received whole; the snapshot was refused naming the vhost-user-net NIC and the VM resumed (2/2 pings after); ch-remote add-net vhost_user=on hot-added _net1 (eth1, MAC 52:54:00:00:00:43, 3/3 pings through TAP vunet3); with vhost_mode=server the VMM listened, the back-end (client=on) connected, 5/5 pings and 4 MiB received whole; all three back-ends exited 0; VMM status 0 twice; without shared=on the NIC is refused (status $status)"
+    pass "vunet: vhost_user_net served TAP vunet1 to the VMM's vhost-user-net front-end; the guest (--memory shared=on) saw MAC 52:54:00:00:00:41, 5/5 pings to level 1 were answered and it sent 8 MiB over TCP that level 1 received whole; the snapshot was refused naming the vhost-user-net NIC and the VM resumed (2/2 pings after); ch-remote add-net vhost_user=on hot-added _net1 (eth1, MAC 52:54:00:00:00:43, 3/3 pings through TAP vunet3); with vhost_mode=server the VMM listened, the back-end (client=on) connected, 5/5 pings and 4 MiB received whole, then it was killed and a new one connected to the same socket: ${captures[2]}/5 pings through it (the VMM reconnected); the back-ends exited 0; VMM status 0 twice; without shared=on the NIC is refused (status $status)"
   else
-    fail "vunet: client mode steps $client_steps/5, VMM status $client_vmm, captures [${client_captures[*]:-}], received '${received}', back-ends $served_status/$hot_status; server mode steps $steps_done/3, VMM status $vmm_status, captures [${captures[*]:-}], received '${server_received}', back-end $server_status: $(tail -n 3 "$vn_dir/server-backend.log" | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+    fail "vunet: client mode steps $client_steps/5, VMM status $client_vmm, captures [${client_captures[*]:-}], received '${received}', back-ends $served_status/$hot_status; server mode steps $steps_done/4, VMM status $vmm_status, captures [${captures[*]:-}], received '${server_received}', back-end $server_status: $(tail -n 3 "$vn_dir/server-backend.log" | tr '\n' ' ') / $(tail -n 3 "$vn_dir/server-backend2.log" 2>/dev/null | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
   fi
   rm -rf "$vn_dir"
 }

@@ -106,6 +106,9 @@ public enum SeccompPolicy {
             // virtio-vsock: host clients accepted at its socket, guest connections to `socket_<port>`,
             // bytes both ways, half-closes.
             .allow("socket", argument: 0, oneOf: [UInt64(AF_UNIX)]), .allow("connect"), .allow("recvmsg"), .allow("shutdown"),
+            // A vhost-user back-end that hung up: connecting again (or accepting it) and the
+            // requests and replies that hand its queues over again, waited for with a timeout.
+            .allow("poll"),
             .ioctl(Ioctl.eventLoop),
         ]
     }

@@ -40,12 +40,12 @@ public final class UnixVhostUserChannel: VhostUserChannel {
 
     /// Listens at `path` and waits, without a limit, for one back-end to connect (Cloud
     /// Hypervisor's `vhost_mode=server`: the VMM owns the socket and the back-end comes to it).
-    /// The listener is closed once the back-end is in.
-    public static func accept(path: String) throws(SystemError) -> UnixVhostUserChannel {
+    /// The listener is returned too: a back-end that restarts connects to it again.
+    public static func accept(path: String) throws(SystemError) -> (channel: UnixVhostUserChannel, listener: UnixSocket) {
         let listener = try UnixSocket.listening(at: path, backlog: 1)
         while true {
             _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
-            if let socket = try listener.accept() { return UnixVhostUserChannel(socket: socket) }
+            if let socket = try listener.accept() { return (UnixVhostUserChannel(socket: socket), listener) }
         }
     }
 

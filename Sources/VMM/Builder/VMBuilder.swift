@@ -204,7 +204,7 @@ struct VMBuilder {
                 let attached = try attachVhostUserBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)])
                 virtio.append(attached.attachment)
                 managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserBlock(attached, socket: disk.vhostSocket ?? "", mover: mover),
-                                                            attachment: attached.attachment, context: on(disk.pciSegment)) { _ in attached.device.reset() })
+                                                            attachment: attached.attachment, context: on(disk.pciSegment)) { _ in attached.device.reset(); attached.device.common.stopWatching() })
                 continue
             }
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
@@ -235,7 +235,7 @@ struct VMBuilder {
                 let attached = try attachVhostUserNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
                 virtio.append(attached.attachment)
                 managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserNet(attached, socket: net.vhostSocket ?? "", mover: mover),
-                                                            attachment: attached.attachment, context: on(net.pciSegment)) { _ in attached.device.reset() })
+                                                            attachment: attached.attachment, context: on(net.pciSegment)) { _ in attached.device.reset(); attached.device.common.stopWatching() })
                 continue
             }
             let attached = try attachVirtioNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])

@@ -82,6 +82,7 @@ extension VMBuilder {
                 guard let vector = transport?.queueVector(queue), routing.vectors.indices.contains(vector) else { return nil }
                 return routing.vectors[vector].event.rawValue
             }))
+        try common.watch(events: context.events)
         return (attachment, address)
     }
 }

@@ -1,4 +1,5 @@
 import GuestMemory
+import HostSystem
 import Logging
 import Synchronization
 import VhostUser
@@ -23,7 +24,8 @@ struct VhostUserNotifiers: Sendable {
 /// Activation (the driver's DRIVER_OK) and reset run the vhost-user exchanges on the vCPU
 /// thread that wrote the status. Any failure of the back-end (a refusal, a malformed reply,
 /// a closed socket) fails that step with ``VirtioDeviceError/backend(_:)``: the transport
-/// marks the device `DEVICE_NEEDS_RESET` and the VM goes on.
+/// marks the device `DEVICE_NEEDS_RESET` and the VM goes on. A back-end that hangs up is
+/// reconnected to (VhostUserReconnect.swift).
 final class VhostUserCommon: Sendable {
     /// The transport features every vhost-user front-end here can pass on (Cloud Hypervisor
     /// offers these and a few it can handle besides): indirect descriptors, event index,
@@ -31,8 +33,8 @@ final class VhostUserCommon: Sendable {
     static let transportFeatures: UInt64 = VirtioFeature.indirectDescriptors | VirtioFeature.eventIndex | VirtioFeature.version1
         | vhostUserProtocolFeaturesBit
 
-    /// The connection to the back-end.
-    let frontend: VhostUserFrontend
+    /// The connection to the back-end (a new one after a reconnection).
+    var frontend: VhostUserFrontend { state.withLock { $0.frontend } }
     /// What negotiation gave (the protocol-features bit included when both sides have it).
     let negotiatedFeatures: UInt64
     /// The protocol features both sides have.
@@ -45,19 +47,49 @@ final class VhostUserCommon: Sendable {
     /// status): the driver may accept them, but they are never passed to the back-end.
     let frontendOnlyFeatures: UInt64
     let logger: Logger
+    /// With `vhost_mode=server`, the socket the back-end connected to, which a restarted
+    /// back-end connects to again; `nil` when the VMM is the client.
+    let listener: UnixSocket?
 
-    private struct State {
+    struct State {
+        var frontend: VhostUserFrontend
         var driverFeatures: UInt64 = 0
         var notifiers: VhostUserNotifiers?
         /// The queues handed to the back-end since the last activation.
         var started: [Int] = []
+        /// What the driver's last activation handed over (until its reset), for a
+        /// reconnection to hand it to the new back-end.
+        var active: ActiveQueues?
+        /// Where hang-ups and reconnection attempts are watched (``watch(events:)``).
+        var events: EventManager?
+        /// The descriptor registered with `events`: the connection, the retry timer or the listener.
+        var watched: Int32?
+        /// The retry timer while the back-end is away (the VMM as client).
+        var retry: TimerFD?
+        /// Retry ticks since the back-end went away.
+        var retries = 0
+        /// Whether the listener (`vhost_mode=server`) is watched for the back-end's return.
+        var listening = false
+        /// Where the queues resume once the back-end is back: the available-ring indexes
+        /// when it hung up (or when the driver activated the device while it was away).
+        var resumeBases: [Int: UInt16]?
+        /// Whether the back-end is connected and in step.
+        var connected = true
     }
-    private let state = Mutex(State())
+
+    /// Guest memory and the queues of one activation.
+    struct ActiveQueues: @unchecked Sendable {
+        let memory: GuestMemory
+        let queues: [SplitQueue]
+    }
+
+    let state: Mutex<State>
 
     /// The common part of a device whose negotiation gave `negotiated`.
     init(frontend: VhostUserFrontend, negotiated: (features: UInt64, protocolFeatures: VhostUserProtocolFeatures),
-         socket: String, name: String, frontendOnlyFeatures: UInt64 = 0, logger: Logger) {
-        self.frontend = frontend
+         socket: String, name: String, frontendOnlyFeatures: UInt64 = 0, listener: UnixSocket? = nil, logger: Logger) {
+        self.state = Mutex(State(frontend: frontend))
+        self.listener = listener
         self.negotiatedFeatures = negotiated.features
         self.protocolFeatures = negotiated.protocolFeatures
         self.socket = socket
@@ -82,9 +114,10 @@ final class VhostUserCommon: Sendable {
 
     /// Listens at `socket` and waits, without a limit, for the back-end to connect (Cloud
     /// Hypervisor's `vhost_mode=server`); a failure names `option`.
-    static func accept(socket: String, option: String) throws -> VhostUserFrontend {
+    static func accept(socket: String, option: String) throws -> (frontend: VhostUserFrontend, listener: UnixSocket) {
         do {
-            return VhostUserFrontend(channel: try UnixVhostUserChannel.accept(path: socket))
+            let (channel, listener) = try UnixVhostUserChannel.accept(path: socket)
+            return (VhostUserFrontend(channel: channel), listener)
         } catch {
             throw ConfigError(option: option, "cannot listen for the vhost-user back-end at socket=\(socket) (vhost_mode=server): \(error)")
         }
@@ -124,16 +157,33 @@ final class VhostUserCommon: Sendable {
     /// Hands the enabled queues to the back-end (Cloud Hypervisor's `setup_vhost_user`):
     /// features (without the front-end-only ones), the memory table, then per queue its
     /// size, rings, base, call and kick eventfds, and last, with protocol features, enables
-    /// them. The queues are the back-end's, numbered from 0.
+    /// them. The queues are the back-end's, numbered from 0. While the back-end is away
+    /// (reconnecting), the queues are kept and handed over when it is back.
     func activate(memory: GuestMemory, queues: [SplitQueue]) throws(VirtioDeviceError) {
-        let (driverFeatures, notifiers) = state.withLock { ($0.driverFeatures, $0.notifiers) }
-        guard let notifiers else { throw .backend("the \(name) device is not attached to a transport") }
+        try state.withLock { (state: inout State) throws(VirtioDeviceError) in
+            guard state.notifiers != nil else { throw .backend("the \(name) device is not attached to a transport") }
+            state.active = ActiveQueues(memory: memory, queues: queues)
+            guard state.connected else {
+                state.resumeBases = state.active.map(Self.availableIndexes)
+                logger.warning("\(name) (\(socket)): activated while the back-end is away; its queues are handed over when it reconnects")
+                return
+            }
+            try handOver(&state, bases: nil)
+        }
+    }
+
+    /// The hand-over itself, under the state's lock, on the current connection. `bases`
+    /// replaces the available-ring indexes as the queues' first positions (a reconnection).
+    func handOver(_ state: inout State, bases: [Int: UInt16]?) throws(VirtioDeviceError) {
+        guard let active = state.active, let notifiers = state.notifiers else { return }
+        let frontend = state.frontend, memory = active.memory
         var started: [Int] = []
+        defer { state.started = started }
         do {
-            try frontend.setFeatures(driverFeatures & ~frontendOnlyFeatures | (negotiatedFeatures & vhostUserProtocolFeaturesBit))
+            try frontend.setFeatures(state.driverFeatures & ~frontendOnlyFeatures | (negotiatedFeatures & vhostUserProtocolFeaturesBit))
             let (regions, descriptors) = try Self.memoryTable(memory)
             try frontend.setMemTable(regions, descriptors: descriptors)
-            for (index, queue) in queues.enumerated() where queue.isReady {
+            for (index, queue) in active.queues.enumerated() where queue.isReady {
                 let queueIndex = UInt32(index)
                 try frontend.setVringNum(index: queueIndex, size: UInt32(queue.size))
                 let size = UInt64(queue.size)
@@ -142,7 +192,7 @@ final class VhostUserCommon: Sendable {
                     descriptorTable: try Self.hostAddress(memory, queue.descriptorTable, length: 16 * size, what: "descriptor table", queue: index),
                     usedRing: try Self.hostAddress(memory, queue.usedRing, length: 6 + 8 * size, what: "used ring", queue: index),
                     availableRing: try Self.hostAddress(memory, queue.availableRing, length: 6 + 2 * size, what: "available ring", queue: index)))
-                let base = try queue.availableIndex(in: memory)
+                let base = try bases?[index] ?? queue.availableIndex(in: memory)
                 try frontend.setVringBase(index: queueIndex, base: UInt32(base))
                 guard let call = notifiers.call(index) else {
                     throw VirtioDeviceError.backend("queue \(index) has no MSI-X vector: a vhost-user back-end interrupts the guest through MSI-X only")
@@ -156,7 +206,6 @@ final class VhostUserCommon: Sendable {
             }
         } catch {
             // The queues handed over so far are stopped by the driver's reset.
-            state.withLock { $0.started = started }
             if let error = error as? VirtioDeviceError {
                 logger.error("\(name) (\(socket)): \(error)")
                 throw error
@@ -164,18 +213,18 @@ final class VhostUserCommon: Sendable {
             logger.error("\(name) (\(socket)): the back-end failed during activation: \(error)")
             throw .backend("the vhost-user back-end at \(socket) failed during activation: \(error)")
         }
-        state.withLock { $0.started = started }
         logger.info("\(name) (\(socket)): \(started.count) queue(s) handed to the back-end")
     }
 
     /// Stops the back-end's queues (Cloud Hypervisor's `reset_vhost_user`): each is disabled
     /// and `GET_VRING_BASE` stops it. A back-end that fails here is logged; the driver's reset
-    /// goes on. Without started queues this sends nothing.
+    /// goes on. Without started queues (or while the back-end is away) this sends nothing.
     func reset() {
-        let started = state.withLock { state -> [Int] in
-            defer { state.started = []; state.driverFeatures = 0 }
-            return state.started
+        let (started, frontend) = state.withLock { state -> ([Int], VhostUserFrontend?) in
+            defer { state.started = []; state.driverFeatures = 0; state.active = nil; state.resumeBases = nil }
+            return (state.started, state.connected ? state.frontend : nil)
         }
+        guard let frontend else { return }
         for index in started {
             do {
                 if negotiatedFeatures & vhostUserProtocolFeaturesBit != 0 {

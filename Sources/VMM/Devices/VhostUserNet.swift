@@ -1,4 +1,5 @@
 import GuestMemory
+import HostSystem
 import Logging
 import Synchronization
 import VhostUser
@@ -78,15 +79,19 @@ final class VhostUserNetDevice: VirtioDevice {
     /// (`vhost_mode=server`), then negotiates.
     convenience init(config: NetConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000) throws {
         let socket = config.vhostSocket ?? ""
-        let frontend = config.vhostMode == .server
-            ? try VhostUserCommon.accept(socket: socket, option: "--net")
-            : try VhostUserCommon.connect(socket: socket, option: "--net", timeoutMilliseconds: connectTimeoutMilliseconds)
-        try self.init(config: config, frontend: frontend, logger: logger)
+        if config.vhostMode == .server {
+            let (frontend, listener) = try VhostUserCommon.accept(socket: socket, option: "--net")
+            try self.init(config: config, frontend: frontend, listener: listener, logger: logger)
+        } else {
+            let frontend = try VhostUserCommon.connect(socket: socket, option: "--net", timeoutMilliseconds: connectTimeoutMilliseconds)
+            try self.init(config: config, frontend: frontend, logger: logger)
+        }
     }
 
     /// A device over an established front-end (the tests give a replayed back-end):
     /// negotiates the features and checks that the back-end serves `num_queues` rings.
-    init(config: NetConfig, frontend: VhostUserFrontend, logger: Logger) throws {
+    /// With `vhost_mode=server`, `listener` is the socket a restarted back-end connects to again.
+    init(config: NetConfig, frontend: VhostUserFrontend, listener: UnixSocket? = nil, logger: Logger) throws {
         let socket = config.vhostSocket ?? ""
         let dataQueues = config.numQueues
         // Without MQ a back-end serves Cloud Hypervisor's default of 2 queues.
@@ -104,7 +109,7 @@ final class VhostUserNetDevice: VirtioDevice {
         self.configuredMAC = config.mac.flatMap(MACAddress.init) ?? MACAddress.random()
         self.mtu = config.mtu
         self.common = VhostUserCommon(frontend: frontend, negotiated: negotiated, socket: socket, name: "vhost-user-net",
-                                      frontendOnlyFeatures: Self.frontendOnlyFeatures, logger: logger)
+                                      frontendOnlyFeatures: Self.frontendOnlyFeatures, listener: listener, logger: logger)
         // Cloud Hypervisor's `frontend_avail_features`: the MAC always, link status with a control queue.
         self.features = common.deviceFeatures | F.mac | (hasControlQueue ? F.status : 0)
         self.queueMaxSizes = Array(repeating: config.queueSize, count: dataQueues + (hasControlQueue ? 1 : 0))

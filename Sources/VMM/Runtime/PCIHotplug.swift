@@ -53,6 +53,7 @@ extension BuiltVM {
         let entry = DeviceRegistration.vhostUserBlock(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
         try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
             attached.device.reset()
+            attached.device.common.stopWatching()
         })
         try announce(insertedAt: attached.attachment.slot, support: support)
         return (attached.attachment.slot, attached.address)
@@ -69,6 +70,7 @@ extension BuiltVM {
         let entry = DeviceRegistration.vhostUserNet(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
         try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
             attached.device.reset()
+            attached.device.common.stopWatching()
         })
         try announce(insertedAt: attached.attachment.slot, support: support)
         return (attached.attachment.slot, attached.address)

@@ -1,0 +1,158 @@
+import HostSystem
+import VhostUser
+import VirtioDevices
+
+/// Reconnection to a vhost-user back-end that went away, as Cloud Hypervisor's
+/// `VhostUserEpollHandler::reconnect`: when the back-end hangs up (it crashed, or was
+/// restarted to upgrade it), the VMM connects again (as the client: every 100 ms for up to
+/// 60 s, as its `connect_vhost_user`; with `vhost_mode=server`: it waits on its socket for
+/// the back-end to come back), negotiates the same features and protocol features again and,
+/// if the driver had activated the device, hands the same memory table and queues over. The
+/// guest sees a pause in the device's service, nothing else.
+///
+/// The work runs on the device event loop: the connection's descriptor is watched for the
+/// hang-up, then the retry timer or the listener for the return. The queues resume from the
+/// available-ring positions the driver had reached when the back-end hung up, so requests
+/// the guest makes while it is away are served once it is back; requests the old back-end
+/// had taken but not completed are lost, as in Cloud Hypervisor without in-flight tracking.
+extension VhostUserCommon {
+    /// The client's retry period: 100 ms, as Cloud Hypervisor's.
+    static let retryIntervalNanoseconds: UInt64 = 100_000_000
+    /// Retries before the client gives up: 600, 60 s as Cloud Hypervisor's `CONNECT_TIMEOUT`.
+    static let retryLimit = 600
+
+    /// Watches the connection on `events` from now on, so that a back-end that hangs up is
+    /// reconnected to. A connection that is not a Unix socket (a test's replay) is not watched.
+    func watch(events: EventManager) throws(SystemError) {
+        try state.withLock { (state: inout State) throws(SystemError) in
+            state.events = events
+            try watchConnection(&state)
+        }
+    }
+
+    /// Stops watching: the device is being removed. A reconnection under way ends.
+    func stopWatching() {
+        let (events, descriptors) = state.withLock { state -> (EventManager?, [Int32]) in
+            var descriptors = [state.watched, state.retry?.rawValue].compactMap { $0 }
+            if state.listening, let listener { descriptors.append(listener.rawValue) }
+            defer { state.events = nil; state.watched = nil; state.retry = nil; state.listening = false }
+            return (state.events, descriptors)
+        }
+        for descriptor in descriptors { try? events?.remove(descriptor) }
+    }
+
+    /// Whether the back-end is connected (not away and being waited for).
+    var isConnected: Bool { state.withLock { $0.connected } }
+
+    private func watchConnection(_ state: inout State) throws(SystemError) {
+        guard let events = state.events, let channel = state.frontend.channel as? UnixVhostUserChannel else { return }
+        let descriptor = channel.socket.rawValue
+        try events.add(descriptor, events: .readHangUp) { [weak self] _ in self?.backendHungUp(descriptor) }
+        state.watched = descriptor
+    }
+
+    /// The connection's descriptor reported a hang-up: start reconnecting.
+    private func backendHungUp(_ descriptor: Int32) {
+        state.withLock { state in
+            guard state.watched == descriptor, let events = state.events else { return }
+            try? events.remove(descriptor)
+            state.watched = nil
+            state.connected = false
+            state.retries = 0
+            state.resumeBases = state.active.map(Self.availableIndexes)
+            let plan = listener == nil ? "connecting again every 100 ms for up to 60 s" : "waiting for it to connect again (vhost_mode=server)"
+            logger.warning("\(name) (\(socket)): the back-end hung up; \(plan)")
+            if let listener {
+                do {
+                    try events.add(listener.rawValue) { [weak self] _ in self?.listenerReady() }
+                    state.listening = true
+                } catch {
+                    logger.error("\(name) (\(socket)): cannot wait for the back-end on the listening socket: \(error); the device stays without a back-end")
+                }
+            } else if !connectAgain(&state) {
+                do {
+                    let timer = try TimerFD()
+                    try timer.arm(afterNanoseconds: Self.retryIntervalNanoseconds, intervalNanoseconds: Self.retryIntervalNanoseconds)
+                    try events.add(timer.rawValue) { [weak self] _ in self?.retryTick() }
+                    state.retry = timer
+                } catch {
+                    logger.error("\(name) (\(socket)): cannot start the reconnection timer: \(error); the device stays without a back-end")
+                }
+            }
+        }
+    }
+
+    /// One tick of the client's retry timer.
+    private func retryTick() {
+        state.withLock { state in
+            guard let timer = state.retry, let events = state.events else { return }
+            state.retries += Int(max(1, timer.expirations()))
+            let done = connectAgain(&state)
+            guard done || state.retries >= Self.retryLimit else { return }
+            try? events.remove(timer.rawValue)
+            state.retry = nil
+            if !done {
+                logger.error("\(name) (\(socket)): the back-end did not come back within 60 s; the device stays without a back-end (its requests wait)")
+            }
+        }
+    }
+
+    /// The listening socket (`vhost_mode=server`) has a connection for us.
+    private func listenerReady() {
+        state.withLock { state in
+            guard state.listening, let listener, let events = state.events else { return }
+            let socket: UnixSocket?
+            do {
+                socket = try listener.accept()
+            } catch {
+                logger.error("\(name) (\(self.socket)): accepting the back-end failed: \(error)")
+                return
+            }
+            guard let socket, adopt(UnixVhostUserChannel(socket: socket), &state) else { return }
+            try? events.remove(listener.rawValue)
+            state.listening = false
+        }
+    }
+
+    /// One connection attempt as the client; whether the back-end is back and in step.
+    private func connectAgain(_ state: inout State) -> Bool {
+        guard let socket = try? UnixSocket.connect(to: self.socket) else { return false }
+        return adopt(UnixVhostUserChannel(socket: socket), &state)
+    }
+
+    /// Takes `channel` as the connection if the back-end on it negotiates what the first one
+    /// did, then hands it the activated queues. A back-end that offers less is refused (its
+    /// connection closed): the device keeps waiting for one that serves it.
+    private func adopt(_ channel: UnixVhostUserChannel, _ state: inout State) -> Bool {
+        let frontend = VhostUserFrontend(channel: channel)
+        do {
+            let again = try frontend.negotiate(features: negotiatedFeatures, protocolFeatures: protocolFeatures)
+            guard again.features == negotiatedFeatures, again.protocolFeatures == protocolFeatures else {
+                throw VirtioDeviceError.backend("it came back with features 0x\(String(again.features, radix: 16)) and protocol features "
+                    + "0x\(String(again.protocolFeatures.rawValue, radix: 16)), not the 0x\(String(negotiatedFeatures, radix: 16)) and "
+                    + "0x\(String(protocolFeatures.rawValue, radix: 16)) the device was built with")
+            }
+            state.frontend = frontend
+            state.connected = true
+            try handOver(&state, bases: state.resumeBases)
+            state.resumeBases = nil
+            try watchConnection(&state)
+        } catch {
+            state.connected = false
+            logger.error("\(name) (\(socket)): the reconnected back-end cannot serve the device: \(error)")
+            return false
+        }
+        let served = state.started.isEmpty ? "" : " and serves \(state.started.count) queue(s) again"
+        logger.info("\(name) (\(socket)): the back-end is back\(served)")
+        return true
+    }
+
+    /// The available-ring index of every ready queue of `active`, by queue.
+    static func availableIndexes(_ active: ActiveQueues) -> [Int: UInt16] {
+        var bases: [Int: UInt16] = [:]
+        for (index, queue) in active.queues.enumerated() where queue.isReady {
+            if let base = try? queue.availableIndex(in: active.memory) { bases[index] = base }
+        }
+        return bases
+    }
+}
