@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt kata snapshot migration debian"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -72,6 +72,11 @@
 #            1024M hot-adds 512 MiB (ACPI memory hotplug); the guest onlines the new blocks,
 #            MemTotal grows by about 512 MiB and a tmpfs holds 640 MiB; resize --memory 2048M is
 #            refused with a 4xx naming hotplug_size; vm.info reports 1 GiB (memhotplug-scenario.sh).
+#   virtiomem --memory size=512M,hotplug_method=virtio-mem,hotplug_size=512M and --api-socket:
+#            ch-remote resize --memory 1024M makes the guest's virtio_mem driver plug 512 MiB
+#            (MemTotal grows, a tmpfs holds 640 MiB); resize --memory 768M makes it unplug 256 MiB
+#            (MemTotal drops); resize --memory 2048M is refused with a 4xx; vm.info reports
+#            hotplugged_size 256 MiB (virtiomem-scenario.sh).
 #   pcihotplug --api-socket and one disk: ch-remote add-disk hot-adds an image the guest finds as
 #            /dev/vdb (ACPI PCI hotplug) and reads and writes; remove-device makes the guest eject
 #            it; 20 add/remove cycles of the same image leave the VMM's descriptors as they were;
@@ -112,7 +117,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt snapshot migration kata debian)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -456,6 +461,11 @@ in_l1() {
     # shellcheck source-path=SCRIPTDIR source=memhotplug-scenario.sh
     source "$here/memhotplug-scenario.sh"
     scenario_memhotplug
+  fi
+  if want virtiomem; then
+    # shellcheck source-path=SCRIPTDIR source=virtiomem-scenario.sh
+    source "$here/virtiomem-scenario.sh"
+    scenario_virtiomem
   fi
   if want pcihotplug; then
     # shellcheck source-path=SCRIPTDIR source=pcihotplug-scenario.sh

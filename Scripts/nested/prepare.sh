@@ -38,12 +38,13 @@ l1_modules=(irqbypass kvm ccp kvm-amd
   netfs fscache 9pnet 9pnet_virtio 9p tun vhost_vsock)
 # Modules that level 2 loads when they exist: the virtio drivers a VMM's devices need, for
 # virtio-pmem the nvdimm stack and ext4 (the pmem scenario mounts a file system from it), and
-# fuse with virtiofs for the fs scenario, virtio_balloon for the balloon scenario.
+# fuse with virtiofs for the fs scenario, virtio_balloon for the balloon scenario, virtio_mem
+# for the virtiomem scenario.
 l2_modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
   virtio_blk failover net_failover virtio_net virtio_console virtio-rng button evdev
   vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
   libnvdimm nd_btt nd_pmem nd_virtio virtio_pmem crc16 mbcache jbd2 crc32c_generic ext4
-  fuse virtiofs virtio_balloon)
+  fuse virtiofs virtio_balloon virtio_mem)
 # Modules level 1 cannot work without (a missing one is an error, not a warning).
 l1_required=(kvm kvm-amd 9pnet_virtio 9p)
 

@@ -23,6 +23,8 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
     public static let balloon = VirtioDeviceType(rawValue: 5)
     /// Socket device (19).
     public static let vsock = VirtioDeviceType(rawValue: 19)
+    /// Memory device (24), virtio-mem.
+    public static let mem = VirtioDeviceType(rawValue: 24)
     /// File system device (26), virtio-fs.
     public static let fs = VirtioDeviceType(rawValue: 26)
     /// Persistent memory device (27).
@@ -37,6 +39,7 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
         case 4: "rng"
         case 5: "balloon"
         case 19: "vsock"
+        case 24: "mem"
         case 26: "fs"
         case 27: "pmem"
         default: "type \(rawValue)"

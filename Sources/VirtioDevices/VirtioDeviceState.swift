@@ -18,6 +18,8 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
     case pmem(VirtioPmem.State)
     /// A ``VirtioBalloon``'s state.
     case balloon(VirtioBalloon.State)
+    /// A ``VirtioMem``'s state.
+    case mem(VirtioMem.State)
     /// A device that cannot save its state (restoring it is refused).
     case unsupported(type: UInt16)
 
@@ -31,6 +33,7 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
         case .vsock: "vsock"
         case .pmem: "pmem"
         case .balloon: "balloon"
+        case .mem: "mem"
         case .unsupported(let type): "unsupported type \(type)"
         }
     }

@@ -113,7 +113,6 @@ struct CommandLineCompatibilityTests {
             (["--cpus", "boot=2,kvm_hyperv=on"], "--cpus kvm_hyperv="),
             (["--cpus", "boot=2,core_scheduling=vcpu"], "--cpus core_scheduling="),
             (["--cpus", "boot=2,affinity=[0@[0-1],1@[2]]"], "--cpus affinity="),
-            (["--memory", "size=512M,hotplugged_size=512M,hotplug_size=1G"], "--memory hotplugged_size="),
           ])
     func absentOptions(arguments: [String], option: String) {
         let error = #expect(throws: ConfigError.self) { _ = try Self.config(["--kernel", "k"] + arguments) }

@@ -61,7 +61,7 @@ enum BootSetup {
     }
 
     static func prepare(payload: PayloadConfig, memory: GuestMemory, vcpuCount: Int, topology: CPUTopology,
-                        rsdpAddress: GuestAddress?) throws(BootError) -> BootPlan {
+                        rsdpAddress: GuestAddress?, hotplugRegionStart: UInt64? = nil) throws(BootError) -> BootPlan {
         let kernelPath = payload.kernel ?? ""
         let kernel = try readFile(kernelPath, what: "kernel")
         let isELF = kernel.count >= 4 && kernel[0..<4] == [0x7F, 0x45, 0x4C, 0x46]
@@ -106,7 +106,8 @@ enum BootSetup {
                 initramfs = try InitramfsLoader.load(image, into: memory, maxAddress: maxAddress, lowestAddress: load.loadEnd)
             }
 
-            let e820 = try X86Layout.e820Entries(memory: memory)
+            // A virtio-mem region is left out: the guest learns it from the device.
+            let e820 = try X86Layout.e820Entries(ramRegions: memory.regions.filter { $0.start.rawValue != hotplugRegionStart }.map { ($0.start, $0.size) })
             switch bootProtocol {
             case .pvh:
                 let modules = initramfs.map { [PVHModule(address: $0.address, size: $0.size)] } ?? []

@@ -64,6 +64,8 @@ final class BuiltVM: @unchecked Sendable {
     var pciHotplug: PCIHotplugSupport?
     /// ACPI memory hotplug (`hotplug_method=acpi` with a `hotplug_size`), set by `build()`.
     var memoryHotplug: MemoryHotplugSupport?
+    /// virtio-mem memory hotplug (`hotplug_method=virtio-mem` with a `hotplug_size`), set by `build()`.
+    var virtioMem: VirtioMemSupport?
 
     init(config: VMConfig, vm: KVMVirtualMachine, memory: GuestMemory, cpus: VCPUSet,
          cpuHotplug: (controller: ACPICPUHotplugController, ged: ACPIGenericEventDevice), pio: Bus, mmio: Bus,
@@ -157,8 +159,11 @@ struct VMBuilder {
         var devices = LegacyDevices()
         (devices.serial, devices.serialHost, devices.serialInput) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
         devices.i8042 = try LegacyDeviceAttach.attachI8042(pio: pio, exits: exits)
-        let below4G = min(memory.totalSize, X86Layout.mem32BitReservedStart.rawValue)
-        devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, exits: exits)
+        // The boot RAM only: a virtio-mem region is not RAM until the guest plugs it.
+        let virtioMemRegion = try VirtioMemSupport.region(config.memory)
+        let bootRAM = memory.regions.filter { $0.start.rawValue != virtioMemRegion?.start }
+        let below4G = min(config.memory.size, X86Layout.mem32BitReservedStart.rawValue)
+        devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: config.memory.size - below4G, exits: exits)
         devices.debugPort = try LegacyDeviceAttach.attachDebugPort(pio: pio, logger: logger)
         devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
         devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
@@ -167,7 +172,7 @@ struct VMBuilder {
         // device area above RAM, where pmem ranges go.
         let supported = try hypervisor.supportedCPUID()
         let physicalAddressBits = CPUIDBuilder.physicalAddressBits(supported: supported, maximum: config.cpus.maxPhysBits)
-        let ramEnd = memory.regions.map { $0.start.rawValue + $0.size }.max() ?? 0
+        let ramEnd = bootRAM.map { $0.start.rawValue + $0.size }.max() ?? 0
         let area = try X86Layout.deviceArea(ramEnd: ramEnd, hotplugSize: config.memory.hotplugSize,
                                             virtioMem: config.memory.hotplugMethod == .virtioMem, physicalAddressBits: physicalAddressBits)
         // Each PCI segment gets its ECAM window and its shares of the 32-bit and 64-bit windows.
@@ -281,6 +286,15 @@ struct VMBuilder {
             managed.append(DeviceRegistration.virtio(id: id, kind: "virtio-balloon", attachment: attachment, address: address, mover: mover))
             balloon = device
         }
+        var virtioMem: VirtioMemSupport?
+        if let virtioMemRegion {
+            // Cloud Hypervisor makes it after the vsock device and before the balloon; here the
+            // balloon's slot, taken before, stays where earlier builds put it.
+            let (attachment, address, support) = try attachVirtioMem(config.memory, region: virtioMemRegion, context: context, bars: &bars[0])
+            virtio.append(attachment)
+            managed.append(DeviceRegistration.virtio(id: VirtioMemSupport.deviceID, kind: "virtio-mem", attachment: attachment, address: address, mover: mover))
+            virtioMem = support
+        }
 
         let acpiMemoryHotplug = Self.hasACPIMemoryHotplug(config.memory)
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0], memoryHotplug: acpiMemoryHotplug)
@@ -305,7 +319,7 @@ struct VMBuilder {
                                            cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start,
                                            memoryHotplug: memoryHotplugRegion?.start)
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
-                                             topology: topology, rsdpAddress: rsdp)
+                                             topology: topology, rsdpAddress: rsdp, hotplugRegionStart: virtioMemRegion?.start)
             logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
             plan = boot
         }
@@ -324,6 +338,7 @@ struct VMBuilder {
         built.commonCPUID = commonCPUID
         built.pmems = pmems
         built.balloon = balloon
+        built.virtioMem = virtioMem
         built.deviceArea = area
         built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
                                               ejections: ejections)
@@ -392,7 +407,9 @@ struct VMBuilder {
         if config.shared { options.insert(.shared) }
         if config.hugepages { options.insert(.hugePages) }
         if config.prefault { options.insert(.populate) }
-        let regions = try X86Layout.ramRegions(size: config.size).map { (start: $0.0, size: $0.1) }
+        var regions = try X86Layout.ramRegions(size: config.size).map { (start: $0.0, size: $0.1) }
+        // virtio-mem's whole room is mapped from boot, one more region (outside the E820 map).
+        if let hotplug = try VirtioMemSupport.region(config) { regions.append((GuestAddress(hotplug.start), hotplug.size)) }
         // Room for the regions ACPI memory hotplug may add, one per hotplug slot.
         let spare = Self.hasACPIMemoryHotplug(config) ? ACPIMemoryHotplugController.slotCount : 0
         let memory: GuestMemory

@@ -101,12 +101,8 @@ extension VMConfig {
         if cpus.features.amx { absent("cpus.features.amx", "--cpus features=", "AMX") }
         if cpus.coreScheduling == .vcpu { absent("cpus.core_scheduling", "--cpus core_scheduling=", "per-vCPU core scheduling") }
         if cpus.profile != "Host" { absent("cpus.profile", "--cpus profile=", "CPU profile \(cpus.profile)") }
-        // Memory. hotplug_size is accepted (ACPI memory hotplug; room kept for virtio-mem).
-        // hotplugged_size is memory plugged at boot through virtio-mem (Cloud Hypervisor refuses
-        // it with hotplug_method=acpi, whose vm.resize grows `size` instead).
-        if let size = memory.hotpluggedSize, size > 0 {
-            absent("memory.hotplugged_size", "--memory hotplugged_size=", "virtio-mem (hotplugged_size is memory plugged at boot through virtio-mem; with hotplug_method=acpi use vm.resize)")
-        }
+        // Memory. hotplug_size and hotplugged_size are accepted (ACPI memory hotplug or virtio-mem;
+        // MemoryConfig.validate() checks them as Cloud Hypervisor's memory manager does).
         if memory.reserve { absent("memory.reserve", "--memory reserve=", "reserved (no MAP_NORESERVE) guest memory") }
         if !(memory.zones ?? []).isEmpty { absent("memory.zones", "--memory-zone", "memory zones") }
         // Payload.

@@ -191,9 +191,9 @@ public struct MemoryConfig: Codable, Equatable, Sendable {
     /// How memory is hot-added.
     public var hotplugMethod = HotplugMethod.acpi
     /// Guest-physical room kept for hot-added memory: vm.resize fills it through ACPI memory
-    /// hotplug (`hotplug_method=acpi`); virtio-mem is absent.
+    /// hotplug (`hotplug_method=acpi`) or asks the guest to plug it through virtio-mem.
     public var hotplugSize: UInt64?
-    /// Memory hot-added already (at boot).
+    /// virtio-mem: the memory requested from the device at boot (vm.resize keeps it up to date).
     public var hotpluggedSize: UInt64?
     /// Map RAM shared (`MAP_SHARED`), needed by vhost-user back-ends.
     public var shared = false

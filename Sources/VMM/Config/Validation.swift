@@ -1,3 +1,5 @@
+import VirtioDevices
+
 extension VMConfig {
     /// Checks that the configuration can be built, naming the option at fault.
     public func validate() throws(ConfigError) {
@@ -209,6 +211,32 @@ extension MemoryConfig {
                 throw ConfigError(option: "--memory", "hugepage_size=\(hugepageSize) is not a huge page size (2M or 1G)")
             }
             guard size % hugepageSize == 0 else { throw ConfigError(option: "--memory", "size=\(size) is not a multiple of hugepage_size=\(hugepageSize)") }
+        }
+        try validateHotplug()
+    }
+
+    /// Cloud Hypervisor's memory hotplug rules: `hotplugged_size` needs a `hotplug_size` at
+    /// least as large and the virtio-mem method; a virtio-mem room is a non-zero multiple of
+    /// 128 MiB and `hotplugged_size` a multiple of the 2 MiB block.
+    func validateHotplug() throws(ConfigError) {
+        if let hotplugged = hotpluggedSize {
+            guard let room = hotplugSize else {
+                throw ConfigError(option: "--memory", "Invalid to define 'hotplugged_size' when there is no 'hotplug_size' (hotplugged_size=\(hotplugged))")
+            }
+            guard hotplugged <= room else {
+                throw ConfigError(option: "--memory", "'hotplugged_size' \(hotplugged) can't be bigger than 'hotplug_size' \(room)")
+            }
+            guard hotplugMethod == .virtioMem else {
+                throw ConfigError(option: "--memory", "Invalid to define 'hotplugged_size' with hotplug method 'acpi' (give hotplug_method=virtio-mem)")
+            }
+        }
+        guard hotplugMethod == .virtioMem, let room = hotplugSize else { return }
+        guard room > 0 else { throw ConfigError(option: "--memory", "'hotplug_size' can't be 0") }
+        guard room % VirtioMem.regionAlignment == 0 else {
+            throw ConfigError(option: "--memory", "hotplug_size=\(room): Virtio-mem size is not aligned with \(VirtioMem.regionAlignment) (a multiple of 128M)")
+        }
+        if let hotplugged = hotpluggedSize, hotplugged % VirtioMem.defaultBlockSize != 0 {
+            throw ConfigError(option: "--memory", "hotplugged_size=\(hotplugged) is not aligned on the virtio-mem block size \(VirtioMem.defaultBlockSize) (a multiple of 2M)")
         }
     }
 }

@@ -11,7 +11,10 @@ extension VMMController {
     /// either way it becomes the configuration's `memory.size`, as in Cloud Hypervisor (which
     /// cannot remove ACPI-hotplugged memory: a smaller size only takes effect at the next
     /// boot). A request for the current RAM changes nothing (Kata sends one on every
-    /// container create); virtio-mem is absent. `desired_balloon` asks a running VM's
+    /// container create). With virtio-mem (``VirtioMemSupport``) `desired_ram`, from the boot
+    /// RAM to the boot RAM plus `hotplug_size`, sets the device's `requested_size` to what lies
+    /// above the boot RAM (grow or shrink; the guest plugs or unplugs) and becomes the
+    /// configuration's `memory.hotplugged_size`. `desired_balloon` asks a running VM's
     /// virtio-balloon for that many bytes (`num_pages` and a configuration interrupt; refused
     /// without a balloon, Cloud Hypervisor's `MissingVirtioBalloon`) and becomes the
     /// configuration's balloon size; before boot it only sets that size (ignored without a
@@ -25,7 +28,9 @@ extension VMMController {
                     throw .invalidConfig("desired_vcpus \(vcpus) is above max_vcpus \(config.cpus.maxVCPUs)")
                 }
             }
-            let ram = request.desiredRAM.flatMap { $0 != config.memory.size ? $0 : nil }
+            // With virtio-mem the RAM is the boot size plus what is requested from the device.
+            let currentRAM = config.memory.size + (config.memory.hotplugMethod == .virtioMem && slot.instance != nil ? config.memory.hotpluggedSize ?? 0 : 0)
+            let ram = request.desiredRAM.flatMap { $0 != currentRAM ? $0 : nil }
             if let ram, let instance = slot.instance {
                 try Self.checkMemoryResize(ram, config: config.memory, instance: instance)
             }
@@ -39,6 +44,13 @@ extension VMMController {
                 if let vcpus = request.desiredVCPUs {
                     do { _ = try instance.resizeVCPUs(to: Int(vcpus)) } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
                     instance.built.setBootVCPUs(Int(vcpus))
+                }
+                if let ram, let virtioMem = instance.built.virtioMem {
+                    do throws(MemoryResizeRefusal) { try virtioMem.resize(to: ram) } catch { throw .invalidConfig("desired_ram \(ram): \(error)") }
+                    var built = instance.built.config
+                    built.memory.hotpluggedSize = Self.hotpluggedSize(ram, bootRAM: built.memory.size)
+                    instance.built.replaceConfig(built)
+                    logger.info("virtio-mem: asked the guest for \(ram - virtioMem.bootRAM) bytes")
                 }
                 if let ram, let hotplug = instance.built.memoryHotplug {
                     do { _ = try hotplug.resize(to: ram) } catch let refusal as MemoryResizeRefusal {
@@ -58,7 +70,10 @@ extension VMMController {
             }
             if let vcpus = request.desiredVCPUs { config.cpus.bootVCPUs = vcpus }
             if let balloonSize = request.desiredBalloon, config.balloon != nil { config.balloon?.size = balloonSize }
-            if let ram {
+            if let ram, slot.instance != nil, config.memory.hotplugMethod == .virtioMem {
+                // Cloud Hypervisor's configuration keeps the boot size and follows hotplugged_size.
+                config.memory.hotpluggedSize = Self.hotpluggedSize(ram, bootRAM: config.memory.size)
+            } else if let ram {
                 config.memory.size = ram
                 // Before boot the size is checked as vm.create checks it (the boot would fail later).
                 if slot.instance == nil {
@@ -69,13 +84,14 @@ extension VMMController {
         }
     }
 
-    /// Refuses a `desired_ram` a running VM cannot take: without ACPI memory hotplug (no
-    /// `hotplug_size`, or virtio-mem, absent), above the boot RAM plus `hotplug_size` (the
+    /// Refuses a `desired_ram` a running VM cannot take: with virtio-mem, as
+    /// ``VirtioMemSupport/check(_:)`` does; without memory hotplug (no `hotplug_size`), above the boot RAM plus `hotplug_size` (the
     /// room the guest's address space kept, a bad request that names it), or with a
     /// vhost-user device (its back-end would not learn the new region).
     static func checkMemoryResize(_ ram: UInt64, config: MemoryConfig, instance: VMInstance) throws(ControlError) {
-        if config.hotplugMethod == .virtioMem {
-            throw .absentFeature(AbsentFeature(field: "desired_ram", option: "ch-remote resize --memory", feature: "virtio-mem memory hotplug"))
+        if let virtioMem = instance.built.virtioMem {
+            do throws(MemoryResizeRefusal) { try virtioMem.check(ram) } catch { throw .invalidConfig("desired_ram \(ram): \(error)") }
+            return
         }
         guard let hotplug = instance.built.memoryHotplug else {
             throw .invalidConfig("desired_ram \(ram) differs from the VM's \(config.size) bytes, but the VM was created without "
@@ -93,6 +109,12 @@ extension VMMController {
             throw .failed(action: "vm.resize", reason: "the VM has vhost-user devices (\(fs) virtio-fs, \(disks) vhost-user-blk, \(nets) vhost-user-net), whose back-ends "
                 + "would not learn about hot-added memory; memory hotplug with vhost-user devices is not supported")
         }
+    }
+
+    /// Cloud Hypervisor's `hotplugged_size` after a virtio-mem resize to `ram`: what lies above
+    /// the boot RAM, or none.
+    static func hotpluggedSize(_ ram: UInt64, bootRAM: UInt64) -> UInt64? {
+        ram > bootRAM ? ram - bootRAM : nil
     }
 
     /// Refuses `action` (a snapshot or migration, which save the present vCPUs) while the guest

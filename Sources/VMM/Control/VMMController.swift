@@ -373,9 +373,11 @@ public final class VMMController: VMMControl {
                 if let path = built.serialPTYPath { config.serial.file = path }
                 if let path = built.consolePTYPath { config.console.file = path }
             }
-            // Cloud Hypervisor's memory_actual_size: the RAM less what the balloon holds (as its driver reports).
+            // Cloud Hypervisor's memory_actual_size: the RAM less what the balloon holds (as its driver
+            // reports), plus what the guest plugged through virtio-mem.
             let ballooned = slot.instance?.built.balloon?.actualSize ?? 0
-            let actual = config.memory.size > ballooned ? config.memory.size - ballooned : 0
+            let plugged = slot.instance?.built.virtioMem?.device.pluggedSize ?? 0
+            let actual = (config.memory.size > ballooned ? config.memory.size - ballooned : 0) + plugged
             return VMInfo(config: config, state: slot.state, memoryActualSize: actual,
                           deviceTree: slot.instance?.built.deviceManager.deviceTree)
         }

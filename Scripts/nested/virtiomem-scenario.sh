@@ -1,0 +1,64 @@
+# shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
+# The virtiomem scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
+# pass, fail, captures, $in, $base, $append, $binary and $remote.
+
+# vm_type LINE: types LINE into the guest's console (from a step that runs in level 1).
+vm_type() { printf '%s\n' "$1" >&"$in"; }
+
+# scenario_virtiomem: a guest booted with --memory size=512M,hotplug_method=virtio-mem,
+# hotplug_size=512M (the virtio_mem driver loaded, memhp_default_state=online_movable so that
+# the memory it adds is onlined movable, which it can unplug again). `ch-remote resize --memory
+# 1024M` asks the device for 512 MiB: the driver plugs it and MemTotal grows by about 512 MiB;
+# a tmpfs then holds 640 MiB, more than the boot RAM. After the tmpfs is gone, `resize --memory
+# 768M` makes the driver unplug 256 MiB and MemTotal drops. `resize --memory 2048M` (above
+# hotplug_size) is refused with a 4xx, and vm.info reports size 512 MiB and hotplugged_size 256 MiB.
+scenario_virtiomem() {
+  local vm_dir sock
+  vm_dir="$(mktemp -d)"
+  sock="$vm_dir/api.sock"
+  # vm_wait_total OP DELTA: a guest line that waits (up to 90 s) while MemTotal is still OP the
+  # value the guest kept in /tmp/t0 plus DELTA kB (the driver plugs and unplugs block by block).
+  vm_wait_total() {
+    printf '%s' 'n=0; t0=$(cat /tmp/t0); while [ "$(awk "/MemTotal/ {print \$2}" /proc/meminfo)" '"$1"' $((t0 + ('"$2"'))) ] && [ $n -lt 450 ]; do sleep 0.2; n=$((n+1)); done; '
+  }
+  vm_grow() {
+    "$remote" --api-socket "$sock" resize --memory 1024M >"$vm_dir/grow.out" 2>&1 && echo resized >>"$vm_dir/grow.out"
+    vm_type "$(vm_wait_total -lt 500000)"'sleep 1; echo CH-VM-GROWN-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)'
+  }
+  vm_shrink() {
+    "$remote" --api-socket "$sock" resize --memory 768M >"$vm_dir/shrink.out" 2>&1 && echo resized >>"$vm_dir/shrink.out"
+    vm_type 'awk "/MemTotal/ {print \$2}" /proc/meminfo >/tmp/t0; '"$(vm_wait_total -gt -250000)"'sleep 1; echo CH-VM-SHRUNK-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)'
+  }
+  vm_final() {
+    local status=0
+    "$remote" --api-socket "$sock" resize --memory 2048M >"$vm_dir/over.out" 2>&1 || status=$?
+    echo "status $status" >>"$vm_dir/over.out"
+    "$remote" --api-socket "$sock" info >"$vm_dir/info.json" 2>&1 || true
+    vm_type 'echo CH-VM-DONE-$((40+2))'
+  }
+  local fill='mkdir -p /tmp/vm && mount -t tmpfs -o size=900m tmpfs /tmp/vm && dd if=/dev/zero of=/tmp/vm/fill bs=1048576 count=640 2>/dev/null; echo CH-VM-FILLED-$(($(stat -c %s /tmp/vm/fill) / 1048576)); rm -f /tmp/vm/fill; umount /tmp/vm; echo 3 >/proc/sys/vm/drop_caches; echo CH-VM-EMPTIED-$((6*7))'
+  local steps="L2-INIT-READY|||awk '/MemTotal/ {print \$2}' /proc/meminfo >/tmp/t0; echo CH-VM-BOOT-\$(cat /tmp/t0)
+  CH-VM-BOOT-([0-9]+)|||!vm_grow
+  CH-VM-GROWN-([0-9]+)|||$fill
+  CH-VM-FILLED-([0-9]+)|||
+  CH-VM-EMPTIED-([0-9]+)|||!vm_shrink
+  CH-VM-SHRUNK-([0-9]+)|||!vm_final
+  CH-VM-DONE-([0-9]+)|||poweroff -f"
+  local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=512M,hotplug_method=virtio-mem,hotplug_size=512M
+    --cmdline "$append memhp_default_state=online_movable")
+  run_l2 virtiomem "$steps" "$binary" "${vm[@]}"
+  local before=${captures[0]:-0} grown_total=${captures[1]:-0} filled=${captures[2]:-0} shrunk_total=${captures[4]:-0}
+  local grown=$((grown_total - before)) dropped=$((grown_total - shrunk_total))
+  local memory
+  memory="$(tr -d ' \n' <"$vm_dir/info.json" 2>/dev/null | grep -o '"memory":{[^}]*}' || true)"
+  echo "ch-e2e: [virtiomem] MemTotal $before kB, after resize 1024M $grown_total kB (+$grown kB); tmpfs filled with $filled MiB; after resize 768M $shrunk_total kB (-$dropped kB); grow: $(tr '\n' ' ' <"$vm_dir/grow.out" 2>/dev/null); shrink: $(tr '\n' ' ' <"$vm_dir/shrink.out" 2>/dev/null); resize 2048M: $(tr '\n' ' ' <"$vm_dir/over.out" 2>/dev/null); memory in info: $memory"
+  if ((steps_done == 7)) && ((vmm_status == 0)) && grep -q resized "$vm_dir/grow.out" && grep -q resized "$vm_dir/shrink.out" &&
+    ((grown > 500000 && grown <= 524288)) && ((filled == 640)) && ((dropped > 250000 && dropped <= 262144)) &&
+    ! grep -q 'status 0' "$vm_dir/over.out" && grep -q 'responded with 4' "$vm_dir/over.out" && grep -q 'region_size' "$vm_dir/over.out" &&
+    grep -q '"size":536870912' <<<"$memory" && grep -q '"hotplugged_size":268435456' <<<"$memory"; then
+    pass "virtiomem: --memory size=512M,hotplug_method=virtio-mem,hotplug_size=512M (MemTotal $before kB); ch-remote resize --memory 1024M: the virtio_mem driver plugged 512 MiB and MemTotal grew by $grown kB; a tmpfs then held $filled MiB (more than the boot RAM); resize --memory 768M: the driver unplugged and MemTotal dropped by $dropped kB; resize --memory 2048M refused with $(grep -o 'responded with 4[0-9]*' "$vm_dir/over.out") naming region_size; vm.info memory size 536870912, hotplugged_size 268435456; VMM status 0"
+  else
+    fail "virtiomem: steps $steps_done/7, VMM status $vmm_status, captures [${captures[*]:-}]"
+  fi
+  rm -rf "$vm_dir"
+}
