@@ -65,7 +65,9 @@ let package = Package(
         // The vhost-user protocol's front-end: message codec, total reply decoding, the socket client.
         .target(name: "VhostUser", dependencies: ["HostSystem"], exclude: ["README.md"]),
         // Disk contents behind a small protocol: raw files (preadv/pwritev, O_DIRECT, image locks) and memory.
-        .target(name: "BlockStorage", dependencies: ["CLinux", "HostSystem"], exclude: ["README.md"]),
+        // liburing (Debian's liburing-dev) behind a small C engine: per-queue rings for virtio-blk.
+        .target(name: "CIOUring", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "BlockStorage", dependencies: ["CLinux", "HostSystem", "CIOUring"], exclude: ["README.md"]),
         // Address-space, GSI and ID allocators (pure Swift, no host access).
         .target(name: "VMAllocator", exclude: ["README.md"]),
         // Token-bucket I/O throttling (bandwidth and operations), driven by the caller's clock.

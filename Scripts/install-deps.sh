@@ -3,7 +3,7 @@
 # Needs root (or sudo) only when something is actually missing.
 set -euo pipefail
 
-packages=(gcc libc6-dev make linux-libc-dev acpica-tools qemu-utils zlib1g-dev iproute2 libseccomp-dev device-tree-compiler e2fsprogs)
+packages=(gcc libc6-dev make linux-libc-dev acpica-tools qemu-utils zlib1g-dev iproute2 libseccomp-dev liburing-dev device-tree-compiler e2fsprogs)
 
 missing=()
 for package in "${packages[@]}"; do

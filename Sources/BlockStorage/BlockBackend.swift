@@ -85,6 +85,12 @@ public protocol BlockBackend: AnyObject, Sendable {
     /// - Throws: ``BlockError/readOnly``, or ``BlockError/unsupported(_:)`` where the format
     ///   cannot change size that way (a qcow2 image does not shrink).
     func resize(to newSize: UInt64) throws(BlockError)
+    /// A queue that runs this backend's reads, writes and flushes asynchronously (io_uring)
+    /// for one device queue of `slots` entries, or nil when the backend runs everything
+    /// synchronously (its format has no asynchronous path, or io_uring is off or missing).
+    ///
+    /// - Throws: ``BlockError/host(call:errno:)`` when the ring cannot be made.
+    func makeAsyncQueue(slots: Int) throws(BlockError) -> AsyncBlockQueue?
 }
 
 extension BlockBackend {
@@ -94,6 +100,8 @@ extension BlockBackend {
     public func retakeLocks() throws(BlockError) {}
     /// A backend without a way to change size refuses.
     public func resize(to newSize: UInt64) throws(BlockError) { throw .unsupported("resizing this kind of disk") }
+    /// Synchronous only.
+    public func makeAsyncQueue(slots: Int) throws(BlockError) -> AsyncBlockQueue? { nil }
 
     /// Reads `count` bytes at `offset` into a new array (convenience for tests and tools).
     public func readBytes(count: Int, at offset: UInt64) throws(BlockError) -> [UInt8] {

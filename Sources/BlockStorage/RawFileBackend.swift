@@ -24,11 +24,14 @@ public final class RawFileBackend: BlockBackend {
         public var direct = false
         /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
         public var lock = ImageLock.byteRange
-        /// The default options: writable, cached, locked.
-        public init(readOnly: Bool = false, direct: Bool = false, lock: ImageLock = .byteRange) {
+        /// Offer asynchronous queues (``makeAsyncQueue(slots:)``) over io_uring.
+        public var ioUring = false
+        /// The default options: writable, cached, locked, synchronous.
+        public init(readOnly: Bool = false, direct: Bool = false, lock: ImageLock = .byteRange, ioUring: Bool = false) {
             self.readOnly = readOnly
             self.direct = direct
             self.lock = lock
+            self.ioUring = ioUring
         }
     }
 
@@ -44,6 +47,8 @@ public final class RawFileBackend: BlockBackend {
     /// The disk size: the file's size when it was opened, or as ``resize(to:)`` set it.
     public var size: UInt64 { currentSize.load(ordering: .acquiring) }
     private let currentSize: Atomic<UInt64>
+    /// Whether ``makeAsyncQueue(slots:)`` makes io_uring queues.
+    public let usesIoUring: Bool
     /// Whether writes are refused.
     public var isReadOnly: Bool { image.isReadOnly }
     /// Whether the file was opened `O_DIRECT`.
@@ -62,6 +67,14 @@ public final class RawFileBackend: BlockBackend {
         self.path = path
         image = try ImageFile(path: path, readOnly: options.readOnly, direct: options.direct, lock: options.lock)
         currentSize = Atomic(try image.length())
+        usesIoUring = options.ioUring
+    }
+
+    /// An io_uring queue over the image when the backend was opened with
+    /// ``Options/ioUring``; nil otherwise.
+    public func makeAsyncQueue(slots: Int) throws(BlockError) -> AsyncBlockQueue? {
+        guard usesIoUring else { return nil }
+        return try AsyncBlockQueue(file: image, slots: slots) { self.size }
     }
 
     /// Truncates or extends the file to `newSize` bytes (Cloud Hypervisor's raw resize: a

@@ -45,15 +45,19 @@ public enum DiskImage {
         public var backingFiles: Bool
         /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
         public var lock: ImageLock
+        /// Let a raw image offer io_uring queues (``RawFileBackend/Options/ioUring``); qcow2
+        /// images run synchronously whatever this says.
+        public var ioUring: Bool
 
-        /// Probed format, writable, cached, no backing files, locked.
+        /// Probed format, writable, cached, no backing files, locked, synchronous.
         public init(format: ImageFormat? = nil, readOnly: Bool = false, direct: Bool = false,
-                    backingFiles: Bool = false, lock: ImageLock = .byteRange) {
+                    backingFiles: Bool = false, lock: ImageLock = .byteRange, ioUring: Bool = false) {
             self.format = format
             self.readOnly = readOnly
             self.direct = direct
             self.backingFiles = backingFiles
             self.lock = lock
+            self.ioUring = ioUring
         }
     }
 
@@ -64,7 +68,8 @@ public enum DiskImage {
         if let forced = options.format { format = forced } else { format = try ImageFormat.detect(path: path) }
         switch format {
         case .raw:
-            return try RawFileBackend(path: path, options: .init(readOnly: options.readOnly, direct: options.direct, lock: options.lock))
+            return try RawFileBackend(path: path, options: .init(readOnly: options.readOnly, direct: options.direct, lock: options.lock,
+                                                                 ioUring: options.ioUring))
         case .qcow2:
             return try QcowImage(path: path, options: .init(readOnly: options.readOnly, direct: options.direct,
                                                              backingFiles: options.backingFiles, lock: options.lock))

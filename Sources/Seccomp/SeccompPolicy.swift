@@ -87,6 +87,8 @@ public enum SeccompPolicy {
             // A vhost-user device (virtio-fs) started or reset by the driver's status write: the
             // requests to its back-end and the replies, waited for with a timeout.
             .allow("recvmsg"), .allow("poll"),
+            // A virtio-blk reset by the driver waits for the disk's io_uring requests in flight.
+            .allow("io_uring_enter"),
         ]
     }
 
@@ -100,6 +102,8 @@ public enum SeccompPolicy {
             .allow("pread64"), .allow("pwrite64"), .allow("preadv"), .allow("pwritev"), .allow("preadv2"), .allow("pwritev2"),
             .allow("fsync"), .allow("fdatasync"), .allow("fallocate"), .allow("ftruncate"), .allow("lseek"), .allow("fstat"),
             .allow("timerfd_settime"),
+            // virtio-blk over io_uring: submitting requests and waiting for completions.
+            .allow("io_uring_enter"),
             // A console or serial port on a socket: accepting its client, writing to it, and the
             // retry timer of the client's input pump.
             .allow("accept4"), .allow("sendmsg"), .allow("timerfd_create"),
@@ -158,6 +162,9 @@ public enum SeccompPolicy {
             // Live migration over tcp: (TCP_NODELAY, SO_REUSEADDR, the bound port) and shared
             // guest memory in memory files.
             .allow("setsockopt"), .allow("getsockname"), .allow("sendto"), .allow("memfd_create"),
+            // virtio-blk's io_uring rings (boot and hotplug): setup, the probe of its opcodes, the
+            // completion eventfd's registration.
+            .allow("io_uring_setup"), .allow("io_uring_register"),
             .ioctl(Ioctl.vmm),
         ]
     }

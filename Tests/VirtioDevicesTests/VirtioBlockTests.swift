@@ -21,7 +21,8 @@ struct BlockDriver {
     init(disk: any BlockBackend = MemoryBlockBackend(size: 1 << 20), options: VirtioBlock.Options = .init(serial: Array("disk-serial-1".utf8)),
          features: UInt64 = VirtioFeature.version1 | F.flush | F.configWCE | F.discard | F.writeZeroes | F.blockSize) throws {
         self.disk = disk
-        device = VirtioBlock(backend: disk, options: options)
+        // A backend with asynchronous queues (a raw file opened with io_uring) gets them.
+        device = VirtioBlock(backend: disk, options: options, asyncQueues: try VirtioBlock.makeAsyncQueues(backend: disk, options: options))
         driver = try Driver(device: device)
         driver.enableMSIX()
         driver.negotiate(features & (device.features | VirtioFeature.version1))
@@ -53,9 +54,27 @@ struct BlockDriver {
         nextHead = 0
         try driver.makeAvailable(base)
         driver.notify()
+        try settle()
         let slot = Int((driver.availableIndex &- 1) % Layout.queueSize)
         let used = try driver.usedEntry(slot)
         return (try driver.memory.read(UInt8.self, at: GuestAddress(Self.statuses)), used.length)
+    }
+
+    /// The used ring's index.
+    var usedIndex: UInt16 { (try? driver.memory.read(UInt16.self, at: GuestAddress(Layout.used.rawValue + 2))) ?? 0 }
+
+    /// With io_uring queues: waits on the completion eventfd and lets the device finish its
+    /// requests (as the event loop does) until every available request is used.
+    func settle(timeoutMilliseconds: Int32 = 2000) throws {
+        guard let queue = device.asyncQueues.first else { return }
+        var rounds = 0
+        while usedIndex != driver.availableIndex && rounds < 50 {
+            var entry = pollfd(fd: queue.eventDescriptor, events: Int16(POLLIN), revents: 0)
+            _ = poll(&entry, 1, timeoutMilliseconds / 50)
+            let device = self.device
+            driver.transport.serveDeviceEvent { () throws(VirtioDeviceError) in try device.processCompletions(0) }
+            rounds += 1
+        }
     }
 
     func guestData(_ count: Int) throws -> [UInt8] { try driver.memory.readBytes(count: count, at: GuestAddress(Self.data)) }

@@ -23,12 +23,19 @@ public enum DiskImageOpener {
         }
         let options = DiskImage.Options(format: format, readOnly: config.readonly, direct: config.direct,
                                         backingFiles: config.backingFiles,
-                                        lock: config.lockGranularity == .full ? .wholeFile : .byteRange)
+                                        lock: config.lockGranularity == .full ? .wholeFile : .byteRange,
+                                        ioUring: useIoUring(config))
         do {
             return try DiskImage.open(path: path, options: options)
         } catch {
             throw ConfigError(option: "--disk", "cannot open \(path): \(error)")
         }
+    }
+
+    /// Whether `config`'s disk may use io_uring: unless `_disable_io_uring=on`, when the host
+    /// has it (Cloud Hypervisor's `block_io_uring_is_supported`, probed once).
+    static func useIoUring(_ config: DiskConfig) -> Bool {
+        !config.disableIoUring && IoUringEngine.isSupported
     }
 
     /// Cloud Hypervisor's serial for a disk without `serial=`: the image's device and inode

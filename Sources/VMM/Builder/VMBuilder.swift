@@ -216,12 +216,8 @@ struct VMBuilder {
             let (attachment, address, block, backend) = try attachVirtioBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)],
                                                                            rateLimiter: limiter)
             virtio.append(attachment)
-            var entry = DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
-                                                  mover: mover, counters: { block.counters.dictionary })
-            entry.releaseLocks = { backend.releaseLocks() }
-            entry.retakeLocks = { try backend.retakeLocks() }
-            entry.resize = { size in try block.resize(to: size) }
-            managed.append(DeviceRegistration.removable(entry, attachment: attachment, context: on(disk.pciSegment)) { _ in backend.releaseLocks() })
+            managed.append(Self.blockEntry(id: id, attachment: attachment, address: address, block: block, backend: backend,
+                                           context: on(disk.pciSegment)))
             if let limiter, !limiter.isUnlimited {
                 let name = disk.rateLimitGroup.map { "rate limit group \($0)" } ?? id
                 limited[ObjectIdentifier(limiter), default: (name, limiter, [])].members.append((attachment.transport, disk.numQueues))

@@ -54,6 +54,12 @@ public struct DiskConfig: Codable, Equatable, Sendable {
     public var rateLimiterConfig: RateLimiterConfig?
     /// The `--rate-limit-group` whose limit this disk shares (instead of a limit of its own).
     public var rateLimitGroup: String?
+    /// Cloud Hypervisor's test switch `_disable_io_uring=on`: run the disk synchronously
+    /// even where the host has io_uring (not in the OpenAPI document; JSON `disable_io_uring`).
+    public var disableIoUring = false
+    /// Cloud Hypervisor's test switch `_disable_aio=on` (JSON `disable_aio`); this VMM has no
+    /// Linux AIO path, so it changes nothing here.
+    public var disableAio = false
 
     /// A writable raw disk at `path` with one queue of 128 entries.
     public init(path: String? = nil) { self.path = path }
@@ -63,6 +69,7 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         case vhostSocket = "vhost_socket", id, serial, pciSegment = "pci_segment", backingFiles = "backing_files", sparse
         case imageType = "image_type", rateLimiterConfig = "rate_limiter_config", rateLimitGroup = "rate_limit_group"
         case pciDeviceID = "pci_device_id", queueAffinity = "queue_affinity", lockGranularity = "lock_granularity"
+        case disableIoUring = "disable_io_uring", disableAio = "disable_aio"
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
@@ -89,6 +96,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         pciDeviceID = try c.optional(.pciDeviceID)
         queueAffinity = try c.optional(.queueAffinity)
         lockGranularity = c.contains(.lockGranularity) ? try c.decode(LockGranularity.self, forKey: .lockGranularity) : nil
+        disableIoUring = try c.value(.disableIoUring, default: false)
+        disableAio = try c.value(.disableAio, default: false)
     }
 
     /// Encodes as Cloud Hypervisor does (`iommu` only when set, absent options omitted).
@@ -113,6 +122,8 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         try c.encodeIfPresent(rateLimitGroup, forKey: .rateLimitGroup)
         try c.encodeIfPresent(queueAffinity, forKey: .queueAffinity)
         try c.encodeIfPresent(lockGranularity, forKey: .lockGranularity)
+        try c.encode(disableIoUring, forKey: .disableIoUring)
+        try c.encode(disableAio, forKey: .disableAio)
     }
 
     /// The accepted `--disk` syntax.
@@ -136,9 +147,9 @@ public struct DiskConfig: Codable, Equatable, Sendable {
         config.id = list["id"]
         config.pciSegment = try list.integer("pci_segment", as: UInt16.self) ?? 0
         config.pciDeviceID = try list.integer("pci_device_id", as: UInt8.self, in: 0...31)
-        // Cloud Hypervisor's test-only switches: this VMM has neither io_uring nor AIO to turn off.
-        _ = try list.bool("_disable_io_uring")
-        _ = try list.bool("_disable_aio")
+        // Cloud Hypervisor's test-only switches (the synchronous path; there is no AIO path here).
+        config.disableIoUring = try list.bool("_disable_io_uring") ?? false
+        config.disableAio = try list.bool("_disable_aio") ?? false
         if let affinity = list["queue_affinity"] { config.queueAffinity = try VirtQueueAffinity.parseList(affinity, option: "--disk") }
         switch list["lock_granularity"]?.lowercased() {
         case nil: break

@@ -54,6 +54,9 @@ struct ManagedDevice: Sendable {
     /// Gives back everything the device holds once the guest ejected it (PCI slot, BARs,
     /// ioeventfds, MSI-X routes, host resources); nil for a device that cannot be removed.
     var unplug: (@Sendable (DeviceManager) -> Void)?
+    /// Waits for the device's requests in flight and finishes them (a disk's io_uring
+    /// requests), so a pause leaves no half-done request for a snapshot or migration to lose.
+    var drain: (@Sendable () -> Void)?
     /// Closes what the device holds when the VM stops (a hot-added vsock's socket, a hot-added
     /// pmem's memory slot; the boot devices' are closed by `VMInstance.stop`).
     var onStop: (@Sendable () -> Void)?

@@ -31,14 +31,8 @@ extension BuiltVM {
             attached = try support.builder.attachVirtioBlock(config, id: id, context: support.context, bars: &bars, rateLimiter: nil)
         }
         guard let (attachment, address, block, backend) = attached else { throw VMMError(description: "\(id) was not attached") }
-        var entry = DeviceRegistration.virtio(id: id, kind: "virtio-block", attachment: attachment, address: address,
-                                              mover: support.context.mover, counters: { block.counters.dictionary })
-        entry.releaseLocks = { backend.releaseLocks() }
-        entry.retakeLocks = { try backend.retakeLocks() }
-        entry.resize = { size in try block.resize(to: size) }
-        try deviceManager.register(DeviceRegistration.removable(entry, attachment: attachment, context: support.context) { _ in
-            backend.releaseLocks()
-        })
+        try deviceManager.register(VMBuilder.blockEntry(id: id, attachment: attachment, address: address, block: block, backend: backend,
+                                                        context: support.context))
         try announce(insertedAt: attachment.slot, support: support)
         return (attachment.slot, address)
     }

@@ -12,6 +12,12 @@ import VirtioQueue
 /// with `VIRTIO_BLK_S_UNSUPP`. A chain that breaks the virtqueue rules, or that has no byte
 /// for the status, throws: the transport then sets `DEVICE_NEEDS_RESET`.
 ///
+/// With asynchronous queues (``asyncQueues``, io_uring over a raw image), reads, writes
+/// and flushes are handed to the ring and complete later, several at a time and in any
+/// order: the event loop calls ``processCompletions(_:)`` when a queue's completion eventfd
+/// fires. Everything else (and every request the ring cannot take) runs synchronously.
+/// ``drain()`` (pause, snapshot, migration) and ``reset()`` wait for requests in flight.
+///
 /// With a ``RateLimiter`` in ``Options/rateLimiter``, each request costs one operation and,
 /// for reads and writes, its data bytes; a request the limiter refuses stays in the
 /// available ring and the queue stops until the limiter's wake-up, when the owner
@@ -75,10 +81,35 @@ public final class VirtioBlock: VirtioDevice {
         }
     }
 
+    /// A request handed to the ring, kept by its descriptor head until it completes.
+    struct Pending {
+        enum Kind { case read, write, flush }
+        var kind: Kind
+        /// Where the status byte goes.
+        var statusAddress: GuestAddress
+        /// The data bytes the request moves (a read's used length less the status byte).
+        var length: Int
+        /// A read's guest ranges, marked dirty when it completes.
+        var span: ChainSpan?
+    }
+
+    /// One queue's serving state: the ring, the requests in flight by head, and whether a
+    /// reset retired it (a notification or completion that raced with the reset then does nothing).
+    struct QueueWork {
+        var queue: SplitQueue
+        var pending: [Pending?]
+        var retired = false
+    }
+
     /// One request queue with its own lock, so that queues can be served from several threads.
     final class QueueBox: Sendable {
-        let queue: Mutex<SplitQueue>
-        init(_ queue: SplitQueue) { self.queue = Mutex(queue) }
+        let work: Mutex<QueueWork>
+        /// The queue's io_uring (used only under `work`'s lock), nil for a synchronous queue.
+        let async: AsyncBlockQueue?
+        init(_ queue: SplitQueue, slots: Int, async: AsyncBlockQueue?) {
+            work = Mutex(QueueWork(queue: queue, pending: Array(repeating: nil, count: async == nil ? 0 : slots)))
+            self.async = async
+        }
     }
 
     struct Running: Sendable {
@@ -92,6 +123,8 @@ public final class VirtioBlock: VirtioDevice {
     public let backend: any BlockBackend
     /// The options the device was made with.
     public let options: Options
+    /// One asynchronous queue per request queue (empty: every request runs synchronously).
+    public let asyncQueues: [AsyncBlockQueue]
     /// Everything the device keeps except the queues (each behind its own lock, so that
     /// queues can be served from several threads): one value behind one lock.
     struct Core: Sendable {
@@ -105,12 +138,27 @@ public final class VirtioBlock: VirtioDevice {
 
     let core = Mutex(Core())
 
-    /// Creates the device over `backend`.
-    public init(backend: any BlockBackend, options: Options = Options()) {
+    /// Creates the device over `backend`; with `asyncQueues` (one per request queue, as
+    /// ``makeAsyncQueues(backend:options:)`` makes them) reads, writes and flushes go through them.
+    public init(backend: any BlockBackend, options: Options = Options(), asyncQueues: [AsyncBlockQueue] = []) {
         self.backend = backend
         var options = options
         options.queueCount = max(1, options.queueCount)
         self.options = options
+        self.asyncQueues = asyncQueues.count == options.queueCount ? asyncQueues : []
+    }
+
+    /// The backend's asynchronous queues for a device with `options` (one per request queue,
+    /// each with a slot per descriptor), or none when the backend runs synchronously.
+    ///
+    /// - Throws: ``BlockError/host(call:errno:)`` when a ring cannot be made.
+    public static func makeAsyncQueues(backend: any BlockBackend, options: Options) throws(BlockError) -> [AsyncBlockQueue] {
+        var queues: [AsyncBlockQueue] = []
+        for _ in 0..<max(1, options.queueCount) {
+            guard let queue = try backend.makeAsyncQueue(slots: Int(options.queueSize)) else { return [] }
+            queues.append(queue)
+        }
+        return queues
     }
 
     /// ``VirtioDeviceType/block``.
@@ -208,13 +256,20 @@ public final class VirtioBlock: VirtioDevice {
             // Linux enables every queue it was offered; a driver that skips one cannot use it.
             if index == 0 { throw .queueNotEnabled(index: index) }
         }
+        let slots = Int(options.queueSize)
+        let boxes = queues.enumerated().map { index, queue in
+            QueueBox(queue, slots: slots, async: asyncQueues.indices.contains(index) ? asyncQueues[index] : nil)
+        }
         core.withLock { core in
-            core.running = Running(memory: memory, queues: queues.map(QueueBox.init), interrupt: interrupt, features: core.negotiated)
+            core.running = Running(memory: memory, queues: boxes, interrupt: interrupt, features: core.negotiated)
         }
     }
 
-    /// Forgets the queues and returns the cache mode to write-back.
+    /// Waits for the requests in flight (their results are dropped: the driver gave the
+    /// buffers up), forgets the queues and returns the cache mode to write-back.
     public func reset() {
+        let boxes = core.withLock { $0.running?.queues ?? [] }
+        for box in boxes { box.work.withLock { Self.retire(&$0, async: box.async) } }
         core.withLock { core in
             core.running = nil
             core.writeback = 1
@@ -226,38 +281,47 @@ public final class VirtioBlock: VirtioDevice {
         guard index >= 0, index < options.queueCount else { throw .queueIndexOutOfRange(index: index, count: options.queueCount) }
         guard let state = core.withLock({ $0.running }) else { throw .notActivated }
         let box = state.queues[index]
-        let result: Result<Void, VirtioDeviceError> = box.queue.withLock { queue in
-            serve(&queue, index: index, state: state)
+        let result: Result<Void, VirtioDeviceError> = box.work.withLock { work in
+            guard !work.retired else { return .success(()) }
+            return serve(&work, async: box.async, index: index, state: state)
         }
         if case .failure(let error) = result { throw error }
     }
 
     // MARK: - Request handling
 
-    private func serve(_ queue: inout SplitQueue, index: Int, state: Running) -> Result<Void, VirtioDeviceError> {
-        guard queue.isReady else { return .failure(.queueNotEnabled(index: index)) }
+    private func serve(_ work: inout QueueWork, async: AsyncBlockQueue?, index: Int, state: Running) -> Result<Void, VirtioDeviceError> {
+        guard work.queue.isReady else { return .failure(.queueNotEnabled(index: index)) }
         let memory = state.memory
         var used = false
         var failure: VirtioDeviceError?
+        var submitFailure: VirtioDeviceError?
         do throws(VirtioDeviceError) {
             serving: repeat {
-                while let chain = try Self.queueStep(index, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
+                var submitted = false
+                defer { if submitted, let async { submitFailure = Self.submit(async, queue: index) } }
+                while let chain = try Self.queueStep(index, { () throws(QueueError) in try work.queue.popDescriptorChain(in: memory) }) {
                     if let limiter = options.rateLimiter, !limiter.consume(bytes: dataBytes(of: chain, memory: memory)) {
                         // Not now: the request stays in the ring until the limiter's wake-up.
-                        queue.undoPop()
+                        work.queue.undoPop()
                         break serving
                     }
+                    if let async, try dispatch(chain, to: async, pending: &work.pending, queue: index, memory: memory, features: state.features) {
+                        submitted = true
+                        continue
+                    }
                     let length = try handle(chain, queue: index, memory: memory, features: state.features)
-                    try Self.queueStep(index) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: length, in: memory) }
+                    try Self.queueStep(index) { () throws(QueueError) in try work.queue.addUsed(head: chain.head, length: length, in: memory) }
                     used = true
                 }
                 // Re-arm the driver's notifications (with event index: publish avail_event),
                 // then look again for chains published meanwhile.
-            } while try Self.queueStep(index, { () throws(QueueError) in try queue.enableNotification(in: memory) })
+            } while try Self.queueStep(index, { () throws(QueueError) in try work.queue.enableNotification(in: memory) })
         } catch {
             failure = error
         }
-        if used, (try? queue.needsNotification(in: memory)) == true {
+        if failure == nil, let submitFailure { failure = submitFailure }
+        if used, (try? work.queue.needsNotification(in: memory)) == true {
             state.interrupt.signalQueue(index)
         }
         if let failure { return .failure(failure) }
@@ -278,7 +342,7 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// Runs one request; returns the used length (bytes written into the chain, status included).
-    private func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64) throws(VirtioDeviceError) -> UInt32 {
+    func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64) throws(VirtioDeviceError) -> UInt32 {
         let writable = chain.writableLength
         guard writable >= 1 else { throw .noWritableBuffer(queue: queue, head: chain.head) }
         let statusAddress = ChainSpan(chain.writable, start: writable - 1, count: 1).pieces[0].address
@@ -296,24 +360,7 @@ public final class VirtioBlock: VirtioDevice {
     private func execute(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64,
                          dataRoom: Int) throws(VirtioDeviceError) -> (VirtioBlockABI.Status, Int) {
         guard chain.readableLength >= VirtioBlockABI.headerSize else { return (.ioError, 0) }
-        let rawType: UInt32, sector: UInt64
-        let first = chain.descriptors[0]
-        if first.length >= UInt32(VirtioBlockABI.headerSize) {
-            // The usual layout: the whole header in the first buffer.
-            do {
-                rawType = try memory.read(UInt32.self, at: first.address)
-                sector = try memory.read(UInt64.self, at: GuestAddress(first.address.rawValue + 8))
-            } catch {
-                throw .queue(index: queue, .memory(error))
-            }
-        } else {
-            var header = ChainReader(chain, memory: memory)
-            (rawType, sector) = try Self.queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
-                let type: UInt32 = try header.read()
-                try header.skip(4)
-                return (type, try header.read(UInt64.self))
-            }
-        }
+        let (rawType, sector) = try Self.header(of: chain, queue: queue, memory: memory)
         guard let type = VirtioBlockABI.RequestType(rawValue: rawType) else { return (.unsupported, 0) }
         switch type {
         case .read:
@@ -387,9 +434,28 @@ public final class VirtioBlock: VirtioDevice {
         }
     }
 
+    /// The request's type and sector (the chain carries at least a header's readable bytes).
+    static func header(of chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtioDeviceError) -> (type: UInt32, sector: UInt64) {
+        let first = chain.descriptors[0]
+        if first.length >= UInt32(VirtioBlockABI.headerSize) {
+            // The usual layout: the whole header in the first buffer.
+            do {
+                return (try memory.read(UInt32.self, at: first.address), try memory.read(UInt64.self, at: GuestAddress(first.address.rawValue + 8)))
+            } catch {
+                throw .queue(index: queue, .memory(error))
+            }
+        }
+        var header = ChainReader(chain, memory: memory)
+        return try queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
+            let type: UInt32 = try header.read()
+            try header.skip(4)
+            return (type, try header.read(UInt64.self))
+        }
+    }
+
     /// The byte offset of `sector` when `[sector, sector + length)` lies on the disk and
     /// `length` is whole sectors; nil otherwise.
-    private func checkedOffset(sector: UInt64, length: Int) -> UInt64? {
+    func checkedOffset(sector: UInt64, length: Int) -> UInt64? {
         guard length >= 0, UInt64(length) % VirtioBlockABI.sectorSize == 0 else { return nil }
         let (offset, overflow) = sector.multipliedReportingOverflow(by: VirtioBlockABI.sectorSize)
         guard !overflow else { return nil }
@@ -400,11 +466,11 @@ public final class VirtioBlock: VirtioDevice {
 
     /// Without a negotiated flush command, or with the cache switched to write-through,
     /// every write must be durable before it completes.
-    private func writesThrough(_ features: UInt64) -> Bool {
+    func writesThrough(_ features: UInt64) -> Bool {
         features & VirtioBlockABI.Feature.flush == 0 || core.withLock { $0.writeback } == 0
     }
 
-    private static func host(_ span: ChainSpan, memory: GuestMemory, queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {
+    static func host(_ span: ChainSpan, memory: GuestMemory, queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {
         do {
             return try span.hostBuffers(in: memory)
         } catch {
@@ -412,7 +478,7 @@ public final class VirtioBlock: VirtioDevice {
         }
     }
 
-    private static func queueStep<T>(_ queue: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {
+    static func queueStep<T>(_ queue: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {
         do { return try body() } catch { throw .queue(index: queue, error) }
     }
 }

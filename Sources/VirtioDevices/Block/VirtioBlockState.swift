@@ -27,6 +27,8 @@ extension VirtioBlock {
     /// The state and the running queues, every queue lock held (in index order) and then
     /// the device's, so no request is half-counted.
     public func saveDeviceState() -> VirtioDeviceSnapshot {
+        // A request in flight would be lost: its chain is popped but not yet used.
+        drain()
         let boxes = core.withLock { $0.running?.queues ?? [] }
         var queues: [Int: SplitQueueState] = [:]
         return Self.withQueuesLocked(boxes[...], into: &queues) { queues in
@@ -42,8 +44,8 @@ extension VirtioBlock {
     private static func withQueuesLocked(_ boxes: ArraySlice<QueueBox>, into queues: inout [Int: SplitQueueState],
                                          _ body: ([Int: SplitQueueState]) -> VirtioDeviceSnapshot) -> VirtioDeviceSnapshot {
         guard let first = boxes.first else { return body(queues) }
-        return first.queue.withLock { queue in
-            queues[boxes.startIndex] = queue.state
+        return first.work.withLock { work in
+            queues[boxes.startIndex] = work.queue.state
             return withQueuesLocked(boxes.dropFirst(), into: &queues, body)
         }
     }

@@ -224,6 +224,21 @@ public final class VirtioPCIDevice: PCIDevice {
         }
     }
 
+    /// Runs device work that no notification started (a disk's asynchronous completions)
+    /// the way ``notifyQueue(_:)`` runs queue processing: skipped unless the device is
+    /// running, and a device error sets `DEVICE_NEEDS_RESET`.
+    public func serveDeviceEvent(_ body: () throws(VirtioDeviceError) -> Void) {
+        let live = state.withLock { $0.activated && $0.status & VirtioStatus.deviceNeedsReset == 0 }
+        guard live else { return }
+        do {
+            try body()
+        } catch .notActivated {
+            // A reset raced with the event.
+        } catch {
+            markNeedsReset(error)
+        }
+    }
+
     /// Sets `DEVICE_NEEDS_RESET`, records `error` and tells the driver.
     private func markNeedsReset(_ error: VirtioDeviceError) {
         state.withLock { state in
