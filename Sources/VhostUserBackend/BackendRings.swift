@@ -14,7 +14,10 @@ extension VhostUserDeviceBackend {
     /// for the request in flight and saves where the rings stood after it.
     func kicked(_ index: Int) {
         state.withLock { state in
-            guard state.rings[index].enabled else { return }
+            guard state.rings[index].enabled else {
+                state.rings[index].kickPending = true
+                return
+            }
             if !state.active {
                 do {
                     try activate(&state)

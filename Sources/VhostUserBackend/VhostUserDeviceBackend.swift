@@ -40,6 +40,8 @@ public final class VhostUserDeviceBackend: Sendable {
         var base: UInt16 = 0
         var kick: OwnedFileDescriptor?
         var enabled = false
+        /// A kick came while the ring was disabled: served once it is enabled.
+        var kickPending = false
     }
 
     struct State {
@@ -244,10 +246,16 @@ public final class VhostUserDeviceBackend: Sendable {
             guard Int(index) < ringCount else { return .status("ring \(index) does not exist") }
             return .status(nil)  // errors are logged here; the descriptor closes with the message
         case .setVringEnable(let index, let enabled):
-            return .status(withRing(index) { ring in
+            var pending = false
+            let failure = withRing(index) { ring in
                 ring.enabled = enabled
+                pending = enabled && ring.kickPending
+                if enabled { ring.kickPending = false }
                 return nil
-            })
+            }
+            // A front-end may kick before it enables the ring (a reconnecting one does).
+            if failure == nil, pending { kicked(Int(index)) }
+            return .status(failure)
         case .getConfig(let offset, let size, let flags):
             var payload = VhostUserPayload.config(offset: offset, size: 0, flags: flags)
             payload[4..<8] = [UInt8(truncatingIfNeeded: size), UInt8(truncatingIfNeeded: size >> 8), 0, 0]

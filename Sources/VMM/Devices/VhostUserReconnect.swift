@@ -1,3 +1,4 @@
+import Glibc
 import HostSystem
 import VhostUser
 import VirtioDevices
@@ -137,6 +138,14 @@ extension VhostUserCommon {
             try handOver(&state, bases: state.resumeBases)
             state.resumeBases = nil
             try watchConnection(&state)
+            // A kick the guest gave while the back-end was away may be read by the new one
+            // before SET_VRING_ENABLE and dropped (a disabled ring ignores kicks): kick once
+            // more, which costs the back-end one look at the available ring.
+            if let notifiers = state.notifiers {
+                for index in state.started {
+                    if let kick = try? notifiers.kick(index) { Self.signal(kick) }
+                }
+            }
         } catch {
             state.connected = false
             logger.error("\(name) (\(socket)): the reconnected back-end cannot serve the device: \(error)")
@@ -145,6 +154,13 @@ extension VhostUserCommon {
         let served = state.started.isEmpty ? "" : " and serves \(state.started.count) queue(s) again"
         logger.info("\(name) (\(socket)): the back-end is back\(served)")
         return true
+    }
+
+    /// Adds one to an eventfd's counter.
+    static func signal(_ eventfd: Int32) {
+        var one: UInt64 = 1
+        // SAFETY: eight bytes from a local, the size an eventfd write takes.
+        _ = withUnsafeBytes(of: &one) { write(eventfd, $0.baseAddress, 8) }
     }
 
     /// The available-ring index of every ready queue of `active`, by queue.
