@@ -120,6 +120,12 @@ public final class VhostUserFrontend: Sendable {
         try exchange(.setMemTable, payload: VhostUserPayload.memoryTable(regions), descriptors: descriptors)
     }
 
+    /// `ADD_MEM_REG`: one more guest memory region with its file's descriptor (needs the
+    /// `CONFIGURE_MEM_SLOTS` protocol feature).
+    public func addMemReg(_ region: VhostUserMemoryRegion, descriptor: Int32) throws(VhostUserError) {
+        try exchange(.addMemReg, payload: VhostUserPayload.memoryRegion(region), descriptors: [descriptor])
+    }
+
     /// `SET_VRING_NUM`: queue `index` has `size` entries.
     public func setVringNum(index: UInt32, size: UInt32) throws(VhostUserError) {
         try exchange(.setVringNum, payload: VhostUserPayload.vringState(index: index, value: size))

@@ -43,6 +43,9 @@ public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStri
     public static let getConfig = VhostUserRequest(rawValue: 24)
     /// `VHOST_USER_SET_CONFIG` (25): writes part of the device configuration space.
     public static let setConfig = VhostUserRequest(rawValue: 25)
+    /// `VHOST_USER_ADD_MEM_REG` (37): one more guest memory region, its descriptor with it
+    /// (with the `CONFIGURE_MEM_SLOTS` protocol feature).
+    public static let addMemReg = VhostUserRequest(rawValue: 37)
 
     /// Whether the back-end answers this request with a payload of its own (a `GET_`
     /// request); the others are answered only when the front-end asks for an acknowledgement.
@@ -70,6 +73,7 @@ public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStri
         case 18: "SET_VRING_ENABLE"
         case 24: "GET_CONFIG"
         case 25: "SET_CONFIG"
+        case 37: "ADD_MEM_REG"
         default: "request \(rawValue)"
         }
     }
@@ -245,6 +249,16 @@ public enum VhostUserPayload {
             out.appendLittleEndian(region.userAddress)
             out.appendLittleEndian(region.mmapOffset)
         }
+        return out
+    }
+
+    /// An `ADD_MEM_REG` payload: eight bytes of padding, then the region.
+    public static func memoryRegion(_ region: VhostUserMemoryRegion) -> [UInt8] {
+        var out = u64(0)
+        out.appendLittleEndian(region.guestPhysicalAddress)
+        out.appendLittleEndian(region.size)
+        out.appendLittleEndian(region.userAddress)
+        out.appendLittleEndian(region.mmapOffset)
         return out
     }
 

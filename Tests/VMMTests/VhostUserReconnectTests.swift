@@ -18,10 +18,11 @@ private final class ListeningBackend: @unchecked Sendable {
     let connection = Mutex<UnixSocket?>(nil)
     private var thread: HostThread?
 
-    init(path: String, disk: MemoryBlockBackend) throws {
+    init(path: String, disk: MemoryBlockBackend, protocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config]) throws {
         unlink(path)
         listener = try UnixSocket.listening(at: path, backlog: 1)
-        let backend = try VhostUserDeviceBackend(device: VirtioBlock(backend: disk, options: VirtioBlock.Options(queueSize: 16)))
+        let backend = try VhostUserDeviceBackend(device: VirtioBlock(backend: disk, options: VirtioBlock.Options(queueSize: 16)),
+                                                 protocolFeatures: protocolFeatures)
         thread = try HostThread(name: "vu-reconnect-backend") { [self] in
             guard (try? listener.wait(for: .readable, timeoutMilliseconds: 10_000)) == true,
                   let socket = try? listener.accept() else { return }
@@ -44,8 +45,8 @@ private final class ListeningBackend: @unchecked Sendable {
 struct VhostUserReconnectTests {
     /// Publishes a read of sector `sector` as available entry `slot` (header, data, status
     /// descriptors at fixed places), kicks, and waits for the call; returns the status byte.
-    static func read(sector: UInt64, slot: UInt16, memory: GuestMemory, kick: EventFD, call: EventFD) throws -> UInt8 {
-        let header: UInt64 = 0x8000, data: UInt64 = 0x10000, status: UInt64 = 0x9000
+    static func read(sector: UInt64, slot: UInt16, memory: GuestMemory, kick: EventFD, call: EventFD, data: UInt64 = 0x10000) throws -> UInt8 {
+        let header: UInt64 = 0x8000, status: UInt64 = 0x9000
         try memory.write(UInt32(0), at: GuestAddress(header))
         try memory.write(UInt32(0), at: GuestAddress(header + 4))
         try memory.write(sector, at: GuestAddress(header + 8))
@@ -118,6 +119,48 @@ struct VhostUserReconnectTests {
         #expect(try memory.read(UInt16.self, at: GuestAddress(0x3002)) == 2, "two used entries: nothing repeated, nothing lost")
         #expect(try Self.read(sector: 1, slot: 2, memory: memory, kick: kick, call: call) == 0)
         #expect(try memory.readBytes(count: 4, at: GuestAddress(0x10000)) == [8, 8, 8, 8])
+    }
+}
+
+@Suite("vhost-user and memory hotplug: a back-end maps hot-added memory before the guest uses it")
+struct VhostUserMemoryHotplugTests {
+    @Test("with CONFIGURE_MEM_SLOTS one ADD_MEM_REG, without it the whole table again: either way the back-end serves a request whose buffer lies in the new region",
+          arguments: [true, false])
+    func hotAddedRegionIsServed(memorySlots: Bool) throws {
+        let directory = NSTemporaryDirectory() + "vu-memslots-\(getpid())-\(memorySlots)"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/blk.sock"
+        let disk = MemoryBlockBackend(contents: (0..<8192).map { UInt8(truncatingIfNeeded: $0 / 512 &+ 7) })
+        let offered: VhostUserProtocolFeatures = memorySlots ? [.multiQueue, .replyAck, .config, .configureMemorySlots] : [.multiQueue, .replyAck, .config]
+        let backend = try ListeningBackend(path: path, disk: disk, protocolFeatures: offered)
+        defer { backend.hangUp() }
+        let device = try VhostUserBlockDevice(config: try DiskConfig.parse("vhost_user=on,socket=\(path),queue_size=16"), logger: Logger(label: "test"))
+        #expect(device.common.protocolFeatures.contains(.configureMemorySlots) == memorySlots)
+        let (kick, call) = (try EventFD(), try EventFD())
+        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick.rawValue }, call: { _ in call.rawValue }))
+
+        let file = try OwnedFileDescriptor.memoryFile(name: "vu-memslots", size: 1 << 20)
+        let memory = try GuestMemory(regions: [GuestMemoryRegion(start: GuestAddress(0), mapping: MemoryMapping(file: file, size: 1 << 20, options: [.shared]))],
+                                     spareRegions: 1)
+        var queue = try SplitQueue(maxSize: 16)
+        queue.size = 16
+        queue.descriptorTable = GuestAddress(0x1000)
+        queue.availableRing = GuestAddress(0x2000)
+        queue.usedRing = GuestAddress(0x3000)
+        try queue.activate(in: memory)
+        device.acknowledgeFeatures(VirtioFeature.version1)
+        try device.activate(memory: memory, queues: [queue], interrupt: SilentInterrupt())
+        #expect(try VhostUserReconnectTests.read(sector: 3, slot: 0, memory: memory, kick: kick, call: call) == 0)
+
+        let added = try OwnedFileDescriptor.memoryFile(name: "vu-memslots-added", size: 1 << 20)
+        let region = try GuestMemoryRegion(start: GuestAddress(1 << 20), mapping: MemoryMapping(file: added, size: 1 << 20, options: [.shared]))
+        try memory.append(region)
+        try device.common.memoryAdded(region)
+        let buffer: UInt64 = (1 << 20) + 0x4000
+        #expect(try VhostUserReconnectTests.read(sector: 6, slot: 1, memory: memory, kick: kick, call: call, data: buffer) == 0)
+        #expect(try memory.readBytes(count: 4, at: GuestAddress(buffer)) == [13, 13, 13, 13], "the back-end wrote into the hot-added region")
     }
 }
 

@@ -69,7 +69,7 @@ enum DeviceRegistration {
     /// system's open files live in the back-end (virtiofsd), which this VMM does not ask to
     /// save them (vhost-user's device-state transfer), so snapshot and migration are refused.
     static func fs(_ fs: AttachedFs, socket: String, mover: BARMover) -> ManagedDevice {
-        vhostUser(id: fs.id, kind: "virtio-fs", attachment: fs.attachment, address: fs.address, mover: mover,
+        vhostUser(id: fs.id, kind: "virtio-fs", attachment: fs.attachment, address: fs.address, mover: mover, common: fs.device.common,
                   refusal: "\(fs.id) is a virtio-fs device served by the vhost-user back-end at \(socket): its queues and open files live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
     }
 
@@ -79,7 +79,7 @@ enum DeviceRegistration {
     /// the image and the capacity.
     static func vhostUserBlock(_ disk: AttachedVhostUserBlock, socket: String, mover: BARMover) -> ManagedDevice {
         let id = disk.id
-        var entry = vhostUser(id: id, kind: "vhost-user-blk", attachment: disk.attachment, address: disk.address, mover: mover,
+        var entry = vhostUser(id: id, kind: "vhost-user-blk", attachment: disk.attachment, address: disk.address, mover: mover, common: disk.device.common,
                               refusal: "\(id) is a vhost-user-blk disk served by the back-end at \(socket): its queues and the requests in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
         entry.resize = { _ in
             throw VMMError(description: "\(id) is served by the vhost-user-blk back-end at \(socket), which owns the image and its size; resize it there")
@@ -91,15 +91,17 @@ enum DeviceRegistration {
     /// packets in flight live in the back-end, which this VMM does not ask to save them, so
     /// snapshot and migration are refused.
     static func vhostUserNet(_ net: AttachedVhostUserNet, socket: String, mover: BARMover) -> ManagedDevice {
-        vhostUser(id: net.id, kind: "vhost-user-net", attachment: net.attachment, address: net.address, mover: mover,
+        vhostUser(id: net.id, kind: "vhost-user-net", attachment: net.attachment, address: net.address, mover: mover, common: net.device.common,
                   refusal: "\(net.id) is a vhost-user-net device served by the back-end at \(socket): its rings and the packets in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
     }
 
-    /// A virtio entry for a vhost-user device, whose saving fails with `refusal`.
+    /// A virtio entry for a vhost-user device, whose saving fails with `refusal` and whose
+    /// back-end is told about hot-added memory.
     private static func vhostUser(id: String, kind: String, attachment: VirtioPCIAttachment, address: String, mover: BARMover,
-                                  refusal: String) -> ManagedDevice {
+                                  common: VhostUserCommon, refusal: String) -> ManagedDevice {
         var entry = virtio(id: id, kind: kind, attachment: attachment, address: address, mover: mover)
         entry.saveState = { throw VMMError(description: refusal) }
+        entry.memoryAdded = { region in try common.memoryAdded(region) }
         return entry
     }
 

@@ -55,7 +55,9 @@ final class MemoryHotplugSupport: @unchecked Sendable {
     ///   when every hotplug slot is taken, the addition is not a multiple of 128 MiB, or it
     ///   does not fit the room `hotplug_size` kept; another error when mapping or registering
     ///   the region fails.
-    func resize(to desired: UInt64) throws -> Bool {
+    /// `announce` runs once the region is guest memory and before the guest is told (the
+    /// vhost-user back-ends map it there); its failure fails the resize.
+    func resize(to desired: UInt64, beforeAnnouncing announce: (GuestMemoryRegion) throws -> Void = { _ in }) throws -> Bool {
         try sizes.withLock { sizes in
             guard desired > sizes.current else { return false }
             let added = desired - sizes.current
@@ -86,6 +88,7 @@ final class MemoryHotplugSupport: @unchecked Sendable {
                 throw VMMError(description: "\(error)")
             }
             sizes.current = desired
+            try announce(region)
             try ged.notify(.memoryHotplug)
             return true
         }

@@ -53,7 +53,12 @@ extension VMMController {
                     logger.info("virtio-mem: asked the guest for \(ram - virtioMem.bootRAM) bytes")
                 }
                 if let ram, let hotplug = instance.built.memoryHotplug {
-                    do { _ = try hotplug.resize(to: ram) } catch let refusal as MemoryResizeRefusal {
+                    let devices = instance.built.deviceManager.devices
+                    do {
+                        _ = try hotplug.resize(to: ram) { region in
+                            for device in devices { try device.memoryAdded?(region) }
+                        }
+                    } catch let refusal as MemoryResizeRefusal {
                         throw .invalidConfig("desired_ram \(ram): \(refusal)")
                     } catch { throw .failed(action: "vm.resize", reason: "\(error)") }
                     instance.built.setMemorySize(ram)
@@ -86,8 +91,8 @@ extension VMMController {
 
     /// Refuses a `desired_ram` a running VM cannot take: with virtio-mem, as
     /// ``VirtioMemSupport/check(_:)`` does; without memory hotplug (no `hotplug_size`), above the boot RAM plus `hotplug_size` (the
-    /// room the guest's address space kept, a bad request that names it), or with a
-    /// vhost-user device (its back-end would not learn the new region).
+    /// room the guest's address space kept, a bad request that names it). The back-ends of
+    /// vhost-user devices learn of hot-added memory before the guest does.
     static func checkMemoryResize(_ ram: UInt64, config: MemoryConfig, instance: VMInstance) throws(ControlError) {
         if let virtioMem = instance.built.virtioMem {
             do throws(MemoryResizeRefusal) { try virtioMem.check(ram) } catch { throw .invalidConfig("desired_ram \(ram): \(error)") }
@@ -101,13 +106,6 @@ extension VMMController {
         guard ram <= limit else {
             throw .invalidConfig("desired_ram \(ram) is above the boot RAM plus hotplug_size (\(hotplug.bootRAM) + \(config.hotplugSize ?? 0) "
                 + "= \(limit) bytes): the VM has no room for more memory")
-        }
-        let fs = instance.built.config.fs?.count ?? 0
-        let disks = instance.built.config.disks?.filter(\.vhostUser).count ?? 0
-        let nets = instance.built.config.net?.filter(\.vhostUser).count ?? 0
-        if fs + disks + nets > 0 {
-            throw .failed(action: "vm.resize", reason: "the VM has vhost-user devices (\(fs) virtio-fs, \(disks) vhost-user-blk, \(nets) vhost-user-net), whose back-ends "
-                + "would not learn about hot-added memory; memory hotplug with vhost-user devices is not supported")
         }
     }
 

@@ -20,10 +20,10 @@ final class VhostUserBlockDevice: VirtioDevice {
     /// `VIRTIO_BLK_F_MQ`.
     static let multiQueueFeature: UInt64 = 1 << 12
     /// The protocol features asked for: the configuration space (`GET_CONFIG`, which this
-    /// device needs), several queues and acknowledged requests. Cloud Hypervisor also asks
-    /// for memory slots, in-flight tracking, dirty logging and device state, which this
-    /// front-end does not implement.
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.config, .multiQueue, .replyAck]
+    /// device needs), several queues, acknowledged requests and memory slots (hot-added
+    /// memory as `ADD_MEM_REG`). Cloud Hypervisor also asks for in-flight tracking, dirty
+    /// logging and device state, which this front-end does not implement.
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.config, .multiQueue, .replyAck, .configureMemorySlots]
     /// The size of `struct virtio_blk_config` as Cloud Hypervisor reads it.
     static let configSize = 60
     /// The offset of `writeback`, the one field the driver may write.

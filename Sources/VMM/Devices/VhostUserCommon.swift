@@ -237,20 +237,51 @@ final class VhostUserCommon: Sendable {
         }
     }
 
+    /// Tells the back-end about guest memory hot-added at `region` (Cloud Hypervisor's
+    /// `add_memory_region`), before the guest learns of it: with the `CONFIGURE_MEM_SLOTS`
+    /// protocol feature one `ADD_MEM_REG`, else the whole memory table again. A device the
+    /// driver has not activated (or whose back-end is away) gets the table, which then holds
+    /// the region, when its queues are handed over.
+    func memoryAdded(_ region: GuestMemoryRegion) throws(VirtioDeviceError) {
+        try state.withLock { (state: inout State) throws(VirtioDeviceError) in
+            guard state.connected, let active = state.active else { return }
+            do {
+                if protocolFeatures.contains(.configureMemorySlots) {
+                    let (entry, descriptor) = try Self.tableEntry(region)
+                    try state.frontend.addMemReg(entry, descriptor: descriptor)
+                } else {
+                    let (regions, descriptors) = try Self.memoryTable(active.memory)
+                    try state.frontend.setMemTable(regions, descriptors: descriptors)
+                }
+            } catch let error as VirtioDeviceError {
+                throw error
+            } catch {
+                throw .backend("the vhost-user back-end at \(socket) did not take the hot-added memory at 0x\(String(region.start.rawValue, radix: 16)): \(error)")
+            }
+            logger.info("\(name) (\(socket)): the back-end maps the hot-added memory at 0x\(String(region.start.rawValue, radix: 16))")
+        }
+    }
+
     /// The memory table: each guest RAM region with its memory file, offset and host address.
     static func memoryTable(_ memory: GuestMemory) throws(VirtioDeviceError) -> ([VhostUserMemoryRegion], [Int32]) {
         var regions: [VhostUserMemoryRegion] = []
         var descriptors: [Int32] = []
         for region in memory.regions {
-            guard let file = region.mapping.file else {
-                throw .backend("guest memory at 0x\(String(region.start.rawValue, radix: 16)) is not in a memory file, so the back-end cannot map it: give --memory shared=on")
-            }
-            regions.append(VhostUserMemoryRegion(guestPhysicalAddress: region.start.rawValue, size: region.size,
-                                                 userAddress: UInt64(UInt(bitPattern: region.hostAddress)),
-                                                 mmapOffset: UInt64(region.mapping.fileOffset)))
-            descriptors.append(file.rawValue)
+            let (entry, descriptor) = try tableEntry(region)
+            regions.append(entry)
+            descriptors.append(descriptor)
         }
         return (regions, descriptors)
+    }
+
+    /// One region's entry in the table and its memory file's descriptor.
+    static func tableEntry(_ region: GuestMemoryRegion) throws(VirtioDeviceError) -> (VhostUserMemoryRegion, Int32) {
+        guard let file = region.mapping.file else {
+            throw .backend("guest memory at 0x\(String(region.start.rawValue, radix: 16)) is not in a memory file, so the back-end cannot map it: give --memory shared=on")
+        }
+        return (VhostUserMemoryRegion(guestPhysicalAddress: region.start.rawValue, size: region.size,
+                                      userAddress: UInt64(UInt(bitPattern: region.hostAddress)),
+                                      mmapOffset: UInt64(region.mapping.fileOffset)), file.rawValue)
     }
 
     /// The VMM's virtual address of `length` bytes at `address`, which must lie in one region.

@@ -12,8 +12,8 @@ import VirtioQueue
 final class VhostUserFsDevice: VirtioDevice {
     /// The virtio features this front-end can pass on: the vhost-user transport ones.
     static let offeredFeatures: UInt64 = VhostUserCommon.transportFeatures
-    /// The protocol features asked for: several queues and acknowledged requests.
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck]
+    /// The protocol features asked for: several queues, acknowledged requests and memory slots.
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .configureMemorySlots]
     /// The size of `struct virtio_fs_config`'s tag.
     static let tagLength = 36
 

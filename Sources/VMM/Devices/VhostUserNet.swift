@@ -19,10 +19,10 @@ import VirtioQueue
 /// to the back-end's `SET_FEATURES`.
 final class VhostUserNetDevice: VirtioDevice {
     typealias F = VirtioNetABI.Feature
-    /// The protocol features asked for: several queues and acknowledged requests. Cloud
-    /// Hypervisor also asks for memory slots, in-flight tracking, dirty logging and device
+    /// The protocol features asked for: several queues, acknowledged requests and memory
+    /// slots. Cloud Hypervisor also asks for in-flight tracking, dirty logging and device
     /// state, which this front-end does not implement.
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck]
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .configureMemorySlots]
     /// The features the VMM implements for the guest and keeps from the back-end.
     static let frontendOnlyFeatures: UInt64 = F.mac | F.status
 

@@ -1,3 +1,4 @@
+import GuestMemory
 import DeviceModel
 import Synchronization
 import VMAllocator
@@ -51,6 +52,9 @@ struct ManagedDevice: Sendable {
     var retakeLocks: (@Sendable () throws -> Void)?
     /// Changes a disk's size in bytes (`vm.resize-disk`); nil for a device that is not a disk.
     var resize: (@Sendable (UInt64) throws -> Void)?
+    /// Tells a device that maps guest memory itself (a vhost-user back-end) about a region
+    /// hot-added to it, before the guest learns of it; nil for the others.
+    var memoryAdded: (@Sendable (GuestMemoryRegion) throws -> Void)?
     /// Gives back everything the device holds once the guest ejected it (PCI slot, BARs,
     /// ioeventfds, MSI-X routes, host resources); nil for a device that cannot be removed.
     var unplug: (@Sendable (DeviceManager) -> Void)?
