@@ -20,7 +20,7 @@ scenario_segments() {
   local steps='L2-INIT-READY|||seg() { r=/missing-disk-$1; for d in /sys/block/vd*; do readlink -f $d | grep -q "/pci000$1:00/" && r=/dev/${d##*/}; done; echo $r; }; ls /sys/bus/pci/devices; grep "PCI Bus 000" /proc/iomem; echo SG-A-$(ls /sys/bus/pci/devices | grep -c "^0001:00:")-$(cat /sys/bus/pci/devices/0001:00:00.0/vendor)
   SG-A-([0-9]+-0x[0-9a-f]+)|||echo SG-B-$(md5sum <$(seg 1) | cut -c1-32)-$(md5sum <$(seg 0) | cut -c1-32)
   SG-B-([0-9a-f]{32}-[0-9a-f]{32})|||echo SG-C-$(cat /sys/class/misc/hw_random/rng_current)-$(readlink -f /sys/bus/virtio/drivers/virtio_rng/virtio* | grep -c /pci0001:00/)-$(head -c 4096 /dev/hwrng | wc -c)
-  SG-C-([a-z_0-9.]+-[0-9]+-[0-9]+)|||n=0; for f in /sys/bus/pci/devices/0001:00:0[1-9]/resource; do a=$(head -n 1 $f | cut -d" " -f1); [ $((a)) -ge $((0x8000000000)) ] && n=$((n+1)); done; echo SG-D-$n-$(dmesg | grep -c -e "no space for" -e "failed to assign")
+  SG-C-([a-z_0-9.]+-[0-9]+-[0-9]+)|||n=0; for f in /sys/bus/pci/devices/0001:00:0[1-9].0/resource; do a=$(head -n 1 $f | cut -d" " -f1); [ $((a)) -ge $((0x8000000000)) ] && n=$((n+1)); done; echo SG-D-$n-$(dmesg | grep -c -e "no space for" -e "failed to assign")
   SG-D-([0-9]+-[0-9]+)|||poweroff -f'
   run_l2 segments "$steps" "$binary" -v "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" \
     --platform num_pci_segments=2 --disk "path=$sg_dir/zero.raw" "path=$sg_dir/one.raw,pci_segment=1" \
