@@ -49,10 +49,13 @@ extension HostileGuestPrograms {
 
     /// Fills `functionTable` with one 32-byte entry per present bus-0 function: its 0xCF8
     /// address, id dword, BAR 0, BAR 1 and command/status dword; a zero address ends it.
-    /// Prints "FUNCTIONS " and their count.
+    /// A BAR 0 above 4 GiB is first moved below (``lowBARHomes`` onwards, 512 KiB apart), as
+    /// firmware would for a guest that reaches only the low 4 GiB. Prints "FUNCTIONS " and
+    /// their count. Clobbers `esi` besides the usual registers.
     static func scanFunctions(_ a: inout X86Assembler) {
         a.mov(.ebp, functionTable)
         a.mov(.ebx, 0x8000_0000)
+        a.mov(.esi, lowBARHomes)
         let scan = a.here(), absent = a.label()
         configRead(&a, address: .ebx)
         a.mov(.at(.ebp, 4), .eax)
@@ -60,6 +63,15 @@ extension HostileGuestPrograms {
         a.cmp(.eax, 0xFFFF)
         a.je(absent)
         a.mov(.at(.ebp, 0), .ebx)
+        let low = a.label()
+        configRead(&a, address: .ebx, offset: 0x14)
+        a.test(.eax, .eax)
+        a.je(low)
+        configWrite(&a, address: .ebx, offset: 0x10, value: .esi)
+        a.xor(.ecx, .ecx)
+        configWrite(&a, address: .ebx, offset: 0x14, value: .ecx)
+        a.add(.esi, 0x8_0000)
+        a.bind(low)
         for (register, slot) in [(UInt32(0x10), Int32(8)), (0x14, 12), (0x04, 16)] {
             configRead(&a, address: .ebx, offset: register)
             a.mov(.at(.ebp, slot), .eax)
@@ -562,7 +574,7 @@ extension HostileGuestPrograms {
         a.mov(.esp, stackTop)
         a.serialPrint("RELOCATION\n")
         findFunction(&a, id: consoleID, name: "CONSOLE", storeBARAt: consoleBARVariable)
-        findFunction(&a, id: rngID, name: "RNG", storeBARAt: rngBARVariable)   // leaves its 0xCF8 address in ebx
+        findFunction(&a, id: rngID, name: "RNG", storeBARAt: rngBARVariable, home: lowBARHomes + 0x8_0000)   // leaves its 0xCF8 address in ebx
 
         func moveRNG(_ a: inout X86Assembler, to address: X86Assembler.Memory?, or immediate: UInt32 = 0) {
             if let address { a.mov(.ecx, address) } else { a.mov(.ecx, immediate) }

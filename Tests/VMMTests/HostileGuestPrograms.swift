@@ -171,11 +171,17 @@ enum HostileGuestPrograms {
         a.outDword()
     }
 
-    /// Finds the bus-0 function whose vendor and device id dword is `id`, enables its memory
-    /// decoding and bus mastering, and stores its BAR 0 address (a 64-bit memory BAR below
-    /// 4 GiB) at `variable`. Prints "<name>-FOUND", or "<name>-MISSING" and powers off.
-    /// Clobbers `eax`, `ebx`, `ecx`, `edx`.
-    static func findFunction(_ a: inout X86Assembler, id: UInt32, name: String, storeBARAt variable: UInt32) {
+    /// Where these 32-bit guests move a 64-bit BAR the VMM placed above 4 GiB (as firmware
+    /// reassigns BARs it cannot reach): free space in the 32-bit device window, 512 KiB apart.
+    static let lowBARHomes: UInt32 = 0xD100_0000
+
+    /// Finds the bus-0 function whose vendor and device id dword is `id`, moves its BAR 0
+    /// below 4 GiB to `home` when the VMM put it above (the VMM places most virtio BARs in
+    /// the 64-bit window; these guests reach only the low 4 GiB), enables its memory decoding
+    /// and bus mastering, and stores its BAR 0 address at `variable`. Prints "<name>-FOUND",
+    /// or "<name>-MISSING" and powers off. Clobbers `eax`, `ebx`, `ecx`, `edx`.
+    static func findFunction(_ a: inout X86Assembler, id: UInt32, name: String, storeBARAt variable: UInt32,
+                             home: UInt32 = lowBARHomes) {
         let scan = a.label(), found = a.label(), missing = a.label()
         a.mov(.ebx, 0x8000_0000)                 // bus 0, device 0, function 0
         a.bind(scan)
@@ -188,8 +194,14 @@ enum HostileGuestPrograms {
         a.jmp(missing)
         a.bind(found)
         configRead(&a, address: .ebx, offset: 0x14)
-        a.test(.eax, .eax)                       // the upper half must be 0
-        a.jne(missing)
+        let low = a.label()
+        a.test(.eax, .eax)
+        a.je(low)
+        a.mov(.ecx, home)                        // above 4 GiB: the lower half, then the upper one
+        configWrite(&a, address: .ebx, offset: 0x10, value: .ecx)
+        a.xor(.ecx, .ecx)
+        configWrite(&a, address: .ebx, offset: 0x14, value: .ecx)
+        a.bind(low)
         configRead(&a, address: .ebx, offset: 0x10)
         a.and(.eax, 0xFFFF_FFF0)
         a.mov(.absolute(variable), .eax)

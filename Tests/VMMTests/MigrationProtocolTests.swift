@@ -81,7 +81,7 @@ struct MigrationProtocolTests {
                 Issue.record("the builder ran")
                 throw MigrationError("no machine in this test")
             },
-            machine: { _, _ in
+            machine: { _, _, _ in
                 Issue.record("the builder ran")
                 throw MigrationError("no machine in this test")
             }))

@@ -6,10 +6,10 @@ extension VMBuilder {
     /// as Cloud Hypervisor does: `num_pages` starts at `size`, and pages the guest gives up go
     /// back to the host (punched out of the memory files with `shared=on`, `MADV_DONTNEED`).
     func attachVirtioBalloon(_ config: BalloonConfig, id: String, context: VirtioAttachContext,
-                             bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String, VirtioBalloon) {
+                             bars: inout BARWindows) throws -> (VirtioPCIAttachment, String, VirtioBalloon) {
         let options = VirtioBalloon.Options(size: config.size, deflateOnOOM: config.deflateOnOOM, freePageReporting: config.freePageReporting)
         let balloon = VirtioBalloon(options: options)
-        let (attachment, address) = try attachVirtio(balloon, context: context, bars: &bars, slot: config.pci.pciDeviceID)
+        let (attachment, address) = try attachVirtio(balloon, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID)
         logger.info("\(id): balloon of \(config.size) bytes\(config.deflateOnOOM ? ", deflate on OOM" : "")\(config.freePageReporting ? ", free page reporting" : "")")
         return (attachment, address, balloon)
     }

@@ -33,7 +33,8 @@ enum DeviceRegistration {
         let transport = attachment.transport
         let built = transport.bars
         var entry = ManagedDevice.stateful(transport, id: id, kind: kind,
-                                           resources: DeviceResources(pciBDF: address, mmio: built.map { (base: $0.address, length: $0.size) }),
+                                           resources: DeviceResources(pciBDF: address, mmio: built.map { (base: $0.address, length: $0.size) },
+                                                                                      bars: built),
                                            counters: counters)
         guard let restore = entry.restoreState else { return entry }
         let queueCount = transport.device.queueMaxSizes.count
@@ -56,6 +57,7 @@ enum DeviceRegistration {
     static func pmem(_ pmem: AttachedPmem, file: String, discardWrites: Bool, mover: BARMover) -> ManagedDevice {
         var entry = virtio(id: pmem.id, kind: "virtio-pmem", attachment: pmem.attachment, address: pmem.address, mover: mover)
         entry.resources.mmio.append((base: pmem.range.start, length: pmem.range.size))
+        entry.resources.range64 = (base: pmem.range.start, size: pmem.range.size)
         if discardWrites {
             let id = pmem.id
             entry.saveState = {

@@ -19,7 +19,7 @@ extension VMBuilder {
     /// edge-triggered: the device drains a queue while the guest has receive buffers, and
     /// pulls what is left when the driver posts more (its receive-queue notification).
     func attachVirtioNet(_ config: NetConfig, id: String, context: VirtioAttachContext,
-                         bars: inout AddressAllocator) throws -> AttachedNet {
+                         bars: inout BARWindows) throws -> AttachedNet {
         let tap = try openTap(config)
         let backends = tap.queues.map { TapNetBackend(interface: tap.name, queue: $0) }
         let mac = config.mac.flatMap(MACAddress.init) ?? MACAddress.random()
@@ -30,7 +30,7 @@ extension VMBuilder {
                                         offloadUFO: config.offloadUFO,
                                         receiveRateLimiter: receiveLimiter, transmitRateLimiter: transmitLimiter)
         let device = try VirtioNet(backends: backends, options: options)
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, slot: config.pciDeviceID)
+        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pciDeviceID)
         if let receiveLimiter, let transmitLimiter, !receiveLimiter.isUnlimited {
             let transport = attachment.transport, pairs = backends.count
             try RateLimiterWakeUp.install(receiveLimiter, events: context.events) {

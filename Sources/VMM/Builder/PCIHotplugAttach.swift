@@ -78,7 +78,7 @@ extension DeviceRegistration {
     static func removable(_ entry: ManagedDevice, attachment: VirtioPCIAttachment, context: VirtioAttachContext,
                           release: @escaping @Sendable (DeviceManager) -> Void = { _ in }) -> ManagedDevice {
         var entry = entry
-        let barStarts = attachment.transport.bars.map(\.address)
+        let allocated = attachment.transport.bars
         entry.unplug = { deviceManager in
             let transport = attachment.transport
             _ = try? context.segment.bus.remove(at: attachment.slot)
@@ -90,7 +90,7 @@ extension DeviceRegistration {
             }
             context.mover.untrack(attachment)
             attachment.routing.release()
-            for start in barStarts { deviceManager.freeMMIO32(at: start) }
+            for bar in allocated { deviceManager.freeBAR(bar) }
             release(deviceManager)
         }
         return entry

@@ -91,17 +91,29 @@ struct PmemBacking {
 extension VMBuilder {
     /// Attaches one virtio-pmem device (`--pmem file=,size=,discard_writes=`), as Cloud
     /// Hypervisor does: the file is mapped (`MAP_SHARED|MAP_NORESERVE`, or `MAP_PRIVATE` with
-    /// `discard_writes=on`) at a 2 MiB-aligned range taken from the top of the 64-bit device
-    /// area, registered as its own memory slot, and the device tells the guest where it is.
-    func attachVirtioPmem(_ config: PmemConfig, id: String, context: VirtioAttachContext, area: inout AddressAllocator,
-                          bars: inout AddressAllocator) throws -> AttachedPmem {
+    /// `discard_writes=on`) at a 2 MiB-aligned range taken from the top of its segment's 64-bit
+    /// window (the allocator its 64-bit BAR then comes from; a restore takes the snapshot's
+    /// range), registered as its own memory slot, and the device tells the guest where it is.
+    func attachVirtioPmem(_ config: PmemConfig, id: String, context: VirtioAttachContext,
+                          bars: inout BARWindows) throws -> AttachedPmem {
         let backing = try PmemBacking.open(config)
+        guard var area = bars.mmio64 else {
+            throw ConfigError(option: "--pmem", "the machine has no 64-bit device area for \(config.file)")
+        }
         let range: AddressRange
         do {
-            range = try area.allocate(size: backing.size, alignment: PmemConfig.sizeAlignment, policy: .lastFit)
+            if let saved = context.placements[id]?.range64, saved.count == 2 {
+                guard saved[1] == backing.size else {
+                    throw VMMError(description: "the snapshot placed \(id) as \(saved[1]) bytes but \(config.file) has \(backing.size)")
+                }
+                range = try area.allocate(at: saved[0], size: saved[1])
+            } else {
+                range = try area.allocate(size: backing.size, alignment: PmemConfig.sizeAlignment, policy: .lastFit)
+            }
         } catch {
             throw ConfigError(option: "--pmem", "no room for \(config.file)'s \(backing.size) bytes in the 64-bit device area: \(error)")
         }
+        bars.mmio64 = area
         var options: MemoryMapping.Options = [.noReserve]
         if !config.discardWrites { options.insert(.shared) }
         let mapping: MemoryMapping
@@ -116,9 +128,10 @@ extension VMBuilder {
         let attachment: VirtioPCIAttachment
         let address: String
         do {
-            (attachment, address) = try attachVirtio(device, context: context, bars: &bars, keepOpen: backing.file, slot: config.pci.pciDeviceID)
+            (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, keepOpen: backing.file, slot: config.pci.pciDeviceID)
         } catch {
             try? context.vm.removeMemorySlot(slot)
+            try? bars.mmio64?.free(range)
             throw error
         }
         logger.info("\(id): \(config.file), \(backing.size) bytes at guest 0x\(String(range.start, radix: 16)) (memory slot \(slot)\(config.discardWrites ? ", writes discarded" : ""))")

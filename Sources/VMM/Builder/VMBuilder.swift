@@ -118,7 +118,7 @@ struct VMBuilder {
     /// What a live migration's destination makes as soon as the configuration arrives, while
     /// the source still runs: the KVM VM with the guest memory registered and the boot vCPUs
     /// configured. None of it holds a host resource the source uses (disks, TAPs, sockets come
-    /// with ``build(_:events:exits:restoring:prepared:)`` once the source has let go of them),
+    /// with ``build(_:events:exits:restoring:prepared:placements:)`` once the source has let go of them),
     /// so the source's downtime no longer pays for it.
     struct PreparedMachine {
         let vm: KVMVirtualMachine
@@ -138,9 +138,10 @@ struct VMBuilder {
     /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
     /// registers are left alone: a snapshot's memory and state replace them.
     /// With `prepared` (a migration's, made when its configuration came; implies `restoring`),
-    /// the VM, its memory and its boot vCPUs are those.
+    /// the VM, its memory and its boot vCPUs are those. `placements` (a snapshot's, by device
+    /// id) put the devices' BARs and pmem ranges where they were.
     func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false,
-               prepared: PreparedMachine? = nil) throws -> BuiltVM {
+               prepared: PreparedMachine? = nil, placements: [String: DevicePlacement] = [:]) throws -> BuiltVM {
         let restoring = restoring || prepared != nil
         let vm: KVMVirtualMachine
         let memory: GuestMemory
@@ -177,15 +178,18 @@ struct VMBuilder {
                                             virtioMem: config.memory.hotplugMethod == .virtioMem, physicalAddressBits: physicalAddressBits)
         // Each PCI segment gets its ECAM window and its shares of the 32-bit and 64-bit windows.
         let windows = try PCISegmentLayout.plan(weights: config.pciApertureWeights, deviceArea: area)
-        var mmio64 = windows.map { AddressAllocator(name: "PCI segment \($0.id) 64-bit MMIO", pool: $0.mmio64) }
-        var bars = windows.map { AddressAllocator(name: "PCI segment \($0.id) 32-bit MMIO", pool: $0.mmio32) }
+        var bars = windows.map {
+            BARWindows(mmio32: AddressAllocator(name: "PCI segment \($0.id) 32-bit MMIO", pool: $0.mmio32),
+                       mmio64: AddressAllocator(name: "PCI segment \($0.id) 64-bit MMIO", pool: $0.mmio64))
+        }
 
         let router = try GSIRouter(vm: vm)
         let mover = BARMover(mmio: mmio, vm: vm, events: events, logger: logger)
         let pciSegments = try attachPCISegments(windows, pio: pio, mmio: mmio, relocation: mover)
-        let context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegments[0], mmio: mmio, router: router, mover: mover, events: events)
+        var context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegments[0], mmio: mmio, router: router, mover: mover, events: events)
+        context.placements = placements
         // A device goes on its `pci_segment=` (validated below the segment count) and takes its
-        // BAR from that segment's 32-bit window.
+        // BAR from that segment's windows.
         func on(_ segment: UInt16) -> VirtioAttachContext { context.on(pciSegments[Int(segment)]) }
         var virtio: [VirtioPCIAttachment] = []
         var managed: [ManagedDevice] = DeviceRegistration.legacy(devices)
@@ -250,8 +254,7 @@ struct VMBuilder {
         }
         var pmems: [AttachedPmem] = []
         for (pmem, id) in zip(config.pmem ?? [], config.pmemIDs) {
-            let attached = try attachVirtioPmem(pmem, id: id, context: on(pmem.pci.pciSegment), area: &mmio64[Int(pmem.pci.pciSegment)],
-                                                bars: &bars[Int(pmem.pci.pciSegment)])
+            let attached = try attachVirtioPmem(pmem, id: id, context: on(pmem.pci.pciSegment), bars: &bars[Int(pmem.pci.pciSegment)])
             virtio.append(attached.attachment)
             managed.append(DeviceRegistration.removable(DeviceRegistration.pmem(attached, file: pmem.file, discardWrites: pmem.discardWrites, mover: mover),
                                                         attachment: attached.attachment, context: on(pmem.pci.pciSegment),
@@ -293,12 +296,12 @@ struct VMBuilder {
         }
 
         let acpiMemoryHotplug = Self.hasACPIMemoryHotplug(config.memory)
-        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0], memoryHotplug: acpiMemoryHotplug)
-        let cpuHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
-        let pciHotplugRegion = try bars[0].allocate(size: 0x1000, alignment: 0x1000)
-        let memoryHotplugRegion = acpiMemoryHotplug ? try bars[0].allocate(size: 0x1000, alignment: 0x1000) : nil
+        let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0].mmio32, memoryHotplug: acpiMemoryHotplug)
+        let cpuHotplugRegion = try bars[0].mmio32.allocate(size: 0x1000, alignment: 0x1000)
+        let pciHotplugRegion = try bars[0].mmio32.allocate(size: 0x1000, alignment: 0x1000)
+        let memoryHotplugRegion = acpiMemoryHotplug ? try bars[0].mmio32.allocate(size: 0x1000, alignment: 0x1000) : nil
         managed.append(DeviceRegistration.ged(ged.device, description: ged.description))
-        let deviceManager = DeviceManager(mmio32: bars, mmio64: mmio64)
+        let deviceManager = DeviceManager(windows: bars)
         let (pciHotplugController, ejections) = try attachPCIHotplug(mmio: mmio, base: pciHotplugRegion.start, deviceManager: deviceManager)
         managed.append(.stateful(pciHotplugController, id: "pci-hotplug", kind: "acpi-pci-hotplug",
                                  resources: DeviceResources(mmio: [(pciHotplugRegion.start, ACPIPCIHotplugController.registerSize)])))
@@ -336,7 +339,11 @@ struct VMBuilder {
         built.balloon = balloon
         built.virtioMem = virtioMem
         built.deviceArea = area
-        built.pciHotplug = PCIHotplugSupport(builder: self, context: context, controller: pciHotplugController, ged: ged.device,
+        // Hot-added devices: 64-bit BARs for disks too, and no snapshot placements.
+        var hotplugContext = context
+        hotplugContext.hotplug = true
+        hotplugContext.placements = [:]
+        built.pciHotplug = PCIHotplugSupport(builder: self, context: hotplugContext, controller: pciHotplugController, ged: ged.device,
                                               ejections: ejections)
         if let memoryHotplugRegion {
             built.memoryHotplug = try attachMemoryHotplug(mmio: mmio, base: memoryHotplugRegion.start, ged: ged.device, vm: vm, memory: memory,

@@ -29,9 +29,9 @@ extension VMBuilder {
     /// Attaches one virtio-fs device (`--fs tag=,socket=,num_queues=,queue_size=`), as Cloud
     /// Hypervisor does: the VMM connects to the back-end and negotiates, puts the function on
     /// PCI, and leaves the queues to the back-end.
-    func attachVirtioFs(_ config: FsConfig, id: String, context: VirtioAttachContext, bars: inout AddressAllocator) throws -> AttachedFs {
+    func attachVirtioFs(_ config: FsConfig, id: String, context: VirtioAttachContext, bars: inout BARWindows) throws -> AttachedFs {
         let device = try VhostUserFsDevice(config: config, logger: logger)
-        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: nil)
+        let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: nil)
         logger.info("\(id): tag \(config.tag), back-end \(config.socket), \(config.numQueues) request queue(s) of \(config.queueSize)")
         return AttachedFs(id: id, device: device, attachment: attachment, address: address)
     }
@@ -40,9 +40,9 @@ extension VMBuilder {
     /// as Cloud Hypervisor's `make_virtio_block_device` with `vhost_user`: the back-end holds
     /// the image (no path, no lock, no rate limiter here), the VMM its PCI function.
     func attachVhostUserBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
-                              bars: inout AddressAllocator) throws -> AttachedVhostUserBlock {
+                              bars: inout BARWindows) throws -> AttachedVhostUserBlock {
         let device = try VhostUserBlockDevice(config: config, logger: logger)
-        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID)
+        let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID)
         logger.info("\(id): vhost-user-blk back-end \(config.vhostSocket ?? "?"), \(device.capacity * 512) bytes, \(config.numQueues) queue(s) of \(config.queueSize)")
         return AttachedVhostUserBlock(id: id, device: device, attachment: attachment, address: address)
     }
@@ -53,10 +53,10 @@ extension VMBuilder {
     /// and, when the back-end accepted one, the control queue, whose notifications the event
     /// loop serves.
     func attachVhostUserNet(_ config: NetConfig, id: String, context: VirtioAttachContext,
-                            bars: inout AddressAllocator) throws -> AttachedVhostUserNet {
+                            bars: inout BARWindows) throws -> AttachedVhostUserNet {
         if config.vhostMode == .server { logger.info("\(id): waiting for the vhost-user-net back-end to connect to \(config.vhostSocket ?? "?")") }
         let device = try VhostUserNetDevice(config: config, logger: logger)
-        let (attachment, address) = try attachVhostUser(device, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID,
+        let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID,
                                                         servedHere: device.controlQueueIndex.map { [$0] } ?? [])
         let control = device.hasControlQueue ? ", control queue served here" : ""
         logger.info("\(id): vhost-user-net back-end \(config.vhostSocket ?? "?") (\(config.vhostMode.rawValue.lowercased())), guest MAC \(device.configuredMAC), \(device.pairs) queue pair(s) of \(config.queueSize)\(control)")
@@ -67,9 +67,9 @@ extension VMBuilder {
     /// ioeventfd is its kick eventfd (the event loop does not watch it), and the irqfd of the
     /// MSI-X vector the driver picks for it is its call eventfd. The queues of `servedHere`
     /// are the VMM's: the event loop serves their notifications.
-    private func attachVhostUser(_ device: any VirtioDevice, common: VhostUserCommon, context: VirtioAttachContext,
-                                 bars: inout AddressAllocator, slot: UInt8?, servedHere: Set<Int> = []) throws -> (VirtioPCIAttachment, String) {
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, servedElsewhere: true, servedHere: servedHere, slot: slot)
+    private func attachVhostUser(_ device: any VirtioDevice, id: String, common: VhostUserCommon, context: VirtioAttachContext,
+                                 bars: inout BARWindows, slot: UInt8?, servedHere: Set<Int> = []) throws -> (VirtioPCIAttachment, String) {
+        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, servedElsewhere: true, servedHere: servedHere, slot: slot)
         let routing = attachment.routing
         let transport = attachment.transport
         let name = common.name

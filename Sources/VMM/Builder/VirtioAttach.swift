@@ -161,48 +161,71 @@ struct VirtioAttachContext: Sendable {
     let router: GSIRouter
     let mover: BARMover
     let events: EventManager
+    /// Whether devices are hot-added (a hot-added disk gets a 64-bit BAR too).
+    var hotplug = false
+    /// Where a snapshot's devices were, by id: a restore puts them there again.
+    var placements: [String: DevicePlacement] = [:]
 
     /// The same context for a device on `segment`.
     func on(_ segment: PCISegment) -> VirtioAttachContext {
-        VirtioAttachContext(vm: vm, memory: memory, segment: segment, mmio: mmio, router: router, mover: mover, events: events)
+        var context = VirtioAttachContext(vm: vm, memory: memory, segment: segment, mmio: mmio, router: router, mover: mover, events: events)
+        context.hotplug = hotplug
+        context.placements = placements
+        return context
     }
 }
 
 extension VMBuilder {
-    /// Puts `device` on the context's PCI segment behind a virtio-pci transport: BAR 0 from
-    /// `bars` (that segment's 32-bit window), MSI-X vectors routed to KVM, queue notifications
-    /// through ioeventfds. The device takes slot `slot` (a configuration's `pci_device_id`) or
-    /// the lowest free one. Returns the attachment and the function's PCI address (`SSSS:00:DD.0`).
-    func attachVirtio(_ device: any VirtioDevice, context: VirtioAttachContext, bars: inout AddressAllocator,
+    /// Puts `device` (Cloud Hypervisor id `id`) on the context's PCI segment behind a
+    /// virtio-pci transport: BAR 0 from the segment's 64-bit window, or its 32-bit window for a
+    /// disk present at boot on segment 0 (``BARWindows/uses64BitBAR(deviceType:segment:hotplug:)``),
+    /// or where the context's placement for `id` says (a restore); MSI-X vectors routed to KVM,
+    /// queue notifications through ioeventfds. The device takes slot `slot` (a configuration's
+    /// `pci_device_id`) or the lowest free one. Returns the attachment and the function's PCI
+    /// address (`SSSS:00:DD.0`).
+    func attachVirtio(_ device: any VirtioDevice, id: String, context: VirtioAttachContext, bars: inout BARWindows,
                       keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, servedHere: Set<Int> = [],
                       slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
-        let bar = try bars.allocate(size: VirtioPCILayout.barSize, alignment: VirtioPCILayout.barSize)
-        let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.start)
-        let slot = try context.segment.bus.add(transport, at: wanted.map(Int.init))
-        try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.start, length: VirtioPCILayout.barSize)
-        let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot, servedElsewhere: servedElsewhere,
-                                             servedHere: servedHere)
-        try attachment.registerNotifiers(vm: context.vm, events: context.events)
-        context.mover.track(attachment)
-        let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"
-        logger.info("virtio-\(device.deviceType) at \(address), BAR 0 at 0x\(String(bar.start, radix: 16))")
-        return (attachment, address)
+        let saved = context.placements[id]?.bars.first { $0.index == VirtioPCILayout.barIndex }
+        let use64Bit = BARWindows.uses64BitBAR(deviceType: device.deviceType, segment: context.segment.id, hotplug: context.hotplug)
+        let bar = try bars.allocateBAR(index: VirtioPCILayout.barIndex, size: VirtioPCILayout.barSize, use64Bit: use64Bit, saved: saved)
+        do {
+            let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.address,
+                                                barKind: bar.kind)
+            let slot = try context.segment.bus.add(transport, at: wanted.map(Int.init))
+            do {
+                try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.address, length: bar.size)
+            } catch {
+                _ = try? context.segment.bus.remove(at: slot)
+                throw error
+            }
+            let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot,
+                                                 servedElsewhere: servedElsewhere, servedHere: servedHere)
+            try attachment.registerNotifiers(vm: context.vm, events: context.events)
+            context.mover.track(attachment)
+            let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"
+            logger.info("virtio-\(device.deviceType) at \(address), BAR 0 (\(bar.kind)) at 0x\(String(bar.address, radix: 16))")
+            return (attachment, address)
+        } catch {
+            bars.free(bar)
+            throw error
+        }
     }
 
     /// Attaches virtio-rng (`--rng src=...`).
-    func attachVirtioRng(_ config: RngConfig, context: VirtioAttachContext, bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String) {
+    func attachVirtioRng(_ config: RngConfig, context: VirtioAttachContext, bars: inout BARWindows) throws -> (VirtioPCIAttachment, String) {
         let source = try OwnedFileDescriptor(path: config.src, flags: O_RDONLY)
         let rng = VirtioRng(source: FileEntropySource(fileDescriptor: source.rawValue))
         logger.info("virtio-rng: entropy from \(config.src)")
-        return try attachVirtio(rng, context: context, bars: &bars, keepOpen: source)
+        return try attachVirtio(rng, id: "_rng", context: context, bars: &bars, keepOpen: source)
     }
 
     /// Attaches one virtio-blk disk (`--disk path=...`).
     /// The disk is throttled by `rateLimiter` (its own, or its `--rate-limit-group`'s), whose
     /// wake-up the caller installs.
     func attachVirtioBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
-                           bars: inout AddressAllocator, rateLimiter: RateLimiter?) throws -> (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend) {
+                           bars: inout BARWindows, rateLimiter: RateLimiter?) throws -> (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend) {
         let backend = try DiskImageOpener.open(config)
         let serial = config.serial.map { Array($0.utf8) } ?? DiskImageOpener.defaultSerial(path: config.path ?? "")
         let options = VirtioBlock.Options(serial: serial, queueCount: config.numQueues, queueSize: config.queueSize,
@@ -214,7 +237,7 @@ extension VMBuilder {
             logger.warning("\(id): no io_uring ring (\(error)); the disk runs synchronously")
         }
         let block = VirtioBlock(backend: backend, options: options, asyncQueues: asyncQueues)
-        let (attachment, address) = try attachVirtio(block, context: context, bars: &bars, slot: config.pciDeviceID)
+        let (attachment, address) = try attachVirtio(block, id: id, context: context, bars: &bars, slot: config.pciDeviceID)
         let transport = attachment.transport
         for (index, queue) in asyncQueues.enumerated() {
             try context.events.add(queue.eventDescriptor, events: [.readable]) { _ in

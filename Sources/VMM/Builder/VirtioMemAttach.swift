@@ -68,14 +68,14 @@ extension VMBuilder {
     /// Attaches the virtio-mem device over the region `createMemory` made for it, with
     /// `hotplugged_size` requested at boot.
     func attachVirtioMem(_ config: MemoryConfig, region: (start: UInt64, size: UInt64), context: VirtioAttachContext,
-                         bars: inout AddressAllocator) throws -> (VirtioPCIAttachment, String, VirtioMemSupport) {
+                         bars: inout BARWindows) throws -> (VirtioPCIAttachment, String, VirtioMemSupport) {
         let device: VirtioMem
         do {
             device = try VirtioMem(address: region.start, size: region.size, requested: config.hotpluggedSize ?? 0)
         } catch {
             throw VMMError(description: "virtio-mem: \(error)")
         }
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars)
+        let (attachment, address) = try attachVirtio(device, id: VirtioMemSupport.deviceID, context: context, bars: &bars)
         logger.info("\(VirtioMemSupport.deviceID): virtio-mem region of \(region.size) bytes at 0x\(String(region.start, radix: 16)), \(config.hotpluggedSize ?? 0) requested")
         return (attachment, address, VirtioMemSupport(device: device, bootRAM: config.size))
     }

@@ -24,7 +24,7 @@ extension VMBuilder {
     /// vsock, listening at `socket` for host clients and connecting guest requests for port
     /// P to `socket_P`, its descriptors watched on the event loop.
     func attachVirtioVsock(_ config: VsockConfig, id: String, context: VirtioAttachContext,
-                           bars: inout AddressAllocator) throws -> AttachedVsock {
+                           bars: inout BARWindows) throws -> AttachedVsock {
         let backend: UnixVsockBackend
         do {
             backend = try UnixVsockBackend(path: config.socket)
@@ -34,7 +34,7 @@ extension VMBuilder {
         let watcher = EventLoopVsockWatcher(events: context.events, logger: logger)
         let device = VirtioVsock(cid: UInt64(config.cid), backend: backend, watcher: watcher)
         watcher.serve(device)
-        let (attachment, address) = try attachVirtio(device, context: context, bars: &bars, slot: config.pci.pciDeviceID)
+        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID)
         logger.info("\(id): guest cid \(config.cid), host socket \(config.socket)")
         return AttachedVsock(id: id, device: device, attachment: attachment, address: address, backend: backend, watcher: watcher)
     }

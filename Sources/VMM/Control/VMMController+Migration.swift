@@ -106,11 +106,11 @@ extension VMMController {
                     prepared = try builder.prepare(config, memory: memory)
                     return memory
                 },
-                machine: { [self] config, memory in
+                machine: { [self] config, memory, placements in
                     guard let made = prepared, made.memory === memory else {
                         throw VMMError(description: "the machine was not prepared with this memory")
                     }
-                    return try self.buildForMigration(config, prepared: made)
+                    return try self.buildForMigration(config, prepared: made, placements: placements)
                 }))
             received = try receiver.run(channel)
             logger.info("migration received: machine built in \(MigrationFigures.fixed(received.buildMilliseconds, 1)) ms, state restored in \(MigrationFigures.fixed(received.restoreMilliseconds, 1)) ms")

@@ -228,8 +228,8 @@ public final class VMMController: VMMControl {
     }
 
     /// Builds (not starts) the machine a migration's configuration describes.
-    func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine) throws -> BuiltVM {
-        try VMInstance.buildForMigration(config, prepared: prepared, hypervisor: hypervisor, logger: logger)
+    func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine, placements: [String: DevicePlacement]) throws -> BuiltVM {
+        try VMInstance.buildForMigration(config, prepared: prepared, placements: placements, hypervisor: hypervisor, logger: logger)
     }
 
     /// Starts a machine a migration brought (restored, paused) and makes it this VMM's VM,

@@ -19,7 +19,7 @@ public enum MigrationReceiveCheck {
         try? sender.shutdown(.writing)
         let receiver = MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
             memory: { _, _ in throw MigrationError("no machine is built while fuzzing") },
-            machine: { _, _ in throw MigrationError("no machine is built while fuzzing") }))
+            machine: { _, _, _ in throw MigrationError("no machine is built while fuzzing") }))
         // The sending end stays open until the receiver is done, so its answers have a reader.
         return withExtendedLifetime(sender) {
             do throws(MigrationError) {

@@ -10,7 +10,8 @@ import Hypervisor
 /// `State` arrives, after the source let go of its disks' locks (not started, `restoring: true`).
 struct MigrationMachineFactory {
     var memory: (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> GuestMemory
-    var machine: (VMConfig, GuestMemory) throws -> BuiltVM
+    /// Builds the devices around the memory, each where the state's placements say (by device id).
+    var machine: (VMConfig, GuestMemory, [String: DevicePlacement]) throws -> BuiltVM
 }
 
 /// Receives one VM.
@@ -139,26 +140,35 @@ final class MigrationReceiver {
 
     private func restore(_ bytes: [UInt8]) throws(MigrationError) {
         guard let config, let memory else { throw MigrationError("State before the configuration") }
-        // The devices now: the source released its disks' locks before sending the state.
+        let tree: SnapshotNode
+        let header: VMSnapshotHeader
+        let placements: [String: DevicePlacement]
+        do {
+            tree = try SnapshotJSON.value(SnapshotNode.self, from: bytes)
+            header = try tree.decode(VMSnapshotHeader.self, path: "")
+            guard header.version == VMSnapshotHeader.formatVersion else {
+                throw SnapshotError.version(found: header.version, expected: VMSnapshotHeader.formatVersion)
+            }
+            placements = try DeviceManagerSection.placements(in: tree)
+        } catch let error as SnapshotError {
+            throw MigrationError("the VM's state was refused: \(error)")
+        } catch {
+            throw MigrationError("the VM's state does not decode: \(error)")
+        }
+        // The devices now (where the source had them): the source released its disks' locks
+        // before sending the state.
         let buildBegin = ContinuousClock.now
         let built: BuiltVM
-        do { built = try factory.machine(config, memory) } catch { throw MigrationError("cannot build the VM: \(error)") }
+        do { built = try factory.machine(config, memory, placements) } catch { throw MigrationError("cannot build the VM: \(error)") }
         self.built = built
         let restoreBegin = ContinuousClock.now
         buildMilliseconds = MigrationSender.seconds(restoreBegin - buildBegin) * 1000
         defer { restoreMilliseconds = MigrationSender.seconds(ContinuousClock.now - restoreBegin) * 1000 }
         if checksCPUID { try Self.checkCPUID(commonCPUID, supported: built.commonCPUID) }
         do {
-            let tree = try SnapshotJSON.value(SnapshotNode.self, from: bytes)
-            let header = try tree.decode(VMSnapshotHeader.self, path: "")
-            guard header.version == VMSnapshotHeader.formatVersion else {
-                throw SnapshotError.version(found: header.version, expected: VMSnapshotHeader.formatVersion)
-            }
             try VMSnapshotter.RestorePlan(tree: tree, header: header, built: built).apply(to: built)
-        } catch let error as SnapshotError {
-            throw MigrationError("the VM's state was refused: \(error)")
         } catch {
-            throw MigrationError("the VM's state does not decode: \(error)")
+            throw MigrationError("the VM's state was refused: \(error)")
         }
     }
 

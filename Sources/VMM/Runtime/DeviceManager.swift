@@ -1,5 +1,6 @@
 import GuestMemory
 import DeviceModel
+import PCI
 import Synchronization
 import VMAllocator
 
@@ -13,6 +14,16 @@ struct DeviceResources: Equatable, Sendable {
     var pio: [(base: UInt64, length: UInt64)] = []
     /// Interrupt lines (GSIs) the device raises directly.
     var gsis: [UInt32] = []
+    /// The PCI BARs as they were allocated (also in ``mmio``), with their kinds.
+    var bars: [PCIBAR] = []
+    /// A range of the segment's 64-bit window besides the BARs (a pmem device's memory), as (base, size).
+    var range64: (base: UInt64, size: UInt64)?
+
+    /// Where the device sits, as a snapshot records it; nil for a device without BARs.
+    var placement: DevicePlacement? {
+        guard !bars.isEmpty else { return nil }
+        return DevicePlacement(bars: bars.map(DevicePlacement.BAR.init), range64: range64.map { [$0.base, $0.size] })
+    }
 
     /// The device number on the segment's bus, from ``pciBDF`` (`0000:00:05.0` is 5).
     var pciSlot: Int? {
@@ -26,6 +37,7 @@ struct DeviceResources: Equatable, Sendable {
         lhs.pciBDF == rhs.pciBDF && lhs.gsis == rhs.gsis
             && lhs.mmio.map { [$0.base, $0.length] } == rhs.mmio.map { [$0.base, $0.length] }
             && lhs.pio.map { [$0.base, $0.length] } == rhs.pio.map { [$0.base, $0.length] }
+            && lhs.bars == rhs.bars && lhs.range64.map { [$0.base, $0.size] } == rhs.range64.map { [$0.base, $0.size] }
     }
 }
 
@@ -75,15 +87,20 @@ struct ManagedDevice: Sendable {
 final class DeviceManager: Sendable {
     private struct Table {
         var devices: [ManagedDevice] = []
-        var mmio32: [AddressAllocator]
-        var mmio64: [AddressAllocator]
+        var windows: [BARWindows]
     }
     private let table: Mutex<Table>
 
-    /// A registry with each PCI segment's 32-bit MMIO window (the PCI BARs come from them, the
-    /// platform registers from segment 0's) and 64-bit window (pmem ranges), by segment number.
-    init(mmio32: [AddressAllocator], mmio64: [AddressAllocator] = []) {
-        table = Mutex(Table(mmio32: mmio32, mmio64: mmio64))
+    /// A registry with each PCI segment's BAR windows, by segment number: the 32-bit one (a
+    /// boot disk's BAR on segment 0, the platform registers from segment 0's) and the 64-bit
+    /// one (the other virtio BARs and pmem ranges).
+    init(windows: [BARWindows]) {
+        table = Mutex(Table(windows: windows))
+    }
+
+    /// A registry with each segment's 32-bit window and, where given, its 64-bit window.
+    convenience init(mmio32: [AddressAllocator], mmio64: [AddressAllocator] = []) {
+        self.init(windows: mmio32.indices.map { BARWindows(mmio32: mmio32[$0], mmio64: mmio64.indices.contains($0) ? mmio64[$0] : nil) })
     }
 
     /// Adds a device at the end of the order.
@@ -110,46 +127,46 @@ final class DeviceManager: Sendable {
     /// Allocates an aligned range from PCI segment `segment`'s 32-bit MMIO window.
     func allocateMMIO32(segment: UInt16 = 0, size: UInt64, alignment: UInt64) throws -> (start: UInt64, size: UInt64) {
         try table.withLock { (table: inout Table) throws in
-            guard table.mmio32.indices.contains(Int(segment)) else {
-                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.mmio32.count))")
+            guard table.windows.indices.contains(Int(segment)) else {
+                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.windows.count))")
             }
-            let range = try table.mmio32[Int(segment)].allocate(size: size, alignment: alignment)
+            let range = try table.windows[Int(segment)].mmio32.allocate(size: size, alignment: alignment)
             return (range.start, size)
         }
     }
 
-    /// Runs `body` with PCI segment `segment`'s 32-bit MMIO window allocator and its share of
-    /// the 64-bit device area (a hot-added device takes its BARs and ranges from them), under
-    /// the registry's lock.
-    func withAllocators(segment: UInt16 = 0, _ body: (inout AddressAllocator, inout AddressAllocator?) throws -> Void) throws {
+    /// Runs `body` with PCI segment `segment`'s BAR windows (a hot-added device takes its BAR
+    /// and its pmem range from them), under the registry's lock.
+    func withAllocators(segment: UInt16 = 0, _ body: (inout BARWindows) throws -> Void) throws {
         try table.withLock { (table: inout Table) throws in
             let index = Int(segment)
-            guard table.mmio32.indices.contains(index) else {
-                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.mmio32.count))")
+            guard table.windows.indices.contains(index) else {
+                throw VMMError(description: "the VM has no PCI segment \(segment) (it has \(table.windows.count))")
             }
-            var area: AddressAllocator? = table.mmio64.indices.contains(index) ? table.mmio64[index] : nil
-            defer { if let area { table.mmio64[index] = area } }
-            try body(&table.mmio32[index], &area)
+            try body(&table.windows[index])
         }
     }
 
-    /// Gives back the 32-bit MMIO allocation starting at `start` (an ejected device's BAR), in
-    /// whichever segment's window holds it.
-    func freeMMIO32(at start: UInt64) {
+    /// Gives back an ejected device's BAR to the window it came from (the 32-bit or the 64-bit
+    /// one of whichever segment holds it).
+    func freeBAR(_ bar: PCIBAR) {
         table.withLock { table in
-            for index in table.mmio32.indices {
-                if (try? table.mmio32[index].free(at: start)) != nil { return }
-            }
+            for index in table.windows.indices where table.windows[index].free(bar) { return }
         }
     }
 
-    /// Gives back a range of the 64-bit device area (an ejected pmem device's).
+    /// Gives back a range of a 64-bit window (an ejected pmem device's).
     func freeMMIO64(_ range: AddressRange) {
         table.withLock { table in
-            for index in table.mmio64.indices {
-                if (try? table.mmio64[index].free(range)) != nil { return }
+            for index in table.windows.indices {
+                if (try? table.windows[index].mmio64?.free(range)) != nil { return }
             }
         }
+    }
+
+    /// A copy of segment `segment`'s BAR windows (nil for an absent segment), for inspection.
+    func windows(segment: UInt16) -> BARWindows? {
+        table.withLock { $0.windows.indices.contains(Int(segment)) ? $0.windows[Int(segment)] : nil }
     }
 
     /// The PCI slot of each device on segment 0, by id.

@@ -27,7 +27,7 @@ extension BuiltVM {
         let support = try hotplugSupport()
         if config.vhostUser { return try hotAddVhostUserBlock(config, id: id, support: support) }
         var attached: (VirtioPCIAttachment, String, VirtioBlock, any BlockBackend)?
-        try deviceManager.withAllocators { bars, _ in
+        try deviceManager.withAllocators { bars in
             attached = try support.builder.attachVirtioBlock(config, id: id, context: support.context, bars: &bars, rateLimiter: nil)
         }
         guard let (attachment, address, block, backend) = attached else { throw VMMError(description: "\(id) was not attached") }
@@ -40,7 +40,7 @@ extension BuiltVM {
     /// Hot-adds a vhost-user-blk disk (connecting to its back-end); returns its PCI slot and address.
     private func hotAddVhostUserBlock(_ config: DiskConfig, id: String, support: PCIHotplugSupport) throws -> (slot: Int, bdf: String) {
         var attached: AttachedVhostUserBlock?
-        try deviceManager.withAllocators { bars, _ in
+        try deviceManager.withAllocators { bars in
             attached = try support.builder.attachVhostUserBlock(config, id: id, context: support.context, bars: &bars)
         }
         guard let attached else { throw VMMError(description: "\(id) was not attached") }
@@ -57,7 +57,7 @@ extension BuiltVM {
     /// `vhost_mode=server`); returns its PCI slot and address.
     private func hotAddVhostUserNet(_ config: NetConfig, id: String, support: PCIHotplugSupport) throws -> (slot: Int, bdf: String) {
         var attached: AttachedVhostUserNet?
-        try deviceManager.withAllocators { bars, _ in
+        try deviceManager.withAllocators { bars in
             attached = try support.builder.attachVhostUserNet(config, id: id, context: support.context, bars: &bars)
         }
         guard let attached else { throw VMMError(description: "\(id) was not attached") }
@@ -76,7 +76,7 @@ extension BuiltVM {
         let support = try hotplugSupport()
         if config.vhostUser { return try hotAddVhostUserNet(config, id: id, support: support) }
         var attached: AttachedNet?
-        try deviceManager.withAllocators { bars, _ in
+        try deviceManager.withAllocators { bars in
             attached = try support.builder.attachVirtioNet(config, id: id, context: support.context, bars: &bars)
         }
         guard let attached else { throw VMMError(description: "\(id) was not attached") }
@@ -93,10 +93,8 @@ extension BuiltVM {
     func hotAddPmem(_ config: PmemConfig, id: String) throws -> (slot: Int, bdf: String) {
         let support = try hotplugSupport()
         var attached: AttachedPmem?
-        try deviceManager.withAllocators { bars, area in
-            guard var window = area else { throw VMMError(description: "the machine has no 64-bit device area for persistent memory") }
-            defer { area = window }
-            attached = try support.builder.attachVirtioPmem(config, id: id, context: support.context, area: &window, bars: &bars)
+        try deviceManager.withAllocators { bars in
+            attached = try support.builder.attachVirtioPmem(config, id: id, context: support.context, bars: &bars)
         }
         guard let attached else { throw VMMError(description: "\(id) was not attached") }
         var entry = DeviceRegistration.pmem(attached, file: config.file, discardWrites: config.discardWrites, mover: support.context.mover)
@@ -111,7 +109,7 @@ extension BuiltVM {
     func hotAddVsock(_ config: VsockConfig, id: String) throws -> (slot: Int, bdf: String) {
         let support = try hotplugSupport()
         var attached: AttachedVsock?
-        try deviceManager.withAllocators { bars, _ in
+        try deviceManager.withAllocators { bars in
             attached = try support.builder.attachVirtioVsock(config, id: id, context: support.context, bars: &bars)
         }
         guard let attached else { throw VMMError(description: "\(id) was not attached") }

@@ -39,7 +39,11 @@ final class VMInstance: Sendable {
                         seccomp: SeccompAction? = nil, onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
         let exits = try ExitSignal()
         let events = try EventManager()
-        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true)
+        // The devices go where the snapshot says they were (a hot-added one is built with the
+        // boot ones here, in another order than it was allocated).
+        let placements = try DeviceManagerSection.placements(in: snapshot.tree)
+        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true,
+                                                                                placements: placements)
         let restoration: MemorySnapshotIO.Restoration
         do {
             restoration = try VMSnapshotter.restore(snapshot, into: built, onDemand: onDemand, prefault: prefault)
@@ -54,11 +58,11 @@ final class VMInstance: Sendable {
     /// Builds, without starting it, the machine a live migration's configuration describes
     /// around what was prepared when it came (the source's memory and state replace what a
     /// boot would load).
-    static func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine, hypervisor: KVMHypervisor,
-                                  logger: Logger) throws -> BuiltVM {
+    static func buildForMigration(_ config: VMConfig, prepared: VMBuilder.PreparedMachine, placements: [String: DevicePlacement],
+                                  hypervisor: KVMHypervisor, logger: Logger) throws -> BuiltVM {
         let exits = try ExitSignal()
         let events = try EventManager()
-        return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, prepared: prepared)
+        return try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits, prepared: prepared, placements: placements)
     }
 
     /// Starts, paused, a machine a live migration filled with the source's memory and state.

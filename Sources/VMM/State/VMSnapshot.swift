@@ -31,8 +31,23 @@ struct DeviceManagerSection: Codable, Equatable {
     struct Entry: Codable, Equatable {
         var id: String
         var kind: String
+        /// Where its BARs and pmem range were allocated (Cloud Hypervisor's device-tree
+        /// resources); absent for a device without BARs.
+        var placement: DevicePlacement?
     }
     var devices: [Entry]
+
+    /// The placements by device id, for building the machine a restore or a migration fills.
+    var placements: [String: DevicePlacement] {
+        var result: [String: DevicePlacement] = [:]
+        for entry in devices { if let placement = entry.placement { result[entry.id] = placement } }
+        return result
+    }
+
+    /// The placements a state tree's device-manager section records (none when it has none).
+    static func placements(in tree: SnapshotNode) throws(SnapshotError) -> [String: DevicePlacement] {
+        try tree.child(SnapshotSection.deviceManager, path: "").decode(DeviceManagerSection.self, path: SnapshotSection.deviceManager).placements
+    }
 }
 
 /// Names of the state tree's sections (Cloud Hypervisor's component ids).
@@ -107,7 +122,7 @@ enum VMSnapshotter {
         var devices: [String: SnapshotNode] = [:]
         var entries: [DeviceManagerSection.Entry] = []
         for device in built.deviceManager.devices {
-            entries.append(.init(id: device.id, kind: device.kind))
+            entries.append(.init(id: device.id, kind: device.kind, placement: device.resources.placement))
             guard let save = device.saveState else { continue }
             do { devices[device.id] = SnapshotNode(state: try save()) } catch { throw .io("cannot save \(device.id)'s state: \(error)") }
         }
@@ -177,8 +192,8 @@ enum VMSnapshotter {
             let present = built.deviceManager.devices
             // Compared by id: a device hot-added to the snapshotted VM comes last in its registry
             // but with its kind in the configuration's build order.
-            let expected = present.map { DeviceManagerSection.Entry(id: $0.id, kind: $0.kind) }
-            guard listed.devices.sorted(by: { $0.id < $1.id }) == expected.sorted(by: { $0.id < $1.id }) else {
+            let expected = present.map { [$0.id, $0.kind] }.sorted { $0[0] < $1[0] }
+            guard listed.devices.map({ [$0.id, $0.kind] }).sorted(by: { $0[0] < $1[0] }) == expected else {
                 throw .damaged("the snapshot's devices (\(listed.devices.map { "\($0.id):\($0.kind)" }.joined(separator: ", "))) are not the ones its configuration builds (\(present.map { "\($0.id):\($0.kind)" }.joined(separator: ", ")))")
             }
             guard header.vcpuCount == built.vcpus.count else {

@@ -48,11 +48,14 @@ public final class VirtioPCIDevice: PCIDevice {
     private let forwarder = Mutex<(@Sendable (Int) -> Void)?>(nil)
 
     /// Builds the transport with BAR 0 at `barAddress` and one MSI-X vector per queue
-    /// plus one for configuration changes.
+    /// plus one for configuration changes. BAR 0 is a 64-bit memory BAR, or a 32-bit one with
+    /// `barKind: .memory32` (Cloud Hypervisor's choice for a boot disk on segment 0); neither
+    /// is prefetchable.
     ///
     /// - Throws: ``VirtioPCIError`` when the device's queues are unusable, or the BAR or
     ///   capabilities do not fit.
-    public init(device: any VirtioDevice, memory: GuestMemory, msixRouting: any MSIXRouting, barAddress: UInt64) throws(VirtioPCIError) {
+    public init(device: any VirtioDevice, memory: GuestMemory, msixRouting: any MSIXRouting, barAddress: UInt64,
+                barKind: PCIBARKind = .memory64) throws(VirtioPCIError) {
         let maxSizes = device.queueMaxSizes
         guard !maxSizes.isEmpty, maxSizes.count < MSIXConfiguration.maxVectors else {
             throw .invalidQueueCount(maxSizes.count)
@@ -68,7 +71,7 @@ public final class VirtioPCIDevice: PCIDevice {
         let msix: MSIXConfiguration
         do {
             msix = try MSIXConfiguration(vectors: maxSizes.count + 1, routing: msixRouting)
-            try configuration.addBAR(PCIBAR(index: VirtioPCILayout.barIndex, kind: .memory64,
+            try configuration.addBAR(PCIBAR(index: VirtioPCILayout.barIndex, kind: barKind,
                                             size: VirtioPCILayout.barSize, address: barAddress))
             _ = try configuration.addCapability(msix.capability(
                 tableBAR: UInt8(VirtioPCILayout.barIndex), tableOffset: UInt32(VirtioPCILayout.msixTableOffset),
