@@ -156,6 +156,16 @@ public struct SplitQueue: Sendable {
         return try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: address) }
     }
 
+    /// The used index as it stands in the used ring (what a device serving the queue outside
+    /// this process, a vhost-user back-end, has published), read with acquire ordering.
+    ///
+    /// - Throws: `.notReady`, `.memory`.
+    public func publishedUsedIndex(in memory: GuestMemory) throws(QueueError) -> UInt16 {
+        try check()
+        let address = GuestAddress(usedRing.rawValue &+ 2)
+        return try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: address) }
+    }
+
     /// How many chains the driver has made available and the device has not popped yet.
     ///
     /// - Throws: `.availableIndexJump` when the driver moved its index more than `size` ahead.

@@ -70,8 +70,8 @@ final class VhostUserCommon: Sendable {
         var retries = 0
         /// Whether the listener (`vhost_mode=server`) is watched for the back-end's return.
         var listening = false
-        /// Where the queues resume once the back-end is back: the available-ring indexes
-        /// when it hung up (or when the driver activated the device while it was away).
+        /// Where the queues resume once the back-end is back: the used-ring indexes when it
+        /// hung up (or when the driver activated the device while it was away).
         var resumeBases: [Int: UInt16]?
         /// Whether the back-end is connected and in step.
         var connected = true
@@ -164,7 +164,7 @@ final class VhostUserCommon: Sendable {
             guard state.notifiers != nil else { throw .backend("the \(name) device is not attached to a transport") }
             state.active = ActiveQueues(memory: memory, queues: queues)
             guard state.connected else {
-                state.resumeBases = state.active.map(Self.availableIndexes)
+                state.resumeBases = state.active.map(Self.usedIndexes)
                 logger.warning("\(name) (\(socket)): activated while the back-end is away; its queues are handed over when it reconnects")
                 return
             }

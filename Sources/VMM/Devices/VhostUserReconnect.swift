@@ -13,9 +13,12 @@ import VirtioDevices
 ///
 /// The work runs on the device event loop: the connection's descriptor is watched for the
 /// hang-up, then the retry timer or the listener for the return. The queues resume from the
-/// available-ring positions the driver had reached when the back-end hung up, so requests
-/// the guest makes while it is away are served once it is back; requests the old back-end
-/// had taken but not completed are lost, as in Cloud Hypervisor without in-flight tracking.
+/// used-ring positions the dead back-end had published (QEMU's choice when `GET_VRING_BASE`
+/// cannot be asked; Cloud Hypervisor resumes from the available index, which leaves a NIC's
+/// receive queue without the buffers the guest had posted, and loses requests in flight):
+/// the buffers and requests the guest made available since are served once the back-end is
+/// back. A request the old back-end had completed out of order, after one it had not, would
+/// be served again: in-flight tracking (`INFLIGHT_SHMFD`), which settles that, is absent.
 extension VhostUserCommon {
     /// The client's retry period: 100 ms, as Cloud Hypervisor's.
     static let retryIntervalNanoseconds: UInt64 = 100_000_000
@@ -60,7 +63,7 @@ extension VhostUserCommon {
             state.watched = nil
             state.connected = false
             state.retries = 0
-            state.resumeBases = state.active.map(Self.availableIndexes)
+            state.resumeBases = state.active.map(Self.usedIndexes)
             let plan = listener == nil ? "connecting again every 100 ms for up to 60 s" : "waiting for it to connect again (vhost_mode=server)"
             logger.warning("\(name) (\(socket)): the back-end hung up; \(plan)")
             if let listener {
@@ -163,11 +166,11 @@ extension VhostUserCommon {
         _ = withUnsafeBytes(of: &one) { write(eventfd, $0.baseAddress, 8) }
     }
 
-    /// The available-ring index of every ready queue of `active`, by queue.
-    static func availableIndexes(_ active: ActiveQueues) -> [Int: UInt16] {
+    /// The used-ring index of every ready queue of `active`, by queue.
+    static func usedIndexes(_ active: ActiveQueues) -> [Int: UInt16] {
         var bases: [Int: UInt16] = [:]
         for (index, queue) in active.queues.enumerated() where queue.isReady {
-            if let base = try? queue.availableIndex(in: active.memory) { bases[index] = base }
+            if let base = try? queue.publishedUsedIndex(in: active.memory) { bases[index] = base }
         }
         return bases
     }
