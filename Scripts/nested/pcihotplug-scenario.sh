@@ -40,7 +40,8 @@ ph_probed() {
 # new /dev/vdb, reads level 1's random bytes from it and writes bytes level 1 then finds in the
 # image. remove-device _disk1: the guest ejects it (_EJ0, B0EJ) and /sys/block/vdb goes; the
 # VMM releases it (the image's lock too: the same image is added again). 20 add/remove cycles
-# leave the VMM's open descriptors as they were. add-net with a TAP the VMM creates gives the
+# of that disk and of a NIC on a TAP the VMM creates leave the VMM's open descriptors as they
+# were, its resident memory within 8 MiB, and no TAP behind. add-net with a TAP the VMM creates gives the
 # guest a NIC that pings level 1; add-pmem gives it /dev/pmem0 with level 1's bytes and add-vsock
 # a vsock device its driver binds; remove-device of an unknown id is refused naming it.
 scenario_pcihotplug() {
@@ -66,21 +67,30 @@ scenario_pcihotplug() {
     ph_type 'n=0; while [ -e /sys/block/vdb ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; echo CH-PH-REMOVED-$(ls /sys/block | grep vd | tr "\n" _)'
   }
   ph_cycle() {
-    local vmm i id
+    local vmm i id nid
     vmm="$(ph_vmm)"
     ph_gone "$sock" _disk1 && echo "ejected" >"$ph_dir/cycle.out"
     dd if="$ph_dir/hot.raw" bs=512 skip=2048 count=1 status=none | head -c 14 >"$ph_dir/written"
     # The image's lock went with the device: the same image is added again, 20 times.
+    # A NIC on a TAP the VMM creates is added and removed alongside, 20 times too: the TAP
+    # goes with it (the same name is taken again), and so do its descriptors.
     ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.before"
+    awk '/^VmRSS/ { print $2 }' /proc/"$vmm"/status >"$ph_dir/rss.before"
     for i in $(seq 1 20); do
       "$remote" --api-socket "$sock" add-disk "path=$ph_dir/hot.raw" >"$ph_dir/cycle-add.out" 2>&1 || { echo "add $i failed: $(cat "$ph_dir/cycle-add.out")" >>"$ph_dir/cycle.out"; break; }
       id="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-add.out" | cut -d'"' -f4)"
+      "$remote" --api-socket "$sock" add-net "tap=chphcyc0,mac=52:54:00:00:00:3f" >"$ph_dir/cycle-net.out" 2>&1 || { echo "add-net $i failed: $(cat "$ph_dir/cycle-net.out")" >>"$ph_dir/cycle.out"; break; }
+      nid="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-net.out" | cut -d'"' -f4)"
       ph_probed "$sock" "$id" || { echo "cycle $i: $id not probed" >>"$ph_dir/cycle.out"; break; }
       "$remote" --api-socket "$sock" remove-device "$id" >>"$ph_dir/cycle.out" 2>&1 || { echo "remove $i failed" >>"$ph_dir/cycle.out"; break; }
+      "$remote" --api-socket "$sock" remove-device "$nid" >>"$ph_dir/cycle.out" 2>&1 || { echo "remove-net $i failed" >>"$ph_dir/cycle.out"; break; }
       ph_gone "$sock" "$id" || { echo "cycle $i: $id not ejected" >>"$ph_dir/cycle.out"; break; }
-      echo "cycle $i $id" >>"$ph_dir/cycle.out"
+      ph_gone "$sock" "$nid" || { echo "cycle $i: $nid not ejected" >>"$ph_dir/cycle.out"; break; }
+      echo "cycle $i $id $nid" >>"$ph_dir/cycle.out"
     done
     ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.after"
+    awk '/^VmRSS/ { print $2 }' /proc/"$vmm"/status >"$ph_dir/rss.after"
+    ip link show chphcyc0 >/dev/null 2>&1 && echo "tap chphcyc0 left behind" >>"$ph_dir/cycle.out"
     local status=0
     "$remote" --api-socket "$sock" remove-device _nope >"$ph_dir/unknown.out" 2>&1 || status=$?
     echo "status $status" >>"$ph_dir/unknown.out"
@@ -110,16 +120,19 @@ scenario_pcihotplug() {
   local before after cycles
   before="$(cat "$ph_dir/fds.before" 2>/dev/null || echo ?)"
   after="$(cat "$ph_dir/fds.after" 2>/dev/null || echo ?)"
-  cycles="$(grep -c '^cycle [0-9]* _disk' "$ph_dir/cycle.out" 2>/dev/null || true)"
-  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null); add-pmem: $(tr '\n' ' ' <"$ph_dir/pmem.out" 2>/dev/null); add-vsock: $(tr '\n' ' ' <"$ph_dir/vsock.out" 2>/dev/null)"
+  cycles="$(grep -c '^cycle [0-9]* _disk[0-9]* _net[0-9]' "$ph_dir/cycle.out" 2>/dev/null || true)"
+  local rss_before rss_after
+  rss_before="$(cat "$ph_dir/rss.before" 2>/dev/null || echo 0)"
+  rss_after="$(cat "$ph_dir/rss.after" 2>/dev/null || echo 999999)"
+  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after, VmRSS $rss_before -> $rss_after kB; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null); add-pmem: $(tr '\n' ' ' <"$ph_dir/pmem.out" 2>/dev/null); add-vsock: $(tr '\n' ' ' <"$ph_dir/vsock.out" 2>/dev/null)"
   if ((steps_done == 5)) && ((vmm_status == 0)) && [[ ${captures[0]} == "$pattern_md5" && ${captures[1]} == vda_ ]] &&
     grep -q '"id":"_disk1"' "$ph_dir/add.out" && grep -q '"bdf":"0000:00:0' "$ph_dir/add.out" && grep -q removed "$ph_dir/remove.out" &&
     grep -q ejected "$ph_dir/cycle.out" && [[ $(cat "$ph_dir/written" 2>/dev/null) == guest-wrote-42 ]] && ((cycles == 20)) &&
-    [[ $before == "$after" ]] && grep -q _nope "$ph_dir/unknown.out" && ! grep -q 'status 0' "$ph_dir/unknown.out" &&
+    [[ $before == "$after" ]] && ((rss_after - rss_before < 8192)) && ! grep -q 'left behind' "$ph_dir/cycle.out" && grep -q _nope "$ph_dir/unknown.out" && ! grep -q 'status 0' "$ph_dir/unknown.out" &&
     grep -q '"id":"_net0"' "$ph_dir/net.out" && [[ ${captures[2]} == ok-52:54:00:00:00:31_vda_ ]] &&
     grep -q '"_net0"' "$ph_dir/info.json" && ! grep -q hot.raw "$ph_dir/info.json" &&
     grep -q '"id":"_pmem0"' "$ph_dir/pmem.out" && grep -q '"id":"_vsock0"' "$ph_dir/vsock.out" && [[ ${captures[3]} == "42-$pattern_md5-yes" ]]; then
-    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image added and removed 20 times (lock released each time), the VMM's open descriptors $before before and $after after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); remove-device _nope refused naming it; VMM status 0"
+    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image and a NIC on a TAP the VMM created added and removed 20 times (the lock and the TAP released each time), the VMM's open descriptors $before before and $after after, its VmRSS $rss_before kB before and $rss_after kB after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); remove-device _nope refused naming it; VMM status 0"
   else
     fail "pcihotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}] (pattern $pattern_md5)"
   fi
