@@ -192,3 +192,16 @@ extension VirtioDevice {
     /// By default the device needs no record of the negotiated features.
     public func acknowledgeFeatures(_ features: UInt64) {}
 }
+
+/// Reading a device configuration space kept as bytes.
+public enum VirtioConfigSpace {
+    /// The little-endian value of `size` bytes (at most 8) at `offset` of `bytes`; bytes past
+    /// the end read as 0.
+    public static func read(_ bytes: [UInt8], offset: UInt64, size: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in 0..<min(size, 8) where offset < UInt64(bytes.count) && Int(offset) + index < bytes.count {
+            value |= UInt64(bytes[Int(offset) + index]) << (UInt64(index) * 8)
+        }
+        return value
+    }
+}

@@ -70,6 +70,18 @@ struct VhostUserReconnectTests {
         return try memory.read(UInt8.self, at: GuestAddress(status))
     }
 
+    /// Queue 0 of 16 entries with its rings at 0x1000 (descriptors), 0x2000 (available) and
+    /// 0x3000 (used), enabled.
+    static func readyQueue(in memory: GuestMemory) throws -> SplitQueue {
+        var queue = try SplitQueue(maxSize: 16)
+        queue.size = 16
+        queue.descriptorTable = GuestAddress(0x1000)
+        queue.availableRing = GuestAddress(0x2000)
+        queue.usedRing = GuestAddress(0x3000)
+        try queue.activate(in: memory)
+        return queue
+    }
+
     @Test("the VMM connects again, negotiates the same features and hands the queue over from where the driver was; a request made while the back-end was away is served")
     func restartedBackEndServesAgain() throws {
         let directory = NSTemporaryDirectory() + "vu-reconnect-\(getpid())"
@@ -90,12 +102,7 @@ struct VhostUserReconnectTests {
 
         let file = try OwnedFileDescriptor.memoryFile(name: "vu-reconnect", size: 1 << 20)
         let memory = try GuestMemory(regions: [GuestMemoryRegion(start: GuestAddress(0), mapping: MemoryMapping(file: file, size: 1 << 20, options: [.shared]))])
-        var queue = try SplitQueue(maxSize: 16)
-        queue.size = 16
-        queue.descriptorTable = GuestAddress(0x1000)
-        queue.availableRing = GuestAddress(0x2000)
-        queue.usedRing = GuestAddress(0x3000)
-        try queue.activate(in: memory)
+        let queue = try Self.readyQueue(in: memory)
         // Without event index: this driver publishes no used_event, so every request interrupts.
         device.acknowledgeFeatures(VirtioFeature.version1)
         try device.activate(memory: memory, queues: [queue], interrupt: SilentInterrupt())
@@ -144,12 +151,7 @@ struct VhostUserMemoryHotplugTests {
         let file = try OwnedFileDescriptor.memoryFile(name: "vu-memslots", size: 1 << 20)
         let memory = try GuestMemory(regions: [GuestMemoryRegion(start: GuestAddress(0), mapping: MemoryMapping(file: file, size: 1 << 20, options: [.shared]))],
                                      spareRegions: 1)
-        var queue = try SplitQueue(maxSize: 16)
-        queue.size = 16
-        queue.descriptorTable = GuestAddress(0x1000)
-        queue.availableRing = GuestAddress(0x2000)
-        queue.usedRing = GuestAddress(0x3000)
-        try queue.activate(in: memory)
+        let queue = try VhostUserReconnectTests.readyQueue(in: memory)
         device.acknowledgeFeatures(VirtioFeature.version1)
         try device.activate(memory: memory, queues: [queue], interrupt: SilentInterrupt())
         #expect(try VhostUserReconnectTests.read(sector: 3, slot: 0, memory: memory, kick: kick, call: call) == 0)

@@ -226,12 +226,7 @@ public final class VirtioBlock: VirtioDevice {
 
     /// Reads the configuration space; bytes beyond it read as 0.
     public func readConfig(offset: UInt64, size: Int) -> UInt64 {
-        let bytes = configSpace
-        var value: UInt64 = 0
-        for index in 0..<size where Int(offset) + index < bytes.count {
-            value |= UInt64(bytes[Int(offset) + index]) << (index * 8)
-        }
-        return value
+        VirtioConfigSpace.read(configSpace, offset: offset, size: size)
     }
 
     /// Only `writeback` (offset 32) is writable, and only with `VIRTIO_BLK_F_CONFIG_WCE`.

@@ -186,11 +186,7 @@ public final class VirtioConsole: VirtioDevice {
         var layout = [UInt8](repeating: 0, count: Int(ConfigOffset.length))
         Self.put(UInt32(cols) | UInt32(rows) << 16, into: &layout, at: Int(ConfigOffset.cols))
         Self.put(1, into: &layout, at: Int(ConfigOffset.maxNumberOfPorts))
-        var value: UInt64 = 0
-        for byte in 0..<size where Int(offset) + byte < layout.count {
-            value |= UInt64(layout[Int(offset) + byte]) << (8 * UInt64(byte))
-        }
-        return value
+        return VirtioConfigSpace.read(layout, offset: offset, size: size)
     }
 
     /// A 32-bit write to `emerg_wr` outputs its low byte at once (an emergency write,

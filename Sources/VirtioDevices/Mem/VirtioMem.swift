@@ -143,12 +143,7 @@ public final class VirtioMem: VirtioDevice {
 
     /// Reads the 56-byte configuration space; bytes beyond it read as 0.
     public func readConfig(offset: UInt64, size: Int) -> UInt64 {
-        let bytes = core.withLock { $0.configuration.bytes }
-        var value: UInt64 = 0
-        for index in 0..<min(size, 8) where offset + UInt64(index) < UInt64(bytes.count) {
-            value |= UInt64(bytes[Int(offset) + index]) << (UInt64(index) * 8)
-        }
-        return value
+        VirtioConfigSpace.read(core.withLock { $0.configuration.bytes }, offset: offset, size: size)
     }
 
     /// Remembers the accepted features.

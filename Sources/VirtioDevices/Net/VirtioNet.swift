@@ -242,11 +242,7 @@ public final class VirtioNet: VirtioDevice {
         layout += Self.le16(VirtioNetABI.statusLinkUp)
         layout += Self.le16(UInt16(pairs.count))
         layout += Self.le16(options.mtu ?? 0)
-        var value: UInt64 = 0
-        for byte in 0..<size where Int(offset) + byte < layout.count {
-            value |= UInt64(layout[Int(offset) + byte]) << (8 * UInt64(byte))
-        }
-        return value
+        return VirtioConfigSpace.read(layout, offset: offset, size: size)
     }
 
     /// Ignored: every field is read-only for a virtio 1.x driver (the MAC changes through

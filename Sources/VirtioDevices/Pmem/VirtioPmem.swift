@@ -99,12 +99,7 @@ public final class VirtioPmem: VirtioDevice {
 
     /// Reads the configuration space; bytes beyond it read as 0.
     public func readConfig(offset: UInt64, size: Int) -> UInt64 {
-        let bytes = configSpace
-        var value: UInt64 = 0
-        for index in 0..<size where offset < UInt64(bytes.count) && Int(offset) + index < bytes.count {
-            value |= UInt64(bytes[Int(offset) + index]) << (index * 8)
-        }
-        return value
+        VirtioConfigSpace.read(configSpace, offset: offset, size: size)
     }
 
     /// Remembers the accepted features (for the saved state).
