@@ -39,7 +39,8 @@ final class VMInstance: Sendable {
                         seccomp: SeccompAction? = nil, onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
         let exits = try ExitSignal()
         let events = try EventManager()
-        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true)
+        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true,
+                                                                                  memoryState: try VMSnapshotter.memoryState(snapshot.tree))
         let restoration: MemorySnapshotIO.Restoration
         do {
             restoration = try VMSnapshotter.restore(snapshot, into: built, onDemand: onDemand, prefault: prefault)
