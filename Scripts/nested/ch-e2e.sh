@@ -71,7 +71,9 @@
 #   memhotplug --memory size=512M,hotplug_size=512M and --api-socket: ch-remote resize --memory
 #            1024M hot-adds 512 MiB (ACPI memory hotplug); the guest onlines the new blocks,
 #            MemTotal grows by about 512 MiB and a tmpfs holds 640 MiB; resize --memory 2048M is
-#            refused with a 4xx naming hotplug_size; vm.info reports 1 GiB (memhotplug-scenario.sh).
+#            refused with a 4xx naming hotplug_size; vm.info reports 1 GiB; then paused,
+#            snapshotted, killed and restored in a new VMM: MemTotal and the tmpfs file's md5 are
+#            unchanged (memhotplug-scenario.sh).
 #   virtiomem --memory size=512M,hotplug_method=virtio-mem,hotplug_size=512M and --api-socket:
 #            ch-remote resize --memory 1024M makes the guest's virtio_mem driver plug 512 MiB
 #            (MemTotal grows, a tmpfs holds 640 MiB); resize --memory 768M makes it unplug 256 MiB

@@ -10,8 +10,11 @@ mh_type() { printf '%s\n' "$1" >&"$in"; }
 # the guest's kernel learns of it through the GED and \_SB_.MHPC.MSCN, its memory blocks appear
 # offline (Debian's kernel does not online hot-added memory by itself, and there is no udev
 # here), the shell onlines them and MemTotal grows by about 512 MiB. A tmpfs then holds 640 MiB
-# of data, more than the boot RAM could. `resize --memory 2048M` is refused with a 4xx naming
-# hotplug_size, and vm.info reports the new size.
+# of data (a 16 MiB random block 40 times), more than the boot RAM could. `resize --memory 2048M`
+# is refused with a 4xx naming hotplug_size, and vm.info reports the new size. Then the VM is
+# paused and snapshotted, its VMM killed (SIGKILL), and a new VMM restores it (--restore
+# ...,resume=on): without booting again, the guest still has the grown MemTotal, the file's md5
+# is unchanged, and the new VMM's vm.info reports the grown size.
 scenario_memhotplug() {
   local mh_dir sock
   mh_dir="$(mktemp -d)"
@@ -25,28 +28,64 @@ scenario_memhotplug() {
     "$remote" --api-socket "$sock" resize --memory 2048M >"$mh_dir/over.out" 2>&1 || status=$?
     echo "status $status" >>"$mh_dir/over.out"
     "$remote" --api-socket "$sock" info >"$mh_dir/info.json" 2>&1 || true
-    mh_type 'echo CH-MH-DONE-$((40+2))'
+    mh_restore
   }
-  local fill='mkdir -p /tmp/mh && mount -t tmpfs -o size=900m tmpfs /tmp/mh && dd if=/dev/zero of=/tmp/mh/fill bs=1048576 count=640 2>/dev/null; echo CH-MH-FILLED-$(($(stat -c %s /tmp/mh/fill) / 1048576))_$(awk "/MemFree/ {print \$2}" /proc/meminfo)'
+  # mh_restore: pause, snapshot, SIGKILL the VMM run_l2 started ($pid is its timeout wrapper),
+  # restore in a new VMM whose serial console is a FIFO here, ask the guest for MemTotal and
+  # the file's md5, power it off.
+  mh_restore() {
+    local vmm w restored deadline
+    mkdir -p "$mh_dir/snap"
+    { timeout 120 "$remote" --api-socket "$sock" pause && timeout 600 "$remote" --api-socket "$sock" snapshot "file://$mh_dir/snap" &&
+      echo snapshotted; } >"$mh_dir/snap.out" 2>&1 || true
+    vmm="$(pgrep -P "$pid" | head -n 1 || true)"
+    kill -9 "${vmm:-$pid}" 2>/dev/null || true
+    mkfifo "$mh_dir/in"
+    setsid "$binary" -v --api-socket "path=$mh_dir/restored.sock" --restore "source_url=file://$mh_dir/snap,resume=on" \
+      <"$mh_dir/in" >"$mh_dir/restored.out" 2>"$mh_dir/restored.err" &
+    restored=$!
+    exec {w}>"$mh_dir/in"
+    deadline=$((SECONDS + 120))
+    while ((SECONDS < deadline)) && [[ ! -S $mh_dir/restored.sock ]]; do sleep 1; done
+    sleep 2
+    "$remote" --api-socket "$mh_dir/restored.sock" info >"$mh_dir/restored-info.json" 2>&1 || true
+    printf '%s\n' 'echo CH-MH-RESTORED-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/mh/fill | cut -c1-32)' >&"$w"
+    deadline=$((SECONDS + 300))
+    while ((SECONDS < deadline)) && ! grep -qa 'CH-MH-RESTORED-[0-9]' "$mh_dir/restored.out"; do sleep 1; done
+    printf 'poweroff -f\n' >&"$w"
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)) && kill -0 "$restored" 2>/dev/null; do sleep 1; done
+    kill -9 "$restored" 2>/dev/null || true
+    restored_status=0
+    wait "$restored" || restored_status=$?
+    exec {w}>&-
+  }
+  local restored_status=-1
+  local fill='mkdir -p /tmp/mh && mount -t tmpfs -o size=900m tmpfs /tmp/mh && dd if=/dev/urandom of=/tmp/mh.seed bs=1048576 count=16 2>/dev/null; i=0; while [ $i -lt 40 ]; do cat /tmp/mh.seed; i=$((i+1)); done >/tmp/mh/fill; rm -f /tmp/mh.seed; echo CH-MH-FILLED-$(($(stat -c %s /tmp/mh/fill) / 1048576))_$(awk "/MemFree/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/mh/fill | cut -c1-32)'
   local steps="L2-INIT-READY|||echo CH-MH-BOOT-\$(awk '/MemTotal/ {print \$2}' /proc/meminfo)
   CH-MH-BOOT-([0-9]+)|||!mh_grow
   CH-MH-GROWN-([0-9]+_[0-9]+)|||$fill
-  CH-MH-FILLED-([0-9]+_[0-9]+)|||!mh_final
-  CH-MH-DONE-([0-9]+)|||poweroff -f"
+  CH-MH-FILLED-([0-9]+_[0-9]+_[0-9a-f]+)|||!mh_final"
   local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=512M,hotplug_size=512M --cmdline "$append")
   run_l2 memhotplug "$steps" "$binary" "${vm[@]}"
-  local before=${captures[0]:-0} onlined=0 after=0 filled=0 free=0
+  local before=${captures[0]:-0} onlined=0 after=0 filled=0 free=0 md5=none
   IFS=_ read -r onlined after <<<"${captures[1]:-0_0}"
-  IFS=_ read -r filled free <<<"${captures[2]:-0_0}"
-  local grown=$((after - before))
-  echo "ch-e2e: [memhotplug] MemTotal $before kB, after resize $after kB ($onlined blocks onlined, +$grown kB); tmpfs filled with $filled MiB, MemFree $free kB; grow: $(tr '\n' ' ' <"$mh_dir/grow.out" 2>/dev/null); resize 2048M: $(tr '\n' ' ' <"$mh_dir/over.out" 2>/dev/null); memory in info: $(tr -d ' \n' <"$mh_dir/info.json" 2>/dev/null | grep -o '"memory":{[^}]*}' | grep -o '"size":[0-9]*')"
-  if ((steps_done == 5)) && ((vmm_status == 0)) && grep -q resized "$mh_dir/grow.out" && ((onlined == 4)) &&
+  IFS=_ read -r filled free md5 <<<"${captures[2]:-0_0_none}"
+  local grown=$((after - before)) restored_total=0 restored_md5=missing boots
+  local restored_line
+  restored_line="$(tr -d '\r' <"$mh_dir/restored.out" 2>/dev/null | grep -ao 'CH-MH-RESTORED-[0-9]*_[0-9a-f]*' | tail -n 1 || true)"
+  IFS=_ read -r restored_total restored_md5 <<<"${restored_line#CH-MH-RESTORED-}"
+  boots="$(grep -ac 'Linux version' "$mh_dir/restored.out" 2>/dev/null || true)"
+  echo "ch-e2e: [memhotplug] MemTotal $before kB, after resize $after kB ($onlined blocks onlined, +$grown kB); tmpfs filled with $filled MiB (md5 $md5), MemFree $free kB; grow: $(tr '\n' ' ' <"$mh_dir/grow.out" 2>/dev/null); resize 2048M: $(tr '\n' ' ' <"$mh_dir/over.out" 2>/dev/null); memory in info: $(tr -d ' \n' <"$mh_dir/info.json" 2>/dev/null | grep -o '"memory":{[^}]*}' | grep -o '"size":[0-9]*'); snapshot: $(tr '\n' ' ' <"$mh_dir/snap.out" 2>/dev/null); restored: MemTotal ${restored_total:-?} kB, md5 ${restored_md5:-?}, kernel boots ${boots:-?}, VMM status $restored_status, info $(tr -d ' \n' <"$mh_dir/restored-info.json" 2>/dev/null | grep -o '"memory":{[^}]*}' | grep -o '"size":[0-9]*'); $(tail -n 3 "$mh_dir/restored.err" 2>/dev/null | tr '\n' ' ')"
+  if ((steps_done == 4)) && grep -q resized "$mh_dir/grow.out" && ((onlined == 4)) &&
     ((grown > 500000 && grown <= 524288)) && ((filled == 640)) &&
     grep -q 'hotplug_size' "$mh_dir/over.out" && ! grep -q 'status 0' "$mh_dir/over.out" && grep -q 'responded with 4' "$mh_dir/over.out" &&
-    tr -d ' \n' <"$mh_dir/info.json" | grep -o '"memory":{[^}]*}' | grep -q '"size":1073741824'; then
-    pass "memhotplug: --memory size=512M,hotplug_size=512M (MemTotal $before kB); ch-remote resize --memory 1024M: the guest onlined 4 hot-added 128 MiB blocks and MemTotal grew by $grown kB; a tmpfs then held $filled MiB (more than the boot RAM); resize --memory 2048M refused with $(grep -o 'responded with 4[0-9]*' "$mh_dir/over.out") naming hotplug_size; vm.info memory size 1073741824; VMM status 0"
+    tr -d ' \n' <"$mh_dir/info.json" | grep -o '"memory":{[^}]*}' | grep -q '"size":1073741824' &&
+    grep -q snapshotted "$mh_dir/snap.out" && [[ $restored_total == "$after" && $restored_md5 == "$md5" && ${#md5} == 32 ]] && ((boots == 0)) &&
+    ((restored_status == 0)) && tr -d ' \n' <"$mh_dir/restored-info.json" | grep -o '"memory":{[^}]*}' | grep -q '"size":1073741824'; then
+    pass "memhotplug: --memory size=512M,hotplug_size=512M (MemTotal $before kB); ch-remote resize --memory 1024M: the guest onlined 4 hot-added 128 MiB blocks and MemTotal grew by $grown kB; a tmpfs then held $filled MiB (more than the boot RAM); resize --memory 2048M refused with $(grep -o 'responded with 4[0-9]*' "$mh_dir/over.out") naming hotplug_size; vm.info memory size 1073741824; paused, snapshotted, VMM killed, restored in a new VMM: MemTotal still $restored_total kB, the file's md5 $restored_md5 unchanged, no kernel boot, vm.info 1073741824, poweroff status 0"
   else
-    fail "memhotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}]"
+    fail "memhotplug: steps $steps_done/4, first VMM status $vmm_status (killed after the snapshot), restored VMM status $restored_status, captures [${captures[*]:-}], restored [${restored_line:-}]"
   fi
   rm -rf "$mh_dir"
 }

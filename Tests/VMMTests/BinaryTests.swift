@@ -25,7 +25,12 @@ struct BinaryTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
-        let out = Pipe(), err = Pipe()
+        // Files, not pipes: a chatty VMM (a guest resetting in a loop logs each boot) would fill
+        // a pipe nobody reads until it exits, block on its next log line and never exit.
+        let outPath = try temporaryFile("run-\(UUID().uuidString).out", []), errPath = try temporaryFile("run-\(UUID().uuidString).err", [])
+        defer { for path in [outPath, errPath] { try? FileManager.default.removeItem(atPath: path) } }
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath)), err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        defer { try? out.close(); try? err.close() }
         process.standardOutput = out
         process.standardError = err
         let inputPipe = Pipe()
@@ -40,8 +45,8 @@ struct BinaryTests {
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
         return Run(status: process.terminationStatus,
-                   stdout: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
-                   stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+                   stdout: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(), as: UTF8.self),
+                   stderr: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(), as: UTF8.self))
     }
 
     static func temporaryFile(_ name: String, _ bytes: [UInt8]) throws -> String {

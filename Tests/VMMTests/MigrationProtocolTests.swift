@@ -77,7 +77,7 @@ struct MigrationProtocolTests {
     /// A receiver whose builder must never run (the requests below never reach a valid Config).
     static func receiver() -> MigrationReceiver {
         MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
-            memory: { _, _ in
+            memory: { _, _, _ in
                 Issue.record("the builder ran")
                 throw MigrationError("no machine in this test")
             },
@@ -141,7 +141,7 @@ struct MigrationProtocolTests {
         #expect(throws: MigrationError.self) { try MigrationReceiveCheck.receiveMemory(tableLength: outside.tableLength, stream: outside.stream, size: 1 << 20).get() }
         #expect(throws: MigrationError.self) { try MigrationReceiveCheck.receiveMemory(tableLength: body.tableLength, stream: Array(body.stream.dropLast()), size: 1 << 20).get() }
         // A stream that configures a VM is refused at the build, with the reason.
-        let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"memory_ranges":{"data":[]}}}"#.utf8)
+        let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"boot_ram":16777216,"current_ram":16777216,"guest_ram_mappings":[],"hotplug_slots":[],"memory_ranges":{"data":[]},"next_hotplug_slot":0,"selected_slot":0}}"#.utf8)
         #expect(MigrationReceiveCheck.receive(MigrationReceiveCheck.streamStart(config: config)).description.contains("no machine"))
         #expect(MigrationReceiveCheck.receive([1, 0]).description.contains("closed"))
         #expect(MigrationReceiveCheck.receive([]).description.contains("closed"), "an empty stream (the fuzzer's first input) is refused, not a crash")

@@ -233,16 +233,28 @@ struct SnapshotBinaryTests {
         }.contains("memory-ranges is 4096 bytes"))
         #expect(try damaged("version") { path in
             let text = try String(contentsOfFile: path + "/state.json", encoding: .utf8)
-            try text.replacingOccurrences(of: #"\"version\":1"#, with: #"\"version\":7"#)
+            try text.replacingOccurrences(of: #"\"version\":2"#, with: #"\"version\":7"#)
                 .write(toFile: path + "/state.json", atomically: true, encoding: .utf8)
         }.contains("format version 7"))
-        // An edited config.json loads (Cloud Hypervisor allows it: a clone names its own disk),
-        // but one that builds other guest memory is refused when the restore compares the ranges.
+        // A snapshot of the first format (its memory manager held the ranges alone) is refused with what it lacks.
+        #expect(try damaged("version1") { path in
+            let text = try String(contentsOfFile: path + "/state.json", encoding: .utf8)
+            try text.replacingOccurrences(of: #"\"version\":2"#, with: #"\"version\":1"#)
+                .write(toFile: path + "/state.json", atomically: true, encoding: .utf8)
+        }.contains("format version 1, this VMM reads version 2 only: its memory-manager section holds the memory ranges alone"))
+        // An edited config.json loads (Cloud Hypervisor allows it: a clone names its own disk;
+        // the RAM is built from the memory manager's boot_ram, as Cloud Hypervisor's restore does),
+        // but a memory manager that builds other guest memory is refused when the restore compares the ranges.
         #expect(try damaged("config") { path in
             let text = try String(contentsOfFile: path + "/config.json", encoding: .utf8)
             try text.replacingOccurrences(of: "16777216", with: "33554432").write(toFile: path + "/config.json", atomically: true, encoding: .utf8)
         } == "accepted")
-        let bigger = try BinaryTests.run(["--restore", "source_url=file://\(work)/config"])
+        #expect(try damaged("boot-ram") { path in
+            let text = try String(contentsOfFile: path + "/state.json", encoding: .utf8)
+            try text.replacingOccurrences(of: #"\"boot_ram\":16777216"#, with: #"\"boot_ram\":33554432"#)
+                .write(toFile: path + "/state.json", atomically: true, encoding: .utf8)
+        } == "accepted")
+        let bigger = try BinaryTests.run(["--restore", "source_url=file://\(work)/boot-ram"])
         #expect(bigger.status == 1 && bigger.stderr.contains("range 0 of the snapshot is"), "\(bigger.stderr)")
         #expect(try damaged("garbage") { path in
             try "{\"snapshots\": 5".write(toFile: path + "/state.json", atomically: true, encoding: .utf8)

@@ -72,7 +72,7 @@ final class MemoryHotplugSupport: @unchecked Sendable {
                 let room = roomEnd > start ? roomEnd - start : 0
                 throw MemoryResizeRefusal(description: "Not enough space in the hotplug RAM region: \(added) bytes asked, \(room) left of hotplug_size")
             }
-            let region = try makeRegion(start: GuestAddress(start), size: added, index: memory.regions.count)
+            let region = try Self.makeRegion(start: GuestAddress(start), size: added, index: memory.regions.count, config: config)
             let slot = (vm.memorySlots.map(\.slot).max() ?? 0) + 1
             try vm.setMemorySlot(MemorySlot(slot: slot, guestAddress: start, size: added, hostAddress: region.hostAddress))
             do {
@@ -103,14 +103,20 @@ final class MemoryHotplugSupport: @unchecked Sendable {
     }
 
     /// A region backed as `--memory` asks (a memory file when RAM is shared without huge
-    /// pages, as the boot regions are).
-    private func makeRegion(start: GuestAddress, size: UInt64, index: Int) throws -> GuestMemoryRegion {
+    /// pages, as the boot regions are), or mapping `file` (a local migration's, handed over).
+    static func makeRegion(start: GuestAddress, size: UInt64, index: Int, config: MemoryConfig,
+                           file passed: OwnedFileDescriptor? = nil) throws -> GuestMemoryRegion {
         var options: MemoryMapping.Options = [.noReserve]
         if config.shared { options.insert(.shared) }
         if config.hugepages { options.insert(.hugePages) }
         if config.prefault { options.insert(.populate) }
         let region: GuestMemoryRegion
-        if config.shared && !config.hugepages {
+        if let passed {
+            guard try passed.size() >= Int64(size) else {
+                throw VMMError(description: "the memory descriptor of region \(index) holds \(try passed.size()) bytes, the hot-added region needs \(size)")
+            }
+            region = try GuestMemoryRegion(start: start, mapping: try MemoryMapping(file: passed, size: Int(size), options: options.union(.shared)))
+        } else if config.shared && !config.hugepages {
             let file = try OwnedFileDescriptor.memoryFile(name: "ch_ram\(index)", size: Int64(size))
             region = try GuestMemoryRegion(start: start, mapping: try MemoryMapping(file: file, size: Int(size), options: options))
         } else {
@@ -118,6 +124,54 @@ final class MemoryHotplugSupport: @unchecked Sendable {
         }
         if config.mergeable { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
         return region
+    }
+
+    /// Maps again, after the boot regions of `memory`, the regions a snapshot's or a migration's
+    /// memory manager says ACPI memory hotplug added (Cloud Hypervisor's restore of
+    /// `guest_ram_mappings`); `files` are a local migration's descriptors by region index. The
+    /// KVM slots come with ``restore(_:)`` once the devices took theirs, as on the source.
+    static func appendHotAdded(_ data: MemoryManagerSnapshotData, to memory: GuestMemory, config: MemoryConfig,
+                               files: [UInt32: OwnedFileDescriptor] = [:]) throws {
+        let hotAdded = try data.hotAddedMappings()
+        if !hotAdded.isEmpty, !VMBuilder.hasACPIMemoryHotplug(config) {
+            throw SnapshotError.damaged("the memory manager holds hot-added memory but the configuration has no ACPI memory hotplug (hotplug_size)")
+        }
+        for mapping in hotAdded {
+            let index = memory.regions.count
+            let region = try makeRegion(start: GuestAddress(mapping.gpa), size: mapping.size, index: index, config: config,
+                                        file: files[UInt32(index)])
+            try memory.append(region)
+        }
+    }
+
+    /// Takes a snapshot's or a migration's memory manager state into this VM, built with the
+    /// hot-added regions appended (``appendHotAdded(_:to:config:files:)``): each gets its KVM
+    /// slot of the source, the controller its slots and the guest's selection, and the sizes
+    /// are the source's. Refuses, before changing anything, a state whose regions are not in
+    /// the guest memory or whose slots are taken here.
+    func restore(_ data: MemoryManagerSnapshotData) throws(SnapshotError) {
+        let hotAdded = try data.hotAddedMappings()
+        let taken = Set(vm.memorySlots.map(\.slot))
+        var slots: [MemorySlot] = []
+        for mapping in hotAdded {
+            guard let region = memory.regions.first(where: { $0.start.rawValue == mapping.gpa && $0.size == mapping.size }) else {
+                throw .damaged("the hot-added region of \(mapping.size) bytes at \(mapping.gpa) is not in the guest memory built")
+            }
+            guard !taken.contains(mapping.slot) else {
+                throw .damaged("KVM memory slot \(mapping.slot) of the hot-added region at \(mapping.gpa) is taken by the machine built")
+            }
+            slots.append(MemorySlot(slot: mapping.slot, guestAddress: mapping.gpa, size: mapping.size, hostAddress: region.hostAddress))
+        }
+        guard data.bootRAM == bootRAM else {
+            throw .damaged("boot_ram \(data.bootRAM) differs from the \(bootRAM) bytes of boot RAM built")
+        }
+        do throws(DeviceStateError) { try controller.restoreState(data.hotplugState) } catch { throw .damaged("\(error)") }
+        do {
+            for slot in slots { try vm.setMemorySlot(slot) }
+        } catch {
+            throw .damaged("KVM refused a hot-added memory slot: \(error)")
+        }
+        sizes.withLock { $0 = (data.bootRAM, data.currentRAM) }
     }
 }
 

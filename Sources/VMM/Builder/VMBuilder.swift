@@ -125,32 +125,55 @@ struct VMBuilder {
         let memory: GuestMemory
         let vcpus: [KVMVCPU]
         let commonCPUID: [CPUIDEntry]
+        /// The source's memory manager (boot RAM, hot-added regions and their slots).
+        let memoryState: MemoryManagerSnapshotData?
     }
 
-    /// Makes the VM, registers `memory` and creates the boot vCPUs (restoring: without boot registers).
-    func prepare(_ config: VMConfig, memory: GuestMemory) throws -> PreparedMachine {
+    /// Makes the VM, registers `memory` (its boot regions) and creates the boot vCPUs (restoring:
+    /// without boot registers); then maps the regions `memoryState` says ACPI memory hotplug
+    /// added (from `files`, a local migration's descriptors by region index, when given), whose
+    /// KVM slots the build registers after the devices took theirs.
+    func prepare(_ config: VMConfig, memory: GuestMemory, memoryState: MemoryManagerSnapshotData? = nil,
+                 files: [UInt32: OwnedFileDescriptor] = [:]) throws -> PreparedMachine {
         let vm = try createVM()
         try vm.registerMemory(memory)
         let (vcpus, commonCPUID) = try createBootVCPUs(config, vm: vm, supported: try hypervisor.supportedCPUID(), plan: nil, memory: memory)
-        return PreparedMachine(vm: vm, memory: memory, vcpus: vcpus, commonCPUID: commonCPUID)
+        if let memoryState {
+            try MemoryHotplugSupport.appendHotAdded(memoryState, to: memory, config: config.memory, files: files)
+        }
+        return PreparedMachine(vm: vm, memory: memory, vcpus: vcpus, commonCPUID: commonCPUID, memoryState: memoryState)
+    }
+
+    /// The memory configuration a machine restored from `memoryState` boots its RAM from: the
+    /// source's boot RAM (`memory.size` follows vm.resize, Cloud Hypervisor's `boot_ram` does not).
+    static func bootMemory(_ config: MemoryConfig, memoryState: MemoryManagerSnapshotData?) -> MemoryConfig {
+        var boot = config
+        if let memoryState { boot.size = memoryState.bootRAM }
+        return boot
     }
 
     /// Builds the VM. With `restoring`, nothing is loaded into guest memory and the boot vCPU's
     /// registers are left alone: a snapshot's memory and state replace them.
     /// With `prepared` (a migration's, made when its configuration came; implies `restoring`),
     /// the VM, its memory and its boot vCPUs are those. `placements` (a snapshot's, by device
-    /// id) put the devices' BARs and pmem ranges where they were.
+    /// id) put the devices' BARs and pmem ranges where they were. With `memoryState` (a
+    /// snapshot's), the RAM is the snapshot's boot RAM plus the regions ACPI memory hotplug
+    /// added, each back in its KVM slot, and the memory hotplug controller is the snapshot's.
     func build(_ config: VMConfig, events: EventManager, exits: ExitSignal, restoring: Bool = false,
-               prepared: PreparedMachine? = nil, placements: [String: DevicePlacement] = [:]) throws -> BuiltVM {
+               prepared: PreparedMachine? = nil, placements: [String: DevicePlacement] = [:],
+               memoryState: MemoryManagerSnapshotData? = nil) throws -> BuiltVM {
         let restoring = restoring || prepared != nil
+        let memoryState = prepared?.memoryState ?? memoryState
+        let memoryConfig = Self.bootMemory(config.memory, memoryState: memoryState)
         let vm: KVMVirtualMachine
         let memory: GuestMemory
         if let prepared {
             (vm, memory) = (prepared.vm, prepared.memory)
         } else {
             vm = try createVM()
-            memory = try createMemory(config.memory)
+            memory = try createMemory(memoryConfig)
             try vm.registerMemory(memory)
+            if let memoryState { try MemoryHotplugSupport.appendHotAdded(memoryState, to: memory, config: memoryConfig) }
         }
         let vcpuCount = Int(config.cpus.bootVCPUs)
         let topology = Self.topology(config.cpus)
@@ -161,10 +184,11 @@ struct VMBuilder {
         (devices.serial, devices.serialHost, devices.serialInput) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
         devices.i8042 = try LegacyDeviceAttach.attachI8042(pio: pio, exits: exits)
         // The boot RAM only: a virtio-mem region is not RAM until the guest plugs it.
-        let virtioMemRegion = try VirtioMemSupport.region(config.memory)
-        let bootRAM = memory.regions.filter { $0.start.rawValue != virtioMemRegion?.start }
-        let below4G = min(config.memory.size, X86Layout.mem32BitReservedStart.rawValue)
-        devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: config.memory.size - below4G, exits: exits)
+        let virtioMemRegion = try VirtioMemSupport.region(memoryConfig)
+        let hotAdded = try memoryState?.hotAddedMappings().map(\.gpa) ?? []
+        let bootRAM = memory.regions.filter { $0.start.rawValue != virtioMemRegion?.start && !hotAdded.contains($0.start.rawValue) }
+        let below4G = min(memoryConfig.size, X86Layout.mem32BitReservedStart.rawValue)
+        devices.cmos = try LegacyDeviceAttach.attachCMOS(pio: pio, memoryBelow4G: below4G, memoryAbove4G: memoryConfig.size - below4G, exits: exits)
         devices.debugPort = try LegacyDeviceAttach.attachDebugPort(pio: pio, logger: logger)
         devices.acpiShutdown = try LegacyDeviceAttach.attachACPIShutdown(pio: pio, exits: exits)
         devices.pmTimer = try LegacyDeviceAttach.attachPMTimer(pio: pio)
@@ -289,7 +313,7 @@ struct VMBuilder {
         if let virtioMemRegion {
             // Cloud Hypervisor makes it after the vsock device and before the balloon; here the
             // balloon's slot, taken before, stays where earlier builds put it.
-            let (attachment, address, support) = try attachVirtioMem(config.memory, region: virtioMemRegion, context: context, bars: &bars[0])
+            let (attachment, address, support) = try attachVirtioMem(memoryConfig, region: virtioMemRegion, context: context, bars: &bars[0])
             virtio.append(attachment)
             managed.append(DeviceRegistration.virtio(id: VirtioMemSupport.deviceID, kind: "virtio-mem", attachment: attachment, address: address, mover: mover))
             virtioMem = support
@@ -346,8 +370,10 @@ struct VMBuilder {
         built.pciHotplug = PCIHotplugSupport(builder: self, context: hotplugContext, controller: pciHotplugController, ged: ged.device,
                                               ejections: ejections)
         if let memoryHotplugRegion {
-            built.memoryHotplug = try attachMemoryHotplug(mmio: mmio, base: memoryHotplugRegion.start, ged: ged.device, vm: vm, memory: memory,
-                                                          config: config.memory, roomEnd: area.base)
+            let hotplug = try attachMemoryHotplug(mmio: mmio, base: memoryHotplugRegion.start, ged: ged.device, vm: vm, memory: memory,
+                                                  config: memoryConfig, roomEnd: area.base)
+            if let memoryState { try hotplug.restore(memoryState) }
+            built.memoryHotplug = hotplug
         }
         return built
     }
@@ -405,6 +431,11 @@ struct VMBuilder {
     }
 
     /// Guest RAM split around the 32-bit hole, with the backing options of `--memory`.
+    /// How many regions ``createMemory(_:files:)`` makes for `config` (boot RAM and virtio-mem's).
+    static func ramRegionCount(_ config: MemoryConfig) throws -> Int {
+        try X86Layout.ramRegions(size: config.size).count + (VirtioMemSupport.region(config) != nil ? 1 : 0)
+    }
+
     func createMemory(_ config: MemoryConfig, files: [UInt32: OwnedFileDescriptor] = [:]) throws -> GuestMemory {
         var options: MemoryMapping.Options = [.noReserve]
         if config.shared { options.insert(.shared) }

@@ -125,18 +125,6 @@ extension VMMController {
         }
     }
 
-    /// Refuses `action` (a snapshot or migration) once the running VM's RAM differs from the
-    /// RAM it booted with (memory was hot-added, or vm.resize recorded a smaller size for the
-    /// next boot): the destination would build its memory from `memory.size` alone, without
-    /// the hot-added regions where they are.
-    static func refuseWithHotAddedMemory(_ instance: VMInstance, _ action: String) throws(ControlError) {
-        guard let hotplug = instance.built.memoryHotplug else { return }
-        let size = instance.built.config.memory.size
-        guard hotplug.currentRAM != hotplug.bootRAM || size != hotplug.bootRAM else { return }
-        throw .failed(action: action, reason: "the VM booted with \(hotplug.bootRAM) bytes of RAM and vm.resize changed it (now \(hotplug.currentRAM) bytes, "
-            + "\(size) configured); saving or migrating a VM with hot-added memory is not supported: reboot it first (it then boots with \(size) bytes)")
-    }
-
     /// `vm.add-disk`: added to the configuration before boot, hot-added to a running VM.
     public func addDisk(_ config: DiskConfig) throws(ControlError) -> PciDeviceInfo? {
         try addDevice(hotplug: .disk(config), action: "vm.add-disk") { (vm: inout VMConfig) throws(ControlError) in

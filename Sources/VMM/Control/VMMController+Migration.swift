@@ -18,7 +18,6 @@ extension VMMController {
                 throw .failed(action: "vm.send-migration", reason: "Cannot migrate while on-demand memory restore is in progress")
             }
             try Self.refuseWhileRemovingVCPUs(instance, "vm.send-migration")
-            try Self.refuseWithHotAddedMemory(instance, "vm.send-migration")
             try Self.refuseWhileRemovingDevices(instance, "vm.send-migration")
             let address = try MigrationSender.validate(request, config: config)
             slot.migrating = true
@@ -95,15 +94,18 @@ extension VMMController {
             // source runs; the devices when the state comes, once the source let go of its files.
             var prepared: VMBuilder.PreparedMachine?
             let receiver = MigrationReceiver(factory: MigrationMachineFactory(
-                memory: { [logger] config, files in
+                memory: { [logger] config, memoryState, files in
                     // As at vm.create: Landlock goes on before the VM's files are opened.
                     if config.landlockEnable {
                         let made = try LandlockSandbox(config: config, logger: logger)
                         try made.enter()
                         sandbox = made
                     }
-                    let memory = try builder.createMemory(config.memory, files: files)
-                    prepared = try builder.prepare(config, memory: memory)
+                    // The boot regions first (registered in KVM slots now), then the hot-added ones.
+                    let boot = VMBuilder.bootMemory(config.memory, memoryState: memoryState)
+                    let bootCount = UInt32(try VMBuilder.ramRegionCount(boot))
+                    let memory = try builder.createMemory(boot, files: files.filter { $0.key < bootCount })
+                    prepared = try builder.prepare(config, memory: memory, memoryState: memoryState, files: files.filter { $0.key >= bootCount })
                     return memory
                 },
                 machine: { [self] config, memory, placements in

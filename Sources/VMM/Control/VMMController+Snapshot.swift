@@ -11,7 +11,6 @@ extension VMMController {
             try Self.refuseWhileMigrating(slot, "vm.snapshot")
             guard slot.state == .paused, let instance = slot.instance else { throw .invalidState(action: "vm.snapshot", state: slot.state) }
             try Self.refuseWhileRemovingVCPUs(instance, "vm.snapshot")
-            try Self.refuseWithHotAddedMemory(instance, "vm.snapshot")
             try Self.refuseWhileRemovingDevices(instance, "vm.snapshot")
             try enterSandbox(slot, action: "vm.snapshot")
             do throws(SnapshotError) {

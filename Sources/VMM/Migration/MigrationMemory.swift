@@ -33,9 +33,22 @@ enum MigrationMemory {
         }
     }
 
-    /// The pages written since the last call, by the guest or by a device.
+    /// The pages written since the last call, by the guest or by a device. Each region's KVM
+    /// log is found by its address: a hot-added region's slot comes after the devices' (pmem).
     static func dirtyRanges(_ built: BuiltVM) throws(MigrationError) -> MemoryRangeTable {
-        do { try built.vm.collectDirtyPages(of: built.memory) } catch { throw MigrationError("cannot read the dirty-page log: \(error)") }
+        let slots = built.vm.memorySlots
+        do {
+            for region in built.memory.regions {
+                guard let slot = slots.first(where: { $0.guestAddress == region.start.rawValue && $0.size == region.size }) else {
+                    throw MigrationError("guest memory at \(region.start) has no KVM memory slot")
+                }
+                region.mergeDirty(bitmap: try built.vm.dirtyLog(slot: slot.slot))
+            }
+        } catch let error as MigrationError {
+            throw error
+        } catch {
+            throw MigrationError("cannot read the dirty-page log: \(error)")
+        }
         return built.memory.takeDirtyRanges()
     }
 

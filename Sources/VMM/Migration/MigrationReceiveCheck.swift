@@ -18,7 +18,7 @@ public enum MigrationReceiveCheck {
         if !stream.isEmpty { _ = try? sender.send(stream.prefix(64 << 10)) }
         try? sender.shutdown(.writing)
         let receiver = MigrationReceiver(checksCPUID: false, factory: MigrationMachineFactory(
-            memory: { _, _ in throw MigrationError("no machine is built while fuzzing") },
+            memory: { _, _, _ in throw MigrationError("no machine is built while fuzzing") },
             machine: { _, _, _ in throw MigrationError("no machine is built while fuzzing") }))
         // The sending end stays open until the receiver is done, so its answers have a reader.
         return withExtendedLifetime(sender) {

@@ -9,7 +9,7 @@ import Hypervisor
 /// KVM VM and its vCPUs then, while the source still runs), the devices around it when the
 /// `State` arrives, after the source let go of its disks' locks (not started, `restoring: true`).
 struct MigrationMachineFactory {
-    var memory: (VMConfig, [UInt32: OwnedFileDescriptor]) throws -> GuestMemory
+    var memory: (VMConfig, MemoryManagerSnapshotData, [UInt32: OwnedFileDescriptor]) throws -> GuestMemory
     /// Builds the devices around the memory, each where the state's placements say (by device id).
     var machine: (VMConfig, GuestMemory, [String: DevicePlacement]) throws -> BuiltVM
 }
@@ -126,7 +126,7 @@ final class MigrationReceiver {
             throw MigrationError("memory descriptors came but the configuration's memory is not shared")
         }
         let made: GuestMemory
-        do { made = try factory.memory(config, files) } catch { throw MigrationError("cannot make the guest memory: \(error)") }
+        do { made = try factory.memory(config, payload.memoryManagerData, files) } catch { throw MigrationError("cannot make the guest memory: \(error)") }
         guard made.rangeTable == payload.memoryManagerData.memoryRanges else {
             throw MigrationError("the sender's memory ranges \(payload.memoryManagerData.memoryRanges.ranges) are not the ones the configuration builds here \(made.rangeTable.ranges)")
         }

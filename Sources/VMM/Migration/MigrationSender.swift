@@ -7,15 +7,12 @@ import Logging
 
 /// The `Config` request's payload (Cloud Hypervisor's `VmMigrationConfig`).
 struct MigrationConfigPayload: Codable {
-    /// The memory manager's part: the guest's memory ranges.
-    struct MemoryManagerData: Codable {
-        var memoryRanges: MemoryRangeTable
-        enum CodingKeys: String, CodingKey { case memoryRanges = "memory_ranges" }
-    }
     var vmConfig: VMConfig
     /// The CPUID the guest sees (vCPU 0's), for the destination to check its host offers it.
     var commonCPUID: [CPUIDEntry]
-    var memoryManagerData: MemoryManagerData
+    /// The memory manager: the guest's memory ranges, boot RAM and hot-added regions, with
+    /// which the destination makes the same guest memory before the pages come.
+    var memoryManagerData: MemoryManagerSnapshotData
 
     enum CodingKeys: String, CodingKey {
         case vmConfig = "vm_config", commonCPUID = "common_cpuid", memoryManagerData = "memory_manager_data"
@@ -126,7 +123,7 @@ struct MigrationSender {
         do {
             let captured = try VMSnapshotter.capture(built)
             figures.readStateMilliseconds = Self.milliseconds(since: captureBegin)
-            let tree = try captured.tree(memoryTable: built.memory.rangeTable, memoryFileSize: 0, configDigest: "", vmmVersion: VMMVersion.build)
+            let tree = try captured.tree(memory: captured.memory, memoryFileSize: 0, configDigest: "", vmmVersion: VMMVersion.build)
             state = try SnapshotJSON.data(tree)
         } catch {
             throw MigrationError("cannot capture the VM's state: \(error)")
@@ -175,7 +172,7 @@ struct MigrationSender {
         do {
             payload = try SnapshotJSON.data(MigrationConfigPayload(
                 vmConfig: built.config, commonCPUID: built.commonCPUID,
-                memoryManagerData: .init(memoryRanges: built.memory.rangeTable)))
+                memoryManagerData: try MemoryManagerSnapshotData.capture(built)))
         } catch {
             throw MigrationError("cannot encode the configuration: \(error)")
         }

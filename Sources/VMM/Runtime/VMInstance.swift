@@ -43,7 +43,8 @@ final class VMInstance: Sendable {
         // boot ones here, in another order than it was allocated).
         let placements = try DeviceManagerSection.placements(in: snapshot.tree)
         let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(snapshot.config, events: events, exits: exits, restoring: true,
-                                                                                placements: placements)
+                                                                                placements: placements,
+                                                                                memoryState: try VMSnapshotter.memoryState(snapshot.tree))
         let restoration: MemorySnapshotIO.Restoration
         do {
             restoration = try VMSnapshotter.restore(snapshot, into: built, onDemand: onDemand, prefault: prefault)

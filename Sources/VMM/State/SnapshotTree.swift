@@ -101,7 +101,8 @@ public enum SnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
         case .wrongState(let text), .io(let text), .unsupported(let text): return text
         case .damaged(let text): return "the snapshot is damaged or incomplete: \(text)"
         case .version(let found, let expected):
-            return "the snapshot has format version \(found), this VMM reads version \(expected) only"
+            let why = VMSnapshotHeader.olderFormats[found].map { ": \($0)" } ?? ""
+            return "the snapshot has format version \(found), this VMM reads version \(expected) only\(why)"
         }
     }
 }

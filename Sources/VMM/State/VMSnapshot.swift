@@ -4,7 +4,11 @@ import GuestMemory
 /// The top section of `state.json`: what the whole snapshot is, and the VM's in-kernel state.
 struct VMSnapshotHeader: Codable, Equatable {
     /// The format this VMM writes and reads; another version is refused.
-    static let formatVersion: UInt32 = 1
+    static let formatVersion: UInt32 = 2
+    /// Why each older format is not read: what it lacks.
+    static let olderFormats: [UInt32: String] = [
+        1: "its memory-manager section holds the memory ranges alone, without the boot RAM, the KVM slots and the memory hotplug slots (format 2)",
+    ]
 
     /// The snapshot's format version.
     var version: UInt32
@@ -78,7 +82,9 @@ enum VMSnapshotter {
         try directory.writeNew(SnapshotDirectory.configFile, configBytes)
         let memoryFile = try directory.create(SnapshotDirectory.memoryFile)
         let ranges = try MemorySnapshotIO.save(built.memory, to: memoryFile, path: directory.file(SnapshotDirectory.memoryFile))
-        let tree = try captured.tree(memoryTable: ranges.table, memoryFileSize: ranges.fileSize, configDigest: SnapshotDirectory.digest(configBytes),
+        var memoryState = captured.memory
+        memoryState.memoryRanges = ranges.table
+        let tree = try captured.tree(memory: memoryState, memoryFileSize: ranges.fileSize, configDigest: SnapshotDirectory.digest(configBytes),
                                      vmmVersion: vmmVersion)
         do { try directory.commitState(try SnapshotJSON.data(tree)) } catch let error as SnapshotError { throw error } catch {
             throw .io("cannot encode the state: \(error)")
@@ -92,15 +98,17 @@ enum VMSnapshotter {
         var cpus: [String: SnapshotNode]
         var devices: [String: SnapshotNode]
         var entries: [DeviceManagerSection.Entry]
+        /// The memory manager (its ranges are the guest memory's; a snapshot's are memory-ranges').
+        var memory: MemoryManagerSnapshotData
 
         /// The state tree (`state.json`'s shape, and a migration's `State` payload).
-        func tree(memoryTable: MemoryRangeTable, memoryFileSize: UInt64, configDigest: String, vmmVersion: String) throws(SnapshotError) -> SnapshotNode {
+        func tree(memory: MemoryManagerSnapshotData, memoryFileSize: UInt64, configDigest: String, vmmVersion: String) throws(SnapshotError) -> SnapshotNode {
             let header = VMSnapshotHeader(version: VMSnapshotHeader.formatVersion, vmmVersion: vmmVersion, configDigest: configDigest,
                                           memoryFileSize: memoryFileSize, vcpuCount: cpus.count, vm: vm)
             do {
                 return SnapshotNode(snapshots: [
                     SnapshotSection.cpuManager: SnapshotNode(snapshots: cpus),
-                    SnapshotSection.memoryManager: try .leaf(memoryTable),
+                    SnapshotSection.memoryManager: try .leaf(memory),
                     SnapshotSection.deviceManager: SnapshotNode(snapshots: devices, state: try SnapshotJSON.text(DeviceManagerSection(devices: entries))),
                 ], state: try SnapshotJSON.text(header))
             } catch {
@@ -126,7 +134,7 @@ enum VMSnapshotter {
             guard let save = device.saveState else { continue }
             do { devices[device.id] = SnapshotNode(state: try save()) } catch { throw .io("cannot save \(device.id)'s state: \(error)") }
         }
-        return Captured(vm: vmState, cpus: cpus, devices: devices, entries: entries)
+        return Captured(vm: vmState, cpus: cpus, devices: devices, entries: entries, memory: try MemoryManagerSnapshotData.capture(built))
     }
 
     /// Reads `config.json` and `state.json` and checks that the format version is this VMM's,
@@ -167,13 +175,17 @@ enum VMSnapshotter {
     /// configuration with `restoring: true` and not started: guest memory, the VM's in-kernel
     /// devices, the vCPUs, then every device in boot order.
     static func restore(_ snapshot: LoadedSnapshot, into built: BuiltVM, onDemand: Bool, prefault: Bool) throws(SnapshotError) -> MemorySnapshotIO.Restoration {
-        let memorySection = try snapshot.tree.child(SnapshotSection.memoryManager, path: "")
-        let table = try memorySection.decode(MemorySnapshotIO.Table.self, path: SnapshotSection.memoryManager)
+        let table = try memoryState(snapshot.tree).memoryRanges
         let plan = try RestorePlan(tree: snapshot.tree, header: snapshot.header, built: built)
         let file = try snapshot.directory.open(SnapshotDirectory.memoryFile)
         let restoration = try MemorySnapshotIO.restore(built.memory, table: table, from: file, onDemand: onDemand, prefault: prefault)
         try plan.apply(to: built)
         return restoration
+    }
+
+    /// The memory manager's section of `tree`.
+    static func memoryState(_ tree: SnapshotNode) throws(SnapshotError) -> MemoryManagerSnapshotData {
+        try tree.child(SnapshotSection.memoryManager, path: "").decode(MemoryManagerSnapshotData.self, path: SnapshotSection.memoryManager)
     }
 
     /// The non-memory part of a state tree, decoded and checked against the machine it goes
@@ -237,8 +249,9 @@ public enum SnapshotCheck {
             _ = try cpus.child(String(index), path: SnapshotSection.cpuManager)
                 .decode(VCPUState.self, path: "\(SnapshotSection.cpuManager)/\(index)")
         }
-        let table = try snapshot.tree.child(SnapshotSection.memoryManager, path: "")
-            .decode(MemorySnapshotIO.Table.self, path: SnapshotSection.memoryManager)
+        let memory = try VMSnapshotter.memoryState(snapshot.tree)
+        _ = try memory.hotAddedMappings()
+        let table = memory.memoryRanges
         guard table.totalLength == snapshot.header.memoryFileSize else {
             throw .damaged("the memory table covers \(table.totalLength.map(String.init) ?? "more than 2^64") bytes, memory-ranges has \(snapshot.header.memoryFileSize)")
         }

@@ -47,7 +47,7 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 /// A Start and a valid Config of a small VM (refused only because no machine is built), a
 /// Memory request out of order, and a Memory body of two ranges.
 private func seeds() -> [[UInt8]] {
-    let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"memory_ranges":{"data":[{"gpa":0,"length":16777216}]}}}"#.utf8)
+    let config = Array(#"{"vm_config":{"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":16777216},"payload":{"kernel":"/k"}},"common_cpuid":[],"memory_manager_data":{"boot_ram":16777216,"current_ram":16777216,"guest_ram_mappings":[{"gpa":0,"size":16777216,"slot":0,"virtio_mem":false}],"hotplug_slots":[],"memory_ranges":{"data":[{"gpa":0,"length":16777216}]},"next_hotplug_slot":0,"selected_slot":0}}"#.utf8)
     let requests = [UInt8(0)] + MigrationReceiveCheck.streamStart(config: config)
     let outOfOrder: [UInt8] = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0]
     let body = MigrationReceiveCheck.memoryBody([MemoryRange(gpa: 0x1000, length: 64), MemoryRange(gpa: 0xF_F000, length: 32)], fill: 0xA5)
