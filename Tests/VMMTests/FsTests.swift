@@ -145,7 +145,7 @@ struct FsTests {
                                            frontend: VhostUserFrontend(channel: channel), logger: Logger(label: "test"))
         let kicks = [try EventFD(), try EventFD()]
         let calls = [try EventFD(), try EventFD()]
-        device.setNotifiers(VhostUserNotifiers(kick: { kicks[$0].rawValue }, call: { calls[$0].rawValue }))
+        device.setNotifiers(VhostUserNotifiers(kick: { kicks[$0] }, call: { calls[$0].rawValue }))
         device.acknowledgeFeatures(1 << 32 | 1 << 29)
         try device.activate(memory: memory, queues: queues, interrupt: NoInterrupt())
         let sent = Array(channel.sent.dropFirst(5))
@@ -177,7 +177,7 @@ struct FsTests {
             let device = try VhostUserFsDevice(config: try FsConfig.parse("tag=myfs,socket=/s"),
                                                frontend: VhostUserFrontend(channel: channel), logger: Logger(label: "test"))
             let event = try EventFD()
-            device.setNotifiers(VhostUserNotifiers(kick: { _ in event.rawValue }, call: { _ in event.rawValue }))
+            device.setNotifiers(VhostUserNotifiers(kick: { _ in event }, call: { _ in event.rawValue }))
             let error = #expect(throws: VirtioDeviceError.self) { try device.activate(memory: memory, queues: queues, interrupt: NoInterrupt()) }
             guard case let .backend(message) = error else { Issue.record("not a back-end error: \(String(describing: error))"); continue }
             #expect(message.contains("SET_MEM_TABLE"), "\(message)")

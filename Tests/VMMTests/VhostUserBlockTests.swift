@@ -157,7 +157,7 @@ struct VhostUserBlockTests {
         let channel = ReplayVhostUserChannel(replies: replies)
         let device = try VhostUserBlockDevice(config: try disk(), frontend: VhostUserFrontend(channel: channel), logger: Logger(label: "test"))
         let (kick, call) = (try EventFD(), try EventFD())
-        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick.rawValue }, call: { _ in call.rawValue }))
+        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick }, call: { _ in call.rawValue }))
         device.acknowledgeFeatures(1 << 32 | 1 << 9)
         try device.activate(memory: memory, queues: [queue], interrupt: NoInterrupt())
         #expect(channel.sent.dropFirst(6).map { $0.bytes[0] } == [2, 5, 8, 9, 10, 13, 12, 18])

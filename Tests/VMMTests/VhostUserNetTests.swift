@@ -151,7 +151,7 @@ struct VhostUserNetTests {
         let channel = ReplayVhostUserChannel(replies: replies)
         let device = try makeDevice(channel)
         let (kick, call) = (try EventFD(), try EventFD())
-        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick.rawValue }, call: { _ in call.rawValue }))
+        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick }, call: { _ in call.rawValue }))
         let driver = 1 << 32 | F.mac | F.status | F.controlQueue | F.mergeableReceiveBuffers
         device.acknowledgeFeatures(driver)
         let interrupt = CountingInterrupt()

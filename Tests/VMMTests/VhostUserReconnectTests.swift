@@ -94,7 +94,7 @@ struct VhostUserReconnectTests {
         let first = try ListeningBackend(path: path, disk: disk)
         let device = try VhostUserBlockDevice(config: try DiskConfig.parse("vhost_user=on,socket=\(path),queue_size=16"), logger: Logger(label: "test"))
         let (kick, call) = (try EventFD(), try EventFD())
-        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick.rawValue }, call: { _ in call.rawValue }))
+        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick }, call: { _ in call.rawValue }))
         let events = try EventManager()
         try events.start(name: "vu-reconnect-events")
         defer { device.common.stopWatching(); events.stop() }
@@ -146,7 +146,7 @@ struct VhostUserMemoryHotplugTests {
         let device = try VhostUserBlockDevice(config: try DiskConfig.parse("vhost_user=on,socket=\(path),queue_size=16"), logger: Logger(label: "test"))
         #expect(device.common.protocolFeatures.contains(.configureMemorySlots) == memorySlots)
         let (kick, call) = (try EventFD(), try EventFD())
-        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick.rawValue }, call: { _ in call.rawValue }))
+        device.setNotifiers(VhostUserNotifiers(kick: { _ in kick }, call: { _ in call.rawValue }))
 
         let file = try OwnedFileDescriptor.memoryFile(name: "vu-memslots", size: 1 << 20)
         let memory = try GuestMemory(regions: [GuestMemoryRegion(start: GuestAddress(0), mapping: MemoryMapping(file: file, size: 1 << 20, options: [.shared]))],

@@ -31,23 +31,8 @@ public final class ACPICPUHotplugController: BusDevice {
     /// The offset of the status register.
     public static let statusOffset: UInt64 = 4
 
-    /// The bits of the status register.
-    public struct Status: OptionSet, Hashable, Sendable {
-        /// The register bits.
-        public let rawValue: UInt8
-
-        /// Wraps register bits.
-        public init(rawValue: UInt8) { self.rawValue = rawValue }
-
-        /// Bit 0: the vCPU is present and running (`CPEN`).
-        public static let enabled = Status(rawValue: 1 << 0)
-        /// Bit 1: the vCPU was added and the guest has not acknowledged it (`CINS`).
-        public static let inserting = Status(rawValue: 1 << 1)
-        /// Bit 2: the vCPU is to be removed and the guest has not acknowledged it (`CRMV`).
-        public static let removing = Status(rawValue: 1 << 2)
-        /// Bit 3, written by the guest: eject the selected vCPU (`CEJ0`).
-        public static let eject = Status(rawValue: 1 << 3)
-    }
+    /// The bits of the status register (shared with the other hotplug controller).
+    public typealias Status = ACPIHotplugStatus
 
     /// The controller's state: the guest's selection and each vCPU's flags.
     public struct State: Codable, Equatable, Sendable {

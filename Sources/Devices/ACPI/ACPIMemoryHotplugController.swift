@@ -35,23 +35,8 @@ public final class ACPIMemoryHotplugController: BusDevice {
     /// The offset of the status register.
     public static let statusOffset: UInt64 = 0x14
 
-    /// The bits of the status register.
-    public struct Status: OptionSet, Hashable, Sendable {
-        /// The register bits.
-        public let rawValue: UInt8
-
-        /// Wraps register bits.
-        public init(rawValue: UInt8) { self.rawValue = rawValue }
-
-        /// Bit 0: the slot holds memory (`MEN_`).
-        public static let enabled = Status(rawValue: 1 << 0)
-        /// Bit 1: the memory was added and the guest has not acknowledged it (`MINS`).
-        public static let inserting = Status(rawValue: 1 << 1)
-        /// Bit 2: the memory is to be removed and the guest has not acknowledged it (`MRMV`).
-        public static let removing = Status(rawValue: 1 << 2)
-        /// Bit 3, written by the guest: eject the selected slot (`MEJ0`; not supported).
-        public static let eject = Status(rawValue: 1 << 3)
-    }
+    /// The bits of the status register (shared with the other hotplug controller).
+    public typealias Status = ACPIHotplugStatus
 
     /// One hotplug slot (Cloud Hypervisor's `HotPlugState`).
     public struct Slot: Codable, Equatable, Sendable {

@@ -76,7 +76,7 @@ extension VMBuilder {
         common.setNotifiers(VhostUserNotifiers(
             kick: { [weak attachment] queue in
                 guard let attachment else { throw VMMError(description: "the \(name) function is gone") }
-                return try attachment.kickEvent(queue: queue).rawValue
+                return try attachment.kickEvent(queue: queue)
             },
             call: { [weak transport] queue in
                 guard let vector = transport?.queueVector(queue), routing.vectors.indices.contains(vector) else { return nil }

@@ -11,7 +11,7 @@ import VirtioQueue
 /// of the MSI-X vector the driver chose for the queue (call).
 struct VhostUserNotifiers: Sendable {
     /// The kick eventfd of a queue.
-    let kick: @Sendable (Int) throws -> Int32
+    let kick: @Sendable (Int) throws -> EventFD
     /// The call eventfd (irqfd) of a queue, or `nil` when the driver gave it no MSI-X vector.
     let call: @Sendable (Int) -> Int32?
 }
@@ -198,7 +198,7 @@ final class VhostUserCommon: Sendable {
                     throw VirtioDeviceError.backend("queue \(index) has no MSI-X vector: a vhost-user back-end interrupts the guest through MSI-X only")
                 }
                 try frontend.setVringCall(index: UInt8(truncatingIfNeeded: index), descriptor: call)
-                try frontend.setVringKick(index: UInt8(truncatingIfNeeded: index), descriptor: try notifiers.kick(index))
+                try frontend.setVringKick(index: UInt8(truncatingIfNeeded: index), descriptor: try notifiers.kick(index).rawValue)
                 started.append(index)
             }
             if negotiatedFeatures & vhostUserProtocolFeaturesBit != 0 {

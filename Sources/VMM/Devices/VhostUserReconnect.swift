@@ -1,4 +1,3 @@
-import Glibc
 import HostSystem
 import VhostUser
 import VirtioDevices
@@ -146,7 +145,7 @@ extension VhostUserCommon {
             // more, which costs the back-end one look at the available ring.
             if let notifiers = state.notifiers {
                 for index in state.started {
-                    if let kick = try? notifiers.kick(index) { Self.signal(kick) }
+                    try? notifiers.kick(index).signal()
                 }
             }
         } catch {
@@ -157,13 +156,6 @@ extension VhostUserCommon {
         let served = state.started.isEmpty ? "" : " and serves \(state.started.count) queue(s) again"
         logger.info("\(name) (\(socket)): the back-end is back\(served)")
         return true
-    }
-
-    /// Adds one to an eventfd's counter.
-    static func signal(_ eventfd: Int32) {
-        var one: UInt64 = 1
-        // SAFETY: eight bytes from a local, the size an eventfd write takes.
-        _ = withUnsafeBytes(of: &one) { write(eventfd, $0.baseAddress, 8) }
     }
 
     /// The used-ring index of every ready queue of `active`, by queue.
