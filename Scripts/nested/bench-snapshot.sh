@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Snapshot and restore latency, live-migration time and downtime, hotplug latency, boot time or
-# vhost-user device throughput, against QEMU in the nested bench (see snapshot-bench.py,
-# migration-bench.py, hotplug-bench.py, boot-bench.py and devices-bench.py for what is measured).
+# Snapshot and restore latency, live-migration time and downtime, hotplug latency, boot time,
+# disk and network throughput or vhost-user device throughput, against QEMU in the nested bench
+# (see snapshot-bench.py, migration-bench.py, hotplug-bench.py, boot-bench.py, io-bench.py and
+# devices-bench.py for what is measured).
 #
-# Usage: Scripts/nested/bench-snapshot.sh [--binary PATH] [--sizes "128 1024"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --devices]
+# Usage: Scripts/nested/bench-snapshot.sh [--binary PATH] [--sizes "128 1024"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --io | --devices]
 #
 # Builds cloud-hypervisor and ch-remote (release) unless --binary is given, boots level 1
 # through run-l1.sh and runs the benchmark there. Prints `ch-bench: snapshot ...` and
 # `ch-bench: restore ...` lines per guest size (or `ch-bench: migration ...` per idle and busy
 # guest, `ch-bench: hotplug ...` per vCPU, disk and memory, `ch-bench: boot ...` wall and guest
-# time, `ch-bench: device ...` per device and transfer): medians with their spread and the
+# time, `ch-bench: io ...` per disk and network figure, `ch-bench: device ...` per device and
+# transfer): medians with their spread and the
 # median ratio cloud-hypervisor / QEMU. Not part of CI (a run takes several minutes).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +24,9 @@ if [[ ${1:-} == --in-l1 ]]; then
   ip link set lo up  # level 1's init leaves it down; the migrations run over loopback TCP
   if [[ $5 == devices ]]; then
     exec python3 "$here/devices-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$4"
+  fi
+  if [[ $5 == io ]]; then
+    exec python3 "$here/io-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$4" "$nested_netbench"
   fi
   if [[ $5 == boot ]]; then
     exec python3 "$here/boot-bench.py" "$1" "$2" "$nested_vmlinux" "$nested_l2_initrd" "$4"
@@ -44,10 +49,11 @@ while (($#)); do
     --migration) mode=migration; shift ;;
     --hotplug) mode=hotplug; shift ;;
     --boot) mode=boot; shift ;;
+    --io) mode=io; shift ;;
     --devices) mode=devices; shift ;;
     --size) size="$2"; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) nested_die "unknown argument: $1 (usage: bench-snapshot.sh [--binary PATH] [--sizes \"128 1024\"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --devices])" ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) nested_die "unknown argument: $1 (usage: bench-snapshot.sh [--binary PATH] [--sizes \"128 1024\"] [--runs 5] [--migration [--size 512] | --hotplug | --boot | --io | --devices])" ;;
   esac
 done
 repo="$(cd "$here/../.." && pwd)"
