@@ -165,6 +165,9 @@ struct CloudHypervisorCommand: ParsableCommand {
 
     /// Parses the process's arguments after `normalize(_:)`.
     static func main() {
+        // One malloc arena for every thread: about 250 KiB less private memory per VMM
+        // (measured with an idle guest, README "Memory per VM").
+        MallocArenas.useOne()
         main(normalize(Array(CommandLine.arguments.dropFirst())))
     }
 

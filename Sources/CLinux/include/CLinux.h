@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <malloc.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
