@@ -90,6 +90,9 @@ public final class VirtioMem: VirtioDevice {
         var negotiated: UInt64 = 0
         var configuration: VirtioMemConfiguration
         var plugged: [Bool]
+        /// A restored state whose unplugged blocks still hold the snapshot's bytes, to be
+        /// given back to the host once guest memory is at hand (the next activation).
+        var releaseUnplugged = false
     }
 
     private let host: any BalloonMemory
@@ -151,26 +154,35 @@ public final class VirtioMem: VirtioDevice {
         core.withLock { $0.negotiated = features }
     }
 
-    /// Keeps the request queue, which the driver must have enabled, and gives every unplugged
-    /// block back to the host (after a restore they may hold the saved memory's bytes).
+    /// Keeps the request queue, which the driver must have enabled; after a restore of a
+    /// device that was not running, gives every unplugged block back to the host.
     public func activate(memory: GuestMemory, queues: [SplitQueue], interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
         guard let queue = queues.first else { throw .queueIndexOutOfRange(index: 0, count: 0) }
         guard queue.isReady else { throw .queueNotEnabled(index: 0) }
         let host = self.host
         try core.withLock { (core: inout Core) throws(VirtioDeviceError) in
-            let block = core.configuration.blockSize
-            var index = 0
-            while index < core.plugged.count {
-                guard !core.plugged[index] else { index += 1; continue }
-                let first = index
-                while index < core.plugged.count, !core.plugged[index] { index += 1 }
-                let start = GuestAddress(core.configuration.address + UInt64(first) * block)
-                do { try host.release(start, length: UInt64(index - first) * block, in: memory) } catch {
-                    throw .backend("virtio-mem: cannot give unplugged memory at \(start) back to the host: \(error)")
-                }
+            if core.releaseUnplugged {
+                if let error = Self.releaseUnplugged(core, host: host, memory: memory) { throw .backend(error) }
+                core.releaseUnplugged = false
             }
             core.running = Running(memory: memory, queue: queue, interrupt: interrupt)
         }
+    }
+
+    /// Gives every run of unplugged blocks back to the host; returns the reason it could not.
+    private static func releaseUnplugged(_ core: Core, host: any BalloonMemory, memory: GuestMemory) -> String? {
+        let block = core.configuration.blockSize
+        var index = 0
+        while index < core.plugged.count {
+            guard !core.plugged[index] else { index += 1; continue }
+            let first = index
+            while index < core.plugged.count, !core.plugged[index] { index += 1 }
+            let start = GuestAddress(core.configuration.address + UInt64(first) * block)
+            do { try host.release(start, length: UInt64(index - first) * block, in: memory) } catch {
+                return "virtio-mem: cannot give unplugged memory at \(start) back to the host: \(error)"
+            }
+        }
+        return nil
     }
 
     /// Forgets the queue; the configuration and the plugged blocks stay (as Cloud Hypervisor's).
@@ -212,6 +224,15 @@ public final class VirtioMem: VirtioDevice {
             core.negotiated = saved.features
             core.configuration = theirs
             core.plugged = saved.plugged
+            // The transport activates a running device before handing it its state: the
+            // unplugged blocks are given back now, the plugged ones keep the snapshot's bytes.
+            if let memory = core.running?.memory {
+                if let error = Self.releaseUnplugged(core, host: host, memory: memory) {
+                    throw DeviceStateError(device: "virtio-mem", reason: error)
+                }
+            } else {
+                core.releaseUnplugged = true
+            }
         }
     }
 
