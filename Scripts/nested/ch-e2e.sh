@@ -78,7 +78,8 @@
 #            ch-remote resize --memory 1024M makes the guest's virtio_mem driver plug 512 MiB
 #            (MemTotal grows, a tmpfs holds 640 MiB); resize --memory 768M makes it unplug 256 MiB
 #            (MemTotal drops); resize --memory 2048M is refused with a 4xx; vm.info reports
-#            hotplugged_size 256 MiB (virtiomem-scenario.sh).
+#            hotplugged_size 256 MiB; a tmpfs gets 480 MiB, the VM is snapshotted, its VMM killed and
+#            restored in a new one: MemTotal and the file's md5 unchanged (virtiomem-scenario.sh).
 #   pcihotplug --api-socket and one disk: ch-remote add-disk hot-adds an image the guest finds as
 #            /dev/vdb (ACPI PCI hotplug) and reads and writes; remove-device makes the guest eject
 #            it; 20 add/remove cycles of the same image leave the VMM's descriptors as they were;
