@@ -64,7 +64,7 @@
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
-#   iommu    (only with --only) bookworm-backports' 6.12 cloud kernel (iommu-kernel.sh; Debian
+#   iommu    bookworm-backports' 6.12 cloud kernel (iommu-kernel.sh; Debian
 #            12's 6.1 has no virtio-iommu) with --platform num_pci_segments=2,iommu_segments=[1]
 #            and iommu=on on two disks and a pmem: the endpoints are in IOMMU groups, the disks
 #            read and written and a pmem flush go through the translated queues, dmesg has no
@@ -125,8 +125,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
 all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt snapshot migration kata debian iommu)
-# Scenarios run only when --only names them (their own kernel, or too slow for every run).
-optional_scenarios=(iommu)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -145,7 +143,7 @@ in_l1() {
   want() {
     # A scenario missing from all_scenarios would not be run again after a frozen level 1.
     [[ " ${all_scenarios[*]} " == *" $1 "* ]] || { echo "ch-e2e: FAIL $1: not listed in all_scenarios (ch-e2e.sh)"; failed=$((failed + 1)); return 1; }
-    if [[ -z $only ]]; then [[ " ${optional_scenarios[*]} " != *" $1 "* ]]; else [[ " $only " == *" $1 "* ]]; fi
+    [[ -z $only || " $only " == *" $1 "* ]]
   }
   # The scenarios this run selects, for the caller to tell which ones a frozen level 1 left.
   local selected=() scenario
@@ -588,7 +586,7 @@ export CH_LIBVIRT_CACHE="${CH_LIBVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clo
 # The Debian guest's image is built here (debootstrap needs this machine's network), once.
 if [[ -z $only || " $only " == *" debian "* ]]; then "$here/debian-image.sh" >&2; fi
 # The 6.12 kernel of the iommu scenario and its initramfs, once (after prepare.sh's images).
-if [[ " $only " == *" iommu "* ]]; then "$here/prepare.sh" >&2 && "$here/iommu-kernel.sh" >&2; fi
+if [[ -z $only || " $only " == *" iommu "* ]]; then "$here/prepare.sh" >&2 && "$here/iommu-kernel.sh" >&2; fi
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
 rm -f "$stripped"
