@@ -57,4 +57,21 @@ struct IOMMUConfigTests {
         // The disk, the rng (0001:00:01.0, listed once) and the 32 slots of segment 1.
         #expect(run.stderr.contains("__iommu: virtio-iommu at 0000:00:02.0 for 33 endpoint(s)"), "\(run.stderr)")
     }
+
+    @Test("a VM with a virtual IOMMU refuses vm.snapshot naming __iommu (its domains and mappings are not saved)",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func snapshotRefused() throws {
+        let work = NSTemporaryDirectory() + "iommu-snapshot-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: work + "/snap", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/counter.elf", serial = work + "/serial", socket = work + "/api.sock"
+        try Data(TinyKernel.pvhELF(code: SnapshotBinaryTests.counter)).write(to: URL(fileURLWithPath: kernel))
+        let vmm = try SnapshotBinaryTests.start(["-v", "--kernel", kernel, "--serial", "file=\(serial)", "--console", "off", "--memory", "size=32M",
+                                                 "--api-socket", "path=\(socket)", "--rng", "src=/dev/urandom,iommu=on"], log: work + "/vmm.log")
+        defer { SnapshotBinaryTests.kill(vmm) }
+        #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= 4 }, seconds: 60))
+        try APILifecycleTests.chRemote(socket, ["pause"])
+        let refused = try APILifecycleTests.chRemote(socket, ["snapshot", "file://\(work)/snap"], expect: 1)
+        #expect(refused.contains("__iommu") && refused.contains("virtual IOMMU"), "\(refused)")
+    }
 }
