@@ -2,7 +2,7 @@
 # End-to-end tests of cloud-hypervisor with real Linux guests, in the nested test bench
 # (see Scripts/nested/README.md), and the boot benchmark against QEMU.
 #
-# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt kata snapshot migration debian"]
+# Usage: Scripts/nested/ch-e2e.sh [--binary PATH] [--bench] [--only "pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt kata snapshot migration debian iommu"]
 #
 # Builds cloud-hypervisor (release) unless --binary is given, starts level 1 through
 # run-l1.sh and runs this script there with --in-l1. Inside level 1, each scenario boots
@@ -64,6 +64,11 @@
 #   segments --platform num_pci_segments=2 with a disk on segment 0, a disk and the rng on
 #            segment 1: the guest lists 0001:00:* (host bridge, disk, rng), reads the segment-1
 #            disk (md5 as level 1's) and /dev/hwrng through it (segments-scenario.sh).
+#   iommu    bookworm-backports' 6.12 cloud kernel (iommu-kernel.sh; Debian
+#            12's 6.1 has no virtio-iommu) with --platform num_pci_segments=2,iommu_segments=[1]
+#            and iommu=on on two disks and a pmem: the endpoints are in IOMMU groups, the disks
+#            read and written and a pmem flush go through the translated queues, dmesg has no
+#            IOMMU or DMA fault (iommu-scenario.sh).
 #   cpuhotplug --cpus boot=1,max=4 and --api-socket: ch-remote resize --cpus 3 adds two vCPUs
 #            (ACPI CPU hotplug); the guest onlines them and busy loops pinned to each CPU run;
 #            resize --cpus 2 makes the guest offline and eject one, whose vCPU thread ends;
@@ -120,7 +125,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Every scenario, in the order level 1 runs them.
-all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt snapshot migration kata debian)
+all_scenarios=(pvh disks hvc api bzimage net vsock pmem balloon fs vhostblk blkbackend netbackend vunet segments cpuhotplug memhotplug virtiomem pcihotplug libvirt snapshot migration kata debian iommu)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$here/common.sh"
 shopt -s extglob
@@ -450,6 +455,12 @@ in_l1() {
     source "$here/vunet-scenario.sh"
     scenario_vunet
   fi
+  if want iommu; then
+    # shellcheck source-path=SCRIPTDIR source=iommu-scenario.sh
+    source "$here/iommu-scenario.sh"
+    scenario_iommu
+  fi
+
   if want segments; then
     # shellcheck source-path=SCRIPTDIR source=segments-scenario.sh
     source "$here/segments-scenario.sh"
@@ -575,6 +586,8 @@ if [[ -z $only || " $only " == *" libvirt "* ]]; then "$repo/Scripts/libvirt/bui
 export CH_LIBVIRT_CACHE="${CH_LIBVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud-hypervisor-swift/libvirt}"
 # The Debian guest's image is built here (debootstrap needs this machine's network), once.
 if [[ -z $only || " $only " == *" debian "* ]]; then "$here/debian-image.sh" >&2; fi
+# The 6.12 kernel of the iommu scenario and its initramfs, once (after prepare.sh's images).
+if [[ -z $only || " $only " == *" iommu "* ]]; then "$here/prepare.sh" >&2 && "$here/iommu-kernel.sh" >&2; fi
 stripped="$(mktemp)"
 strip -o "$stripped" "$binary" 2>/dev/null && echo "ch-bench: binary size $(stat -c %s "$binary") bytes, $(stat -c %s "$stripped") bytes stripped"
 rm -f "$stripped"

@@ -13,6 +13,8 @@ nested_l1_initrd="$CH_NESTED_CACHE/l1-initramfs.cpio.gz"
 nested_l2_initrd="$CH_NESTED_CACHE/l2-initramfs.cpio.gz"
 nested_netbench="$CH_NESTED_CACHE/ch-netbench"         # the level-1 end of the network transfers
 nested_vsockbench="$CH_NESTED_CACHE/ch-vsockbench"     # the level-1 end of the vsock transfers
+nested_iommu_vmlinuz="$CH_NESTED_CACHE/iommu-vmlinuz"   # 6.12 cloud bzImage with virtio-iommu (iommu-kernel.sh)
+nested_iommu_initrd="$CH_NESTED_CACHE/l2-iommu-initramfs.cpio.gz"  # level-2 initramfs with its modules
 
 # Prefix every message with the name of the script that prints it.
 nested_log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }

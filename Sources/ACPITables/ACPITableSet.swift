@@ -38,6 +38,9 @@ public struct ACPIConfiguration: Sendable {
     public var memoryHotplugAddress: UInt64?
     /// The OEM and creator fields of every table.
     public var identity: ACPIIdentity
+    /// The VIOT describing a virtio-iommu and the functions behind it, placed after the
+    /// MCFG as Cloud Hypervisor places it; `nil` for none.
+    public var viot: VIOT?
 
     /// A configuration for vCPUs with the given APIC IDs.
     public init(apicIDs: [UInt32], serialPort: Bool = true) {
@@ -55,6 +58,7 @@ public struct ACPIConfiguration: Sendable {
         pciHotplugAddress = nil
         memoryHotplugAddress = nil
         identity = .cloudHypervisor
+        viot = nil
     }
 
     /// A configuration for `vcpuCount` vCPUs with APIC IDs `0 ..< vcpuCount` (a negative
@@ -66,7 +70,8 @@ public struct ACPIConfiguration: Sendable {
 
 /// The complete set of ACPI tables for a guest, laid out in guest physical memory: the
 /// RSDP at the address asked for, then, each 8-byte aligned and contiguous, the DSDT, FADT,
-/// MADT, MCFG (when PCI is configured) and XSDT, as Cloud Hypervisor orders them.
+/// MADT, MCFG (when PCI is configured), VIOT (with a virtio-iommu) and XSDT, as Cloud
+/// Hypervisor orders them.
 ///
 /// Building is pure: the VMM writes each table's bytes at its address and hands the RSDP
 /// address to the guest (the `acpi_rsdp_addr` of `boot_params`, or `rsdp_paddr` of the PVH
@@ -164,6 +169,10 @@ public struct ACPITableSet: Hashable, Sendable {
                                         ioapicAddress: configuration.ioapicAddress, identity: identity)
         pointers.append(try layout.place(signature: "APIC", bytes: madt.bytes))
         if let mcfg { pointers.append(try layout.place(signature: "MCFG", bytes: mcfg.bytes)) }
+        if var viot = configuration.viot {
+            viot.identity = identity
+            pointers.append(try layout.place(signature: "VIOT", bytes: viot.bytes))
+        }
         let xsdtAddress = try layout.place(signature: "XSDT", bytes: XSDT(entries: pointers, identity: identity).bytes)
         layout.tables[0] = Table(signature: "RSD PTR ", address: rsdpAddress,
                                  bytes: RSDP(xsdtAddress: xsdtAddress, identity: identity).bytes)

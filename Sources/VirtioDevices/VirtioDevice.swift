@@ -23,6 +23,8 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
     public static let balloon = VirtioDeviceType(rawValue: 5)
     /// Socket device (19).
     public static let vsock = VirtioDeviceType(rawValue: 19)
+    /// IOMMU device (23), virtio-iommu.
+    public static let iommu = VirtioDeviceType(rawValue: 23)
     /// Memory device (24), virtio-mem.
     public static let mem = VirtioDeviceType(rawValue: 24)
     /// File system device (26), virtio-fs.
@@ -39,6 +41,7 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, CustomStri
         case 4: "rng"
         case 5: "balloon"
         case 19: "vsock"
+        case 23: "iommu"
         case 24: "mem"
         case 26: "fs"
         case 27: "pmem"
@@ -55,6 +58,10 @@ public enum VirtioFeature {
     public static let eventIndex: UInt64 = 1 << 29
     /// `VIRTIO_F_VERSION_1`: the device follows virtio 1.x; always offered by this transport.
     public static let version1: UInt64 = 1 << 32
+    /// `VIRTIO_F_ACCESS_PLATFORM` (formerly `VIRTIO_F_IOMMU_PLATFORM`): the device reaches
+    /// guest memory through a platform translation (a virtual IOMMU), so the driver gives
+    /// it I/O virtual addresses.
+    public static let accessPlatform: UInt64 = 1 << 33
     /// `VIRTIO_F_IN_ORDER`: the device uses buffers in the order the driver made them available.
     public static let inOrder: UInt64 = 1 << 35
 }

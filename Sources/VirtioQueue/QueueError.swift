@@ -66,6 +66,12 @@ public enum QueueError: Error, Equatable, Sendable, CustomStringConvertible {
     case writeOverrun(requested: Int, remaining: Int)
     /// Accessing a ring or a buffer in guest memory failed.
     case memory(GuestMemoryError)
+    /// The queue's address translator (a virtual IOMMU) maps no guest memory for the whole
+    /// ring area of `length` bytes at I/O virtual address `address`.
+    case ringNotMapped(QueuePart, address: UInt64, length: Int)
+    /// The queue's address translator maps no guest memory for the whole buffer (or
+    /// indirect table) of `length` bytes at I/O virtual address `address`.
+    case descriptorNotMapped(head: UInt16, address: UInt64, length: UInt32)
 
     /// A sentence that explains the failure.
     public var description: String {
@@ -122,6 +128,12 @@ public enum QueueError: Error, Equatable, Sendable, CustomStringConvertible {
             return "cannot write \(requested) bytes to the chain: only \(remaining) writable bytes remain"
         case let .memory(cause):
             return "guest memory access for the queue failed: \(cause)"
+        case let .ringNotMapped(part, address, length):
+            return "the \(part) (\(length) bytes at I/O virtual address 0x\(String(address, radix: 16))) "
+                + "is not mapped by the IOMMU"
+        case let .descriptorNotMapped(head, address, length):
+            return "the chain starting at descriptor \(head) names \(length) bytes at I/O virtual address "
+                + "0x\(String(address, radix: 16)), which the IOMMU does not map"
         }
     }
 }

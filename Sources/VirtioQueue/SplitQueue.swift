@@ -53,6 +53,13 @@ public struct SplitQueue: Sendable {
     public var nextUsed: UInt16 = 0
     /// The used index at the last notification decision with event index, if any.
     public internal(set) var signalledUsed: UInt16?
+    /// Maps the driver's addresses (rings and buffers) to guest physical addresses, for a
+    /// device behind a virtual IOMMU; `nil` when the driver's addresses are guest physical.
+    /// It survives ``reset()``. Changing it takes the queue out of the ready state.
+    public var translator: (any AddressTranslator)? { didSet { isReady = false } }
+    /// Where the three ring areas are in guest physical memory: the configured addresses,
+    /// or their translations, fixed by activation.
+    private var mappedRings = (descriptors: GuestAddress.zero, available: GuestAddress.zero, used: GuestAddress.zero)
 
     /// Creates a queue that offers `maxSize` entries; its size starts at `maxSize`.
     ///
@@ -76,11 +83,30 @@ public struct SplitQueue: Sendable {
     /// each ring area is aligned (16, 2, 4 bytes) and entirely inside guest memory.
     ///
     /// - Throws: `.invalidSize`, `.misalignedRing`, `.ringOutOfMemory`.
+    /// With a ``translator``, the translated areas are checked; an area it does not map
+    /// entirely is `.ringNotMapped`.
     public func validate(in memory: GuestMemory) throws(QueueError) {
+        _ = try mappedAreas(in: memory)
+    }
+
+    /// Checks the layout, translates the ring areas and checks them against guest memory.
+    private func mappedAreas(in memory: GuestMemory?) throws(QueueError) -> (GuestAddress, GuestAddress, GuestAddress) {
         try checkLayout()
-        for (part, address, _, length) in areas where !memory.isValidRange(address, length: length) {
-            throw .ringOutOfMemory(part, address: address, length: length)
+        var mapped: [GuestAddress] = []
+        for (part, address, _, length) in areas {
+            var physical = address
+            if let translator {
+                guard let value = translator.translate(address.rawValue, length: UInt64(length)) else {
+                    throw .ringNotMapped(part, address: address.rawValue, length: length)
+                }
+                physical = GuestAddress(value)
+            }
+            if let memory, !memory.isValidRange(physical, length: length) {
+                throw .ringOutOfMemory(part, address: physical, length: length)
+            }
+            mapped.append(physical)
         }
+        return (mapped[0], mapped[1], mapped[2])
     }
 
     /// The three ring areas: part, address, alignment and length.
@@ -104,8 +130,11 @@ public struct SplitQueue: Sendable {
         }
     }
 
-    /// Marks the queue ready after ``checkLayout()`` (a restore without guest memory at hand).
-    mutating func markReady() { isReady = true }
+    /// Translates the rings and marks the queue ready (a restore without guest memory at hand).
+    mutating func markReady() throws(QueueError) {
+        mappedRings = try mappedAreas(in: nil)
+        isReady = true
+    }
 
     /// Sets the event-index bookkeeping of a restored queue.
     mutating func restoreSignalled(_ value: UInt16?) { signalledUsed = value }
@@ -114,7 +143,7 @@ public struct SplitQueue: Sendable {
     ///
     /// - Throws: whatever `validate(in:)` throws; the queue then stays not ready.
     public mutating func activate(in memory: GuestMemory) throws(QueueError) {
-        try validate(in: memory)
+        mappedRings = try mappedAreas(in: memory)
         isReady = true
     }
 
@@ -128,15 +157,16 @@ public struct SplitQueue: Sendable {
         nextAvailable = 0
         nextUsed = 0
         signalledUsed = nil
+        mappedRings = (.zero, .zero, .zero)
         isReady = false
     }
 
     // MARK: - Guest memory accessors
 
-    private var availableIndexAddress: GuestAddress { GuestAddress(availableRing.rawValue + 2) }
-    private var usedEventAddress: GuestAddress { GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)) }
-    private var usedIndexAddress: GuestAddress { GuestAddress(usedRing.rawValue + 2) }
-    private var availableEventAddress: GuestAddress { GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size)) }
+    private var availableIndexAddress: GuestAddress { GuestAddress(mappedRings.available.rawValue + 2) }
+    private var usedEventAddress: GuestAddress { GuestAddress(mappedRings.available.rawValue + 4 + 2 * UInt64(size)) }
+    private var usedIndexAddress: GuestAddress { GuestAddress(mappedRings.used.rawValue + 2) }
+    private var availableEventAddress: GuestAddress { GuestAddress(mappedRings.used.rawValue + 4 + 8 * UInt64(size)) }
 
     private func check() throws(QueueError) {
         guard isReady else { throw .notReady }
@@ -162,7 +192,7 @@ public struct SplitQueue: Sendable {
     /// - Throws: `.notReady`, `.memory`.
     public func publishedUsedIndex(in memory: GuestMemory) throws(QueueError) -> UInt16 {
         try check()
-        let address = GuestAddress(usedRing.rawValue &+ 2)
+        let address = GuestAddress(mappedRings.used.rawValue &+ 2)
         return try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: address) }
     }
 
@@ -194,7 +224,7 @@ public struct SplitQueue: Sendable {
     public mutating func popDescriptorChain(in memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
         guard try pendingCount(in: memory) > 0 else { return nil }
         let slot = UInt64(nextAvailable % size)
-        let slotAddress = GuestAddress(availableRing.rawValue + 4 + 2 * slot)
+        let slotAddress = GuestAddress(mappedRings.available.rawValue + 4 + 2 * slot)
         let head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
         let chain = try walkChain(head: head, in: memory)
         nextAvailable &+= 1
@@ -227,7 +257,7 @@ public struct SplitQueue: Sendable {
     /// Follows the chain starting at `head` and returns its validated buffers.
     private func walkChain(head: UInt16, in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
-        let table = descriptorTable.rawValue
+        let table = mappedRings.descriptors.rawValue
         var buffers: [Descriptor] = []
         buffers.reserveCapacity(4)
         var index = head
@@ -265,7 +295,7 @@ public struct SplitQueue: Sendable {
         guard entryCount <= UInt32(size) else {
             throw .indirectTableTooLarge(head: head, entries: entryCount, limit: size)
         }
-        let address = GuestAddress(raw.address)
+        let address = try physical(raw, head: head)
         guard address.checkedAdd(UInt64(raw.length)) != nil, memory.isValidRange(address, length: Int(raw.length)) else {
             throw .indirectTableOutOfMemory(head: head, address: address, length: raw.length)
         }
@@ -302,10 +332,10 @@ public struct SplitQueue: Sendable {
 
     /// Checks that a buffer descriptor names usable guest memory.
     private func validated(_ raw: RawDescriptor, head: UInt16, in memory: GuestMemory) throws(QueueError) -> Descriptor {
-        let address = GuestAddress(raw.address)
-        guard address.checkedAdd(UInt64(raw.length)) != nil else {
-            throw .descriptorAddressOverflow(head: head, address: address, length: raw.length)
+        guard GuestAddress(raw.address).checkedAdd(UInt64(raw.length)) != nil else {
+            throw .descriptorAddressOverflow(head: head, address: GuestAddress(raw.address), length: raw.length)
         }
+        let address = try physical(raw, head: head)
         let writable = raw.flags.contains(.write)
         do {
             try memory.checkRange(address, length: Int(raw.length), writing: writable)
@@ -313,6 +343,16 @@ public struct SplitQueue: Sendable {
             throw .descriptorOutOfMemory(head: head, address: address, length: raw.length, cause: error)
         }
         return Descriptor(address: address, length: raw.length, isWritable: writable)
+    }
+
+    /// The guest physical address of a descriptor's buffer: its address, or the
+    /// translator's mapping of its whole length (of one byte for an empty buffer).
+    private func physical(_ raw: RawDescriptor, head: UInt16) throws(QueueError) -> GuestAddress {
+        guard let translator else { return GuestAddress(raw.address) }
+        guard let value = translator.translate(raw.address, length: UInt64(max(raw.length, 1))) else {
+            throw .descriptorNotMapped(head: head, address: raw.address, length: raw.length)
+        }
+        return GuestAddress(value)
     }
 
     private static func littleEndian(_ bytes: [UInt8], _ base: Int) -> UInt64 {
@@ -333,7 +373,7 @@ public struct SplitQueue: Sendable {
     public mutating func addUsed(head: UInt16, length: UInt32, in memory: GuestMemory) throws(QueueError) {
         try check()
         guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
-        let element = GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(nextUsed % size))
+        let element = GuestAddress(mappedRings.used.rawValue + 4 + 8 * UInt64(nextUsed % size))
         let newIndex = nextUsed &+ 1
         let indexAddress = usedIndexAddress
         try Self.access { () throws(GuestMemoryError) in
@@ -367,7 +407,7 @@ public struct SplitQueue: Sendable {
             guard let previous else { return true }
             return Self.needsEvent(event: usedEvent, new: nextUsed, old: previous)
         }
-        let flagsAddress = availableRing
+        let flagsAddress = mappedRings.available
         let flags = try Self.access { () throws(GuestMemoryError) in try memory.loadAcquire(UInt16.self, at: flagsAddress) }
         return flags & Self.availableNoInterrupt == 0
     }
@@ -411,7 +451,7 @@ public struct SplitQueue: Sendable {
     }
 
     private func setUsedFlags(noNotify: Bool, in memory: GuestMemory) throws(QueueError) {
-        let address = usedRing
+        let address = mappedRings.used
         try Self.access { () throws(GuestMemoryError) in
             try memory.storeRelease(noNotify ? Self.usedNoNotify : 0, at: address)
         }

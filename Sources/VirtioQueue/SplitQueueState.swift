@@ -75,13 +75,18 @@ extension SplitQueue {
     /// themselves wrap and may hold any value. A queue that was not ready keeps whatever
     /// the driver had written.
     ///
+    /// With a `translator` (a device behind a virtual IOMMU) the saved ring addresses are
+    /// I/O virtual addresses and a ready queue's rings must be mapped.
+    ///
     /// - Throws: ``QueueStateError`` naming the first bad field.
-    public init(restoring state: SplitQueueState, memory: GuestMemory? = nil) throws(QueueStateError) {
+    public init(restoring state: SplitQueueState, memory: GuestMemory? = nil,
+                translator: (any AddressTranslator)? = nil) throws(QueueStateError) {
         do {
             self = try SplitQueue(maxSize: state.maxSize)
         } catch {
             throw QueueStateError(field: "maxSize", reason: "\(error)")
         }
+        self.translator = translator
         size = state.size
         descriptorTable = state.descriptorTable
         availableRing = state.availableRing
@@ -96,8 +101,7 @@ extension SplitQueue {
         if let memory {
             do { try activate(in: memory) } catch { throw Self.stateError(error) }
         } else {
-            do { try checkLayout() } catch { throw Self.stateError(error) }
-            markReady()
+            do { try markReady() } catch { throw Self.stateError(error) }
         }
         let inFlight = state.nextAvailable &- state.nextUsed
         guard inFlight <= state.size else {
@@ -115,7 +119,7 @@ extension SplitQueue {
         guard state.maxSize == maxSize else {
             throw QueueStateError(field: "maxSize", reason: "saved \(state.maxSize) but this queue offers \(maxSize)")
         }
-        self = try SplitQueue(restoring: state, memory: memory)
+        self = try SplitQueue(restoring: state, memory: memory, translator: translator)
     }
 
     /// Maps a configuration error to the state field it concerns.
@@ -123,7 +127,7 @@ extension SplitQueue {
         let field: String
         switch error {
         case .invalidSize: field = "size"
-        case .misalignedRing(let part, _, _), .ringOutOfMemory(let part, _, _):
+        case .misalignedRing(let part, _, _), .ringOutOfMemory(let part, _, _), .ringNotMapped(let part, _, _):
             switch part {
             case .descriptorTable: field = "descriptorTable"
             case .availableRing: field = "availableRing"

@@ -354,8 +354,6 @@ struct CHRemoteTests {
             // Live migration is carried out now: the (fake) control takes the request.
             #expect(try Self.run(socket + ["send-migration", "destination_url=unix:/tmp/sock"]).status == 0)
             let absent: [(arguments: [String], feature: String)] = [
-                (["add-pmem", "file=/tmp/pmem,size=2M,iommu=on"], "the virtual IOMMU"),
-                (["add-vsock", "cid=3,socket=/tmp/vsock.sock,iommu=on"], "the virtual IOMMU"),
                 (["add-vdpa", "path=/dev/vhost-vdpa-0"], "vDPA devices"),
                 (["add-device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "VFIO device assignment"),
                 (["add-user-device", "socket=/tmp/user.sock"], "vfio-user devices"),

@@ -96,9 +96,6 @@ struct CommandLineCompatibilityTests {
 
     @Test("every v53.0 option is accepted by the parser, and those of absent features are refused naming the option",
           arguments: [
-            (["--balloon", "size=1G,deflate_on_oom=on,iommu=on"], "--balloon iommu="),
-            (["--pmem", "file=/tmp/p,size=128M,discard_writes=on,iommu=on"], "--pmem iommu="),
-            (["--vsock", "cid=3,socket=/tmp/v.sock,iommu=on"], "--vsock iommu="),
             (["--vdpa", "path=/dev/vhost-vdpa-0,num_queues=2"], "--vdpa"),
             (["--device", "path=/sys/bus/pci/devices/0000:01:00.0/"], "--device"),
             (["--user-device", "socket=/tmp/u.sock"], "--user-device"),

@@ -52,9 +52,10 @@ struct Driver {
     let transport: VirtioPCIDevice
     var availableIndex: UInt16 = 0
 
-    init(device: any VirtioDevice = VirtioRng(source: CountingEntropy())) throws {
+    init(device: any VirtioDevice = VirtioRng(source: CountingEntropy()), translator: (any AddressTranslator)? = nil) throws {
         memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x10_0000)])
-        transport = try VirtioPCIDevice(device: device, memory: memory, msixRouting: routing, barAddress: Layout.barAddress)
+        transport = try VirtioPCIDevice(device: device, memory: memory, msixRouting: routing, barAddress: Layout.barAddress,
+                                        translator: translator)
     }
 
     func read(_ offset: UInt64, size: Int) -> UInt64 { transport.readBAR(index: 0, offset: offset, size: size) }

@@ -9,7 +9,7 @@ extension VMBuilder {
                              bars: inout BARWindows) throws -> (VirtioPCIAttachment, String, VirtioBalloon) {
         let options = VirtioBalloon.Options(size: config.size, deflateOnOOM: config.deflateOnOOM, freePageReporting: config.freePageReporting)
         let balloon = VirtioBalloon(options: options)
-        let (attachment, address) = try attachVirtio(balloon, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID)
+        let (attachment, address) = try attachVirtio(balloon, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID, behindIOMMU: config.pci.iommu)
         logger.info("\(id): balloon of \(config.size) bytes\(config.deflateOnOOM ? ", deflate on OOM" : "")\(config.freePageReporting ? ", free page reporting" : "")")
         return (attachment, address, balloon)
     }

@@ -19,7 +19,7 @@ extension VMBuilder {
         guard let host = try HostEndpoint.open(config, what: "virtio console", logger: logger) else { return nil }
         let size = config.mode == .tty ? RawTerminal.windowSize(1) : nil
         let console = VirtioConsole(output: host.output ?? DiscardingConsoleOutput(), cols: size?.columns ?? 0, rows: size?.rows ?? 0)
-        let (attachment, address) = try attachVirtio(console, id: "_console", context: context, bars: &bars)
+        let (attachment, address) = try attachVirtio(console, id: "_console", context: context, bars: &bars, behindIOMMU: config.iommu)
         let input = try host.startInput(into: .console(console), name: "virtio console", events: context.events, logger: logger)
         return AttachedConsole(device: console, attachment: attachment, address: address, host: host, input: input)
     }

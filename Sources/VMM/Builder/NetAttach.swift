@@ -30,7 +30,7 @@ extension VMBuilder {
                                         offloadUFO: config.offloadUFO,
                                         receiveRateLimiter: receiveLimiter, transmitRateLimiter: transmitLimiter)
         let device = try VirtioNet(backends: backends, options: options)
-        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pciDeviceID)
+        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pciDeviceID, behindIOMMU: config.iommu)
         if let receiveLimiter, let transmitLimiter, !receiveLimiter.isUnlimited {
             let transport = attachment.transport, pairs = backends.count
             try RateLimiterWakeUp.install(receiveLimiter, events: context.events) {

@@ -128,7 +128,7 @@ extension VMBuilder {
         let attachment: VirtioPCIAttachment
         let address: String
         do {
-            (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, keepOpen: backing.file, slot: config.pci.pciDeviceID)
+            (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, keepOpen: backing.file, slot: config.pci.pciDeviceID, behindIOMMU: config.pci.iommu)
         } catch {
             try? context.vm.removeMemorySlot(slot)
             try? bars.mmio64?.free(range)

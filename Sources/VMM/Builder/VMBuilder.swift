@@ -212,6 +212,9 @@ struct VMBuilder {
         let pciSegments = try attachPCISegments(windows, pio: pio, mmio: mmio, relocation: mover)
         var context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegments[0], mmio: mmio, router: router, mover: mover, events: events)
         context.placements = placements
+        // With a virtual IOMMU, the devices with iommu=on translate through its table.
+        let iommuMapping = config.hasVirtualIOMMU ? IommuMapping() : nil
+        context.iommu = iommuMapping
         // A device goes on its `pci_segment=` (validated below the segment count) and takes its
         // BAR from that segment's windows.
         func on(_ segment: UInt16) -> VirtioAttachContext { context.on(pciSegments[Int(segment)]) }
@@ -318,6 +321,16 @@ struct VMBuilder {
             managed.append(DeviceRegistration.virtio(id: VirtioMemSupport.deviceID, kind: "virtio-mem", attachment: attachment, address: address, mover: mover))
             virtioMem = support
         }
+        // The virtio-iommu comes last on segment 0, as Cloud Hypervisor adds it after every
+        // other PCI device; the VIOT lists what sits behind it.
+        var viot: VIOT?
+        if let iommuMapping {
+            let attached = try attachVirtioIommu(config, mapping: iommuMapping, endpoints: virtio.compactMap(\.iommuEndpoint),
+                                                 context: on(0), bars: &bars[0])
+            virtio.append(attached.attachment)
+            managed.append(DeviceRegistration.iommu(attached, mover: mover))
+            viot = attached.viot
+        }
 
         let acpiMemoryHotplug = Self.hasACPIMemoryHotplug(config.memory)
         let ged = try attachGenericEventDevice(vm: vm, mmio: mmio, bars: &bars[0].mmio32, memoryHotplug: acpiMemoryHotplug)
@@ -340,7 +353,7 @@ struct VMBuilder {
             let rsdp = try writeACPITables(memory: memory, apicIDs: apicIDs, serialPort: devices.serial != nil, realTimeClock: rtc,
                                            pciSegments: windows, ged: ged.description,
                                            cpuHotplug: (cpuHotplugRegion.start, vcpuCount), pciHotplug: pciHotplugRegion.start,
-                                           memoryHotplug: memoryHotplugRegion?.start)
+                                           memoryHotplug: memoryHotplugRegion?.start, viot: viot)
             let boot = try BootSetup.prepare(payload: config.payload ?? PayloadConfig(), memory: memory, vcpuCount: vcpuCount,
                                              topology: topology, rsdpAddress: rsdp, hotplugRegionStart: virtioMemRegion?.start)
             logger.info("kernel entry \(boot.entry) via the \(boot.bootProtocol)")
@@ -387,13 +400,14 @@ struct VMBuilder {
     func writeACPITables(memory: GuestMemory, apicIDs: [UInt32], serialPort: Bool, realTimeClock: PlatformAML.CMOSRealTimeClock?,
                          pciSegments: [PCISegmentWindows], ged: PlatformAML.GenericEventDevice,
                          cpuHotplug: (controllerAddress: UInt64, presentVCPUs: Int)? = nil, pciHotplug: UInt64? = nil,
-                         memoryHotplug: UInt64? = nil) throws -> GuestAddress {
+                         memoryHotplug: UInt64? = nil, viot: VIOT? = nil) throws -> GuestAddress {
         var configuration = ACPIConfiguration(apicIDs: apicIDs, serialPort: serialPort)
         configuration.cmosRealTimeClock = realTimeClock
         configuration.genericEventDevice = ged
         configuration.cpuHotplug = cpuHotplug
         configuration.pciHotplugAddress = pciHotplug
         configuration.memoryHotplugAddress = memoryHotplug
+        configuration.viot = viot
         configuration.pmTimerPort = UInt16(ACPIPMTimer.portBase)
         configuration.shutdownPort = UInt16(ACPIShutdownDevice.portBase)
         configuration.pciSegments = pciSegments.map(\.mcfg)

@@ -26,17 +26,21 @@ final class VirtioPCIAttachment: Sendable {
     let servedHere: Set<Int>
     /// The device number on the segment's bus.
     let slot: Int
+    /// The endpoint id (`segment << 16 | BDF`) the virtual IOMMU translates this device's
+    /// addresses for, when it sits behind it (`iommu=on`).
+    let iommuEndpoint: UInt32?
     private let notifiers = Mutex<[(queue: Int, event: EventFD, address: UInt64)]>([])
     /// One eventfd per queue for the attachment's whole life, so that a BAR move keeps the
     /// descriptor a back-end was given.
     private let kicks = Mutex<[Int: EventFD]>([:])
 
     init(transport: VirtioPCIDevice, routing: KVMMSIXRouting, backend: OwnedFileDescriptor?, slot: Int, servedElsewhere: Bool = false,
-         servedHere: Set<Int> = []) {
+         servedHere: Set<Int> = [], iommuEndpoint: UInt32? = nil) {
         self.transport = transport
         self.routing = routing
         self.backend = backend
         self.slot = slot
+        self.iommuEndpoint = iommuEndpoint
         self.servedElsewhere = servedElsewhere
         self.servedHere = servedHere
     }
@@ -165,12 +169,15 @@ struct VirtioAttachContext: Sendable {
     var hotplug = false
     /// Where a snapshot's devices were, by id: a restore puts them there again.
     var placements: [String: DevicePlacement] = [:]
+    /// The virtual IOMMU's table, when the VM has one: devices with `iommu=on` translate through it.
+    var iommu: IommuMapping?
 
     /// The same context for a device on `segment`.
     func on(_ segment: PCISegment) -> VirtioAttachContext {
         var context = VirtioAttachContext(vm: vm, memory: memory, segment: segment, mmio: mmio, router: router, mover: mover, events: events)
         context.hotplug = hotplug
         context.placements = placements
+        context.iommu = iommu
         return context
     }
 }
@@ -181,19 +188,33 @@ extension VMBuilder {
     /// disk present at boot on segment 0 (``BARWindows/uses64BitBAR(deviceType:segment:hotplug:)``),
     /// or where the context's placement for `id` says (a restore); MSI-X vectors routed to KVM,
     /// queue notifications through ioeventfds. The device takes slot `slot` (a configuration's
-    /// `pci_device_id`) or the lowest free one. Returns the attachment and the function's PCI
-    /// address (`SSSS:00:DD.0`).
+    /// `pci_device_id`) or the lowest free one. With `behindIOMMU` (`iommu=on`) its queues
+    /// translate the driver's addresses through the context's virtual IOMMU, as the endpoint
+    /// `segment << 16 | BDF`, and it offers `VIRTIO_F_ACCESS_PLATFORM`. Returns the attachment
+    /// and the function's PCI address (`SSSS:00:DD.0`).
     func attachVirtio(_ device: any VirtioDevice, id: String, context: VirtioAttachContext, bars: inout BARWindows,
                       keepOpen: OwnedFileDescriptor? = nil, servedElsewhere: Bool = false, servedHere: Set<Int> = [],
-                      slot wanted: UInt8? = nil) throws -> (VirtioPCIAttachment, String) {
+                      slot wanted: UInt8? = nil, behindIOMMU: Bool = false) throws -> (VirtioPCIAttachment, String) {
+        var translator: IommuEndpoint?
+        var chosen = wanted.map(Int.init)
+        if behindIOMMU {
+            guard let mapping = context.iommu else {
+                throw VMMError(description: "\(id) asks for iommu=on but the VM has no virtual IOMMU")
+            }
+            // The endpoint id needs the slot before the transport exists: take the lowest free one now.
+            let bus = context.segment.bus
+            guard let slot = chosen ?? (0..<PCIBus.deviceCount).first(where: { bus.device(at: $0) == nil }) else { throw PCIError.busFull }
+            chosen = slot
+            translator = mapping.endpoint(UInt32(context.segment.id) << 16 | UInt32(slot) << 3)
+        }
         let routing = try KVMMSIXRouting(router: context.router, count: device.queueMaxSizes.count + 1)
         let saved = context.placements[id]?.bars.first { $0.index == VirtioPCILayout.barIndex }
         let use64Bit = BARWindows.uses64BitBAR(deviceType: device.deviceType, segment: context.segment.id, hotplug: context.hotplug)
         let bar = try bars.allocateBAR(index: VirtioPCILayout.barIndex, size: VirtioPCILayout.barSize, use64Bit: use64Bit, saved: saved)
         do {
             let transport = try VirtioPCIDevice(device: device, memory: context.memory, msixRouting: routing, barAddress: bar.address,
-                                                barKind: bar.kind)
-            let slot = try context.segment.bus.add(transport, at: wanted.map(Int.init))
+                                                barKind: bar.kind, translator: translator)
+            let slot = try context.segment.bus.add(transport, at: chosen)
             do {
                 try context.mmio.insert(PCIBARRegion(device: transport, index: 0), base: bar.address, length: bar.size)
             } catch {
@@ -201,11 +222,11 @@ extension VMBuilder {
                 throw error
             }
             let attachment = VirtioPCIAttachment(transport: transport, routing: routing, backend: keepOpen, slot: slot,
-                                                 servedElsewhere: servedElsewhere, servedHere: servedHere)
+                                                 servedElsewhere: servedElsewhere, servedHere: servedHere, iommuEndpoint: translator?.id)
             try attachment.registerNotifiers(vm: context.vm, events: context.events)
             context.mover.track(attachment)
             let address = "\(hex4(context.segment.id)):00:\(slot < 16 ? "0" : "")\(String(slot, radix: 16)).0"
-            logger.info("virtio-\(device.deviceType) at \(address), BAR 0 (\(bar.kind)) at 0x\(String(bar.address, radix: 16))")
+            logger.info("virtio-\(device.deviceType) at \(address), BAR 0 (\(bar.kind)) at 0x\(String(bar.address, radix: 16))\(behindIOMMU ? ", behind the virtual IOMMU" : "")")
             return (attachment, address)
         } catch {
             bars.free(bar)
@@ -218,7 +239,7 @@ extension VMBuilder {
         let source = try OwnedFileDescriptor(path: config.src, flags: O_RDONLY)
         let rng = VirtioRng(source: FileEntropySource(fileDescriptor: source.rawValue))
         logger.info("virtio-rng: entropy from \(config.src)")
-        return try attachVirtio(rng, id: "_rng", context: context, bars: &bars, keepOpen: source)
+        return try attachVirtio(rng, id: "_rng", context: context, bars: &bars, keepOpen: source, behindIOMMU: config.pci.iommu)
     }
 
     /// Attaches one virtio-blk disk (`--disk path=...`).
@@ -237,7 +258,8 @@ extension VMBuilder {
             logger.warning("\(id): no io_uring ring (\(error)); the disk runs synchronously")
         }
         let block = VirtioBlock(backend: backend, options: options, asyncQueues: asyncQueues)
-        let (attachment, address) = try attachVirtio(block, id: id, context: context, bars: &bars, slot: config.pciDeviceID)
+        let (attachment, address) = try attachVirtio(block, id: id, context: context, bars: &bars, slot: config.pciDeviceID,
+                                                     behindIOMMU: config.iommu)
         let transport = attachment.transport
         for (index, queue) in asyncQueues.enumerated() {
             try context.events.add(queue.eventDescriptor, events: [.readable]) { _ in

@@ -34,7 +34,7 @@ extension VMBuilder {
         let watcher = EventLoopVsockWatcher(events: context.events, logger: logger)
         let device = VirtioVsock(cid: UInt64(config.cid), backend: backend, watcher: watcher)
         watcher.serve(device)
-        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID)
+        let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pci.pciDeviceID, behindIOMMU: config.pci.iommu)
         logger.info("\(id): guest cid \(config.cid), host socket \(config.socket)")
         return AttachedVsock(id: id, device: device, attachment: attachment, address: address, backend: backend, watcher: watcher)
     }

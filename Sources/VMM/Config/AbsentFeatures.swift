@@ -34,7 +34,6 @@ extension PCIDeviceCommon {
     /// `placesSlot`: the device honours `pci_device_id` (disks, NICs, pmem and vsock do).
     func absentFeatures(at path: String, option: String, placesSlot: Bool = false) -> [AbsentFeature] {
         var found: [AbsentFeature] = []
-        if iommu { found.append(AbsentFeature(field: joined(path, "iommu"), option: "\(option) iommu=", feature: "the virtual IOMMU")) }
         if pciDeviceID != nil, !placesSlot {
             found.append(AbsentFeature(field: joined(path, "pci_device_id"), option: "\(option) pci_device_id=", feature: "choosing a device's PCI slot"))
         }
@@ -126,14 +125,12 @@ extension VMConfig {
         if tpm != nil { absent("tpm", "--tpm", "TPM devices") }
         if pvpanic { absent("pvpanic", "--pvpanic", "the pvpanic device") }
         if watchdog { absent("watchdog", "--watchdog", "the virtio watchdog") }
-        if iommu { absent("iommu", "--iommu", "the virtual IOMMU") }
         if !(numa ?? []).isEmpty { absent("numa", "--numa", "guest NUMA nodes") }
         // Consoles.
         found += console.pci.absentFeatures(at: "console", option: "--console")
         if debugConsole.mode != .off { absent("debug_console", "--debug-console", "the debug console port") }
         // Platform.
         if let platform {
-            if !(platform.iommuSegments ?? []).isEmpty { absent("platform.iommu_segments", "--platform iommu_segments=", "the virtual IOMMU") }
             if platform.hasSMBIOS { absent("platform", "--platform serial_number=,uuid=,oem_strings=", "SMBIOS tables") }
             if platform.tdx { absent("platform.tdx", "--platform tdx=", "Intel TDX") }
             if platform.sevSNP { absent("platform.sev_snp", "--platform sev_snp=", "AMD SEV-SNP") }

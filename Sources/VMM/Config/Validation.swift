@@ -11,6 +11,7 @@ extension VMConfig {
         try cpus.validate()
         try memory.validate()
         try validatePCISegments()
+        try validateIOMMU()
         try serial.validate(option: "--serial")
         try validateDisks()
         try validateNets()

@@ -32,6 +32,16 @@ extension VMMController {
             }
         }
 
+        /// Whether the request asks for `iommu=on`.
+        var iommu: Bool {
+            switch self {
+            case let .disk(config): config.iommu
+            case let .net(config): config.iommu
+            case let .pmem(config): config.pci.iommu
+            case let .vsock(config): config.pci.iommu
+            }
+        }
+
         /// The id the request gave, if any.
         var requestedID: String? {
             switch self {
@@ -48,6 +58,11 @@ extension VMMController {
     func hotAdd(_ kind: HotplugKind, slot: inout Slot, instance: VMInstance, action: String) throws(ControlError) -> PciDeviceInfo {
         guard var config = slot.config else { throw .vmNotCreated }
         try Self.refuseWhileMigrating(slot, action)
+        // Only a segment whose every slot the VIOT already lists can take a device behind the
+        // virtual IOMMU (Cloud Hypervisor's `InvalidIommuHotplug`).
+        if kind.iommu, !config.iommuSegments.contains(kind.pciSegment) {
+            throw .failed(action: action, reason: "Cannot hotplug device behind vIOMMU: segment \(kind.pciSegment) is not in --platform iommu_segments=")
+        }
         // The hotplug controller and the slots in the DSDT serve segment 0 only.
         guard kind.pciSegment == 0 else {
             throw .absentFeature(AbsentFeature(field: "pci_segment", option: "ch-remote \(action.dropFirst(3)) pci_segment=",

@@ -54,8 +54,12 @@ public final class VirtioPCIDevice: PCIDevice {
     ///
     /// - Throws: ``VirtioPCIError`` when the device's queues are unusable, or the BAR or
     ///   capabilities do not fit.
+    ///
+    /// With a `translator` (the device sits behind a virtual IOMMU, `iommu=on`) the transport
+    /// also offers `VIRTIO_F_ACCESS_PLATFORM` and every queue translates the driver's
+    /// addresses through it.
     public init(device: any VirtioDevice, memory: GuestMemory, msixRouting: any MSIXRouting, barAddress: UInt64,
-                barKind: PCIBARKind = .memory64) throws(VirtioPCIError) {
+                barKind: PCIBARKind = .memory64, translator: (any AddressTranslator)? = nil) throws(VirtioPCIError) {
         let maxSizes = device.queueMaxSizes
         guard !maxSizes.isEmpty, maxSizes.count < MSIXConfiguration.maxVectors else {
             throw .invalidQueueCount(maxSizes.count)
@@ -63,6 +67,7 @@ public final class VirtioPCIDevice: PCIDevice {
         var queues: [SplitQueue] = []
         for (index, maxSize) in maxSizes.enumerated() {
             do { queues.append(try SplitQueue(maxSize: maxSize)) } catch { throw .invalidQueue(index: index, error) }
+            queues[index].translator = translator
         }
         let deviceID = VirtioPCILayout.deviceIDBase &+ device.deviceType.rawValue
         var configuration = PCIConfiguration(
@@ -91,7 +96,7 @@ public final class VirtioPCIDevice: PCIDevice {
         }
         self.device = device
         self.name = "virtio-\(device.deviceType)"
-        self.offeredFeatures = device.features | VirtioFeature.version1
+        self.offeredFeatures = device.features | VirtioFeature.version1 | (translator == nil ? 0 : VirtioFeature.accessPlatform)
         self.memory = memory
         self.interrupt = VirtioPCIInterrupt(msix: msix, queueCount: maxSizes.count)
         self.state = Mutex(Live(configuration: configuration, queues: queues,

@@ -203,7 +203,8 @@ extension VirtioPCIDevice: StatefulDevice {
                 throw refuse("queues[\(index)].eventIndex: \(queueState.queue.eventIndex) disagrees with the negotiated features")
             }
             do {
-                queues.append(try SplitQueue(restoring: queueState.queue, memory: running ? memory : nil))
+                queues.append(try SplitQueue(restoring: queueState.queue, memory: running ? memory : nil,
+                                             translator: live.queues[index].translator))
             } catch {
                 throw refuse("queues[\(index)]: \(error)")
             }
