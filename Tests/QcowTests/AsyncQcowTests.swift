@@ -199,6 +199,49 @@ struct AsyncQcowTests {
         try Self.exercise(qcow: qcow, rawPath: raw, clusterSize: 65536, direct: true, seed: 31)
     }
 
+    @Test("A cluster freed while a ring request still targets it is not reused until that request is done")
+    func freedClusterNotReusedWhileInFlight() throws {
+        let folder = try ScratchFolder()
+        let qcow = folder.file("disk.qcow2")
+        try Qemu.run(Qemu.img, ["create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", qcow, "4M"])
+        let cluster = 65536
+        do {
+            let image = try QcowImage(path: qcow, options: .init(ioUring: true))
+            try image.write(bytes: [UInt8](repeating: 1, count: cluster), at: 0)
+            let stale = UnsafeMutableRawBufferPointer.allocate(byteCount: cluster, alignment: 4096)
+            defer { stale.deallocate() }
+            stale.initializeMemory(as: UInt8.self, repeating: 2)
+            // A write over the allocated cluster, mapped but not yet on the file (a ring request in flight).
+            let extents = try image.mapWrite(from: [UnsafeRawBufferPointer(stale)], at: 0)
+            let host = try #require(extents.first?.offset)
+            #expect(extents.count == 1)
+            // Meanwhile the guest discards the cluster, flushes, and writes elsewhere.
+            try image.discard(offset: 0, length: UInt64(cluster))
+            try image.flush()
+            try image.write(bytes: [UInt8](repeating: 3, count: cluster), at: UInt64(cluster))
+            let probe = UnsafeMutableRawBufferPointer.allocate(byteCount: cluster, alignment: 4096)
+            defer { probe.deallocate() }
+            let newHost = try #require(try image.mapRead(into: [probe], at: UInt64(cluster)).first?.offset)
+            image.finishedExtents()
+            #expect(newHost != host, "the new cluster reuses host offset \(host) while a ring write to it is in flight")
+            // Once the request is done (the late write lands where nothing points), the space comes back.
+            let late = try #require(FileHandle(forWritingAtPath: qcow))
+            try late.seek(toOffset: host)
+            try late.write(contentsOf: Data(UnsafeRawBufferPointer(stale)))
+            try late.close()
+            image.finishedExtents()
+            try image.flush()
+            #expect(try image.readBytes(count: cluster, at: 0) == [UInt8](repeating: 0, count: cluster))
+            #expect(try image.readBytes(count: cluster, at: UInt64(cluster)) == [UInt8](repeating: 3, count: cluster))
+            try image.write(bytes: [UInt8](repeating: 4, count: cluster), at: UInt64(2 * cluster))
+            let reused = try #require(try image.mapRead(into: [probe], at: UInt64(2 * cluster)).first?.offset)
+            image.finishedExtents()
+            #expect(reused == host, "the freed cluster is reused after the request")
+            try image.flush()
+        }
+        try Qemu.check(qcow)
+    }
+
     @Test("Without ioUring (_disable_io_uring, or no io_uring on the host) the image offers no queue and runs synchronously")
     func fallback() throws {
         let folder = try ScratchFolder()
