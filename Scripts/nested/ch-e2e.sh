@@ -276,8 +276,10 @@ in_l1() {
     # fails and the image stays byte-for-byte the same.
     # vdc is a qcow2 overlay (made by qemu-img) over a raw base with its own pattern
     # (backing_files=on): the guest reads the base's pattern through it and writes its own,
-    # which qemu-img convert finds afterwards; qemu-img check finds the overlay clean and the
-    # base stays unchanged.
+    # which qemu-img convert finds afterwards; its last MiB is written (new clusters), read
+    # back, rewritten in place by four writers at once and read back again (with io_uring the
+    # data of allocated clusters moves through the ring), and the converted image has the
+    # second contents; qemu-img check finds the overlay clean and the base stays unchanged.
     local disk_dir disk_a disk_b disk_b_sum disk_c disk_base disk_base_sum disk_d disk_e disk_f
     disk_dir="$(mktemp -d)"
     disk_a="$disk_dir/a.raw" disk_b="$disk_dir/b.raw" disk_c="$disk_dir/c.qcow2" disk_base="$disk_dir/base.raw"
@@ -301,7 +303,9 @@ in_l1() {
   CH-DISK-F-([A-Z]+)|||printf GUESTQCOW | dd of=/dev/vdc bs=512 seek=4096 conv=fsync 2>/dev/null; echo CH-DISK-G-$((3+4))
   CH-DISK-G-([0-9]+)|||s=$(cut -d" " -f1 /proc/uptime); dd if=/dev/vdd of=/dev/null bs=65536 count=48 2>/dev/null; echo CH-DISK-H-$s-$(cut -d" " -f1 /proc/uptime)
   CH-DISK-H-([0-9.-]+)|||s=$(cut -d" " -f1 /proc/uptime); dd if=/dev/vde of=/dev/null bs=65536 count=24 2>/dev/null & dd if=/dev/vdf of=/dev/null bs=65536 count=24 2>/dev/null; wait; echo CH-DISK-I-$s-$(cut -d" " -f1 /proc/uptime)
-  CH-DISK-I-([0-9.-]+)|||poweroff -f'
+  CH-DISK-I-([0-9.-]+)|||head -c 1048576 /dev/urandom >/tmp/q && dd if=/tmp/q of=/dev/vdc bs=65536 seek=48 conv=fsync 2>/dev/null && echo 3 >/proc/sys/vm/drop_caches && echo CH-DISK-J-$(md5sum </tmp/q | cut -c1-32)-$(dd if=/dev/vdc bs=65536 skip=48 count=16 2>/dev/null | md5sum | cut -c1-32)
+  CH-DISK-J-([0-9a-f-]+)|||head -c 1048576 /dev/urandom >/tmp/q && for i in 0 1 2 3; do dd if=/tmp/q of=/dev/vdc bs=65536 skip=$((i*4)) seek=$((48+i*4)) count=4 conv=notrunc,fsync 2>/dev/null & done; wait; echo 3 >/proc/sys/vm/drop_caches; echo CH-DISK-K-$(md5sum </tmp/q | cut -c1-32)-$(dd if=/dev/vdc bs=65536 skip=48 count=16 2>/dev/null | md5sum | cut -c1-32)
+  CH-DISK-K-([0-9a-f-]+)|||poweroff -f'
     local disks=(--disk "path=$disk_a,num_queues=2" "path=$disk_b,readonly=on,serial=ROSERIAL" "path=$disk_c,backing_files=on"
       "path=$disk_d,bw_size=1048576,bw_refill_time=1000" "path=$disk_e,rate_limit_group=pair" "path=$disk_f,rate_limit_group=pair"
       --rate-limit-group "bw_size=1048576,bw_refill_time=1000,id=pair")
@@ -321,14 +325,19 @@ in_l1() {
     qemu-img convert -O raw "$disk_c" "$disk_dir/c.raw"
     qcow_guest="$(dd if="$disk_dir/c.raw" bs=512 skip=4096 count=1 status=none | head -c 9)"
     qcow_base="$(dd if="$disk_dir/c.raw" bs=512 skip=2048 count=1 status=none | head -c 11)"
-    if ((steps_done == 10)) && ((vmm_status == 0)) && awk -v s="$limited_s" -v g="$group_s" 'BEGIN { exit !(s >= 1.8 && g >= 1.8) }' &&
+    # The last MiB of vdc: written whole (new clusters, allocated synchronously), read back,
+    # then rewritten in place by four writers at once (data through io_uring) and read again.
+    local qcow_first="${captures[9]:-x-y}" qcow_second="${captures[10]:-x-y}" qcow_tail
+    qcow_tail="$(dd if="$disk_dir/c.raw" bs=65536 skip=48 count=16 status=none | md5sum | cut -c1-32)"
+    if ((steps_done == 12)) && [[ ${qcow_first%-*} == "${qcow_first#*-}" && ${qcow_second%-*} == "${qcow_second#*-}" &&
+      $qcow_tail == "${qcow_second%-*}" && ${qcow_first%-*} != "${qcow_second%-*}" ]] && ((vmm_status == 0)) && awk -v s="$limited_s" -v g="$group_s" 'BEGIN { exit !(s >= 1.8 && g >= 1.8) }' &&
       [[ ${captures[0]} == 8192-2-1-ROSERIAL && ${captures[1]} == HOSTPATTERN &&
       ${captures[2]} == "$host_a_sum" && ${captures[3]} != 0 && ${captures[4]} == "$host_a_sum" &&
       $(md5sum <"$disk_b" | cut -c1-32) == "$disk_b_sum" && ${captures[5]} == BASEPATTERN && $qcow_check == clean &&
       $qcow_guest == GUESTQCOW && $qcow_base == BASEPATTERN && $(md5sum <"$disk_base" | cut -c1-32) == "$disk_base_sum" ]]; then
-      pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, qemu-img check clean, base unchanged; vdd limited to 1 MiB/s (bw_size=1048576,bw_refill_time=1000): 3 MiB read in ${limited_s}s (2 s at least); vde and vdf in one 1 MiB/s --rate-limit-group: 1.5 MiB from each at once in ${group_s}s (2 s at least)"
+      pass "disks: vda 8192 sectors with 2 queues, vdb read-only with serial ROSERIAL, host pattern read by the guest, 1 MiB guest write matches on the host (md5 $host_a_sum), write to the read-only disk refused and its image unchanged; vdc qcow2 over a raw backing file: base pattern read, guest write found by qemu-img convert, 1 MiB written into new clusters and read back (md5 ${qcow_first%-*}), rewritten in place by 4 writers at once and read back (md5 ${qcow_second%-*}, the same in the converted image), qemu-img check clean, base unchanged; vdd limited to 1 MiB/s (bw_size=1048576,bw_refill_time=1000): 3 MiB read in ${limited_s}s (2 s at least); vde and vdf in one 1 MiB/s --rate-limit-group: 1.5 MiB from each at once in ${group_s}s (2 s at least)"
     else
-      fail "disks: steps $steps_done/10, group read ${group_s}s, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base', limited read ${limited_s}s (2 s at least expected)"
+      fail "disks: steps $steps_done/12, qcow2 tail: written-read $qcow_first, rewritten-read $qcow_second, converted $qcow_tail, group read ${group_s}s, VMM status $vmm_status, captures [${captures[*]:-}], host md5 $host_a_sum, qcow2 check $qcow_check, converted: guest '$qcow_guest' base '$qcow_base', limited read ${limited_s}s (2 s at least expected)"
     fi
     rm -rf "$disk_dir"
   fi
@@ -548,7 +557,27 @@ CH-BLKBENCH randread-qd32 [0-9]+ [0-9]+ ([0-9.]+)|||poweroff -f'
     else
       echo "ch-bench: virtio-blk: incomplete (cloud-hypervisor [${ch_dd[*]:-}], QEMU [${qemu_dd[*]:-}])"
     fi
-    rm -f "$bench_disk"
+    # The same comparison for a qcow2 image (the raw image converted with every cluster
+    # allocated: -S 0 keeps the zeroes as data), random 4 KiB reads at queue depth 32 only:
+    # cloud-hypervisor maps clusters synchronously and reads their data through io_uring,
+    # QEMU's disk is format=qcow2,aio=io_uring.
+    local bench_qcow="$bench_disk.qcow2"
+    qemu-img convert -q -S 0 -f raw -O qcow2 "$bench_disk" "$bench_qcow"
+    local qcow_steps='L2-INIT-READY|||ch-blkbench /dev/vda randread 4096 8192 32
+CH-BLKBENCH randread-qd32 [0-9]+ [0-9]+ ([0-9.]+)|||poweroff -f'
+    run_l2 ch-qcow "$qcow_steps" "$binary" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" \
+      --disk "path=$bench_qcow,image_type=qcow2"
+    local ch_qcow=("${captures[@]}")
+    run_l2 qemu-qcow "$qcow_steps" qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 256 -nographic -no-reboot -nic none \
+      -kernel "$nested_vmlinux" -initrd "$nested_l2_initrd" -append "$append" \
+      -drive "file=$bench_qcow,if=none,id=d0,format=qcow2,aio=io_uring" -device virtio-blk-pci,drive=d0
+    local qemu_qcow=("${captures[@]}")
+    if ((${#ch_qcow[@]} == 1 && ${#qemu_qcow[@]} == 1)); then
+      echo "ch-bench: virtio-blk qcow2 8192 random 4 KiB O_DIRECT reads at queue depth 32: cloud-hypervisor ${ch_qcow[0]} s, QEMU ${qemu_qcow[0]} s, throughput ratio $(awk -v c="${ch_qcow[0]}" -v q="${qemu_qcow[0]}" 'BEGIN { if (c > 0) printf "%.2f", q / c; else print "?" }')x QEMU (target 1.0x or better)"
+    else
+      echo "ch-bench: virtio-blk qcow2: incomplete (cloud-hypervisor [${ch_qcow[*]:-}], QEMU [${qemu_qcow[*]:-}])"
+    fi
+    rm -f "$bench_disk" "$bench_qcow"
   fi
   if [[ $bench == 1 ]] && want net; then bench_net; fi
   echo "ch-e2e: $passed passed, $failed failed"

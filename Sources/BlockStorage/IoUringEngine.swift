@@ -73,6 +73,10 @@ public final class IoUringEngine: @unchecked Sendable {
     /// The number of slots with a request not yet reaped.
     public var inFlight: Int { Int(ciouring_in_flight(engine)) }
 
+    /// Adds one to the eventfd's counter, as a completion does: a request finished without the
+    /// ring (synchronously) is then reaped by the same event-loop path.
+    public func signalEvent() { ciouring_signal_event(engine) }
+
     /// Resets the eventfd's counter (call before reaping, so no completion is missed).
     public func clearEvent() { ciouring_clear_event(engine) }
 

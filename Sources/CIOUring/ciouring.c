@@ -107,6 +107,8 @@ void ciouring_clear_event(ciouring_engine *engine) {
     (void)eventfd_read(engine->eventfd, &value);
 }
 
+void ciouring_signal_event(ciouring_engine *engine) { (void)eventfd_write(engine->eventfd, 1); }
+
 unsigned ciouring_in_flight(const ciouring_engine *engine) { return engine->in_flight; }
 
 /// Puts the slot's remaining request into a submission entry; -EAGAIN when the queue is full.

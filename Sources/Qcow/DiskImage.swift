@@ -45,8 +45,8 @@ public enum DiskImage {
         public var backingFiles: Bool
         /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
         public var lock: ImageLock
-        /// Let a raw image offer io_uring queues (``RawFileBackend/Options/ioUring``); qcow2
-        /// images run synchronously whatever this says.
+        /// Let the image offer io_uring queues (``RawFileBackend/Options/ioUring``,
+        /// ``QcowImage/Options/ioUring``).
         public var ioUring: Bool
 
         /// Probed format, writable, cached, no backing files, locked, synchronous.
@@ -72,7 +72,8 @@ public enum DiskImage {
                                                                  ioUring: options.ioUring))
         case .qcow2:
             return try QcowImage(path: path, options: .init(readOnly: options.readOnly, direct: options.direct,
-                                                             backingFiles: options.backingFiles, lock: options.lock))
+                                                             backingFiles: options.backingFiles, lock: options.lock,
+                                                             ioUring: options.ioUring))
         }
     }
 }

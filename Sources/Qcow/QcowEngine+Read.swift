@@ -5,11 +5,21 @@ extension QcowEngine {
     /// file (one vectored read per run of contiguous host clusters), zero clusters as zeroes,
     /// unallocated ones from the backing file (or zeroes), compressed ones inflated.
     func read(into scatter: Scatter, at offset: UInt64) throws(BlockError) {
+        try read(into: scatter, at: offset) { host, start, length throws(BlockError) in
+            try file.read(into: scatter.slices(from: start, count: length), at: host)
+        }
+    }
+
+    /// ``read(into:at:)`` that hands each run of contiguous allocated host bytes to `dataRun`
+    /// (file offset, position in `scatter`, length) instead of reading it; everything else
+    /// is filled here.
+    func read(into scatter: Scatter, at offset: UInt64,
+              dataRun: (_ host: UInt64, _ start: Int, _ length: Int) throws(BlockError) -> Void) throws(BlockError) {
         var done = 0
         var run: (host: UInt64, start: Int, length: Int)?
         func flushRun() throws(BlockError) {
             guard let current = run else { return }
-            try file.read(into: scatter.slices(from: current.start, count: current.length), at: current.host)
+            try dataRun(current.host, current.start, current.length)
             run = nil
         }
         let mask = UInt64(clusterSize - 1)

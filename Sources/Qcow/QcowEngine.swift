@@ -55,6 +55,9 @@ final class QcowEngine {
     private(set) var refcounts: RefcountStore?
     /// Host ranges to dereference once the L2 tables that dropped them are durable.
     var pendingFrees: [(offset: UInt64, length: UInt64)] = []
+    /// Requests whose extents are on an io_uring (``QcowImage/mapRead(into:at:)``): while
+    /// any is, ``pendingFrees`` stay pending, so no cluster they read or write is reused.
+    var asyncInFlight = 0
 
     // Compressed-cluster scratch: the last cluster inflated, by its L2 entry.
     private var inflater: Inflater?
@@ -249,7 +252,8 @@ final class QcowEngine {
     // MARK: - Flushing metadata
 
     /// Writes every dirty table in crash-safe order, then applies the pending frees:
-    /// refcount blocks (and table) → sync → L2 tables → sync → L1 entries → sync → frees.
+    /// refcount blocks (and table) → sync → L2 tables → sync → L1 entries → sync → frees
+    /// (the frees wait for a flush with no request on an io_uring).
     func flushMetadata() throws(BlockError) {
         guard let refcounts else { return }
         try refcounts.writeDirty()
@@ -267,7 +271,7 @@ final class QcowEngine {
             dirtyL1.removeAll()
         }
         try file.sync()
-        if !pendingFrees.isEmpty {
+        if !pendingFrees.isEmpty && asyncInFlight == 0 {
             for range in pendingFrees { try refcounts.free(offset: range.offset, length: range.length) }
             pendingFrees.removeAll()
             try refcounts.writeDirtyBlocks()
@@ -284,7 +288,7 @@ final class QcowEngine {
         case let .compressed(offset, sectors):
             pendingFrees.append((offset & ~511, sectors * 512))
         }
-        if pendingFrees.count >= Self.maxPendingFrees { try flushMetadata() }
+        if pendingFrees.count >= Self.maxPendingFrees && asyncInFlight == 0 { try flushMetadata() }
     }
 
     /// Flushes metadata and makes everything durable (`fdatasync`).

@@ -21,7 +21,9 @@ import Synchronization
 /// internal snapshots or with the dirty bit set (lazy refcounts; this engine does not
 /// rebuild refcounts: run `qemu-img check -r all`, or open read-only).
 ///
-/// Every call takes one internal mutex, so the image may be shared between threads.
+/// Every call takes one internal mutex, so the image may be shared between threads. With
+/// ``Options/ioUring`` the image also maps requests for ``AsyncBlockQueue``s
+/// (`QcowImage+Async.swift`).
 public final class QcowImage: BlockBackend {
     /// How to open an image.
     public struct Options: Sendable, Equatable {
@@ -33,13 +35,18 @@ public final class QcowImage: BlockBackend {
         public var backingFiles: Bool
         /// The image lock (Cloud Hypervisor's default: a byte-range lock over the image).
         public var lock: ImageLock
+        /// Offer asynchronous queues (``makeAsyncQueue(slots:)``): the data of allocated
+        /// clusters moves through io_uring, the mapping stays synchronous.
+        public var ioUring: Bool
 
-        /// Writable, cached, locked, and refusing backing files unless asked (Cloud Hypervisor's defaults).
-        public init(readOnly: Bool = false, direct: Bool = false, backingFiles: Bool = false, lock: ImageLock = .byteRange) {
+        /// Writable, cached, locked, synchronous, and refusing backing files unless asked (Cloud Hypervisor's defaults).
+        public init(readOnly: Bool = false, direct: Bool = false, backingFiles: Bool = false, lock: ImageLock = .byteRange,
+                    ioUring: Bool = false) {
             self.readOnly = readOnly
             self.direct = direct
             self.backingFiles = backingFiles
             self.lock = lock
+            self.ioUring = ioUring
         }
     }
 
@@ -55,6 +62,8 @@ public final class QcowImage: BlockBackend {
     /// The backing file's path as resolved (nil without a backing file).
     public let backingPath: String?
     private let isDirect: Bool
+    /// Whether ``makeAsyncQueue(slots:)`` makes io_uring queues.
+    public let usesIoUring: Bool
     private let engine: Mutex<QcowEngine>
     private let currentSize: Atomic<UInt64>
 
@@ -94,6 +103,7 @@ public final class QcowImage: BlockBackend {
         self.path = path
         isReadOnly = options.readOnly
         isDirect = options.direct
+        usesIoUring = options.ioUring
         header = engine.header
         backingPath = resolved
         currentSize = Atomic(engine.virtualSize)

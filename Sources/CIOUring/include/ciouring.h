@@ -32,6 +32,8 @@ void ciouring_destroy(ciouring_engine *engine);
 int ciouring_eventfd(const ciouring_engine *engine);
 /// Reads the eventfd's counter back to zero (non-blocking; nothing happens when it is zero).
 void ciouring_clear_event(ciouring_engine *engine);
+/// Adds one to the eventfd's counter, as a completion does.
+void ciouring_signal_event(ciouring_engine *engine);
 /// The number of slots with a request in flight.
 unsigned ciouring_in_flight(const ciouring_engine *engine);
 

@@ -276,7 +276,6 @@ extension VMBuilder {
         if !block.asyncQueues.isEmpty { return "io_uring" }
         if config.disableIoUring { return "synchronous (_disable_io_uring=on)" }
         if let reason = IoUringEngine.unsupportedReason { return "synchronous (io_uring unavailable: \(reason))" }
-        if !(backend is RawFileBackend) { return "synchronous (qcow2 images run synchronously)" }
         return "synchronous"
     }
 

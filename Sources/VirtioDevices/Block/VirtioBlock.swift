@@ -12,7 +12,7 @@ import VirtioQueue
 /// with `VIRTIO_BLK_S_UNSUPP`. A chain that breaks the virtqueue rules, or that has no byte
 /// for the status, throws: the transport then sets `DEVICE_NEEDS_RESET`.
 ///
-/// With asynchronous queues (``asyncQueues``, io_uring over a raw image), reads, writes
+/// With asynchronous queues (``asyncQueues``, io_uring over a raw or qcow2 image), reads, writes
 /// and flushes are handed to the ring and complete later, several at a time and in any
 /// order: the event loop calls ``processCompletions(_:)`` when a queue's completion eventfd
 /// fires. Everything else (and every request the ring cannot take) runs synchronously.
