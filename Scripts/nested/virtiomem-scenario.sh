@@ -21,10 +21,12 @@ scenario_virtiomem() {
   local vm_dir sock
   vm_dir="$(mktemp -d)"
   sock="$vm_dir/api.sock"
-  # vm_wait_total OP DELTA: a guest line that waits (up to 90 s) while MemTotal is still OP the
-  # value the guest kept in /tmp/t0 plus DELTA kB (the driver plugs and unplugs block by block).
+  # vm_wait_total OP DELTA: a guest line that waits (up to 240 s of guest time) while MemTotal is
+  # still OP the value the guest kept in /tmp/t0 plus DELTA kB (the driver plugs and unplugs block
+  # by block, and retries an unplug whose pages it could not move yet after a growing delay); it
+  # prints MemTotal every 25 polls, so that the console never falls silent for the harness.
   vm_wait_total() {
-    printf '%s' 'n=0; t0=$(cat /tmp/t0); while [ "$(awk "/MemTotal/ {print \$2}" /proc/meminfo)" '"$1"' $((t0 + ('"$2"'))) ] && [ $n -lt 450 ]; do sleep 0.2; n=$((n+1)); done; '
+    printf '%s' 'n=0; t0=$(cat /tmp/t0); end=$(($(cut -d. -f1 /proc/uptime) + 240)); while [ "$(awk "/MemTotal/ {print \$2}" /proc/meminfo)" '"$1"' $((t0 + ('"$2"'))) ] && [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do sleep 0.2; n=$((n+1)); [ $((n % 25)) -eq 0 ] && echo CH-VM-WAITING-$n-$(awk "/MemTotal/ {print \$2}" /proc/meminfo); done; '
   }
   vm_grow() {
     "$remote" --api-socket "$sock" resize --memory 1024M >"$vm_dir/grow.out" 2>&1 && echo resized >>"$vm_dir/grow.out"
