@@ -15,7 +15,8 @@ fsh_vmm() {
 # fsh_add N: cycle N of the virtio-fs hotplug: a new virtiofsd serves $fsh_dir/hot on its own
 # socket, ch-remote add-fs tag=hotfs hot-adds it; the guest waits until it can mount hotfs
 # (acpiphp found the function, the virtiofs driver bound it), reads level 1's file, writes
-# guest-N.bin, unmounts and prints both md5s and the device's BDF. Cycle 0 also records the
+# guest-N.bin, unmounts and prints both md5s and the device's BDF (busybox's readlink takes
+# one path at a time). Cycle 0 also records the
 # VMM's open descriptors before any hot-add.
 fsh_add() {
   local n="$1" out
@@ -26,7 +27,7 @@ fsh_add() {
   while [[ ! -S $fsh_dir/hot-$n.sock ]] && ((tries < 100)); do sleep 0.1; tries=$((tries + 1)); done
   out="$("$remote" --api-socket "$fsh_sock" add-fs "tag=hotfs,socket=$fsh_dir/hot-$n.sock" 2>&1)" || out="add-fs failed: $out"
   printf '%s\n' "$out" >"$fsh_dir/add-$n.out"
-  fsh_type "mkdir -p /hot; t=0; until mount -t virtiofs hotfs /hot 2>/dev/null; do [ \$t -lt 300 ] || break; sleep 0.2; t=\$((t+1)); done; h=\$(md5sum </hot/hot.bin | cut -c1-32); head -c 32768 /dev/urandom >/tmp/h; cp /tmp/h /hot/guest-$n.bin; sync; g=\$(md5sum </tmp/h | cut -c1-32); d=\$(readlink -f /sys/bus/virtio/drivers/virtiofs/virtio* | grep -o '0000:00:[0-9a-f.]*' | head -n 1); umount /hot; u=\$?; echo FS-H-\$(($n*1))-\$h-\$g-\$d-\$u"
+  fsh_type "mkdir -p /hot; t=0; until mount -t virtiofs hotfs /hot 2>/dev/null; do [ \$t -lt 300 ] || break; sleep 0.2; t=\$((t+1)); done; h=\$(md5sum </hot/hot.bin | cut -c1-32); head -c 32768 /dev/urandom >/tmp/h; cp /tmp/h /hot/guest-$n.bin; sync; g=\$(md5sum </tmp/h | cut -c1-32); d=\$(for v in /sys/bus/virtio/drivers/virtiofs/virtio*; do readlink -f \$v; done | grep -o '0000:00:[0-9a-f.]*' | head -n 1); umount /hot; u=\$?; echo FS-H-\$(($n*1))-\$h-\$g-\$d-\$u"
 }
 
 # fsh_remove N: ch-remote remove-device of cycle N's id; the guest waits until the function
