@@ -240,7 +240,7 @@ struct VMBuilder {
                 let attached = try attachVhostUserBlock(disk, id: id, context: on(disk.pciSegment), bars: &bars[Int(disk.pciSegment)])
                 virtio.append(attached.attachment)
                 managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserBlock(attached, socket: disk.vhostSocket ?? "", mover: mover),
-                                                            attachment: attached.attachment, context: on(disk.pciSegment)) { _ in attached.device.reset(); attached.device.common.stopWatching() })
+                                                            attachment: attached.attachment, context: on(disk.pciSegment)) { _ in attached.device.reset(); attached.device.common.disconnect() })
                 continue
             }
             let limiter = disk.rateLimitGroup.flatMap { groupLimiters[$0] } ?? disk.rateLimiterConfig?.makeLimiter()
@@ -267,7 +267,7 @@ struct VMBuilder {
                 let attached = try attachVhostUserNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
                 virtio.append(attached.attachment)
                 managed.append(DeviceRegistration.removable(DeviceRegistration.vhostUserNet(attached, socket: net.vhostSocket ?? "", mover: mover),
-                                                            attachment: attached.attachment, context: on(net.pciSegment)) { _ in attached.device.reset(); attached.device.common.stopWatching() })
+                                                            attachment: attached.attachment, context: on(net.pciSegment)) { _ in attached.device.reset(); attached.device.common.disconnect() })
                 continue
             }
             let attached = try attachVirtioNet(net, id: id, context: on(net.pciSegment), bars: &bars[Int(net.pciSegment)])
@@ -291,7 +291,7 @@ struct VMBuilder {
         for (fs, id) in zip(config.fs ?? [], config.fsIDs) {
             let attached = try attachVirtioFs(fs, id: id, context: on(fs.pci.pciSegment), bars: &bars[Int(fs.pci.pciSegment)])
             virtio.append(attached.attachment)
-            managed.append(DeviceRegistration.fs(attached, socket: fs.socket, mover: mover))
+            managed.append(DeviceRegistration.removableFs(attached, socket: fs.socket, context: on(fs.pci.pciSegment)))
         }
         var vsock: AttachedVsock?
         if let vsockConfig = config.vsock, let id = config.vsockID {

@@ -27,11 +27,12 @@ struct AttachedVhostUserNet {
 
 extension VMBuilder {
     /// Attaches one virtio-fs device (`--fs tag=,socket=,num_queues=,queue_size=`), as Cloud
-    /// Hypervisor does: the VMM connects to the back-end and negotiates, puts the function on
-    /// PCI, and leaves the queues to the back-end.
+    /// Hypervisor's `make_virtio_fs_device`: the VMM connects to the back-end and negotiates,
+    /// puts the function on PCI (at `pci_device_id` when the configuration pins it), and
+    /// leaves the queues to the back-end.
     func attachVirtioFs(_ config: FsConfig, id: String, context: VirtioAttachContext, bars: inout BARWindows) throws -> AttachedFs {
         let device = try VhostUserFsDevice(config: config, logger: logger)
-        let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: nil)
+        let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pci.pciDeviceID)
         logger.info("\(id): tag \(config.tag), back-end \(config.socket), \(config.numQueues) request queue(s) of \(config.queueSize)")
         return AttachedFs(id: id, device: device, attachment: attachment, address: address)
     }

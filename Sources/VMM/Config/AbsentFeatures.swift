@@ -31,7 +31,7 @@ private func joined(_ path: String, _ name: String) -> String { path.isEmpty ? n
 extension PCIDeviceCommon {
     /// The absent features these PCI fields ask for (`at` is the device's JSON path, empty
     /// for a device body of its own such as `vm.add-disk`'s).
-    /// `placesSlot`: the device honours `pci_device_id` (disks, NICs, pmem and vsock do).
+    /// `placesSlot`: the device honours `pci_device_id` (disks, NICs, pmem, virtio-fs and vsock do).
     func absentFeatures(at path: String, option: String, placesSlot: Bool = false) -> [AbsentFeature] {
         var found: [AbsentFeature] = []
         if pciDeviceID != nil, !placesSlot {
@@ -83,7 +83,7 @@ extension PmemConfig {
 extension FsConfig {
     /// The absent features this virtio-fs device asks for (`at`: its JSON path, empty for `vm.add-fs`'s body).
     public func absentFeatures(at path: String = "") -> [AbsentFeature] {
-        pci.absentFeatures(at: path, option: "--fs")
+        pci.absentFeatures(at: path, option: "--fs", placesSlot: true)
     }
 }
 

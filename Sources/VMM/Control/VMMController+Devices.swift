@@ -1,5 +1,5 @@
 // The controller's configuration-changing actions: vm.resize and vm.add-disk / vm.add-net /
-// vm.add-pmem / vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
+// vm.add-pmem / vm.add-fs / vm.add-vsock / vm.remove-device. Before boot they edit the stored configuration (as Cloud Hypervisor does);
 // on a running VM, vm.resize hotplugs vCPUs and the others hotplug PCI devices (VMMController+Hotplug.swift).
 import HostSystem
 
@@ -160,10 +160,11 @@ extension VMMController {
         }
     }
 
-    /// `vm.add-fs`: added to the configuration before boot (which then needs shared guest
-    /// memory, as every vhost-user device); hot-adding it to a running VM is absent.
+    /// `vm.add-fs`: added to the configuration before boot, hot-added to a running VM (the VMM
+    /// connects to the back-end); either way the VM needs shared guest memory, as every
+    /// vhost-user device.
     public func addFs(_ config: FsConfig) throws(ControlError) -> PciDeviceInfo? {
-        try addDevice(hotplug: nil, action: "vm.add-fs") { (vm: inout VMConfig) throws(ControlError) in
+        try addDevice(hotplug: .fs(config), action: "vm.add-fs") { (vm: inout VMConfig) throws(ControlError) in
             var fs = vm.fs ?? []
             fs.append(config)
             vm.fs = fs
@@ -215,14 +216,11 @@ extension VMMController {
     /// Applies `change` to the stored configuration of a VM that is not running, after
     /// validating the result, or hot-adds `hotplug` to a running one; takes ownership of
     /// `descriptors` (closed if refused).
-    private func addDevice(hotplug: HotplugKind?, action: String, _ change: (inout VMConfig) throws(ControlError) -> Void,
+    private func addDevice(hotplug: HotplugKind, action: String, _ change: (inout VMConfig) throws(ControlError) -> Void,
                            passing descriptors: [OwnedFileDescriptor] = []) throws(ControlError) -> PciDeviceInfo? {
         try slot.withLock { (slot: inout Slot) throws(ControlError) -> PciDeviceInfo? in
             guard var config = slot.config else { throw .vmNotCreated }
             if let instance = slot.instance {
-                guard let hotplug else {
-                    throw .absentFeature(AbsentFeature(field: action, option: "ch-remote \(action.dropFirst(3))", feature: "hotplug of this device on a running VM"))
-                }
                 let info = try hotAdd(hotplug, slot: &slot, instance: instance, action: action)
                 for descriptor in descriptors { slot.passed[descriptor.rawValue] = descriptor }
                 return info

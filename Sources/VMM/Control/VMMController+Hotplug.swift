@@ -1,4 +1,4 @@
-// vm.add-disk / vm.add-net / vm.add-pmem / vm.add-vsock / vm.remove-device on a running VM:
+// vm.add-disk / vm.add-net / vm.add-pmem / vm.add-fs / vm.add-vsock / vm.remove-device on a running VM:
 // PCI hotplug as Cloud Hypervisor's (ACPI, segment 0). The configuration stays the source of
 // truth: it gets every added device, loses every removed one, and pins each device's id and
 // PCI slot, so that vm.info, a snapshot, a migration or a reboot build the same machine.
@@ -10,14 +10,16 @@ extension VMMController {
         case disk(DiskConfig)
         case net(NetConfig)
         case pmem(PmemConfig)
+        case fs(FsConfig)
         case vsock(VsockConfig)
 
-        /// Cloud Hypervisor's id prefix (`_disk`, `_net`, `_pmem`, `_vsock`).
+        /// Cloud Hypervisor's id prefix (`_disk`, `_net`, `_pmem`, `_fs`, `_vsock`).
         var prefix: String {
             switch self {
             case .disk: "_disk"
             case .net: "_net"
             case .pmem: "_pmem"
+            case .fs: "_fs"
             case .vsock: "_vsock"
             }
         }
@@ -28,6 +30,7 @@ extension VMMController {
             case let .disk(config): config.pciSegment
             case let .net(config): config.pciSegment
             case let .pmem(config): config.pci.pciSegment
+            case let .fs(config): config.pci.pciSegment
             case let .vsock(config): config.pci.pciSegment
             }
         }
@@ -48,6 +51,7 @@ extension VMMController {
             case let .disk(config): config.id
             case let .net(config): config.id
             case let .pmem(config): config.pci.id
+            case let .fs(config): config.pci.id
             case let .vsock(config): config.pci.id
             }
         }
@@ -69,8 +73,7 @@ extension VMMController {
                                                feature: "PCI hotplug on segments other than 0"))
         }
         let built = instance.built
-        let taken = Set(config.diskIDs + config.netIDs + config.pmemIDs + (config.vsockID.map { [$0] } ?? []))
-            .union(built.deviceManager.devices.map(\.id))
+        let taken = Set(config.pciDeviceIDs).union(built.deviceManager.devices.map(\.id))
         let id: String
         if let requested = kind.requestedID {
             guard !taken.contains(requested) else { throw .invalidConfig("id=\(requested) is used by another device; ids must be unique") }
@@ -81,6 +84,7 @@ extension VMMController {
             case .disk: index = config.disks?.count ?? 0
             case .net: index = config.net?.count ?? 0
             case .pmem: index = config.pmem?.count ?? 0
+            case .fs: index = config.fs?.count ?? 0
             case .vsock: index = 0
             }
             while taken.contains(kind.prefix + String(index)) { index += 1 }
@@ -105,6 +109,10 @@ extension VMMController {
         case var .pmem(pmem):
             pmem.pci.id = id
             config.pmem = (config.pmem ?? []) + [pmem]
+        case var .fs(fs):
+            // validate() below refuses it without shared memory, as at boot.
+            fs.pci.id = id
+            config.fs = (config.fs ?? []) + [fs]
         case var .vsock(vsock):
             guard config.vsock == nil else {
                 throw .invalidConfig("the VM has a vsock device already (\(config.vsockID ?? "_vsock0")); it can have only one")
@@ -120,6 +128,7 @@ extension VMMController {
             case .disk: placed = try built.hotAddDisk(config.disks!.last!, id: id)
             case .net: placed = try built.hotAddNet(config.net!.last!, id: id)
             case .pmem: placed = try built.hotAddPmem(config.pmem!.last!, id: id)
+            case .fs: placed = try built.hotAddFs(config.fs!.last!, id: id)
             case .vsock: placed = try built.hotAddVsock(config.vsock!, id: id)
             }
         } catch {
@@ -139,8 +148,7 @@ extension VMMController {
         guard var config = slot.config else { throw .vmNotCreated }
         try Self.refuseWhileMigrating(slot, "vm.remove-device")
         // The hotplug controller and the slots in the DSDT serve segment 0 only.
-        let segment = config.disks?.first { $0.id == id }?.pciSegment ?? config.net?.first { $0.id == id }?.pciSegment
-            ?? config.pmem?.first { $0.pci.id == id }?.pci.pciSegment ?? (config.vsockID == id ? config.vsock?.pci.pciSegment : nil) ?? 0
+        let segment = config.pciSegment(ofDevice: id) ?? 0
         guard segment == 0 else {
             throw .absentFeature(AbsentFeature(field: "id", option: "ch-remote remove-device",
                                                feature: "PCI hot-removal on segments other than 0 (\(id) is on segment \(segment))"))
@@ -157,10 +165,11 @@ extension VMMController {
         } else if let index = config.pmemIDs.firstIndex(of: id) {
             config.pmem?.remove(at: index)
             if config.pmem?.isEmpty == true { config.pmem = nil }
+        } else if let index = config.fsIDs.firstIndex(of: id) {
+            config.fs?.remove(at: index)
+            if config.fs?.isEmpty == true { config.fs = nil }
         } else if config.vsockID == id {
             config.vsock = nil
-        } else if config.fsIDs.contains(id) {
-            throw .absentFeature(AbsentFeature(field: "id", option: "ch-remote remove-device", feature: "hot-removal of virtio-fs (\(id))"))
         } else {
             throw .invalidConfig("no device has id '\(id)'")
         }
@@ -178,8 +187,7 @@ extension VMMController {
     /// vm.remove-device removed: the configuration no longer has it but the machine does, and a
     /// restored or migrated machine could not take its state.
     static func refuseWhileRemovingDevices(_ instance: VMInstance, _ action: String) throws(ControlError) {
-        let config = instance.built.config
-        let configured = Set(config.diskIDs + config.netIDs + config.pmemIDs + (config.vsockID.map { [$0] } ?? []))
+        let configured = Set(instance.built.config.pciDeviceIDs)
         let pending = instance.built.deviceManager.devices.filter { $0.unplug != nil && !configured.contains($0.id) }.map(\.id)
         guard pending.isEmpty else {
             throw .failed(action: action, reason: "device \(pending.joined(separator: ", ")) is being removed and the guest has not ejected it yet; "
@@ -189,12 +197,26 @@ extension VMMController {
 }
 
 extension VMConfig {
-    /// Writes each disk's, NIC's, pmem's and the vsock device's id (Cloud Hypervisor's
+    /// The ids of the devices PCI hotplug adds and removes: disks, NICs, pmem, virtio-fs and
+    /// the vsock device.
+    var pciDeviceIDs: [String] { diskIDs + netIDs + pmemIDs + fsIDs + (vsockID.map { [$0] } ?? []) }
+
+    /// The PCI segment of the disk, NIC, pmem, virtio-fs or vsock device `id` (nil when no
+    /// such device is configured).
+    func pciSegment(ofDevice id: String) -> UInt16? {
+        if let index = diskIDs.firstIndex(of: id) { return disks?[index].pciSegment }
+        if let index = netIDs.firstIndex(of: id) { return net?[index].pciSegment }
+        if let index = pmemIDs.firstIndex(of: id) { return pmem?[index].pci.pciSegment }
+        if let index = fsIDs.firstIndex(of: id) { return fs?[index].pci.pciSegment }
+        return vsockID == id ? vsock?.pci.pciSegment : nil
+    }
+
+    /// Writes each disk's, NIC's, pmem's, virtio-fs' and the vsock device's id (Cloud Hypervisor's
     /// `_disk<N>`... when it had none) into its configuration, and its PCI slot from `slots`
     /// (by id), so that removing one does not renumber the others and a rebuilt machine
     /// (snapshot, migration, reboot) puts each device where the guest knows it.
     mutating func pinDevices(slots: [String: UInt8]) {
-        let (diskIDs, netIDs, pmemIDs, vsockID) = (self.diskIDs, self.netIDs, self.pmemIDs, self.vsockID)
+        let (diskIDs, netIDs, pmemIDs, fsIDs, vsockID) = (self.diskIDs, self.netIDs, self.pmemIDs, self.fsIDs, self.vsockID)
         for (index, id) in diskIDs.enumerated() {
             disks?[index].id = id
             if let slot = slots[id] { disks?[index].pciDeviceID = slot }
@@ -206,6 +228,10 @@ extension VMConfig {
         for (index, id) in pmemIDs.enumerated() {
             pmem?[index].pci.id = id
             if let slot = slots[id] { pmem?[index].pci.pciDeviceID = slot }
+        }
+        for (index, id) in fsIDs.enumerated() {
+            fs?[index].pci.id = id
+            if let slot = slots[id] { fs?[index].pci.pciDeviceID = slot }
         }
         if let vsockID {
             vsock?.pci.id = vsockID

@@ -44,6 +44,18 @@ extension VhostUserCommon {
         for descriptor in descriptors { try? events?.remove(descriptor) }
     }
 
+    /// Stops watching and shuts the connection down: the guest ejected the device. The
+    /// back-end reads the hang-up at once (a virtiofsd serving one VM exits), whoever still
+    /// holds the device; the descriptors close with it.
+    func disconnect() {
+        stopWatching()
+        let channel = state.withLock { state in
+            state.connected = false
+            return state.frontend.channel as? UnixVhostUserChannel
+        }
+        try? channel?.socket.shutdown(.both)
+    }
+
     /// Whether the back-end is connected (not away and being waited for).
     var isConnected: Bool { state.withLock { $0.connected } }
 

@@ -47,7 +47,7 @@ extension BuiltVM {
         let entry = DeviceRegistration.vhostUserBlock(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
         try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
             attached.device.reset()
-            attached.device.common.stopWatching()
+            attached.device.common.disconnect()
         })
         try announce(insertedAt: attached.attachment.slot, support: support)
         return (attached.attachment.slot, attached.address)
@@ -64,7 +64,7 @@ extension BuiltVM {
         let entry = DeviceRegistration.vhostUserNet(attached, socket: config.vhostSocket ?? "", mover: support.context.mover)
         try deviceManager.register(DeviceRegistration.removable(entry, attachment: attached.attachment, context: support.context) { _ in
             attached.device.reset()
-            attached.device.common.stopWatching()
+            attached.device.common.disconnect()
         })
         try announce(insertedAt: attached.attachment.slot, support: support)
         return (attached.attachment.slot, attached.address)
@@ -105,6 +105,20 @@ extension BuiltVM {
         return (attached.attachment.slot, attached.address)
     }
 
+    /// Hot-adds a virtio-fs device (connecting to its back-end, as Cloud Hypervisor's
+    /// `add_fs`); returns its PCI slot and address.
+    func hotAddFs(_ config: FsConfig, id: String) throws -> (slot: Int, bdf: String) {
+        let support = try hotplugSupport()
+        var attached: AttachedFs?
+        try deviceManager.withAllocators { bars in
+            attached = try support.builder.attachVirtioFs(config, id: id, context: support.context, bars: &bars)
+        }
+        guard let attached else { throw VMMError(description: "\(id) was not attached") }
+        try deviceManager.register(DeviceRegistration.removableFs(attached, socket: config.socket, context: support.context))
+        try announce(insertedAt: attached.attachment.slot, support: support)
+        return (attached.attachment.slot, attached.address)
+    }
+
     /// Hot-adds the virtio-vsock device; returns its PCI slot and address.
     func hotAddVsock(_ config: VsockConfig, id: String) throws -> (slot: Int, bdf: String) {
         let support = try hotplugSupport()
@@ -130,7 +144,7 @@ extension BuiltVM {
     func requestRemoval(id: String) throws {
         let support = try hotplugSupport()
         guard let device = deviceManager.device(id: id), device.unplug != nil, let slot = device.resources.pciSlot else {
-            throw VMMError(description: "device \(id) cannot be removed (only disks, network, pmem and vsock devices can)")
+            throw VMMError(description: "device \(id) cannot be removed (only disks, network, pmem, virtio-fs and vsock devices can)")
         }
         support.controller.markRemoving(segment: 0, slot: UInt8(slot))
         try support.ged.notify(.pciHotplug)
@@ -138,6 +152,15 @@ extension BuiltVM {
 }
 
 extension DeviceRegistration {
+    /// A virtio-fs function that the guest's ejection releases: its PCI resources, then its
+    /// back-end's queues are stopped and the connection closed (virtiofsd then exits).
+    static func removableFs(_ fs: AttachedFs, socket: String, context: VirtioAttachContext) -> ManagedDevice {
+        removable(DeviceRegistration.fs(fs, socket: socket, mover: context.mover), attachment: fs.attachment, context: context) { _ in
+            fs.device.reset()
+            fs.device.common.disconnect()
+        }
+    }
+
     /// What a virtio-net device lets go of once ejected: its TAP queues leave the event loop
     /// (the descriptors close with the device).
     static func netRelease(_ net: AttachedNet, events: EventManager) -> @Sendable (DeviceManager) -> Void {
