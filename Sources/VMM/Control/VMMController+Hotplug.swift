@@ -41,6 +41,7 @@ extension VMMController {
             case let .disk(config): config.iommu
             case let .net(config): config.iommu
             case let .pmem(config): config.pci.iommu
+            case let .fs(config): config.pci.iommu
             case let .vsock(config): config.pci.iommu
             }
         }
