@@ -1,6 +1,8 @@
 # shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
 # The memhotplug scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
 # pass, fail, captures, $in, $base, $append, $binary and $remote.
+# shellcheck source-path=SCRIPTDIR source=restore-step.sh
+source "$here/restore-step.sh"
 
 # mh_type LINE: types LINE into the guest's console (from a step that runs in level 1).
 mh_type() { printf '%s\n' "$1" >&"$in"; }
@@ -30,35 +32,10 @@ scenario_memhotplug() {
     "$remote" --api-socket "$sock" info >"$mh_dir/info.json" 2>&1 || true
     mh_restore
   }
-  # mh_restore: pause, snapshot, SIGKILL the VMM run_l2 started ($pid is its timeout wrapper),
-  # restore in a new VMM whose serial console is a FIFO here, ask the guest for MemTotal and
-  # the file's md5, power it off.
+  # mh_restore: snapshot, kill, restore in a new VMM (restore-step.sh); the restored guest
+  # prints MemTotal and the file's md5.
   mh_restore() {
-    local vmm w restored deadline
-    mkdir -p "$mh_dir/snap"
-    { timeout 120 "$remote" --api-socket "$sock" pause && timeout 600 "$remote" --api-socket "$sock" snapshot "file://$mh_dir/snap" &&
-      echo snapshotted; } >"$mh_dir/snap.out" 2>&1 || true
-    vmm="$(pgrep -P "$pid" | head -n 1 || true)"
-    kill -9 "${vmm:-$pid}" 2>/dev/null || true
-    mkfifo "$mh_dir/in"
-    setsid "$binary" -v --api-socket "path=$mh_dir/restored.sock" --restore "source_url=file://$mh_dir/snap,resume=on" \
-      <"$mh_dir/in" >"$mh_dir/restored.out" 2>"$mh_dir/restored.err" &
-    restored=$!
-    exec {w}>"$mh_dir/in"
-    deadline=$((SECONDS + 120))
-    while ((SECONDS < deadline)) && [[ ! -S $mh_dir/restored.sock ]]; do sleep 1; done
-    sleep 2
-    "$remote" --api-socket "$mh_dir/restored.sock" info >"$mh_dir/restored-info.json" 2>&1 || true
-    printf '%s\n' 'echo CH-MH-RESTORED-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/mh/fill | cut -c1-32)' >&"$w"
-    deadline=$((SECONDS + 300))
-    while ((SECONDS < deadline)) && ! grep -qa 'CH-MH-RESTORED-[0-9]' "$mh_dir/restored.out"; do sleep 1; done
-    printf 'poweroff -f\n' >&"$w"
-    deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)) && kill -0 "$restored" 2>/dev/null; do sleep 1; done
-    kill -9 "$restored" 2>/dev/null || true
-    restored_status=0
-    wait "$restored" || restored_status=$?
-    exec {w}>&-
+    restore_in_new_vmm "$mh_dir" "$sock" 'echo CH-MH-RESTORED-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/mh/fill | cut -c1-32)' 'CH-MH-RESTORED-[0-9]'
   }
   local restored_status=-1
   local fill='mkdir -p /tmp/mh && mount -t tmpfs -o size=900m tmpfs /tmp/mh && dd if=/dev/urandom of=/tmp/mh.seed bs=1048576 count=16 2>/dev/null; i=0; while [ $i -lt 40 ]; do cat /tmp/mh.seed; i=$((i+1)); done >/tmp/mh/fill; rm -f /tmp/mh.seed; echo CH-MH-FILLED-$(($(stat -c %s /tmp/mh/fill) / 1048576))_$(awk "/MemFree/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/mh/fill | cut -c1-32)'

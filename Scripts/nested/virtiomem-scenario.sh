@@ -1,6 +1,8 @@
 # shellcheck shell=bash disable=SC2016  # the quoted lines are typed into the guest's shell
 # The virtiomem scenario of ch-e2e.sh, sourced by it inside level 1: it uses its run_l2,
 # pass, fail, captures, $in, $base, $append, $binary and $remote.
+# shellcheck source-path=SCRIPTDIR source=restore-step.sh
+source "$here/restore-step.sh"
 
 # vm_type LINE: types LINE into the guest's console (from a step that runs in level 1).
 vm_type() { printf '%s\n' "$1" >&"$in"; }
@@ -30,11 +32,13 @@ scenario_virtiomem() {
   }
   vm_grow() {
     "$remote" --api-socket "$sock" resize --memory 1024M >"$vm_dir/grow.out" 2>&1 && echo resized >>"$vm_dir/grow.out"
-    vm_type "$(vm_wait_total -lt 500000)"'sleep 1; echo CH-VM-GROWN-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)'
+    vm_type "$(vm_wait_total -lt 500000)"'sleep 1; awk "/MemTotal/ {print \$2}" /proc/meminfo >/tmp/t0; echo CH-VM-GROWN-$(cat /tmp/t0)'
   }
   vm_shrink() {
     "$remote" --api-socket "$sock" resize --memory 768M >"$vm_dir/shrink.out" 2>&1 && echo resized >>"$vm_dir/shrink.out"
-    vm_type 'awk "/MemTotal/ {print \$2}" /proc/meminfo >/tmp/t0; '"$(vm_wait_total -gt -250000)"'sleep 1; echo CH-VM-SHRUNK-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)'
+    # /tmp/t0 holds the grown MemTotal (kept at the end of the grow): read here, after the
+    # resize, it could already be the shrunk one.
+    vm_type "$(vm_wait_total -gt -250000)"'sleep 1; echo CH-VM-SHRUNK-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)'
   }
   vm_final() {
     local status=0
@@ -43,35 +47,10 @@ scenario_virtiomem() {
     "$remote" --api-socket "$sock" info >"$vm_dir/info.json" 2>&1 || true
     vm_type 'mkdir -p /tmp/vm && mount -t tmpfs -o size=900m tmpfs /tmp/vm && dd if=/dev/urandom of=/tmp/vm.seed bs=1048576 count=16 2>/dev/null; i=0; while [ $i -lt 30 ]; do cat /tmp/vm.seed; i=$((i+1)); done >/tmp/vm/keep; rm -f /tmp/vm.seed; echo CH-VM-KEPT-$(($(stat -c %s /tmp/vm/keep) / 1048576))_$(md5sum /tmp/vm/keep | cut -c1-32)'
   }
-  # vm_restore: pause, snapshot, SIGKILL the VMM run_l2 started ($pid is its timeout wrapper),
-  # restore in a new VMM whose serial console is a FIFO here, ask the guest for MemTotal and the
-  # kept file's md5, power it off.
+  # vm_restore: snapshot, kill, restore in a new VMM (restore-step.sh); the restored guest
+  # prints MemTotal and the file's md5.
   vm_restore() {
-    local vmm w restored deadline
-    mkdir -p "$vm_dir/snap"
-    { timeout 120 "$remote" --api-socket "$sock" pause && timeout 600 "$remote" --api-socket "$sock" snapshot "file://$vm_dir/snap" &&
-      echo snapshotted; } >"$vm_dir/snap.out" 2>&1 || true
-    vmm="$(pgrep -P "$pid" | head -n 1 || true)"
-    kill -9 "${vmm:-$pid}" 2>/dev/null || true
-    mkfifo "$vm_dir/in"
-    setsid "$binary" -v --api-socket "path=$vm_dir/restored.sock" --restore "source_url=file://$vm_dir/snap,resume=on" \
-      <"$vm_dir/in" >"$vm_dir/restored.out" 2>"$vm_dir/restored.err" &
-    restored=$!
-    exec {w}>"$vm_dir/in"
-    deadline=$((SECONDS + 120))
-    while ((SECONDS < deadline)) && [[ ! -S $vm_dir/restored.sock ]]; do sleep 1; done
-    sleep 2
-    "$remote" --api-socket "$vm_dir/restored.sock" info >"$vm_dir/restored-info.json" 2>&1 || true
-    printf '%s\n' 'echo CH-VM-RESTORED-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/vm/keep | cut -c1-32)' >&"$w"
-    deadline=$((SECONDS + 300))
-    while ((SECONDS < deadline)) && ! grep -qa 'CH-VM-RESTORED-[0-9]' "$vm_dir/restored.out"; do sleep 1; done
-    printf 'poweroff -f\n' >&"$w"
-    deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)) && kill -0 "$restored" 2>/dev/null; do sleep 1; done
-    kill -9 "$restored" 2>/dev/null || true
-    restored_status=0
-    wait "$restored" || restored_status=$?
-    exec {w}>&-
+    restore_in_new_vmm "$vm_dir" "$sock" 'echo CH-VM-RESTORED-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)_$(md5sum /tmp/vm/keep | cut -c1-32)' 'CH-VM-RESTORED-[0-9]'
   }
   local restored_status=-1
   local fill='mkdir -p /tmp/vm && mount -t tmpfs -o size=900m tmpfs /tmp/vm && dd if=/dev/zero of=/tmp/vm/fill bs=1048576 count=640 2>/dev/null; echo CH-VM-FILLED-$(($(stat -c %s /tmp/vm/fill) / 1048576)); rm -f /tmp/vm/fill; umount /tmp/vm; echo 3 >/proc/sys/vm/drop_caches; echo CH-VM-EMPTIED-$((6*7))'
