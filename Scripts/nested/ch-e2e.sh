@@ -88,7 +88,8 @@
 #   pcihotplug --api-socket and one disk: ch-remote add-disk hot-adds an image the guest finds as
 #            /dev/vdb (ACPI PCI hotplug) and reads and writes; remove-device makes the guest eject
 #            it; 20 add/remove cycles of the same image leave the VMM's descriptors as they were;
-#            add-net gives the guest a NIC that pings level 1; an unknown id is refused naming it
+#            add-net gives the guest a NIC that pings level 1, on a TAP the VMM makes and on one
+#            the client passes (add-net fd=, SCM_RIGHTS); an unknown id is refused naming it
 #            (pcihotplug-scenario.sh).
 #   libvirt  libvirt 9.0's own ch driver (Scripts/libvirt, built once into a cache): virsh
 #            defines and starts a domain (kernel, initramfs, 2 vCPUs, a disk, a pty console),

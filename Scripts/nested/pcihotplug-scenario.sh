@@ -103,14 +103,25 @@ scenario_pcihotplug() {
     # pattern and binds its vsock driver to the new device.
     "$remote" --api-socket "$sock" add-pmem "file=$ph_dir/pmem.raw" >"$ph_dir/pmem.out" 2>&1 || echo "add-pmem failed" >>"$ph_dir/pmem.out"
     "$remote" --api-socket "$sock" add-vsock "cid=3,socket=$ph_dir/vsock.sock" >"$ph_dir/vsock.out" 2>&1 || echo "add-vsock failed" >>"$ph_dir/vsock.out"
+    # A NIC on a TAP the client opened and passed (as Kata hot-adds one): ch-remote add-net fd=
+    # sends the descriptor in SCM_RIGHTS; the TAP lives as long as the VMM holds it.
+    python3 - "$remote" "$sock" >"$ph_dir/fdnet.out" 2>&1 <<'PY' || echo "add-net fd= failed" >>"$ph_dir/fdnet.out"
+import fcntl, os, struct, sys
+remote, sock = sys.argv[1:3]
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"chphfd0", 0x0002 | 0x1000 | 0x4000))  # TUNSETIFF: TAP, NO_PI, VNET_HDR
+os.set_inheritable(fd, True)
+os.execv(remote, [remote, "--api-socket", sock, "add-net", f"fd=[{fd}],mac=52:54:00:00:00:32"])
+PY
+    { ip addr add 192.168.252.1/24 dev chphfd0 && ip link set chphfd0 up; } >>"$ph_dir/fdnet.out" 2>&1 || echo "no TAP chphfd0" >>"$ph_dir/fdnet.out"
     "$remote" --api-socket "$sock" info >"$ph_dir/info.json" 2>&1 || true
-    ph_type 'n=0; while [ ! -e /dev/pmem0 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; v=no; n=0; while [ $n -lt 300 ]; do ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport 2>/dev/null | grep -q virtio && { v=yes; break; }; sleep 0.2; n=$((n+1)); done; echo CH-PH-DONE-$((40+2))-$(head -c 4096 /dev/pmem0 | md5sum | cut -c1-32)-$v'
+    ph_type 'n=0; while [ ! -e /dev/pmem0 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; v=no; n=0; while [ $n -lt 300 ]; do ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport 2>/dev/null | grep -q virtio && { v=yes; break; }; sleep 0.2; n=$((n+1)); done; n=0; while [ ! -e /sys/class/net/eth1 ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; ip link set eth1 up && ip addr add 192.168.252.2/24 dev eth1 && ping -c 3 -W 5 192.168.252.1 >/dev/null && f=ok || f=no; echo CH-PH-DONE-$((40+2))-$(head -c 4096 /dev/pmem0 | md5sum | cut -c1-32)-$v-$f'
   }
   local steps="L2-INIT-READY|||!ph_add
   CH-PH-ADDED-([0-9a-f]+)|||!ph_remove
   CH-PH-REMOVED-([a-z_]+)|||!ph_cycle
   CH-PH-NET-([a-z]+-[0-9a-f:]+_[a-z_]*)|||!ph_final
-  CH-PH-DONE-([0-9]+-[0-9a-f]+-[a-z]+)|||poweroff -f"
+  CH-PH-DONE-([0-9]+-[0-9a-f]+-[a-z]+-[a-z]+)|||poweroff -f"
   local vm=(--api-socket "path=$sock" "${base[@]}" --cpus boot=1 --memory size=256M --cmdline "$append" --disk "path=$ph_dir/boot.raw")
   run_l2 pcihotplug "$steps" "$binary" "${vm[@]}"
   if ((stalled)); then
@@ -124,18 +135,19 @@ scenario_pcihotplug() {
   local rss_before rss_after
   rss_before="$(cat "$ph_dir/rss.before" 2>/dev/null || echo 0)"
   rss_after="$(cat "$ph_dir/rss.after" 2>/dev/null || echo 999999)"
-  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after, VmRSS $rss_before -> $rss_after kB; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null); add-pmem: $(tr '\n' ' ' <"$ph_dir/pmem.out" 2>/dev/null); add-vsock: $(tr '\n' ' ' <"$ph_dir/vsock.out" 2>/dev/null)"
+  echo "ch-e2e: [pcihotplug] add: $(tr '\n' ' ' <"$ph_dir/add.out" 2>/dev/null); remove: $(tr '\n' ' ' <"$ph_dir/remove.out" 2>/dev/null); written: $(cat "$ph_dir/written" 2>/dev/null); cycles: $cycles, last: $(tail -n 2 "$ph_dir/cycle.out" 2>/dev/null | tr '\n' ' '); fds $before -> $after, VmRSS $rss_before -> $rss_after kB; unknown id: $(tr '\n' ' ' <"$ph_dir/unknown.out" 2>/dev/null); add-net: $(tr '\n' ' ' <"$ph_dir/net.out" 2>/dev/null); add-pmem: $(tr '\n' ' ' <"$ph_dir/pmem.out" 2>/dev/null); add-net fd=: $(tr '\n' ' ' <"$ph_dir/fdnet.out" 2>/dev/null); add-vsock: $(tr '\n' ' ' <"$ph_dir/vsock.out" 2>/dev/null)"
   if ((steps_done == 5)) && ((vmm_status == 0)) && [[ ${captures[0]} == "$pattern_md5" && ${captures[1]} == vda_ ]] &&
     grep -q '"id":"_disk1"' "$ph_dir/add.out" && grep -q '"bdf":"0000:00:0' "$ph_dir/add.out" && grep -q removed "$ph_dir/remove.out" &&
     grep -q ejected "$ph_dir/cycle.out" && [[ $(cat "$ph_dir/written" 2>/dev/null) == guest-wrote-42 ]] && ((cycles == 20)) &&
     [[ $before == "$after" ]] && ((rss_after - rss_before < 8192)) && ! grep -q 'left behind' "$ph_dir/cycle.out" && grep -q _nope "$ph_dir/unknown.out" && ! grep -q 'status 0' "$ph_dir/unknown.out" &&
     grep -q '"id":"_net0"' "$ph_dir/net.out" && [[ ${captures[2]} == ok-52:54:00:00:00:31_vda_ ]] &&
     grep -q '"_net0"' "$ph_dir/info.json" && ! grep -q hot.raw "$ph_dir/info.json" &&
-    grep -q '"id":"_pmem0"' "$ph_dir/pmem.out" && grep -q '"id":"_vsock0"' "$ph_dir/vsock.out" && [[ ${captures[3]} == "42-$pattern_md5-yes" ]]; then
-    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image and a NIC on a TAP the VMM created added and removed 20 times (the lock and the TAP released each time), the VMM's open descriptors $before before and $after after, its VmRSS $rss_before kB before and $rss_after kB after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); remove-device _nope refused naming it; VMM status 0"
+    grep -q '"id":"_pmem0"' "$ph_dir/pmem.out" && grep -q '"id":"_vsock0"' "$ph_dir/vsock.out" && grep -q '"id":"_net1"' "$ph_dir/fdnet.out" && [[ ${captures[3]} == "42-$pattern_md5-yes-ok" ]]; then
+    pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image and a NIC on a TAP the VMM created added and removed 20 times (the lock and the TAP released each time), the VMM's open descriptors $before before and $after after, its VmRSS $rss_before kB before and $rss_after kB after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); add-net fd= with a TAP the client opened and passed in SCM_RIGHTS: the new NIC (_net1) pinged level 1; remove-device _nope refused naming it; VMM status 0"
   else
     fail "pcihotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}] (pattern $pattern_md5)"
   fi
   ip link del chphtap0 2>/dev/null || true
+  ip link del chphfd0 2>/dev/null || true
   rm -rf "$ph_dir"
 }
