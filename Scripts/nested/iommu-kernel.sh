@@ -25,8 +25,23 @@ deb_url="http://deb.debian.org/debian/pool/main/l/linux-signed-amd64/$deb_name"
 # defers their probe until the IOMMU registers).
 modules=(virtio_iommu virtio_blk virtio_pmem nd_pmem nd_btt virtio-rng)
 
+# current_cloud_kernel: sets deb_name, deb_url and kver to bookworm-backports' newest cloud
+# kernel (the archive keeps only the current backport, so the pinned one may be gone).
+current_cloud_kernel() {
+  local file
+  file="$(curl -fsSL http://deb.debian.org/debian/dists/bookworm-backports/main/binary-amd64/Packages.xz | xz -dc |
+    awk '/^Package: linux-image-[0-9.]+\+deb12-cloud-amd64$/ { p = 1 } p && /^Filename:/ { print $2; p = 0 }' | sort -V | tail -n 1)" || return 1
+  [[ -n $file ]] || return 1
+  deb_name="${file##*/}"
+  deb_url="http://deb.debian.org/debian/$file"
+  kver="${deb_name#linux-image-}"
+  kver="${kver%%_*}"
+}
+
 root="$CH_NESTED_CACHE/iommu-kernel"
 [[ -s $nested_l2_initrd ]] || nested_die "no $nested_l2_initrd: run Scripts/nested/prepare.sh first"
+# A kernel unpacked before (the pinned one or a newer backport) is used as it is.
+for dir in "$root"/lib/modules/*/; do [[ -d $dir ]] && kver="$(basename "$dir")"; done
 if [[ ! -d $root/lib/modules/$kver ]]; then
   mkdir -p "$CH_NESTED_CACHE/debs-iommu"
   deb="$CH_NESTED_CACHE/debs-iommu/$deb_name"
@@ -35,7 +50,12 @@ if [[ ! -d $root/lib/modules/$kver ]]; then
       cp "$CH_NESTED_IOMMU_DEB" "$deb.tmp"
     else
       nested_log "downloading $deb_url"
-      curl -fsSL -o "$deb.tmp" "$deb_url" || nested_die "cannot download $deb_url"
+      if ! curl -fsSL -o "$deb.tmp" "$deb_url"; then
+        current_cloud_kernel || nested_die "cannot download $deb_url nor find bookworm-backports' current cloud kernel"
+        nested_log "the pinned kernel is gone from the archive; downloading $deb_url"
+        deb="$CH_NESTED_CACHE/debs-iommu/$deb_name"
+        curl -fsSL -o "$deb.tmp" "$deb_url" || nested_die "cannot download $deb_url"
+      fi
     fi
     mv "$deb.tmp" "$deb"
   fi
