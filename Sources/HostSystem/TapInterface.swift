@@ -1,4 +1,5 @@
 import CLinux
+import Glibc
 
 /// Why a TAP interface could not be opened or configured; each case names the interface.
 public struct TapError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -140,6 +141,20 @@ public final class TapInterface: Sendable {
     /// `TUN_F_*` bits) through queue descriptor `descriptor`.
     public static func setOffloads(_ tunFlags: UInt32, descriptor: Int32) throws(SystemError) {
         _ = try checked("ioctl(TUNSETOFFLOAD)") { clinux_ioctl_val(descriptor, IOCTL_TUNSETOFFLOAD, UInt(tunFlags)) }
+    }
+
+    /// Closes every queue's descriptor now, rather than when the last owner goes: a
+    /// non-persistent interface then disappears at once, so its name can be taken again.
+    /// Call it only once nothing reads or writes the queues any more (removed from the event
+    /// loop, the device stopped); a late use then fails with `EBADF` instead of reaching
+    /// whatever file took the number.
+    ///
+    /// The corresponding system call is `close(2)`.
+    public func close() {
+        for queue in queues {
+            let fd = queue.take()
+            if fd >= 0 { _ = Glibc.close(fd) }
+        }
     }
 
     /// Gives the host side of the interface an IPv4 address and netmask (dotted quads).

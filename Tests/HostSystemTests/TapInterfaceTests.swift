@@ -41,6 +41,19 @@ extension HostSystemTests {
             #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(name)"))
         }
 
+        @Test func closeRemovesTheInterfaceWhileItIsStillReferenced() throws {
+            let name = "chcls\(getpid() % 100000)"
+            let tap = try TapInterface.open(name: name, queueCount: 2)
+            let other = tap.queues[0]  // a second owner, as a device would hold it
+            tap.close()
+            #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(name)"))
+            #expect(other.rawValue == -1)
+            // The name can be taken again at once (TUNSETIFF would answer EBUSY otherwise).
+            let again = try TapInterface.open(name: name)
+            #expect(again.name == name)
+            tap.close()  // a second close does nothing
+        }
+
         @Test func multiQueueOpensOneDescriptorPerQueue() throws {
             let tap = try TapInterface.open(name: nil, queueCount: 3)
             #expect(tap.queues.count == 3)

@@ -78,6 +78,34 @@ struct PCIHotplugTests {
         events.stop()
     }
 
+    @Test("An ejected NIC's TAP is gone when the device leaves the registry, so its name can be taken again at once",
+          .enabled(if: tapUsable, "needs CAP_NET_ADMIN and /dev/net/tun"))
+    func ejectedNICClosesItsTAP() throws {
+        var config = VMConfig()
+        config.memory.size = 64 << 20
+        config.console = ConsoleConfig(mode: .off)
+        config.serial = ConsoleConfig(mode: .off)
+        let events = try EventManager()
+        defer { events.stop() }
+        let built = try VMBuilder(hypervisor: try KVMHypervisor(), logger: Logger(label: "test")).build(config, events: events, exits: try ExitSignal(),
+                                                                                                       restoring: true)
+        let registers = try #require(built.deviceManager.device(id: "pci-hotplug")?.resources.mmio.first?.base)
+        let name = "chej\(getpid() % 100000)"
+        let added = try built.hotAddNet(NetConfig(tap: name), id: "_net0")
+        #expect(FileManager.default.fileExists(atPath: "/sys/class/net/\(name)"))
+        // Another thread still holding the device's entry (an API request reading the
+        // registry, say) must not keep the interface alive.
+        let held = built.deviceManager.device(id: "_net0")
+        try built.requestRemoval(id: "_net0")
+        #expect(built.mmio.write(address: registers + 12, size: 4, value: 0))
+        #expect(built.mmio.write(address: registers + 8, size: 4, value: UInt64(1) << UInt64(added.slot)))
+        #expect(built.deviceManager.device(id: "_net0") == nil)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(name)"))
+        let again = try TapInterface.open(name: name)
+        #expect(again.name == name)
+        #expect(held?.id == "_net0")
+    }
+
     @Test("The configuration pins ids and PCI slots: removing a device does not renumber the others")
     func pinning() {
         var config = VMConfig()

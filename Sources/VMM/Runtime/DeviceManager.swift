@@ -179,18 +179,21 @@ final class DeviceManager: Sendable {
     }
 
     /// Releases the removable device at `slot` of PCI segment `segment`, which the guest
-    /// ejected, and forgets it; returns it (nil when the slot holds no removable device).
+    /// ejected, then forgets it; returns it (nil when the slot holds no removable device).
+    /// The device stays listed until its release is done (its files closed, a TAP gone), so
+    /// a client that sees it leave `vm.info` may reuse what it held at once. Ejections are
+    /// carried out one at a time (on the VMM's main thread).
     @discardableResult
     func eject(segment: UInt16, slot: Int) -> ManagedDevice? {
         let prefix = hex4(segment) + ":"
         let found: ManagedDevice? = table.withLock { table in
-            guard let index = table.devices.firstIndex(where: {
+            table.devices.first {
                 $0.unplug != nil && $0.resources.pciSlot == slot && ($0.resources.pciBDF?.hasPrefix(prefix) ?? false)
-            }) else { return nil }
-            return table.devices.remove(at: index)
+            }
         }
         guard let found, let unplug = found.unplug else { return nil }
         unplug(self)
+        table.withLock { table in table.devices.removeAll { $0.id == found.id } }
         return found
     }
 

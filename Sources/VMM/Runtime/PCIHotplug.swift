@@ -161,11 +161,16 @@ extension DeviceRegistration {
         }
     }
 
-    /// What a virtio-net device lets go of once ejected: its TAP queues leave the event loop
-    /// (the descriptors close with the device).
+    /// What a virtio-net device lets go of once ejected: the device stops, its TAP queues
+    /// leave the event loop and close, so the interface (unless persistent) is gone before the
+    /// device leaves `vm.info`, and a client may create one of the same name at once.
     static func netRelease(_ net: AttachedNet, events: EventManager) -> @Sendable (DeviceManager) -> Void {
         let queues = net.tap.queues.map(\.rawValue)
-        return { _ in for fd in queues { try? events.remove(fd) } }
+        return { _ in
+            net.device.reset()
+            for fd in queues { try? events.remove(fd) }
+            net.tap.close()
+        }
     }
 
     /// What a virtio-pmem device lets go of once ejected: its memory slot and its range of
