@@ -2,21 +2,45 @@
 a VMM process whose serial console is a pipe, QMP, ch-remote, and medians with their spread."""
 import json
 import os
+import re
 import signal
 import socket
 import statistics
 import subprocess
+import threading
 import time
 
 
 class Guest:
-    """A VMM process whose serial console is a pipe we read and write."""
+    """A VMM process whose serial console is a pipe we read and write.
 
-    def __init__(self, argv, log_path):
+    With `stamp` (a regular expression with one group, a number), every console line it matches
+    is recorded with the host's monotonic time of its arrival in `stamps` as (seconds, number):
+    a reader thread copies the console to the log file as it comes."""
+
+    def __init__(self, argv, log_path, stamp=None):
         self.log_path = log_path
         self.out = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.out, stderr=subprocess.STDOUT,
+        self.stamps = []
+        self.reader = None
+        if stamp is None:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            return
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        pattern = re.compile(stamp.encode())
+        self.reader = threading.Thread(target=self._copy, args=(pattern,), daemon=True)
+        self.reader.start()
+
+    def _copy(self, pattern):
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            self.out.write(line)
+            self.out.flush()
+            match = pattern.search(line)
+            if match:
+                self.stamps.append((now, int(match.group(1))))
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -42,6 +66,8 @@ class Guest:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        if self.reader:
+            self.reader.join(timeout=5)
         self.out.close()
 
 
@@ -100,6 +126,17 @@ class QMP:
                 raise RuntimeError(f"QEMU migration {status}")
             time.sleep(0.001)
         raise RuntimeError("QEMU migration did not complete")
+
+
+def switch_gap(before, after):
+    """The gap in a guest's serial counter across a switch of VMM process: the host time from
+    the last count the first process printed to the first count the second one printed, and
+    whether the second went on from the next number (no count lost or repeated)."""
+    if not before or not after:
+        raise RuntimeError("no serial count on one side of the switch")
+    last_time, last = before[-1]
+    first_time, first = after[0]
+    return first_time - last_time, first == last + 1
 
 
 def spread(values, unit=" s", digits=3):

@@ -16,6 +16,10 @@ VMM on loopback TCP, alternating which VMM goes first:
   downtime-limit 300 and `migrate`; the figures are QEMU's own (`total-time`, `downtime` of
   query-migrate).
 
+Both guests also print a counter on their serial console every 20 ms; the downtime the guest's
+user sees is measured the same way for both VMMs: the host time from the last count the source
+printed to the first count the destination printed (which must be the next number).
+
 Each migrated guest must answer a line typed on its serial console. Figures are medians with
 their spread (min-max); the ratio is the median of the per-run ratios cloud-hypervisor / QEMU.
 """
@@ -28,13 +32,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import QMP, Guest, spread, wait_path  # noqa: E402
+from bench_common import QMP, Guest, spread, switch_gap, wait_path  # noqa: E402
 from bench_common import ch_remote as remote_call  # noqa: E402
 
 binary, remote, vmlinux, initrd = sys.argv[1:5]
 size = int(sys.argv[5]) if len(sys.argv) > 5 else 512
 runs = int(sys.argv[6]) if len(sys.argv) > 6 else 5
 PORT = 6801
+TICK = r"^TICK-([0-9]+)\r?$"
 
 
 def log(text):
@@ -47,6 +52,7 @@ def cmdline(busy):
              if busy else "")
     test = (f"mkdir -p /fill && mount -t tmpfs -o size={fill + 24}M tmpfs /fill && "
             f"head -c $(({fill} * 1048576)) /dev/urandom > /fill/data && {churn}echo BENCH-$((6 * 7))-FILLED && "
+            "(i=0; while :; do i=$((i+1)); echo TICK-$i; usleep 20000; done) & "
             "while read -r line; do echo ECHO-$line; done")
     return f"console=ttyS0 panic=-1 ch_test=\"{test}\""
 
@@ -62,12 +68,12 @@ def check_alive(guest, label):
 
 
 def ch_round(busy, work):
-    """One cloud-hypervisor migration: (total seconds, downtime seconds)."""
+    """One cloud-hypervisor migration: (total seconds, downtime seconds, serial gap seconds)."""
     src_api, dst_api = os.path.join(work, "src.sock"), os.path.join(work, "dst.sock")
     source = Guest([binary, "-v", "--api-socket", src_api, "--kernel", vmlinux, "--initramfs", initrd, "--cmdline", cmdline(busy),
                     "--cpus", "boot=1", "--memory", f"size={size}M", "--serial", "tty", "--console", "off"],
-                   os.path.join(work, "ch-src.log"))
-    destination = Guest([binary, "-v", "--api-socket", dst_api], os.path.join(work, "ch-dst.log"))
+                   os.path.join(work, "ch-src.log"), stamp=TICK)
+    destination = Guest([binary, "-v", "--api-socket", dst_api], os.path.join(work, "ch-dst.log"), stamp=TICK)
     receiver = None
     try:
         if not source.wait_for("BENCH-42-FILLED", 600):
@@ -92,12 +98,21 @@ def ch_round(busy, work):
         received = re.search(r"migration received: ([^\n]*)", destination.text())
         if parts:
             log(f"cloud-hypervisor downtime parts: {parts.group(1)}; destination: {received.group(1) if received else '?'}")
-        return float(match.group(1)), float(match.group(2)) / 1000
+        return float(match.group(1)), float(match.group(2)) / 1000, serial_gap(source, destination, "cloud-hypervisor")
     finally:
         if receiver and receiver.poll() is None:
             receiver.kill()
         source.kill()
         destination.kill()
+
+
+def serial_gap(source, destination, name):
+    """The gap in the guest's serial counter across the switch (see switch_gap)."""
+    gap, continuous = switch_gap(list(source.stamps), list(destination.stamps))
+    if not continuous:
+        raise RuntimeError(f"{name}: the count did not go on from the source's last one "
+                           f"({source.stamps[-1][1]} then {destination.stamps[0][1]})")
+    return gap
 
 
 def qemu_args(qmp, busy):
@@ -107,10 +122,11 @@ def qemu_args(qmp, busy):
 
 
 def qemu_round(busy, work):
-    """One QEMU migration: (total seconds, downtime seconds), QEMU's own figures."""
+    """One QEMU migration: (total seconds, downtime seconds, serial gap seconds), the first two QEMU's own."""
     src_qmp, dst_qmp = os.path.join(work, "src.qmp"), os.path.join(work, "dst.qmp")
-    source = Guest(qemu_args(src_qmp, busy), os.path.join(work, "qemu-src.log"))
-    destination = Guest(qemu_args(dst_qmp, busy) + ["-incoming", f"tcp:127.0.0.1:{PORT + 1}"], os.path.join(work, "qemu-dst.log"))
+    source = Guest(qemu_args(src_qmp, busy), os.path.join(work, "qemu-src.log"), stamp=TICK)
+    destination = Guest(qemu_args(dst_qmp, busy) + ["-incoming", f"tcp:127.0.0.1:{PORT + 1}"], os.path.join(work, "qemu-dst.log"),
+                        stamp=TICK)
     try:
         if not source.wait_for("BENCH-42-FILLED", 600):
             raise RuntimeError(f"the QEMU guest never filled its memory: {source.text()[-400:]}")
@@ -127,7 +143,7 @@ def qemu_round(busy, work):
                 raise RuntimeError(f"QEMU migration {info.get('status')}")
             time.sleep(0.005)
         check_alive(destination, "qemu")
-        return info["total-time"] / 1000, info["downtime"] / 1000
+        return info["total-time"] / 1000, info["downtime"] / 1000, serial_gap(source, destination, "QEMU")
     finally:
         source.kill()
         destination.kill()
@@ -136,28 +152,28 @@ def qemu_round(busy, work):
 def main():
     failures = 0
     for busy in (False, True):
-        ch_total, ch_down, q_total, q_down = [], [], [], []
+        ch_total, ch_down, ch_gap, q_total, q_down, q_gap = [], [], [], [], [], []
         label = "busy" if busy else "idle"
         for run in range(runs):
             work = tempfile.mkdtemp(prefix="migbench.")
             try:
+                figures = {}
                 for vmm in (("ch", "qemu") if run % 2 == 0 else ("qemu", "ch")):
-                    if vmm == "ch":
-                        total, down = ch_round(busy, work)
-                        ch_total.append(total)
-                        ch_down.append(down)
-                    else:
-                        total, down = qemu_round(busy, work)
-                        q_total.append(total)
-                        q_down.append(down)
-                log(f"{label} run {run + 1}: cloud-hypervisor {ch_total[-1]:.3f} s (downtime {ch_down[-1] * 1000:.1f} ms), "
-                    f"QEMU {q_total[-1]:.3f} s (downtime {q_down[-1] * 1000:.1f} ms)")
+                    figures[vmm] = ch_round(busy, work) if vmm == "ch" else qemu_round(busy, work)
+                # A run counts only when both VMMs completed it, so the per-run ratios pair up.
+                for (total, down, gap), lists in ((figures["ch"], (ch_total, ch_down, ch_gap)),
+                                                  (figures["qemu"], (q_total, q_down, q_gap))):
+                    for value, target in zip((total, down, gap), lists):
+                        target.append(value)
+                log(f"{label} run {run + 1}: cloud-hypervisor {ch_total[-1]:.3f} s (downtime {ch_down[-1] * 1000:.1f} ms, "
+                    f"serial gap {ch_gap[-1] * 1000:.0f} ms), QEMU {q_total[-1]:.3f} s (downtime {q_down[-1] * 1000:.1f} ms, "
+                    f"serial gap {q_gap[-1] * 1000:.0f} ms)")
             except Exception as error:  # a failed run is reported, the others still count
                 failures += 1
                 log(f"{label} run {run + 1} FAILED: {error}")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        pairs = min(len(ch_total), len(q_total))
+        pairs = len(ch_total)
         if pairs == 0:
             print(f"ch-bench: migration {label}: no complete run", flush=True)
             continue
@@ -167,7 +183,9 @@ def main():
         print(f"ch-bench: migration {size} MiB {label} guest ({pairs} runs, tcp loopback, downtime_ms=300): "
               f"total cloud-hypervisor {spread(ch_total)}, QEMU {spread(q_total)}, ratio {spread(ratio(ch_total, q_total), 'x', 2)}; "
               f"downtime cloud-hypervisor {spread([d * 1000 for d in ch_down], ' ms', 1)}, QEMU {spread([d * 1000 for d in q_down], ' ms', 1)}, "
-              f"ratio {spread(ratio(ch_down, q_down), 'x', 2)}", flush=True)
+              f"ratio {spread(ratio(ch_down, q_down), 'x', 2)}; "
+              f"serial-counter gap cloud-hypervisor {spread([g * 1000 for g in ch_gap], ' ms', 0)}, "
+              f"QEMU {spread([g * 1000 for g in q_gap], ' ms', 0)}, ratio {spread(ratio(ch_gap, q_gap), 'x', 2)}", flush=True)
     print(f"migration-bench: {failures} failed run(s)", flush=True)
     return 1 if failures else 0
 
