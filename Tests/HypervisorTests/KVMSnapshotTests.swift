@@ -162,8 +162,12 @@ struct KVMSnapshotTests {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        // A child whose guest could not be stopped must fail the test, not hang the suite.
+        let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 180, execute: watchdog)
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
+        watchdog.cancel()
         #expect(process.terminationStatus == 0 && process.terminationReason == .exit, "the restoring process failed:\n\(text)")
         #expect(process.processIdentifier != getpid())
 

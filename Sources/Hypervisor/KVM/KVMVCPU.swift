@@ -18,9 +18,15 @@ public final class KVMVCPUKicker: VCPUKicker, @unchecked Sendable {
     }
 
     /// Makes `run()` return `.interrupted` now or at its next call.
+    ///
+    /// The flag is stored before the thread is read, and `run()` publishes its thread before
+    /// entering KVM: with a full fence on both sides, either the kick sees the running thread
+    /// and signals it, or that thread's `KVM_RUN` sees the flag (without the fences, x86 may
+    /// let both read the old value, and a vCPU started on a new thread then ran on unkicked).
     public func kick() {
         clinux_store_release_u8(immediateExit, 1)
-        let target = thread.load(ordering: .acquiring)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        let target = thread.load(ordering: .sequentiallyConsistent)
         if target != 0 { _ = pthread_kill(pthread_t(target), KickSignal.number) }
     }
 
@@ -78,7 +84,8 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
             // First run on this thread: make sure a kick can reach it (threads inherit the
             // signal mask of their creator, which may block the kick signal).
             _ = clinux_unblock_signal(KickSignal.number)
-            kvmKicker.thread.store(me, ordering: .releasing)
+            kvmKicker.thread.store(me, ordering: .sequentiallyConsistent)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
         }
         let result = clinux_ioctl_val(fd, IOCTL_KVM_RUN, 0)
         if result < 0 {
