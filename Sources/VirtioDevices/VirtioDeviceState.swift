@@ -20,6 +20,8 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
     case balloon(VirtioBalloon.State)
     /// A ``VirtioMem``'s state.
     case mem(VirtioMem.State)
+    /// A ``VirtioIommu``'s state: its own fields and the translation table.
+    case iommu(VirtioIommu.State, table: IommuTable)
     /// A device that cannot save its state (restoring it is refused).
     case unsupported(type: UInt16)
 
@@ -34,6 +36,7 @@ public enum VirtioDeviceState: Codable, Equatable, Sendable {
         case .pmem: "pmem"
         case .balloon: "balloon"
         case .mem: "mem"
+        case .iommu: "iommu"
         case .unsupported(let type): "unsupported type \(type)"
         }
     }

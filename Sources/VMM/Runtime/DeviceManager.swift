@@ -57,6 +57,9 @@ struct ManagedDevice: Sendable {
     var saveState: (@Sendable () throws -> String)?
     /// Restores the device from `saveState`'s text; throws with the reason, changing nothing.
     var restoreState: (@Sendable (String) throws -> Void)?
+    /// Whether the device's state is restored before every other device's (a virtual IOMMU,
+    /// whose mappings the other devices' queues translate through when restored).
+    var restoresFirst = false
     /// Releases the host locks the device holds (a disk's image locks) so another VMM can
     /// take them (a live migration's destination); nil for a device without any.
     var releaseLocks: (@Sendable () -> Void)?

@@ -219,7 +219,8 @@ enum VMSnapshotter {
             vcpuStates = states
         }
 
-        /// The VM's in-kernel devices, the vCPUs, then every device in boot order.
+        /// The VM's in-kernel devices, the vCPUs, then every device in boot order (a device
+        /// that `restoresFirst`, a virtual IOMMU, before the others).
         func apply(to built: BuiltVM) throws(SnapshotError) {
             do {
                 try built.vm.restore(header.vm)
@@ -227,7 +228,8 @@ enum VMSnapshotter {
             } catch {
                 throw .damaged("the vCPUs' or the VM's state was refused: \(error)")
             }
-            for device in built.deviceManager.devices {
+            let devices = built.deviceManager.devices
+            for device in devices.filter(\.restoresFirst) + devices.filter({ !$0.restoresFirst }) {
                 guard let restore = device.restoreState else { continue }
                 let node = try deviceSection.child(device.id, path: SnapshotSection.deviceManager)
                 guard let text = node.snapshotData?.state else { throw .damaged("state.json has no data for device \(device.id)") }

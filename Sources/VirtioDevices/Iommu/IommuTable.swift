@@ -8,14 +8,14 @@ import VirtioQueue
 ///
 /// Endpoint ids are PCI requester ids with the segment on top (`segment << 16 | bus << 8 |
 /// device << 3 | function`), as Cloud Hypervisor numbers them in its VIOT table.
-public struct IommuTable: Sendable, Equatable {
+public struct IommuTable: Codable, Sendable, Equatable {
     /// Cloud Hypervisor's cap on the domains one device keeps (`MAX_DOMAINS`).
     public static let maxDomains = 1 << 16
     /// Cloud Hypervisor's cap on the mappings of one domain (`MAX_MAPPINGS_PER_DOMAIN`).
     public static let maxMappingsPerDomain = 1 << 20
 
     /// One MAP request's range: `size` bytes from `iova` onto guest physical `gpa`.
-    public struct Mapping: Sendable, Equatable {
+    public struct Mapping: Codable, Sendable, Equatable {
         /// First I/O virtual address.
         public var iova: UInt64
         /// Guest physical address `iova` maps to.
@@ -34,7 +34,7 @@ public struct IommuTable: Sendable, Equatable {
     }
 
     /// A domain: an address space that endpoints attach to.
-    public struct Domain: Sendable, Equatable {
+    public struct Domain: Codable, Sendable, Equatable {
         /// Its mappings, sorted by IOVA and never overlapping.
         public internal(set) var mappings: [Mapping] = []
         /// Whether the domain lets DMA through untranslated (`VIRTIO_IOMMU_ATTACH_F_BYPASS`).

@@ -31,11 +31,17 @@ public final class VirtioIommu: VirtioDevice {
 
     /// What the device keeps besides the table: the negotiated features and the
     /// configuration's `bypass` byte.
-    public struct State: Sendable, Equatable {
+    public struct State: Codable, Sendable, Equatable {
         /// The features the driver accepted.
         public var acknowledgedFeatures: UInt64 = 0
         /// The configuration's `bypass` byte (0 or 1).
         public var bypass: UInt8 = 0
+
+        /// A state with these fields.
+        public init(acknowledgedFeatures: UInt64 = 0, bypass: UInt8 = 0) {
+            self.acknowledgedFeatures = acknowledgedFeatures
+            self.bypass = bypass
+        }
     }
 
     struct Running {
@@ -50,8 +56,8 @@ public final class VirtioIommu: VirtioDevice {
     public let limits: IommuRequest.Limits
     /// The features offered.
     public let features: UInt64
-    private let state = Mutex(State())
-    private let running = Mutex<Running?>(nil)
+    let state = Mutex(State())
+    let running = Mutex<Running?>(nil)
 
     /// Creates the device. `msiRange` is the range PROBE reserves for MSI doorbells
     /// (0xfee00000-0xfeefffff on x86-64); `addressWidthBits` under 64 limits the IOVAs to
