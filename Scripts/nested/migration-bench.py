@@ -108,7 +108,11 @@ def ch_round(busy, work):
 
 def serial_gap(source, destination, name):
     """The gap in the guest's serial counter across the switch (see switch_gap)."""
-    gap, continuous = switch_gap(list(source.stamps), list(destination.stamps))
+    before, after = list(source.stamps), list(destination.stamps)
+    if not before or not after:
+        raise RuntimeError(f"{name}: {len(before)} serial count(s) from the source, {len(after)} from the destination; "
+                           f"source ends {source.text()[-300:]!r}; destination ends {destination.text()[-300:]!r}")
+    gap, continuous = switch_gap(before, after)
     if not continuous:
         raise RuntimeError(f"{name}: the count did not go on from the source's last one "
                            f"({source.stamps[-1][1]} then {destination.stamps[0][1]})")
