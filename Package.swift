@@ -113,12 +113,23 @@ let package = Package(
             "VhostUserBackend", "VirtioDevices", "HostSystem", "VMM",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // The cloud-hypervisor command.
+        // The cloud-hypervisor command. Its release build is linked for size (README, "Boot"):
+        // the command-line module compiled -Osize, lld folding identical functions, relative
+        // relocations packed (DT_RELR, glibc 2.36), the unwind tables dropped.
+        // These unsafe flags sit on this executable only, so the library products stay usable as dependencies.
         .executableTarget(name: "CloudHypervisor", dependencies: [
             "VMM", "HostSystem", "CLinux", "CloudHypervisorAPI", "Seccomp",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], exclude: ["discard-unwind-tables.ld", "link-order.txt"],
+        swiftSettings: [.unsafeFlags(["-Osize"], .when(configuration: .release))],
+        linkerSettings: [.unsafeFlags([
+            "-use-ld=lld", "-Xlinker", "--icf=all", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+            "-Xlinker", "--script=\(Context.packageDirectory)/Sources/CloudHypervisor/discard-unwind-tables.ld",
+            // The functions an idle booted VMM has run, first and together (Scripts/update-link-order.sh).
+            "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/CloudHypervisor/link-order.txt",
+            "-Xlinker", "--no-warn-symbol-ordering",
+        ], .when(platforms: [.linux], configuration: .release))]),
 
         // The REST API (Cloud Hypervisor's /api/v1 over a Unix socket) and its blocking client.
         .target(name: "CloudHypervisorAPI", dependencies: [
@@ -196,3 +207,19 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+/// Whether this manifest is evaluated for this package built on its own rather than as another
+/// package's dependency (whose manifest SwiftPM and Xcode evaluate in a `checkouts` directory).
+let builtAsRoot = !Context.packageDirectory.split(separator: "/").contains("checkouts")
+
+// Release builds of this package on its own emit each function in a section of its own, so that
+// the linker's --gc-sections drops unused functions one by one (Swift puts most of a file's
+// functions in one .text otherwise) and the link order above can gather the functions the VMM
+// runs. Off when the package is a dependency: SwiftPM refuses a dependency whose products'
+// targets carry unsafe flags.
+if builtAsRoot {
+    for target in package.targets where target.type != .system {
+        target.swiftSettings = (target.swiftSettings ?? [])
+            + [.unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release))]
+    }
+}
