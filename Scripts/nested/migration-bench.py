@@ -108,6 +108,10 @@ def ch_round(busy, work):
 
 def serial_gap(source, destination, name):
     """The gap in the guest's serial counter across the switch (see switch_gap)."""
+    # The destination's first count may come late (that is the gap being measured): wait for it.
+    deadline = time.monotonic() + 90
+    while not destination.stamps and time.monotonic() < deadline:
+        time.sleep(0.05)
     before, after = list(source.stamps), list(destination.stamps)
     if not before or not after:
         raise RuntimeError(f"{name}: {len(before)} serial count(s) from the source, {len(after)} from the destination; "
