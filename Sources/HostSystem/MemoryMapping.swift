@@ -57,12 +57,17 @@ public final class MemoryMapping: @unchecked Sendable {
         if options.contains(.hugePages) { flags |= MAP_HUGETLB }
         if options.contains(.populate) { flags |= MAP_POPULATE }
         let protection = options.contains(.readOnly) ? PROT_READ : PROT_READ | PROT_WRITE
-        let result = mmap(nil, size, protection, flags, file?.rawValue ?? -1, off_t(offset))
+        // Anonymous memory of a huge page or more starts on a huge-page boundary (as QEMU
+        // places guest RAM): transparent huge pages only back aligned 2 MiB ranges, and KVM
+        // maps guest RAM with 2 MiB pages only where host and guest addresses agree modulo
+        // 2 MiB. Kernels before 6.7 do not align large anonymous mappings themselves.
+        let align = file == nil && !options.contains(.hugePages) && size >= Self.hugePageSize ? Self.hugePageSize : 0
+        let result = mmap(nil, size + align, protection, flags, file?.rawValue ?? -1, off_t(offset))
         guard let result, result != UnsafeMutableRawPointer(bitPattern: -1) else {
             let what = options.contains(.hugePages) ? "mmap(\(size) bytes, huge pages)" : "mmap(\(size) bytes)"
             throw SystemError.current(what)
         }
-        baseAddress = result
+        baseAddress = align == 0 ? result : Self.trim(result, size: size, alignment: align)
         self.size = size
         self.options = options
         self.file = file
@@ -71,6 +76,20 @@ public final class MemoryMapping: @unchecked Sendable {
 
     deinit {
         _ = munmap(baseAddress, size)
+    }
+
+    /// 2 MiB: the x86-64 (and arm64 4K-granule) transparent huge page size.
+    public static let hugePageSize = 2 << 20
+
+    /// Unmaps the head and tail of `mapping` (`size + alignment` bytes) around its first
+    /// `alignment`-aligned stretch of `size` bytes, and returns that stretch's start.
+    private static func trim(_ mapping: UnsafeMutableRawPointer, size: Int, alignment: Int) -> UnsafeMutableRawPointer {
+        let address = UInt(bitPattern: mapping)
+        let head = Int((UInt(alignment) - address % UInt(alignment)) % UInt(alignment))
+        if head > 0 { _ = munmap(mapping, head) }
+        let tail = alignment - head
+        if tail > 0 { _ = munmap(mapping + head + size, tail) }
+        return mapping + head
     }
 
     /// The whole mapping as a raw buffer. Valid while this object lives.

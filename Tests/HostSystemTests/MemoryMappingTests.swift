@@ -52,6 +52,30 @@ extension HostSystemTests {
             #expect(permissions == "r--p")
         }
 
+        @Test func anonymousMappingsOfAHugePageOrMoreStartOnAHugePageBoundary() throws {
+            // Several in a row, so that one that happens to land aligned proves nothing alone.
+            var mappings: [MemoryMapping] = []
+            for extra in [0, MemoryMapping.pageSize, 3 * MemoryMapping.pageSize] {
+                let mapping = try MemoryMapping(anonymous: MemoryMapping.hugePageSize * 3 + extra, options: [.noReserve])
+                #expect(UInt(bitPattern: mapping.baseAddress) % UInt(MemoryMapping.hugePageSize) == 0)
+                mapping.bytes[0] = 1
+                mapping.bytes[mapping.size - 1] = 2
+                #expect(mapping.bytes[0] == 1 && mapping.bytes[mapping.size - 1] == 2)
+                mappings.append(mapping)
+            }
+            // The trimmed head and tail are gone: /proc/self/maps lists exactly the range.
+            let maps = try readWholeFile("/proc/self/maps")
+            for mapping in mappings {
+                let start = UInt(bitPattern: mapping.baseAddress)
+                let range = String(start, radix: 16) + "-" + String(start + UInt(mapping.size), radix: 16)
+                let covering = maps.split(separator: "\n").contains { line in
+                    let bounds = line.split(separator: " ")[0].split(separator: "-").compactMap { UInt($0, radix: 16) }
+                    return bounds.count == 2 && bounds[0] <= start && bounds[1] >= start + UInt(mapping.size)
+                }
+                #expect(covering, "no mapping covers \(range)")
+            }
+        }
+
         @Test func sizeZeroIsRefused() {
             let error = #expect(throws: SystemError.self) { _ = try MemoryMapping(anonymous: 0) }
             #expect(error?.errno == EINVAL)

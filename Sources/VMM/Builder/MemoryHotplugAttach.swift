@@ -123,6 +123,7 @@ final class MemoryHotplugSupport: @unchecked Sendable {
             region = try GuestMemoryRegion(start: start, size: size, options: options)
         }
         if config.mergeable { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
+        TransparentHugePages.apply(config, to: region.mapping, logger: nil)
         return region
     }
 

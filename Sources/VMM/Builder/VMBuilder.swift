@@ -489,6 +489,7 @@ struct VMBuilder {
         if config.mergeable {
             for region in memory.regions { try region.mapping.advise(offset: 0, length: region.mapping.size, advice: 12 /* MADV_MERGEABLE */) }
         }
+        for region in memory.regions { TransparentHugePages.apply(config, to: region.mapping, logger: logger) }
         return memory
     }
 
