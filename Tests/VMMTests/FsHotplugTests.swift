@@ -95,15 +95,9 @@ struct FsHotplugTests {
         let directory = NSTemporaryDirectory() + "fshp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var config = VMConfig()
-        config.memory.size = 64 << 20
-        config.memory.shared = true
-        config.console = ConsoleConfig(mode: .off)
-        config.serial = ConsoleConfig(mode: .off)
         let events = try EventManager()
         defer { events.stop() }
-        let built = try VMBuilder(hypervisor: try KVMHypervisor(), logger: Logger(label: "test")).build(config, events: events, exits: try ExitSignal(),
-                                                                                                       restoring: true)
+        let built = try PCIHotplugTests.machine(events: events) { $0.memory.shared = true }
         let support = try #require(built.pciHotplug)
         let registers = try #require(built.deviceManager.device(id: "pci-hotplug")?.resources.mmio.first?.base)
         #expect(built.deviceManager.pciSlots == ["_rng": 1])

@@ -24,20 +24,27 @@ struct PCIHotplugTests {
         return path
     }
 
+    /// A machine with 64 MiB, no console and no serial (and what `configure` adds), built on
+    /// /dev/kvm as a restore would build it: no kernel loaded, nothing run.
+    static func machine(events: EventManager, _ configure: (inout VMConfig) throws -> Void = { _ in }) throws -> BuiltVM {
+        var config = VMConfig()
+        config.memory.size = 64 << 20
+        config.console = ConsoleConfig(mode: .off)
+        config.serial = ConsoleConfig(mode: .off)
+        try configure(&config)
+        return try VMBuilder(hypervisor: try KVMHypervisor(), logger: Logger(label: "test")).build(config, events: events, exits: try ExitSignal(),
+                                                                                                  restoring: true)
+    }
+
     @Test("A hot-added disk is announced, holds its lock and resources; the guest's B0EJ write releases all of them")
     func addEjectAndAddAgain() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pcihp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        var config = VMConfig()
-        config.memory.size = 64 << 20
-        config.console = ConsoleConfig(mode: .off)
-        config.serial = ConsoleConfig(mode: .off)
-        config.disks = [DiskConfig(path: try Self.image(directory, "boot.raw"))]
+        let boot = try Self.image(directory, "boot.raw")
         let hot = try Self.image(directory, "hot.raw")
         let events = try EventManager()
-        let built = try VMBuilder(hypervisor: try KVMHypervisor(), logger: Logger(label: "test")).build(config, events: events, exits: try ExitSignal(),
-                                                                                                       restoring: true)
+        let built = try Self.machine(events: events) { $0.disks = [DiskConfig(path: boot)] }
         let support = try #require(built.pciHotplug)
         let registers = try #require(built.deviceManager.device(id: "pci-hotplug")?.resources.mmio.first?.base)
         #expect(built.deviceManager.pciSlots == ["_rng": 1, "_disk0": 2])
@@ -81,14 +88,9 @@ struct PCIHotplugTests {
     @Test("An ejected NIC's TAP is gone when the device leaves the registry, so its name can be taken again at once",
           .enabled(if: tapUsable, "needs CAP_NET_ADMIN and /dev/net/tun"))
     func ejectedNICClosesItsTAP() throws {
-        var config = VMConfig()
-        config.memory.size = 64 << 20
-        config.console = ConsoleConfig(mode: .off)
-        config.serial = ConsoleConfig(mode: .off)
         let events = try EventManager()
         defer { events.stop() }
-        let built = try VMBuilder(hypervisor: try KVMHypervisor(), logger: Logger(label: "test")).build(config, events: events, exits: try ExitSignal(),
-                                                                                                       restoring: true)
+        let built = try Self.machine(events: events)
         let registers = try #require(built.deviceManager.device(id: "pci-hotplug")?.resources.mmio.first?.base)
         let name = "chej\(getpid() % 100000)"
         let added = try built.hotAddNet(NetConfig(tap: name), id: "_net0")
