@@ -130,13 +130,14 @@ class QMP:
 
 def switch_gap(before, after):
     """The gap in a guest's serial counter across a switch of VMM process: the host time from
-    the last count the first process printed to the first count the second one printed, and
-    whether the second went on from the next number (no count lost or repeated)."""
+    the last count the first process printed whole to the first count the second one printed,
+    and whether the second went on where the first stopped (the next number, or the one after
+    when the line between was cut in two by the switch; no count repeated or lost)."""
     if not before or not after:
         raise RuntimeError("no serial count on one side of the switch")
     last_time, last = before[-1]
     first_time, first = after[0]
-    return first_time - last_time, first == last + 1
+    return first_time - last_time, first in (last + 1, last + 2)
 
 
 def spread(values, unit=" s", digits=3):
