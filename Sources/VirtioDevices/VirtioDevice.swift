@@ -62,6 +62,10 @@ public enum VirtioFeature {
     /// guest memory through a platform translation (a virtual IOMMU), so the driver gives
     /// it I/O virtual addresses.
     public static let accessPlatform: UInt64 = 1 << 33
+    /// The bits the transport offers on top of a device's own features: `VERSION_1`, and
+    /// `ACCESS_PLATFORM` for a device behind a virtual IOMMU. The transport checks them when a
+    /// state is restored; a device's own check lets them through.
+    public static let transportOffered: UInt64 = version1 | accessPlatform
     /// `VIRTIO_F_IN_ORDER`: the device uses buffers in the order the driver made them available.
     public static let inOrder: UInt64 = 1 << 35
 }

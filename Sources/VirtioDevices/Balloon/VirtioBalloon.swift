@@ -189,7 +189,7 @@ public final class VirtioBalloon: VirtioDevice {
     /// - Throws: `DeviceStateError` for another device type or features this device does not offer.
     public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
         guard case .balloon(let saved) = state else { throw wrongKind(state) }
-        let extra = saved.features & ~(features | VirtioFeature.version1)
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else {
             throw DeviceStateError(device: "virtio-balloon", reason: "features: bits 0x\(String(extra, radix: 16)) were not offered by this device (check deflate_on_oom and free_page_reporting)")
         }

@@ -58,7 +58,7 @@ extension VirtioBlock {
     public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
         guard case .block(let saved) = state else { throw wrongKind(state) }
         func refuse(_ reason: String) -> DeviceStateError { DeviceStateError(device: "virtio-block", reason: reason) }
-        let extra = saved.features & ~(features | VirtioFeature.version1)
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else {
             throw refuse("features: bits 0x\(String(extra, radix: 16)) were not offered by this device")
         }

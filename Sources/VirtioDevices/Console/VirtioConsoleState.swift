@@ -52,7 +52,7 @@ extension VirtioConsole {
     public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
         guard case .console(let saved) = state else { throw wrongKind(state) }
         func refuse(_ reason: String) -> DeviceStateError { DeviceStateError(device: "virtio-console", reason: reason) }
-        let extra = saved.features & ~(features | VirtioFeature.version1)
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else { throw refuse("features: bits 0x\(String(extra, radix: 16)) were not offered by this device") }
         let capacity = inputCapacity
         guard saved.pendingInput.count <= capacity else {

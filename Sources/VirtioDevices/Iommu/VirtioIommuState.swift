@@ -22,7 +22,7 @@ extension VirtioIommu {
     public func restoreDeviceState(_ saved: VirtioDeviceState) throws(DeviceStateError) {
         guard case let .iommu(fields, table) = saved else { throw wrongKind(saved) }
         func refuse(_ reason: String) -> DeviceStateError { DeviceStateError(device: "virtio-iommu", reason: reason) }
-        let extra = fields.acknowledgedFeatures & ~(features | VirtioFeature.version1)
+        let extra = fields.acknowledgedFeatures & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else { throw refuse("acknowledgedFeatures: bits 0x\(String(extra, radix: 16)) were not offered by this device") }
         guard fields.bypass <= 1 else { throw refuse("bypass: \(fields.bypass), the configuration byte holds 0 or 1") }
         if let reason = table.check(inputRange: limits.inputRange) { throw refuse("table: \(reason)") }

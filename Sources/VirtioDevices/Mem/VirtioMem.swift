@@ -204,7 +204,7 @@ public final class VirtioMem: VirtioDevice {
     ///   region other than this device's (another address or `hotplug_size`).
     public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
         guard case .mem(let saved) = state else { throw wrongKind(state) }
-        let extra = saved.features & ~features
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else {
             throw DeviceStateError(device: "virtio-mem", reason: "features: bits 0x\(String(extra, radix: 16)) were not offered by this device")
         }

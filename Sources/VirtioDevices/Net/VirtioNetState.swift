@@ -109,7 +109,7 @@ extension VirtioNet {
     public func restoreDeviceState(_ state: VirtioDeviceState) throws(DeviceStateError) {
         guard case .net(let saved) = state else { throw wrongKind(state) }
         func refuse(_ reason: String) -> DeviceStateError { DeviceStateError(device: "virtio-net", reason: reason) }
-        let extra = saved.features & ~(features | VirtioFeature.version1)
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else { throw refuse("features: bits 0x\(String(extra, radix: 16)) were not offered by this device") }
         let offloads = saved.guestOffloads & ~(saved.features & VirtioNetABI.Feature.guestOffloads)
         guard offloads == 0 else {

@@ -138,7 +138,7 @@ public final class VirtioPmem: VirtioDevice {
         guard saved.start == start, saved.size == size else {
             throw refuse("start, size: saved at 0x\(String(saved.start, radix: 16)) (\(saved.size) bytes) but this device maps 0x\(String(start, radix: 16)) (\(size) bytes); the guest would lose its persistent memory")
         }
-        let extra = saved.features & ~(features | VirtioFeature.version1)
+        let extra = saved.features & ~(features | VirtioFeature.transportOffered)
         guard extra == 0 else { throw refuse("features: bits 0x\(String(extra, radix: 16)) were not offered by this device") }
         core.withLock { $0.negotiated = saved.features }
     }
