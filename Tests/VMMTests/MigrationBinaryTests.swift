@@ -243,4 +243,58 @@ struct MigrationBinaryTests {
         #expect(Self.waitForExit(source, seconds: 30) && source.terminationStatus == 0, "\(Snapshots.contents(work + "/src.log"))")
         #expect(try APILifecycleTests.state(work + "/dst.sock") == "Running")
     }
+
+    /// Prints 'R', waits a while and resets through the i8042 (0xFE to port 0x64), at every boot:
+    /// mov dx,0x3f8; mov al,'R'; out dx,al; mov ecx,0x00100000; 1: dec ecx; jnz 1b;
+    /// mov al,0xFE; out 0x64,al; 2: hlt; jmp 2b
+    static let resetter: [UInt8] = [
+        0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x52, 0xEE,
+        0xB9, 0x00, 0x00, 0x10, 0x00, 0x49, 0x75, 0xFD,
+        0xB0, 0xFE, 0xE6, 0x64, 0xF4, 0xEB, 0xFD,
+    ]
+
+    @Test("A guest that resets during a migration makes it fail; the VM then reboots in the source (the migration let go of it first)",
+          .enabled(if: BinaryTests.kvmAvailable, "skipped: /dev/kvm is not usable here"))
+    func resetDuringMigration() throws {
+        let work = NSTemporaryDirectory() + "ch-migration-reset-\(getpid())"
+        try Self.freshDirectory(work)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let kernel = work + "/resetter.elf"
+        try Data(TinyKernel.pvhELF(code: Self.resetter)).write(to: URL(fileURLWithPath: kernel))
+        let disk = work + "/disk.img"
+        #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20)))
+        let source = try Snapshots.start(["-v", "--kernel", kernel, "--serial", "tty", "--console", "off", "--memory", "size=32M",
+                                          "--disk", "path=\(disk)", "--api-socket", "path=\(work)/src.sock"],
+                                         output: work + "/src.out", log: work + "/src.log")
+        defer { Snapshots.kill(source) }
+        // The guest resets and boots again on its own.
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").contains("RR") }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.out")) \(Snapshots.contents(work + "/src.log"))")
+
+        // A destination that takes the first memory round and holds its answer until the guest reset.
+        let listener = try UnixSocket.listening(at: work + "/mig.sock")
+        try APILifecycleTests.chRemote(work + "/src.sock", ["send-migration", "destination_url=unix:\(work)/mig.sock"])
+        #expect(try listener.wait(for: .readable, timeoutMilliseconds: 20_000))
+        let (peer, memory) = try Self.fakeDestinationUntilMemory(listener)
+        #expect(memory.command == .memory)
+        let table = try MigrationRangeCodec.decode(peer.read(Int(memory.length)))
+        _ = try peer.read(Int(table.byteCount))
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.log").contains("the guest reset during a migration") }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.log"))")
+        let rebootsBefore = Snapshots.contents(work + "/src.log").components(separatedBy: "rebooting the VM").count
+        try peer.send(MigrationResponse(.ok))
+        #expect(try peer.receiveRequest().command == .abandon, "the source abandons the migration")
+        peer.close()
+
+        // The migration names the reset, then the VM reboots (its disk free for the new machine).
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.log").contains("the VM stopped during the migration") }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.log"))")
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.log").components(separatedBy: "rebooting the VM").count > rebootsBefore }, seconds: 30),
+                "\(Snapshots.contents(work + "/src.log"))")
+        let bootsAfter = Snapshots.contents(work + "/src.out").count
+        #expect(Snapshots.waitFor({ Snapshots.contents(work + "/src.out").count > bootsAfter }, seconds: 30), "the rebooted guest runs")
+        #expect(!Snapshots.contents(work + "/src.log").contains("reboot failed"), "\(Snapshots.contents(work + "/src.log"))")
+        #expect(try APILifecycleTests.state(work + "/src.sock") == "Running")
+        #expect(source.isRunning)
+    }
 }

@@ -51,11 +51,22 @@ extension VMMController {
             migrated()
         } catch {
             logger.error("migration failed: \(error)")
+            // Read before `migrating` goes false: the main thread defers a guest reset to us then.
+            let stopped = instance.built.exits.current
             if let channel {
                 try? channel.send(MigrationRequest(.abandon))
                 channel.close()
             }
             MigrationMemory.stopDirtyLog(instance.built)
+            if stopped == .reset {
+                // The guest reset during the migration: its vCPUs ended, so the VM reboots now,
+                // as it would have without the migration (the stopped machine's images let go).
+                instance.built.deviceManager.releaseLocks()
+                slot.withLock { $0.migrating = false }
+                monitor?.emit(source: "vm", event: "migration-failed")
+                post(.vmStopped(ObjectIdentifier(instance), .reset))
+                return
+            }
             do { try instance.built.deviceManager.retakeLocks() } catch {
                 logger.error("after the failed migration, a disk lock could not be taken again: \(error)")
             }

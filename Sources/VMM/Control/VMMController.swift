@@ -162,6 +162,12 @@ public final class VMMController: VMMControl {
                 logger.info("VM stopped: \(reason)")
                 switch reason {
                 case .reset:
+                    if slot.withLock({ $0.migrating }) {
+                        // The migration thread still reads the stopped VM: it fails on its next
+                        // step and posts the reset again once it let go.
+                        logger.info("the guest reset during a migration: rebooting once the migration stopped")
+                        continue
+                    }
                     do {
                         try rebootInPlace()
                     } catch {
@@ -213,6 +219,9 @@ public final class VMMController: VMMControl {
         try slot.withLock { (slot: inout Slot) throws in
             try slot.sandbox?.enter()
             slot.instance?.stop(reason: .reset)
+            // Another thread may still hold the stopped machine a moment (a failing migration):
+            // its images' locks go now, not when the last holder lets go.
+            slot.instance?.built.deviceManager.releaseLocks()
             slot.instance = nil
             guard let config = slot.config else { return }
             slot.instance = try startInstance(config)

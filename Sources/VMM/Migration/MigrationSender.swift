@@ -100,12 +100,14 @@ struct MigrationSender {
             // The destination maps the same memory: nothing to copy, only to stop.
             downtimeBegin = ContinuousClock.now
             if initiallyRunning, !pause() { throw MigrationError("the VM did not pause") }
+            try checkVMRuns()
             figures.pauseMilliseconds = Self.milliseconds(since: downtimeBegin)
         } else {
             try MigrationMemory.startDirtyLog(built)
             let remaining = try precopy(channel, begin: begin, rounds: &rounds)
             downtimeBegin = ContinuousClock.now
             if initiallyRunning, !pause() { throw MigrationError("the VM did not pause") }
+            try checkVMRuns()
             figures.pauseMilliseconds = Self.milliseconds(since: downtimeBegin)
             let lastBegin = ContinuousClock.now
             var last = try MigrationMemory.dirtyRanges(built)
@@ -188,6 +190,7 @@ struct MigrationSender {
         var bytesPerSecond: Double?
         let downtime = Double(request.downtimeMS) / 1000
         while true {
+            try checkVMRuns()
             let table = rounds == 0 ? built.memory.populatedRanges() : try MigrationMemory.dirtyRanges(built)
             let bytes = Double(table.byteCount)
             if bytes == 0 { return table }
@@ -208,6 +211,15 @@ struct MigrationSender {
             bytesPerSecond = bytes / elapsed
             event("migration-memory-iteration", ["id": String(rounds)])
             rounds += 1
+        }
+    }
+
+    /// Throws once the VM stopped on its own (the guest reset or powered off, a vCPU failed):
+    /// its vCPUs ended, so the destination would get a machine that no longer runs. Checked
+    /// before every round and once the VM is paused (a paused guest stops nothing after that).
+    private func checkVMRuns() throws(MigrationError) {
+        if let reason = built.exits.current {
+            throw MigrationError("the VM stopped during the migration: \(reason)")
         }
     }
 
