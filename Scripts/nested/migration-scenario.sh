@@ -60,6 +60,10 @@ migration_scenario() {
     else
       ok=0
       results+=("$from -> $to FAILED: send/receive status $status, source $source_status: $(tr '\n' ' ' <"$dir/$from.send") $(tr '\n' ' ' <"$dir/$to.receive") $(grep -a 'ERROR' "$dir/$from.err" "$dir/$to.err" | tail -n 3 | tr '\n' ' ' || true)")
+      # What the source's guest and VMM said last: a reset or a panic shows there.
+      echo "ch-e2e: [migration] $from's console, last lines:"; tail -n 40 "$dir/$from.out" | tr -d '\r' | sed 's/^/  | /'
+      echo "ch-e2e: [migration] $from's VMM log, warnings and state changes:"
+      grep -a -E 'WARN|ERROR|stopped|reboot|migration' "$dir/$from.err" | tail -n 20 | sed 's/^/  | /' || true
     fi
   }
 
