@@ -369,6 +369,12 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt64)
     public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let location = try locate(address, MemoryLayout<T>.size, writing: false)
+        let span = spans[location.index]
+        if MemoryLayout<T>.size <= span.size - location.offset {
+            // SAFETY: locate() proved the value's bytes lie inside this live region's mapping
+            // (the usual case: one load, no call to memcpy).
+            return T(littleEndian: (span.host + location.offset).loadUnaligned(as: T.self))
+        }
         var value = T.zero
         withUnsafeMutableBytes(of: &value) { raw in
             // SAFETY: raw is exactly MemoryLayout<T>.size bytes, the length locate() checked.
@@ -387,6 +393,14 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt64)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let location = try locate(address, MemoryLayout<T>.size, writing: true)
+        let span = spans[location.index]
+        if MemoryLayout<T>.size <= span.size - location.offset {
+            // SAFETY: locate() proved the value's bytes lie inside this live, writable region's
+            // mapping (the usual case: one store, no call to memcpy).
+            (span.host + location.offset).storeBytes(of: value.littleEndian, as: T.self)
+            if dirtyTracking { region(at: location.index).markDirty(offset: UInt64(location.offset), length: UInt64(MemoryLayout<T>.size)) }
+            return
+        }
         var encoded = value.littleEndian
         withUnsafeBytes(of: &encoded) { copyIn(location, from: $0) }
     }

@@ -60,6 +60,11 @@ public struct SplitQueue: Sendable {
     /// Where the three ring areas are in guest physical memory: the configured addresses,
     /// or their translations, fixed by activation.
     private var mappedRings = (descriptors: GuestAddress.zero, available: GuestAddress.zero, used: GuestAddress.zero)
+    /// The storage of the chain popped last, reused by the next pop once that chain is
+    /// dropped (then no pop allocates).
+    private var spareDescriptors: [Descriptor] = []
+    /// Whether ``translator`` was set at activation (checked per descriptor without copying it).
+    private var translates = false
 
     /// Creates a queue that offers `maxSize` entries; its size starts at `maxSize`.
     ///
@@ -133,6 +138,7 @@ public struct SplitQueue: Sendable {
     /// Translates the rings and marks the queue ready (a restore without guest memory at hand).
     mutating func markReady() throws(QueueError) {
         mappedRings = try mappedAreas(in: nil)
+        translates = translator != nil
         isReady = true
     }
 
@@ -144,6 +150,7 @@ public struct SplitQueue: Sendable {
     /// - Throws: whatever `validate(in:)` throws; the queue then stays not ready.
     public mutating func activate(in memory: GuestMemory) throws(QueueError) {
         mappedRings = try mappedAreas(in: memory)
+        translates = translator != nil
         isReady = true
     }
 
@@ -226,7 +233,12 @@ public struct SplitQueue: Sendable {
         let slot = UInt64(nextAvailable % size)
         let slotAddress = GuestAddress(mappedRings.available.rawValue + 4 + 2 * slot)
         let head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
-        let chain = try walkChain(head: head, in: memory)
+        var buffers = spareDescriptors
+        spareDescriptors = []
+        // Unique again when the last chain is gone: emptied in place, no allocation.
+        buffers.removeAll(keepingCapacity: true)
+        let chain = try walkChain(head: head, into: &buffers, in: memory)
+        spareDescriptors = buffers
         nextAvailable &+= 1
         return chain
     }
@@ -254,11 +266,11 @@ public struct SplitQueue: Sendable {
         }
     }
 
-    /// Follows the chain starting at `head` and returns its validated buffers.
-    private func walkChain(head: UInt16, in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
+    /// Follows the chain starting at `head` and returns its validated buffers, collected in
+    /// `buffers` (empty on entry).
+    private func walkChain(head: UInt16, into buffers: inout [Descriptor], in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         let table = mappedRings.descriptors.rawValue
-        var buffers: [Descriptor] = []
         buffers.reserveCapacity(4)
         var index = head
         var count = 0
@@ -348,7 +360,9 @@ public struct SplitQueue: Sendable {
     /// The guest physical address of a descriptor's buffer: its address, or the
     /// translator's mapping of its whole length (of one byte for an empty buffer).
     private func physical(_ raw: RawDescriptor, head: UInt16) throws(QueueError) -> GuestAddress {
-        guard let translator else { return GuestAddress(raw.address) }
+        // A ready queue's translator is the one it was activated with (changing it un-readies
+        // the queue); the flag spares the untranslated path a copy of the existential.
+        guard translates, let translator else { return GuestAddress(raw.address) }
         guard let value = translator.translate(raw.address, length: UInt64(max(raw.length, 1))) else {
             throw .descriptorNotMapped(head: head, address: raw.address, length: raw.length)
         }

@@ -424,6 +424,22 @@ struct DirtyTrackingTests {
         #expect(memory.dirtyPageCount == 8)
     }
 
+    @Test("an integer written inside one region across a page boundary marks both pages; an unaligned one reads back")
+    func integerAcrossAPageInsideARegion() throws {
+        let memory = try makeMemory(dirtyTracking: true)
+        try memory.write(UInt64(0x0102_0304_0506_0708), at: GuestAddress(0x6ffd))  // region 0, pages 6 and 7
+        #expect(try memory.read(UInt64.self, at: GuestAddress(0x6ffd)) == 0x0102_0304_0506_0708)
+        #expect(try memory.readBytes(count: 8, at: GuestAddress(0x6ffd)) == [8, 7, 6, 5, 4, 3, 2, 1])
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x6fff)) == 0x0304_0506)
+        let r0 = memory.regions[0]
+        #expect((0..<r0.pageCount).filter { r0.isDirty(page: $0) } == [6, 7])
+        // The last bytes of the last region: in range; one byte further: refused, nothing written.
+        try memory.write(UInt16(0xBEEF), at: GuestAddress(0x10fffe))
+        #expect(try memory.read(UInt16.self, at: GuestAddress(0x10fffe)) == 0xBEEF)
+        #expect(throws: GuestMemoryError.self) { try memory.write(UInt16(1), at: GuestAddress(0x10ffff)) }
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0x10ffff)) == 0xBE)
+    }
+
     @Test func trackingOffMarksNothingUntilEnabled() throws {
         let memory = try makeMemory()
         #expect(!memory.dirtyTracking)

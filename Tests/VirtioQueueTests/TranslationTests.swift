@@ -61,6 +61,32 @@ struct WindowTranslator: AddressTranslator {
         #expect(queue.descriptorTable == GuestAddress(0x10_0000) && queue.state.usedRing == GuestAddress(0x10_2000))
     }
 
+    @Test("a translator set or removed after activation takes effect only through a new activation")
+    func translatorChangeNeedsActivation() throws {
+        let memory = try memory()
+        // Untranslated rings at 0x1000..., buffers at guest physical addresses.
+        var queue = try makeQueue(memory, translator: nil)
+        queue.descriptorTable = GuestAddress(0x1000)
+        queue.availableRing = GuestAddress(0x2000)
+        queue.usedRing = GuestAddress(0x3000)
+        try queue.activate(in: memory)
+        try descriptor(memory, 0, address: 0x20_0100, length: 16, flags: 2)
+        try publish(memory, head: 0)
+        // 0x200100 is past guest memory: refused untranslated.
+        #expect(throws: QueueError.self) { _ = try queue.popDescriptorChain(in: memory) }
+        // A translator that maps the rings' addresses to themselves and 0x200000... to 0x10000...
+        queue.translator = WindowTranslator(windows: [(0x1000, 0x1000, 0x3000), (0x20_0000, 0x1_0000, 0x1_0000)])
+        #expect(throws: QueueError.notReady) { _ = try queue.popDescriptorChain(in: memory) }
+        try queue.activate(in: memory)
+        #expect(try queue.popDescriptorChain(in: memory)?.descriptors.map(\.address) == [GuestAddress(0x1_0100)])
+        // Removed again: the next chain is read untranslated.
+        queue.translator = nil
+        try queue.activate(in: memory)
+        try descriptor(memory, 1, address: 0x8000, length: 4, flags: 2)
+        try publish(memory, head: 1, index: 1)
+        #expect(try queue.popDescriptorChain(in: memory)?.descriptors.map(\.address) == [GuestAddress(0x8000)])
+    }
+
     @Test("a ring the translator does not map entirely is refused at activation, naming the part")
     func unmappedRing() throws {
         let memory = try memory()

@@ -105,3 +105,51 @@ struct ChainSpan {
         return buffers
     }
 }
+
+extension ChainSpan {
+    /// The guest address of the last byte of `descriptors` taken as one stream (the status
+    /// byte of a request), or nil when they hold no byte. The same byte as
+    /// `ChainSpan(descriptors, start: length - 1, count: 1)`, found without building a span.
+    static func lastByte(of descriptors: ArraySlice<Descriptor>) -> GuestAddress? {
+        for descriptor in descriptors.reversed() where descriptor.length > 0 {
+            // A validated chain's buffers do not wrap the address space.
+            return GuestAddress(descriptor.address.rawValue + UInt64(descriptor.length) - 1)
+        }
+        return nil
+    }
+
+    /// Calls `body` with the host view of each piece of the bytes `[start, start + count)`
+    /// of `descriptors` taken as one stream, in order: the pieces `ChainSpan(descriptors,
+    /// start:count:)` and ``hostBuffers(in:)`` give, without building either array (a piece
+    /// that crosses guest memory regions still gives one view per region).
+    static func forEachHostBuffer(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int, in memory: GuestMemory,
+                                  _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(GuestMemoryError) {
+        var skip = start
+        var left = count
+        for descriptor in descriptors where left > 0 {
+            let length = Int(descriptor.length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let take = min(length - skip, left)
+            let address = GuestAddress(descriptor.address.rawValue + UInt64(skip))
+            if let pointer = try? memory.hostAddress(for: address, length: take) {
+                body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
+            } else {
+                for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
+            }
+            left -= take
+            skip = 0
+        }
+    }
+}
+
+/// A queue's reusable room for one request's host buffers: serving a request allocates
+/// nothing once the arrays have grown to the longest chain seen.
+struct RequestScratch {
+    /// A read's destinations.
+    var destinations: [UnsafeMutableRawBufferPointer] = []
+    /// A write's sources.
+    var sources: [UnsafeRawBufferPointer] = []
+}

@@ -75,6 +75,15 @@ public final class VirtioBlock: VirtioDevice {
             self.errors = errors
         }
 
+        /// Adds `other`'s counts to these.
+        mutating func add(_ other: Counters) {
+            readBytes &+= other.readBytes
+            writeBytes &+= other.writeBytes
+            readOps &+= other.readOps
+            writeOps &+= other.writeOps
+            errors &+= other.errors
+        }
+
         /// The counters as `vm.counters` prints them.
         public var dictionary: [String: UInt64] {
             ["read_bytes": readBytes, "write_bytes": writeBytes, "read_ops": readOps, "write_ops": writeOps]
@@ -99,6 +108,8 @@ public final class VirtioBlock: VirtioDevice {
         var queue: SplitQueue
         var pending: [Pending?]
         var retired = false
+        /// Host buffer lists reused by every synchronous request.
+        var scratch = RequestScratch()
     }
 
     /// One request queue with its own lock, so that queues can be served from several threads.
@@ -291,6 +302,10 @@ public final class VirtioBlock: VirtioDevice {
         var used = false
         var failure: VirtioDeviceError?
         var submitFailure: VirtioDeviceError?
+        // Counted here and added to the device's counters once, when the pass ends.
+        var tally = Counters()
+        // The cache mode at the start of the pass (the driver switches it between requests).
+        let writeThrough = writesThrough(state.features)
         do throws(VirtioDeviceError) {
             serving: repeat {
                 var submitted = false
@@ -301,11 +316,12 @@ public final class VirtioBlock: VirtioDevice {
                         work.queue.undoPop()
                         break serving
                     }
-                    if let async, try dispatch(chain, to: async, pending: &work.pending, queue: index, memory: memory, features: state.features) {
+                    if let async, try dispatch(chain, to: async, pending: &work.pending, queue: index, memory: memory, writeThrough: writeThrough) {
                         submitted = true
                         continue
                     }
-                    let length = try handle(chain, queue: index, memory: memory, features: state.features)
+                    let length = try handle(chain, queue: index, memory: memory, features: state.features,
+                                            writeThrough: writeThrough, scratch: &work.scratch, tally: &tally)
                     try Self.queueStep(index) { () throws(QueueError) in try work.queue.addUsed(head: chain.head, length: length, in: memory) }
                     used = true
                 }
@@ -316,6 +332,7 @@ public final class VirtioBlock: VirtioDevice {
             failure = error
         }
         if failure == nil, let submitFailure { failure = submitFailure }
+        if tally != Counters() { core.withLock { $0.counters.add(tally) } }
         if used, (try? work.queue.needsNotification(in: memory)) == true {
             state.interrupt.signalQueue(index)
         }
@@ -337,12 +354,17 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// Runs one request; returns the used length (bytes written into the chain, status included).
-    func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64) throws(VirtioDeviceError) -> UInt32 {
+    /// `writeThrough` is the cache mode (``writesThrough(_:)``), `scratch` the queue's reusable
+    /// buffer lists, and `tally` collects the request's counts.
+    func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64, writeThrough: Bool,
+                scratch: inout RequestScratch, tally: inout Counters) throws(VirtioDeviceError) -> UInt32 {
         let writable = chain.writableLength
-        guard writable >= 1 else { throw .noWritableBuffer(queue: queue, head: chain.head) }
-        let statusAddress = ChainSpan(chain.writable, start: writable - 1, count: 1).pieces[0].address
-        let (status, dataWritten) = try execute(chain, queue: queue, memory: memory, features: features, dataRoom: writable - 1)
-        if status != .ok { core.withLock { $0.counters.errors += 1 } }
+        guard writable >= 1, let statusAddress = ChainSpan.lastByte(of: chain.writable) else {
+            throw .noWritableBuffer(queue: queue, head: chain.head)
+        }
+        let (status, dataWritten) = try execute(chain, queue: queue, memory: memory, features: features, dataRoom: writable - 1,
+                                                writeThrough: writeThrough, scratch: &scratch, tally: &tally)
+        if status != .ok { tally.errors += 1 }
         do {
             try memory.write(status.rawValue, at: statusAddress)
         } catch {
@@ -352,37 +374,52 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     /// Decodes and runs the request; returns its status and the data bytes written to the chain.
-    private func execute(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64,
-                         dataRoom: Int) throws(VirtioDeviceError) -> (VirtioBlockABI.Status, Int) {
+    private func execute(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64, dataRoom: Int,
+                         writeThrough: Bool, scratch: inout RequestScratch,
+                         tally: inout Counters) throws(VirtioDeviceError) -> (VirtioBlockABI.Status, Int) {
         guard chain.readableLength >= VirtioBlockABI.headerSize else { return (.ioError, 0) }
         let (rawType, sector) = try Self.header(of: chain, queue: queue, memory: memory)
         guard let type = VirtioBlockABI.RequestType(rawValue: rawType) else { return (.unsupported, 0) }
         switch type {
         case .read:
-            let span = ChainSpan(chain.writable, start: 0, count: dataRoom)
             guard let offset = checkedOffset(sector: sector, length: dataRoom) else { return (.ioError, 0) }
-            let buffers = try Self.host(span, memory: memory, queue: queue)
+            defer { scratch.destinations.removeAll(keepingCapacity: true) }
             do {
-                try backend.read(into: buffers, at: offset)
+                try ChainSpan.forEachHostBuffer(chain.writable, start: 0, count: dataRoom, in: memory) { scratch.destinations.append($0) }
+            } catch {
+                throw .queue(index: queue, .memory(error))
+            }
+            do {
+                try backend.read(into: scratch.destinations, at: offset)
             } catch {
                 return (.ioError, 0)
             }
-            if memory.dirtyTracking { for piece in span.pieces { memory.markDirty(piece.address, length: piece.length) } }
-            core.withLock { $0.counters.readBytes += UInt64(dataRoom); $0.counters.readOps += 1 }
+            if memory.dirtyTracking {
+                for piece in ChainSpan(chain.writable, start: 0, count: dataRoom).pieces { memory.markDirty(piece.address, length: piece.length) }
+            }
+            tally.readBytes += UInt64(dataRoom)
+            tally.readOps += 1
             return (.ok, dataRoom)
         case .write:
             let length = chain.readableLength - VirtioBlockABI.headerSize
             guard !backend.isReadOnly else { return (.ioError, 0) }
             guard let offset = checkedOffset(sector: sector, length: length) else { return (.ioError, 0) }
-            let span = ChainSpan(chain.readable, start: VirtioBlockABI.headerSize, count: length)
-            let buffers = try Self.host(span, memory: memory, queue: queue).map { UnsafeRawBufferPointer($0) }
+            defer { scratch.sources.removeAll(keepingCapacity: true) }
             do {
-                try backend.write(from: buffers, at: offset)
-                if writesThrough(features) { try backend.flush() }
+                try ChainSpan.forEachHostBuffer(chain.readable, start: VirtioBlockABI.headerSize, count: length, in: memory) {
+                    scratch.sources.append(UnsafeRawBufferPointer($0))
+                }
+            } catch {
+                throw .queue(index: queue, .memory(error))
+            }
+            do {
+                try backend.write(from: scratch.sources, at: offset)
+                if writeThrough { try backend.flush() }
             } catch {
                 return (.ioError, 0)
             }
-            core.withLock { $0.counters.writeBytes += UInt64(length); $0.counters.writeOps += 1 }
+            tally.writeBytes += UInt64(length)
+            tally.writeOps += 1
             return (.ok, 0)
         case .flush:
             do { try backend.flush() } catch { return (.ioError, 0) }

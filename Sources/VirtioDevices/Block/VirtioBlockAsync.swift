@@ -8,14 +8,14 @@ extension VirtioBlock {
     /// Hands a read, write-back write or flush to the ring, keeping the chain's status
     /// address by its head; `false` leaves the request to the synchronous path (every
     /// other type, malformed requests, which that path reports, and requests the ring
-    /// does not take).
+    /// does not take). `writeThrough` is the cache mode (``writesThrough(_:)``).
     func dispatch(_ chain: DescriptorChain, to async: AsyncBlockQueue, pending: inout [Pending?], queue: Int, memory: GuestMemory,
-                  features: UInt64) throws(VirtioDeviceError) -> Bool {
+                  writeThrough: Bool) throws(VirtioDeviceError) -> Bool {
         let writable = chain.writableLength
         let head = Int(chain.head)
         guard writable >= 1, chain.readableLength >= VirtioBlockABI.headerSize, head < pending.count, pending[head] == nil else { return false }
         let (rawType, sector) = try Self.header(of: chain, queue: queue, memory: memory)
-        let statusAddress = ChainSpan(chain.writable, start: writable - 1, count: 1).pieces[0].address
+        guard let statusAddress = ChainSpan.lastByte(of: chain.writable) else { return false }
         switch VirtioBlockABI.RequestType(rawValue: rawType) {
         case .read:
             let length = writable - 1
@@ -27,7 +27,7 @@ extension VirtioBlock {
         case .write:
             let length = chain.readableLength - VirtioBlockABI.headerSize
             // Write-through needs the write durable before completion: the synchronous path does both.
-            guard !backend.isReadOnly, !writesThrough(features), let offset = checkedOffset(sector: sector, length: length) else { return false }
+            guard !backend.isReadOnly, !writeThrough, let offset = checkedOffset(sector: sector, length: length) else { return false }
             let span = ChainSpan(chain.readable, start: VirtioBlockABI.headerSize, count: length)
             let buffers = try Self.host(span, memory: memory, queue: queue).map { UnsafeRawBufferPointer($0) }
             guard (try? async.write(slot: head, from: buffers, at: offset)) == true else { return false }
