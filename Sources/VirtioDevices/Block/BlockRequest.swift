@@ -74,6 +74,14 @@ struct ChainSpan {
     /// The bytes `[start, start + count)` of `descriptors` taken as one stream.
     init(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int) {
         pieces.reserveCapacity(descriptors.count)
+        Self.forEachPiece(descriptors, start: start, count: count) { address, length in pieces.append((address, length)) }
+    }
+
+    /// Calls `body` with the guest address and length of each piece of the bytes
+    /// `[start, start + count)` of `descriptors` taken as one stream, in chain order.
+    @inline(__always)
+    static func forEachPiece<E: Error>(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int,
+                                       _ body: (GuestAddress, Int) throws(E) -> Void) throws(E) {
         var skip = start
         var left = count
         for descriptor in descriptors where left > 0 {
@@ -84,7 +92,7 @@ struct ChainSpan {
             }
             let take = min(length - skip, left)
             // A validated chain's buffers do not wrap the address space.
-            pieces.append((GuestAddress(descriptor.address.rawValue + UInt64(skip)), take))
+            try body(GuestAddress(descriptor.address.rawValue + UInt64(skip)), take)
             left -= take
             skip = 0
         }
@@ -124,23 +132,12 @@ extension ChainSpan {
     /// that crosses guest memory regions still gives one view per region).
     static func forEachHostBuffer(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int, in memory: GuestMemory,
                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(GuestMemoryError) {
-        var skip = start
-        var left = count
-        for descriptor in descriptors where left > 0 {
-            let length = Int(descriptor.length)
-            if skip >= length {
-                skip -= length
-                continue
-            }
-            let take = min(length - skip, left)
-            let address = GuestAddress(descriptor.address.rawValue + UInt64(skip))
+        try forEachPiece(descriptors, start: start, count: count) { (address, take) throws(GuestMemoryError) in
             if let pointer = try? memory.hostAddress(for: address, length: take) {
                 body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
             } else {
                 for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
             }
-            left -= take
-            skip = 0
         }
     }
 }
