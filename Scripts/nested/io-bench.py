@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Disk and network throughput of cloud-hypervisor against QEMU, repeated, inside level 1.
 
-Run by bench-snapshot.sh --io through run-l1.sh; prints `ch-bench: io ...` lines.
+Run by bench-snapshot.sh --io through run-l1.sh; prints `ch-bench: io ...` lines (only the
+network ones with --net-only).
 
 The same level-2 guest (Debian's kernel as a PVH vmlinux, busybox initramfs, 1 vCPU, 256 MiB,
 serial console) boots `runs` times under each VMM, alternating which goes first, with one raw
@@ -34,6 +35,8 @@ from bench_common import Guest, spread  # noqa: E402
 binary, remote, vmlinux, initrd = sys.argv[1:5]
 runs = int(sys.argv[5]) if len(sys.argv) > 5 else 5
 netbench = sys.argv[6]
+# bench-snapshot.sh --io --net-only: the network figures only (the guest keeps its disk).
+NET_ONLY = len(sys.argv) > 7 and sys.argv[7] == "net-only"
 CMDLINE = "console=ttyS0 panic=-1"
 TAP, HOST_IP, GUEST_IP, MAC = "chbtap0", "192.168.249.1", "192.168.249.2", "52:54:00:00:00:20"
 NET_BYTES = 128 << 20
@@ -73,7 +76,7 @@ def one_boot(argv, work, name):
         if not guest.wait_for("L2-INIT-READY", 300):
             raise RuntimeError(f"{name}: no init marker: {guest.text()[-300:]}")
         time.sleep(0.5)
-        for index, (label, command) in enumerate(DISK):
+        for index, (label, command) in enumerate([] if NET_ONLY else DISK):
             (seconds,) = step(guest, f"BLK{index}", command, r"CH-BLKBENCH \S+ \d+ \d+ ([0-9.]+)")
             figures[label] = float(seconds)
         (ping,) = step(guest, "PING", f"ip link set eth0 up; ip addr add {GUEST_IP}/24 dev eth0; "

@@ -53,6 +53,14 @@ public struct SplitQueue: Sendable {
     public var nextUsed: UInt16 = 0
     /// The used index at the last notification decision with event index, if any.
     public internal(set) var signalledUsed: UInt16?
+    /// The available index as last read from the ring (with acquire ordering), or `nil`
+    /// when it must be read again. The chains before it were published before that read,
+    /// so they can be popped without reading the index once per chain; the index is read
+    /// again when they run out.
+    private var knownAvailable: UInt16?
+    /// Used entries written by ``stageUsed(head:length:in:)`` and not yet published (the
+    /// used index in guest memory is `nextUsed - stagedUsed`).
+    public private(set) var stagedUsed: UInt16 = 0
     /// Maps the driver's addresses (rings and buffers) to guest physical addresses, for a
     /// device behind a virtual IOMMU; `nil` when the driver's addresses are guest physical.
     /// It survives ``reset()``. Changing it takes the queue out of the ready state.
@@ -139,6 +147,8 @@ public struct SplitQueue: Sendable {
     mutating func markReady() throws(QueueError) {
         mappedRings = try mappedAreas(in: nil)
         translates = translator != nil
+        knownAvailable = nil
+        stagedUsed = 0
         isReady = true
     }
 
@@ -151,6 +161,8 @@ public struct SplitQueue: Sendable {
     public mutating func activate(in memory: GuestMemory) throws(QueueError) {
         mappedRings = try mappedAreas(in: memory)
         translates = translator != nil
+        knownAvailable = nil
+        stagedUsed = 0
         isReady = true
     }
 
@@ -164,6 +176,8 @@ public struct SplitQueue: Sendable {
         nextAvailable = 0
         nextUsed = 0
         signalledUsed = nil
+        knownAvailable = nil
+        stagedUsed = 0
         mappedRings = (.zero, .zero, .zero)
         isReady = false
     }
@@ -215,6 +229,27 @@ public struct SplitQueue: Sendable {
         return Int(pending)
     }
 
+    /// Chains known to be available and not popped: from the cached available index when
+    /// it still covers chains after `nextAvailable`, otherwise from a fresh read (cached).
+    ///
+    /// - Throws: `.notReady`, `.availableIndexJump`, `.memory`.
+    private mutating func knownPending(in memory: GuestMemory) throws(QueueError) -> Int {
+        try check()
+        if let knownAvailable {
+            let pending = knownAvailable &- nextAvailable
+            // Zero: the known chains ran out. Above `size`: `nextAvailable` was moved
+            // (a restore or a caller) past the cached index; read it again.
+            if pending != 0, pending <= size { return Int(pending) }
+        }
+        let published = try availableIndex(in: memory)
+        let pending = published &- nextAvailable
+        guard pending <= size else {
+            throw .availableIndexJump(lastSeen: nextAvailable, published: published, size: size)
+        }
+        knownAvailable = published
+        return Int(pending)
+    }
+
     // MARK: - Popping chains
 
     /// Takes the next available descriptor chain, validating every descriptor, or returns
@@ -228,8 +263,12 @@ public struct SplitQueue: Sendable {
     ///   `.descriptorOutOfMemory`, `.emptyIndirectTable`, `.indirectTableLengthNotMultiple`,
     ///   `.indirectTableTooLarge`, `.indirectTableOutOfMemory`, `.nestedIndirect`,
     ///   `.indirectWithNext`, `.readableAfterWritable`, `.memory`.
+    ///
+    /// The available index is read (with acquire ordering, so the ring entries before it
+    /// are read after it) only when the chains known from the last read have all been
+    /// popped; a batch of chains costs one read of the index.
     public mutating func popDescriptorChain(in memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
-        guard try pendingCount(in: memory) > 0 else { return nil }
+        guard try knownPending(in: memory) > 0 else { return nil }
         let slot = UInt64(nextAvailable % size)
         let slotAddress = GuestAddress(mappedRings.available.rawValue + 4 + 2 * slot)
         let head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
@@ -378,29 +417,55 @@ public struct SplitQueue: Sendable {
     // MARK: - Returning chains
 
     /// Puts a finished chain in the used ring and publishes the new used index with
-    /// release ordering, so the guest sees the written buffers before the index.
+    /// release ordering, so the guest sees the written buffers before the index (with any
+    /// entries staged before it).
     ///
     /// - Parameters:
     ///   - head: the chain's head index, as popped.
     ///   - length: the number of bytes the device wrote into the chain's writable buffers.
     /// - Throws: `.notReady`, `.usedHeadOutOfRange`, `.memory`.
     public mutating func addUsed(head: UInt16, length: UInt32, in memory: GuestMemory) throws(QueueError) {
+        try stageUsed(head: head, length: length, in: memory)
+        try publishUsed(in: memory)
+    }
+
+    /// Writes a finished chain's used entry without publishing it: the guest sees it only
+    /// after ``publishUsed(in:)`` (or ``addUsed(head:length:in:)``, or
+    /// ``needsNotification(in:)``, which publish the staged entries first). A device that
+    /// returns several chains at once (a packet across mergeable buffers, a batch of
+    /// transmitted packets) stages them and publishes the used index once.
+    ///
+    /// - Throws: `.notReady`, `.usedHeadOutOfRange`, `.memory`; on error nothing changes.
+    public mutating func stageUsed(head: UInt16, length: UInt32, in memory: GuestMemory) throws(QueueError) {
         try check()
         guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
         let element = GuestAddress(mappedRings.used.rawValue + 4 + 8 * UInt64(nextUsed % size))
-        let newIndex = nextUsed &+ 1
-        let indexAddress = usedIndexAddress
         try Self.access { () throws(GuestMemoryError) in
             try memory.write(UInt32(head), at: element)
             try memory.write(length, at: GuestAddress(element.rawValue + 4))
-            try memory.storeRelease(newIndex, at: indexAddress)
         }
-        nextUsed = newIndex
+        nextUsed &+= 1
+        stagedUsed &+= 1
+    }
+
+    /// Publishes the staged used entries: stores `nextUsed` as the used index with release
+    /// ordering, so the guest sees the entries and the buffers written before them first.
+    /// Does nothing when nothing is staged.
+    ///
+    /// - Throws: `.notReady`, `.memory`.
+    public mutating func publishUsed(in memory: GuestMemory) throws(QueueError) {
+        try check()
+        guard stagedUsed != 0 else { return }
+        let indexAddress = usedIndexAddress
+        let newIndex = nextUsed
+        try Self.access { () throws(GuestMemoryError) in try memory.storeRelease(newIndex, at: indexAddress) }
+        stagedUsed = 0
     }
 
     // MARK: - Notifications
 
-    /// Whether the device should interrupt the driver now, after adding used entries.
+    /// Whether the device should interrupt the driver now, after adding used entries
+    /// (staged entries are published first).
     ///
     /// With event index this is `vring_need_event(used_event, nextUsed, signalledUsed)`
     /// (always true the first time) and records `nextUsed` as signalled; without it, it
@@ -408,7 +473,7 @@ public struct SplitQueue: Sendable {
     ///
     /// - Throws: `.notReady`, `.memory`.
     public mutating func needsNotification(in memory: GuestMemory) throws(QueueError) -> Bool {
-        try check()
+        try publishUsed(in: memory)
         // Order the used-ring stores before reading the driver's suppression fields.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndex {
@@ -450,7 +515,10 @@ public struct SplitQueue: Sendable {
             try setUsedFlags(noNotify: false, in: memory)
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        return try pendingCount(in: memory) > 0
+        // A fresh read (and cache) of the index: chains the driver published before it saw
+        // the re-armed notification must not be missed.
+        knownAvailable = nil
+        return try knownPending(in: memory) > 0
     }
 
     /// Asks the driver not to notify the device: sets `VIRTQ_USED_F_NO_NOTIFY` without

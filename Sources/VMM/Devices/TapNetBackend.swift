@@ -23,31 +23,46 @@ public final class TapNetBackend: NetBackend {
 
     /// Reads one packet (`virtio_net_hdr_v1` and frame); `nil` when none waits.
     public func receive(into buffers: [UnsafeMutableRawBufferPointer]) throws(NetBackendError) -> Int? {
-        var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-        while true {
-            let count = vectors.withUnsafeMutableBufferPointer { readv(queue.rawValue, $0.baseAddress, Int32($0.count)) }
-            if count >= 0 { return count }
-            switch clinux_errno() {
-            case EINTR: continue
-            case EAGAIN: return nil
-            case let code: throw .host(call: "readv(\(interface))", errno: code)
+        // The vectors live on the stack for the call (no allocation per packet).
+        let count = withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count) { vectors in
+            for (index, buffer) in buffers.enumerated() {
+                vectors.initializeElement(at: index, to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
             }
+            return Self.retrying { readv(queue.rawValue, vectors.baseAddress, Int32(vectors.count)) }
+        }
+        if count >= 0 { return count }
+        switch Int32(-count) {
+        case EAGAIN: return nil
+        case let code: throw .host(call: "readv(\(interface))", errno: code)
+        }
+    }
+
+    /// Runs a system call until it is not interrupted: its byte count, or minus the errno
+    /// it failed with.
+    private static func retrying(_ call: () -> Int) -> Int {
+        while true {
+            let count = call()
+            if count >= 0 { return count }
+            let code = clinux_errno()
+            if code != EINTR { return -Int(code) }
         }
     }
 
     /// Writes one packet; `false` when the kernel dropped it.
     public func send(_ buffers: [UnsafeRawBufferPointer]) throws(NetBackendError) -> Bool {
-        var vectors = buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
-        while true {
-            let count = vectors.withUnsafeMutableBufferPointer { writev(queue.rawValue, $0.baseAddress, Int32($0.count)) }
-            if count >= 0 { return true }
-            switch clinux_errno() {
-            case EINTR: continue
-            // A full queue, an interface that is down or a packet the kernel refuses (bad
-            // offload header from the guest): the packet is lost, as on a wire.
-            case EAGAIN, EIO, ENOBUFS, EINVAL, EMSGSIZE: return false
-            case let code: throw .host(call: "writev(\(interface))", errno: code)
+        let count = withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count) { vectors in
+            for (index, buffer) in buffers.enumerated() {
+                vectors.initializeElement(at: index, to: iovec(iov_base: UnsafeMutableRawPointer(mutating: buffer.baseAddress),
+                                                               iov_len: buffer.count))
             }
+            return Self.retrying { writev(queue.rawValue, vectors.baseAddress, Int32(vectors.count)) }
+        }
+        if count >= 0 { return true }
+        switch Int32(-count) {
+        // A full queue, an interface that is down or a packet the kernel refuses (bad
+        // offload header from the guest): the packet is lost, as on a wire.
+        case EAGAIN, EIO, ENOBUFS, EINVAL, EMSGSIZE: return false
+        case let code: throw .host(call: "writev(\(interface))", errno: code)
         }
     }
 

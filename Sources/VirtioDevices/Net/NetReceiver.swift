@@ -14,11 +14,42 @@ import VirtioQueue
 /// copied into one chain, or with mergeable buffers into as many chains as it needs. A
 /// packet is read only when at least one chain waits for it, so packets stay in the
 /// backend while the guest posts no buffers.
+///
+/// Each chain's writable room and host views are worked out once, when it is popped; a
+/// packet's chains go to the used ring together, published with one used-index store.
 struct NetReceiver: Sendable {
+    /// A chain popped for receiving, with what every packet needs of it worked out once.
+    struct HandChain: @unchecked Sendable {
+        /// The chain as popped.
+        let chain: DescriptorChain
+        /// The bytes its writable buffers hold.
+        let capacity: Int
+        /// Host views of its writable buffers, in order.
+        // SAFETY: they point into guest memory, which outlives the device's session; the
+        // receiver that holds them is only used behind its pair's lock.
+        let host: [UnsafeMutableRawBufferPointer]
+
+        /// Resolves `chain`'s writable buffers in `memory`.
+        init(_ chain: DescriptorChain, memory: GuestMemory) throws(GuestMemoryError) {
+            self.chain = chain
+            capacity = chain.writableLength
+            host = try ChainSpan(chain.writable, start: 0, count: capacity).hostBuffers(in: memory)
+        }
+    }
+
+    /// Reused storage for the host buffers one packet is read into.
+    private struct Scratch: @unchecked Sendable {
+        // SAFETY: filled and emptied within one delivery, behind the pair's lock.
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        var lengths: [Int] = []
+    }
+
     /// The receive queue while the device runs (and the driver enabled it).
     private(set) var queue: SplitQueue?
     /// Chains popped from the queue and not yet used, oldest first.
-    private var inHand: [DescriptorChain] = []
+    private var inHand: [HandChain] = []
+    /// Storage reused from packet to packet.
+    private var scratch = Scratch()
     /// The length of the packet waiting in ``bounce``, if one does.
     private(set) var held: Int?
     /// Room for one whole packet.
@@ -146,31 +177,31 @@ struct NetReceiver: Sendable {
             if held == nil {
                 guard try ensureInHand(1, &queue, context) else { return .outOfBuffers }
                 if let limiter = context.limiter, !limiter.admitsAny() { return .throttled }
-                let first = inHand[0]
-                if first.writableLength >= VirtioNetABI.maxPacketSize {
-                    guard let length = try receiveDirect(into: first, context) else { return .backendEmpty }
+                if inHand[0].capacity >= VirtioNetABI.maxPacketSize {
+                    guard let length = try receiveDirect(context) else { return .backendEmpty }
                     context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
                     guard length >= headerSize else {
                         traffic.dropped += 1
                         continue
                     }
-                    try Self.writeNumBuffers(1, into: first, context)
-                    try use(1, lengths: [length], &queue, context, &traffic)
+                    try Self.writeNumBuffers(1, into: inHand[0], context)
+                    scratch.lengths.removeAll(keepingCapacity: true)
+                    scratch.lengths.append(length)
+                    try useScratchLengths(&queue, context, &traffic)
                     traffic.moved(length)
                     continue
                 }
                 // Mergeable buffers: with enough chains in hand for any packet, the backend
                 // writes straight into them, as many as the packet fills.
                 if context.mergeable, try gatherInHand(covering: VirtioNetABI.maxPacketSize, &queue, context) {
-                    guard let lengths = try receiveAcrossHand(context) else { return .backendEmpty }
-                    let length = lengths.reduce(0, +)
+                    guard let length = try receiveAcrossHand(context) else { return .backendEmpty }
                     context.limiter?.charge(bytes: UInt64(max(0, length - headerSize)), operations: 1)
                     guard length >= headerSize else {
                         traffic.dropped += 1
                         continue
                     }
-                    try Self.writeNumBuffers(UInt16(lengths.count), into: inHand[0], context)
-                    try use(lengths.count, lengths: lengths, &queue, context, &traffic)
+                    try Self.writeNumBuffers(UInt16(scratch.lengths.count), into: inHand[0], context)
+                    try useScratchLengths(&queue, context, &traffic)
                     traffic.moved(length)
                     continue
                 }
@@ -202,18 +233,18 @@ struct NetReceiver: Sendable {
                                        _ context: Context) throws(VirtioDeviceError) -> Int? {
         guard context.mergeable else {
             guard try ensureInHand(1, &queue, context) else { return nil }
-            return inHand[0].writableLength >= length ? 1 : 0
+            return inHand[0].capacity >= length ? 1 : 0
         }
         var total = 0
         var position = 0
         while total < length {
             if position == inHand.count {
-                let descriptors = inHand.reduce(0) { $0 + ($1.isIndirect ? 1 : $1.descriptors.count) }
+                let descriptors = inHand.reduce(0) { $0 + ($1.chain.isIndirect ? 1 : $1.chain.descriptors.count) }
                 // The driver cannot post more than the queue holds: the packet will never fit.
                 if descriptors >= Int(queue.size) { return 0 }
                 guard try ensureInHand(position + 1, &queue, context) else { return nil }
             }
-            total += inHand[position].writableLength
+            total += inHand[position].capacity
             position += 1
         }
         return position
@@ -226,11 +257,10 @@ struct NetReceiver: Sendable {
         bounce[VirtioNetABI.numBuffersOffset] = UInt8(truncatingIfNeeded: count)
         bounce[VirtioNetABI.numBuffersOffset + 1] = UInt8(truncatingIfNeeded: count >> 8)
         var offset = 0
-        var lengths: [Int] = []
-        lengths.reserveCapacity(count)
-        for chain in inHand.prefix(count) {
-            let take = min(chain.writableLength, length - offset)
-            for piece in ChainSpan(chain.writable, start: 0, count: take).pieces {
+        scratch.lengths.removeAll(keepingCapacity: true)
+        for hand in inHand.prefix(count) {
+            let take = min(hand.capacity, length - offset)
+            for piece in ChainSpan(hand.chain.writable, start: 0, count: take).pieces {
                 do {
                     try context.memory.write(bytes: bounce[offset..<(offset + piece.length)], at: piece.address)
                 } catch {
@@ -238,21 +268,27 @@ struct NetReceiver: Sendable {
                 }
                 offset += piece.length
             }
-            lengths.append(take)
+            scratch.lengths.append(take)
         }
-        try use(count, lengths: lengths, &queue, context, &traffic)
+        try useScratchLengths(&queue, context, &traffic)
     }
 
-    /// Puts the first `count` chains in hand in the used ring with `lengths`.
-    private mutating func use(_ count: Int, lengths: [Int], _ queue: inout SplitQueue, _ context: Context,
-                              _ traffic: inout NetTraffic) throws(VirtioDeviceError) {
+    /// Puts the first chains in hand in the used ring, one for each of `scratch.lengths`
+    /// with that length, and publishes them with one used-index store (the guest sees
+    /// the packet whole, `num_buffers` chains at once).
+    private mutating func useScratchLengths(_ queue: inout SplitQueue, _ context: Context,
+                                            _ traffic: inout NetTraffic) throws(VirtioDeviceError) {
         let memory = context.memory
-        for (chain, length) in zip(inHand.prefix(count), lengths) {
+        let count = scratch.lengths.count
+        for position in 0..<count {
+            let head = inHand[position].chain.head
+            let length = UInt32(scratch.lengths[position])
             try Self.step(context.index) { () throws(QueueError) in
-                try queue.addUsed(head: chain.head, length: UInt32(length), in: memory)
+                try queue.stageUsed(head: head, length: length, in: memory)
             }
-            traffic.used = true
         }
+        try Self.step(context.index) { () throws(QueueError) in try queue.publishUsed(in: memory) }
+        if count > 0 { traffic.used = true }
         inHand.removeFirst(count)
     }
 
@@ -266,7 +302,11 @@ struct NetReceiver: Sendable {
                 return false
             }
             guard !chain.writable.isEmpty else { throw .noWritableBuffer(queue: context.index, head: chain.head) }
-            inHand.append(chain)
+            do {
+                inHand.append(try HandChain(chain, memory: memory))
+            } catch {
+                throw .queue(index: context.index, .memory(error))
+            }
         }
         return true
     }
@@ -274,75 +314,77 @@ struct NetReceiver: Sendable {
     /// Pops chains until those in hand can hold `bytes` together; `false` when the queue
     /// runs out first (the chains popped stay in hand).
     private mutating func gatherInHand(covering bytes: Int, _ queue: inout SplitQueue, _ context: Context) throws(VirtioDeviceError) -> Bool {
-        var total = inHand.reduce(0) { $0 + $1.writableLength }
+        var total = inHand.reduce(0) { $0 + $1.capacity }
         while total < bytes {
             guard try ensureInHand(inHand.count + 1, &queue, context) else { return false }
-            total += inHand[inHand.count - 1].writableLength
+            total += inHand[inHand.count - 1].capacity
         }
         return true
     }
 
     /// Lets the backend write the next packet straight across the chains in hand (which
-    /// hold at least ``VirtioNetABI/maxPacketSize`` bytes); returns the bytes each chain got,
-    /// first to last, only the chains the packet reached (at least one), or `nil` when the
-    /// backend had no packet.
-    private func receiveAcrossHand(_ context: Context) throws(VirtioDeviceError) -> [Int]? {
-        var spans: [ChainSpan] = []
+    /// hold at least ``VirtioNetABI/maxPacketSize`` bytes); leaves in `scratch.lengths` the
+    /// bytes each chain got, first to last, only the chains the packet reached (at least
+    /// one), and returns the packet's length, or `nil` when the backend had no packet.
+    private mutating func receiveAcrossHand(_ context: Context) throws(VirtioDeviceError) -> Int? {
+        scratch.buffers.removeAll(keepingCapacity: true)
         var left = VirtioNetABI.maxPacketSize
-        for chain in inHand where left > 0 {
-            let span = ChainSpan(chain.writable, start: 0, count: min(chain.writableLength, left))
-            spans.append(span)
-            left -= span.length
-        }
-        var buffers: [UnsafeMutableRawBufferPointer] = []
-        do {
-            for span in spans { buffers += try span.hostBuffers(in: context.memory) }
-        } catch {
-            throw .queue(index: context.index, .memory(error))
+        var reached = 0
+        while left > 0, reached < inHand.count {
+            left -= Self.append(inHand[reached].host, upTo: left, into: &scratch.buffers)
+            reached += 1
         }
         let capacity = VirtioNetABI.maxPacketSize - left
-        guard let length = try Self.receive(from: context.backend, into: buffers, capacity: capacity, queue: context.index) else {
+        guard let length = try Self.receive(from: context.backend, into: scratch.buffers, capacity: capacity,
+                                            queue: context.index) else {
             return nil
         }
-        var lengths: [Int] = []
+        scratch.lengths.removeAll(keepingCapacity: true)
         var remaining = length
-        for span in spans where remaining > 0 || lengths.isEmpty {
-            let take = min(span.length, remaining)
+        for hand in inHand.prefix(reached) where remaining > 0 || scratch.lengths.isEmpty {
+            let take = min(hand.capacity, remaining)
             // The backend wrote through host pointers, which dirty tracking does not see.
-            if context.memory.dirtyTracking {
-                var dirty = take
-                for piece in span.pieces where dirty > 0 {
-                    context.memory.markDirty(piece.address, length: min(dirty, piece.length))
-                    dirty -= piece.length
-                }
-            }
-            lengths.append(take)
+            if context.memory.dirtyTracking { Self.markDirty(hand, bytes: take, context) }
+            scratch.lengths.append(take)
             remaining -= take
         }
-        return lengths
+        return length
     }
 
-    /// Lets the backend write the next packet straight into `chain`'s writable buffers.
-    private func receiveDirect(into chain: DescriptorChain, _ context: Context) throws(VirtioDeviceError) -> Int? {
-        let span = ChainSpan(chain.writable, start: 0, count: VirtioNetABI.maxPacketSize)
-        let buffers: [UnsafeMutableRawBufferPointer]
-        do {
-            buffers = try span.hostBuffers(in: context.memory)
-        } catch {
-            throw .queue(index: context.index, .memory(error))
-        }
-        guard let length = try Self.receive(from: context.backend, into: buffers, capacity: span.length, queue: context.index) else {
+    /// Lets the backend write the next packet straight into the first chain in hand's
+    /// writable buffers (which hold at least ``VirtioNetABI/maxPacketSize`` bytes).
+    private mutating func receiveDirect(_ context: Context) throws(VirtioDeviceError) -> Int? {
+        scratch.buffers.removeAll(keepingCapacity: true)
+        let first = inHand[0]
+        let capacity = Self.append(first.host, upTo: VirtioNetABI.maxPacketSize, into: &scratch.buffers)
+        guard let length = try Self.receive(from: context.backend, into: scratch.buffers, capacity: capacity,
+                                            queue: context.index) else {
             return nil
         }
         // The backend wrote through host pointers, which dirty tracking does not see.
-        if context.memory.dirtyTracking {
-            var left = length
-            for piece in span.pieces where left > 0 {
-                context.memory.markDirty(piece.address, length: min(left, piece.length))
-                left -= piece.length
-            }
-        }
+        if context.memory.dirtyTracking { Self.markDirty(first, bytes: length, context) }
         return length
+    }
+
+    /// Appends `host`'s buffers to `buffers`, cut after `limit` bytes; returns the bytes appended.
+    private static func append(_ host: [UnsafeMutableRawBufferPointer], upTo limit: Int,
+                               into buffers: inout [UnsafeMutableRawBufferPointer]) -> Int {
+        var taken = 0
+        for buffer in host where taken < limit {
+            let count = min(buffer.count, limit - taken)
+            buffers.append(count == buffer.count ? buffer : UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]))
+            taken += count
+        }
+        return taken
+    }
+
+    /// Marks the first `bytes` of `hand`'s writable buffers dirty.
+    private static func markDirty(_ hand: HandChain, bytes: Int, _ context: Context) {
+        var left = bytes
+        for piece in ChainSpan(hand.chain.writable, start: 0, count: bytes).pieces where left > 0 {
+            context.memory.markDirty(piece.address, length: min(left, piece.length))
+            left -= piece.length
+        }
     }
 
     /// Reads the next packet into the bounce buffer.
@@ -375,10 +417,10 @@ struct NetReceiver: Sendable {
     }
 
     /// Writes `num_buffers` (le16 at header offset 10) into `chain`'s writable buffers.
-    private static func writeNumBuffers(_ value: UInt16, into chain: DescriptorChain, _ context: Context) throws(VirtioDeviceError) {
+    private static func writeNumBuffers(_ value: UInt16, into hand: HandChain, _ context: Context) throws(VirtioDeviceError) {
         let bytes = VirtioNet.le16(value)
         var index = 0
-        for piece in ChainSpan(chain.writable, start: VirtioNetABI.numBuffersOffset, count: 2).pieces {
+        for piece in ChainSpan(hand.chain.writable, start: VirtioNetABI.numBuffersOffset, count: 2).pieces {
             do {
                 try context.memory.write(bytes: bytes[index..<(index + piece.length)], at: piece.address)
             } catch {

@@ -5,8 +5,8 @@ import VirtioQueue
 /// The transmit side of a queue pair: each chain's device-readable buffers are one
 /// packet (header and frame), handed to the backend straight from guest memory.
 enum NetTransmitter {
-    /// Sends every available chain of `queue`, returning each with used length 0, and
-    /// re-arms the driver's notifications (publishing `avail_event` with event index).
+    /// Sends every available chain of `queue`, returning each with used length 0 (the
+    /// batch published with one used-index store), and re-arms the driver's notifications (publishing `avail_event` with event index).
     ///
     /// A packet shorter than its header, longer than ``VirtioNetABI/maxPacketSize``, or
     /// refused by a full backend is dropped and counted; device-writable buffers after
@@ -20,6 +20,9 @@ enum NetTransmitter {
     ///   holds what was done before.
     static func transmit(_ queue: inout SplitQueue, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
                          limiter: RateLimiter? = nil, traffic: inout NetTraffic) throws(VirtioDeviceError) {
+        // The chains sent go back staged and are published with one used-index store per
+        // batch (before re-arming notifications, and on every way out).
+        defer { try? queue.publishUsed(in: memory) }
         repeat {
             while let chain = try step(queueIndex, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
                 if let limiter, !limiter.consume(bytes: UInt64(max(0, chain.readableLength - VirtioNetABI.headerSize))) {
@@ -27,9 +30,10 @@ enum NetTransmitter {
                     return
                 }
                 try send(chain, queueIndex: queueIndex, to: backend, memory: memory, traffic: &traffic)
-                try step(queueIndex) { () throws(QueueError) in try queue.addUsed(head: chain.head, length: 0, in: memory) }
+                try step(queueIndex) { () throws(QueueError) in try queue.stageUsed(head: chain.head, length: 0, in: memory) }
                 traffic.used = true
             }
+            try step(queueIndex) { () throws(QueueError) in try queue.publishUsed(in: memory) }
         } while try step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) })
     }
 
