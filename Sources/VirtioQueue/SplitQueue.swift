@@ -241,13 +241,9 @@ public struct SplitQueue: Sendable {
             // (a restore or a caller) past the cached index; read it again.
             if pending != 0, pending <= size { return Int(pending) }
         }
-        let published = try availableIndex(in: memory)
-        let pending = published &- nextAvailable
-        guard pending <= size else {
-            throw .availableIndexJump(lastSeen: nextAvailable, published: published, size: size)
-        }
-        knownAvailable = published
-        return Int(pending)
+        let pending = try pendingCount(in: memory)
+        knownAvailable = nextAvailable &+ UInt16(pending)
+        return pending
     }
 
     // MARK: - Popping chains
