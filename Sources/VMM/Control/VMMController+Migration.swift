@@ -60,8 +60,7 @@ extension VMMController {
             MigrationMemory.stopDirtyLog(instance.built)
             if stopped == .reset {
                 // The guest reset during the migration: its vCPUs ended, so the VM reboots now,
-                // as it would have without the migration (the stopped machine's images let go).
-                instance.built.deviceManager.releaseLocks()
+                // as it would have without the migration (the reboot lets go of its images).
                 slot.withLock { $0.migrating = false }
                 monitor?.emit(source: "vm", event: "migration-failed")
                 post(.vmStopped(ObjectIdentifier(instance), .reset))
