@@ -139,6 +139,36 @@ struct Serial16550Tests {
         #expect(fixture.uart.read(.interruptIdentification) == 0x04)
     }
 
+    @Test func characterTimeoutRaisesTheInterruptAgainForUntouchedBytes() {
+        let fixture = UARTFixture()
+        let uart = fixture.uart
+        #expect(uart.checkReceiveTimeout() == .empty)
+        uart.write(.interruptEnable, 0x01)
+        #expect(uart.enqueueInput(Array("ls\n".utf8)) == 3)
+        #expect(fixture.line.take() == 1)
+        // The guest missed that edge: the next check finds the bytes untouched and raises
+        // the interrupt again, and again at every later check until the guest reads.
+        #expect(uart.checkReceiveTimeout() == .stale)
+        #expect(fixture.line.take() == 1)
+        #expect(uart.checkReceiveTimeout() == .stale)
+        #expect(fixture.line.take() == 1)
+        // A guest that reads is left alone while bytes remain.
+        #expect(uart.read(.data) == UInt8(ascii: "l"))
+        #expect(uart.checkReceiveTimeout() == .draining)
+        #expect(fixture.line.take() == 0)
+        #expect(uart.read(.data) == UInt8(ascii: "s"))
+        #expect(uart.read(.data) == UInt8(ascii: "\n"))
+        #expect(uart.checkReceiveTimeout() == .empty)
+        #expect(fixture.line.take() == 0)
+    }
+
+    @Test func characterTimeoutStaysQuietWhileTheReceiveInterruptIsOff() {
+        let fixture = UARTFixture()
+        #expect(fixture.uart.enqueueInput([0x0d]) == 1)
+        #expect(fixture.uart.checkReceiveTimeout() == .stale)
+        #expect(fixture.line.count == 0)
+    }
+
     @Test func receiveFIFOIsBoundedAt64Bytes() {
         let fixture = UARTFixture()
         let uart = fixture.uart

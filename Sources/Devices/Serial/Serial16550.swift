@@ -130,6 +130,21 @@ public final class Serial16550: BusDevice {
         }
     }
 
+    /// The 16550's character timeout: the owner calls this every few milliseconds while
+    /// host bytes wait in the receive FIFO. Bytes the guest did not touch since the previous
+    /// call raise the received-data interrupt again (if enabled), as the chip's timeout
+    /// indication does, so a guest that missed an edge still reads its input.
+    ///
+    /// - Returns: whether the FIFO is empty, being drained, or untouched since the last call.
+    @discardableResult
+    public func checkReceiveTimeout() -> ReceiveTimeoutOutcome {
+        state.withLock { device in
+            let (outcome, raise) = device.registers.checkReceiveTimeout()
+            if raise { deliverInterrupt(&device) }
+            return outcome
+        }
+    }
+
     /// How many more host bytes ``enqueueInput(_:)`` would accept now.
     public var receiveSpace: Int {
         state.withLock { $0.registers.loopback ? 0 : $0.registers.receiveFIFO.freeSpace }
@@ -161,6 +176,17 @@ public final class Serial16550: BusDevice {
             device.lastInterruptError = error
         }
     }
+}
+
+/// What a UART's character-timeout check found in its receive FIFO.
+public enum ReceiveTimeoutOutcome: Sendable, Equatable {
+    /// No byte waits: nothing to check until more input arrives.
+    case empty
+    /// Bytes wait and the guest read some since the previous check.
+    case draining
+    /// Bytes wait untouched since the previous check (the interrupt was raised again if the
+    /// guest enabled it).
+    case stale
 }
 
 /// Everything the UART's lock protects.

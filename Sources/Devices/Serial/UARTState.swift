@@ -83,6 +83,9 @@ struct UARTState: Sendable {
     var thrEmptyPending = false
     /// Bytes received and not yet read by the guest.
     var receiveFIFO = ReceiveFIFO()
+    /// Whether the guest read RBR since the last character-timeout check (not saved in a
+    /// snapshot: a restored UART simply counts as not yet read).
+    var readSinceTimeoutCheck = false
 
     var divisorLatchSelected: Bool { lineControl & UARTBits.lcrDivisorLatch != 0 }
     var loopback: Bool { modemControl & UARTBits.mcrLoopback != 0 }
@@ -136,6 +139,7 @@ struct UARTState: Sendable {
         switch offset {
         case 0:
             if divisorLatchSelected { return UInt8(truncatingIfNeeded: divisor) }
+            readSinceTimeoutCheck = true
             return receiveFIFO.pop() ?? 0
         case 1:
             if divisorLatchSelected { return UInt8(truncatingIfNeeded: divisor >> 8) }
@@ -270,6 +274,18 @@ struct UARTState: Sendable {
     }
 
     // MARK: Host input
+
+    /// The 16550's character timeout, checked by the owner every few milliseconds while
+    /// bytes wait: bytes that sat in the FIFO since the previous check without the guest
+    /// reading any raise the received-data interrupt again (the chip's timeout indication),
+    /// so an edge the guest missed (its interrupt pin masked at that moment) is not the end
+    /// of its input.
+    mutating func checkReceiveTimeout() -> (outcome: ReceiveTimeoutOutcome, interrupt: Bool) {
+        defer { readSinceTimeoutCheck = false }
+        if receiveFIFO.isEmpty { return (.empty, false) }
+        if readSinceTimeoutCheck { return (.draining, false) }
+        return (.stale, interruptEnable & UARTBits.ierReceivedData != 0)
+    }
 
     /// Queues host bytes for the guest; returns how many fit and whether to interrupt.
     /// In loopback the receiver listens to the transmitter only, so nothing is accepted.
