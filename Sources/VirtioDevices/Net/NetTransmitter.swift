@@ -23,13 +23,16 @@ enum NetTransmitter {
         // The chains sent go back staged and are published with one used-index store per
         // batch (before re-arming notifications, and on every way out).
         defer { try? queue.publishUsed(in: memory) }
+        // One list of host buffers for the whole batch, refilled for each packet.
+        var buffers: [UnsafeRawBufferPointer] = []
+        buffers.reserveCapacity(8)
         repeat {
             while let chain = try step(queueIndex, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
                 if let limiter, !limiter.consume(bytes: UInt64(max(0, chain.readableLength - VirtioNetABI.headerSize))) {
                     queue.undoPop()
                     return
                 }
-                try send(chain, queueIndex: queueIndex, to: backend, memory: memory, traffic: &traffic)
+                try send(chain, queueIndex: queueIndex, to: backend, memory: memory, buffers: &buffers, traffic: &traffic)
                 try step(queueIndex) { () throws(QueueError) in try queue.stageUsed(head: chain.head, length: 0, in: memory) }
                 traffic.used = true
             }
@@ -37,17 +40,19 @@ enum NetTransmitter {
         } while try step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) })
     }
 
-    /// Hands one chain's packet to the backend, or counts it dropped.
+    /// Hands one chain's packet to the backend, or counts it dropped. `buffers` is the
+    /// batch's reusable list (emptied and refilled here: no allocation per packet once it
+    /// has grown to the longest chain).
     private static func send(_ chain: DescriptorChain, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
-                             traffic: inout NetTraffic) throws(VirtioDeviceError) {
+                             buffers: inout [UnsafeRawBufferPointer], traffic: inout NetTraffic) throws(VirtioDeviceError) {
         let length = chain.readableLength
         guard length >= VirtioNetABI.headerSize, length <= VirtioNetABI.maxPacketSize else {
             traffic.dropped += 1
             return
         }
-        let buffers: [UnsafeRawBufferPointer]
+        buffers.removeAll(keepingCapacity: true)
         do {
-            buffers = try ChainSpan(chain.readable, start: 0, count: length).hostBuffers(in: memory).map { UnsafeRawBufferPointer($0) }
+            try ChainSpan.forEachHostBuffer(chain.readable, start: 0, count: length, in: memory) { buffers.append(UnsafeRawBufferPointer($0)) }
         } catch {
             throw .queue(index: queueIndex, .memory(error))
         }
