@@ -306,6 +306,9 @@ public struct SplitQueue: Sendable {
     private func walkChain(head: UInt16, into buffers: inout [Descriptor], in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         let table = mappedRings.descriptors.rawValue
+        // The table was checked at activation; when it lies in one region (as it does unless
+        // it straddles two), its host address is looked up once per chain, not per entry.
+        let host = try? memory.hostAddress(for: mappedRings.descriptors, length: Int(size) * 16)
         buffers.reserveCapacity(4)
         var index = head
         var count = 0
@@ -313,10 +316,19 @@ public struct SplitQueue: Sendable {
             count += 1
             guard count <= Int(size) else { throw .chainTooLong(head: head, limit: Int(size)) }
             // Both halves lie inside the validated table; each byte is read exactly once.
-            let entry = table + UInt64(index) * 16
-            let raw = try Self.access { () throws(GuestMemoryError) in
-                RawDescriptor(low: try memory.read(UInt64.self, at: GuestAddress(entry)),
-                              high: try memory.read(UInt64.self, at: GuestAddress(entry + 8)))
+            let raw: RawDescriptor
+            if let host {
+                // SAFETY: index < size, so the entry's 16 bytes lie inside the table that
+                // hostAddress found mapped in one live region.
+                let entry = host + Int(index) * 16
+                raw = RawDescriptor(low: UInt64(littleEndian: entry.loadUnaligned(as: UInt64.self)),
+                                    high: UInt64(littleEndian: (entry + 8).loadUnaligned(as: UInt64.self)))
+            } else {
+                let entry = table + UInt64(index) * 16
+                raw = try Self.access { () throws(GuestMemoryError) in
+                    RawDescriptor(low: try memory.read(UInt64.self, at: GuestAddress(entry)),
+                                  high: try memory.read(UInt64.self, at: GuestAddress(entry + 8)))
+                }
             }
             if raw.flags.contains(.indirect) {
                 guard !raw.flags.contains(.next) else { throw .indirectWithNext(head: head) }
@@ -436,9 +448,10 @@ public struct SplitQueue: Sendable {
         try check()
         guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
         let element = GuestAddress(mappedRings.used.rawValue + 4 + 8 * UInt64(nextUsed % size))
+        // `struct virtq_used_elem` is id then len, two little-endian 32-bit fields: one
+        // 64-bit little-endian store writes both (the guest reads them only once published).
         try Self.access { () throws(GuestMemoryError) in
-            try memory.write(UInt32(head), at: element)
-            try memory.write(length, at: GuestAddress(element.rawValue + 4))
+            try memory.write(UInt64(head) | UInt64(length) << 32, at: element)
         }
         nextUsed &+= 1
         stagedUsed &+= 1

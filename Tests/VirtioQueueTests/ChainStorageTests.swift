@@ -46,3 +46,47 @@ struct ChainStorageTests {
         #expect(try driver.pop()?.descriptors.map(\.address) == [GuestAddress(Driver.data + 8)])
     }
 }
+
+/// The descriptor table is read through one host address per chain when it lies in one
+/// region; a table that straddles two contiguous regions is read entry by entry instead,
+/// with the same result.
+@Suite("Descriptor table across regions")
+struct TableAcrossRegionsTests {
+    @Test("a table straddling two regions pops the same chains, and used entries land whole")
+    func straddlingTable() throws {
+        // Two regions meeting at 0x2000; the 16-entry table (256 bytes) starts at 0x1f80.
+        let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x2000),
+                                                (start: GuestAddress(0x2000), size: 0x3e000)])
+        var queue = try SplitQueue(maxSize: 16)
+        queue.size = 16
+        let table: UInt64 = 0x1f80
+        queue.descriptorTable = GuestAddress(table)
+        queue.availableRing = GuestAddress(0x3000)
+        queue.usedRing = GuestAddress(0x4000)
+        try queue.activate(in: memory)
+        #expect(throws: GuestMemoryError.self) { _ = try memory.hostAddress(for: GuestAddress(table), length: 256) }
+        func put(_ index: UInt64, _ address: UInt64, _ length: UInt32, _ flags: UInt16, _ next: UInt16) throws {
+            let entry = table + 16 * index
+            try memory.write(address, at: GuestAddress(entry))
+            try memory.write(length, at: GuestAddress(entry + 8))
+            try memory.write(flags, at: GuestAddress(entry + 12))
+            try memory.write(next, at: GuestAddress(entry + 14))
+        }
+        // Entry 7 lies below the boundary, 8 and 9 above it.
+        try put(7, 0x10000, 16, 1, 8)
+        try put(8, 0x11000, 512, 1 | 2, 9)
+        try put(9, 0x12000, 1, 2, 0)
+        try memory.write(UInt16(7), at: GuestAddress(0x3004))
+        try memory.storeRelease(UInt16(1), at: GuestAddress(0x3002))
+        let chain = try #require(try queue.popDescriptorChain(in: memory))
+        #expect(chain.head == 7)
+        #expect(chain.descriptors == [Descriptor(address: GuestAddress(0x10000), length: 16, isWritable: false),
+                                      Descriptor(address: GuestAddress(0x11000), length: 512, isWritable: true),
+                                      Descriptor(address: GuestAddress(0x12000), length: 1, isWritable: true)])
+        try queue.stageUsed(head: 7, length: 513, in: memory)
+        try queue.publishUsed(in: memory)
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x4004)) == 7)
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x4008)) == 513)
+        #expect(try memory.read(UInt16.self, at: GuestAddress(0x4002)) == 1)
+    }
+}

@@ -470,7 +470,13 @@ public final class VirtioBlock: VirtioDevice {
     static func header(of chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtioDeviceError) -> (type: UInt32, sector: UInt64) {
         let first = chain.descriptors[0]
         if first.length >= UInt32(VirtioBlockABI.headerSize) {
-            // The usual layout: the whole header in the first buffer.
+            // The usual layout: the whole header in the first buffer, found with one lookup
+            // when it lies in one region.
+            if let host = try? memory.hostAddress(for: first.address, length: VirtioBlockABI.headerSize) {
+                // SAFETY: hostAddress proved the header's 16 bytes lie in one live region.
+                return (UInt32(littleEndian: host.loadUnaligned(as: UInt32.self)),
+                        UInt64(littleEndian: (host + 8).loadUnaligned(as: UInt64.self)))
+            }
             do {
                 return (try memory.read(UInt32.self, at: first.address), try memory.read(UInt64.self, at: GuestAddress(first.address.rawValue + 8)))
             } catch {
