@@ -469,19 +469,13 @@ public final class VirtioBlock: VirtioDevice {
     /// The request's type and sector (the chain carries at least a header's readable bytes).
     static func header(of chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtioDeviceError) -> (type: UInt32, sector: UInt64) {
         let first = chain.descriptors[0]
-        if first.length >= UInt32(VirtioBlockABI.headerSize) {
-            // The usual layout: the whole header in the first buffer, found with one lookup
-            // when it lies in one region.
-            if let host = try? memory.hostAddress(for: first.address, length: VirtioBlockABI.headerSize) {
-                // SAFETY: hostAddress proved the header's 16 bytes lie in one live region.
-                return (UInt32(littleEndian: host.loadUnaligned(as: UInt32.self)),
-                        UInt64(littleEndian: (host + 8).loadUnaligned(as: UInt64.self)))
-            }
-            do {
-                return (try memory.read(UInt32.self, at: first.address), try memory.read(UInt64.self, at: GuestAddress(first.address.rawValue + 8)))
-            } catch {
-                throw .queue(index: queue, .memory(error))
-            }
+        // The usual layout: the whole header in the first buffer and in one region, read with
+        // one lookup; any other layout (split across buffers or regions) goes through a reader.
+        if first.length >= UInt32(VirtioBlockABI.headerSize),
+           let host = try? memory.hostAddress(for: first.address, length: VirtioBlockABI.headerSize) {
+            // SAFETY: hostAddress proved the header's 16 bytes lie in one live region.
+            return (UInt32(littleEndian: host.loadUnaligned(as: UInt32.self)),
+                    UInt64(littleEndian: (host + 8).loadUnaligned(as: UInt64.self)))
         }
         var header = ChainReader(chain, memory: memory)
         return try queueStep(queue) { () throws(QueueError) -> (UInt32, UInt64) in
