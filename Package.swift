@@ -119,7 +119,6 @@ let package = Package(
         // These unsafe flags sit on this executable only, so the library products stay usable as dependencies.
         .executableTarget(name: "CloudHypervisor", dependencies: [
             "VMM", "HostSystem", "CLinux", "CloudHypervisorAPI", "Seccomp",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["discard-unwind-tables.ld", "link-order.txt"],
         swiftSettings: [.unsafeFlags(["-Osize"], .when(configuration: .release))],
@@ -197,7 +196,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["TestSupport", "PCI", "DeviceModel"]),
         .testTarget(name: "VMMTests", dependencies: [
             "VMM", "DeviceModel", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI", "Seccomp", "CloudHypervisor", "CloudHypervisorAPI",
-            "VhostUserBackend", "BlockStorage", .product(name: "Logging", package: "swift-log"),
+            "VhostUserBackend", "BlockStorage", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ], exclude: ["Fixtures"]),
         .testTarget(name: "CloudHypervisorAPITests", dependencies: [
             "CloudHypervisorAPI", "CloudHypervisorAPITesting", "VMM", "HostSystem",

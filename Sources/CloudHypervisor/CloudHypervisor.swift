@@ -1,6 +1,5 @@
 // The `cloud-hypervisor` command: Cloud Hypervisor's options, parsed into a VMConfig, validated,
 // and handed to the VMM. Exit status 0 when the guest shut down, 1 when anything failed.
-import ArgumentParser
 import CloudHypervisorAPI
 import Glibc
 import HostSystem
@@ -9,141 +8,95 @@ import Seccomp
 import VMM
 
 @main
-struct CloudHypervisorCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "cloud-hypervisor",
-        abstract: "Launch a cloud-hypervisor VMM (Cloud Hypervisor in Swift).",
-        version: "cloud-hypervisor \(VMMVersion.build)")
+struct CloudHypervisorCommand {
+    static let abstract = "Launch a cloud-hypervisor VMM (Cloud Hypervisor in Swift)."
+    static let version = "cloud-hypervisor \(VMMVersion.build)"
 
-    @Option(help: "Kernel to boot: an ELF vmlinux with a PVH entry note, or a bzImage.")
+    // One property per option; `parser` below maps the options to them.
     var kernel: String?
-
-    @Option(help: "Initramfs image.")
     var initramfs: String?
-
-    @Option(help: "Kernel command line.")
     var cmdline: String?
-
-    @Option(help: ArgumentHelp("\(CpusConfig.syntax) [default: boot=1]", valueName: "cpus"))
     var cpus: String?
-
-    @Option(help: ArgumentHelp("\(MemoryConfig.syntax) [default: size=512M]", valueName: "memory"))
     var memory: String?
-
-    @Option(help: ArgumentHelp("Serial port (16550 at 0x3f8): \(ConsoleConfig.serialSyntax) [default: null]", valueName: "serial"))
     var serial: String?
-
-    @Option(help: ArgumentHelp("Virtio console (hvc0): \(ConsoleConfig.syntax) [default: tty]", valueName: "console"))
     var console: String?
-
-    @Option(name: .customLong("debug-console"), help: ArgumentHelp("Debug console port: \(DebugConsoleConfig.syntax) [default: off,iobase=0xe9]", valueName: "debug-console"))
     var debugConsole: String?
-
-    @Option(help: ArgumentHelp("Random number generator (virtio-rng): \(RngConfig.syntax) [default: src=/dev/urandom; a bare --rng means the default]", valueName: "rng"))
     var rng: String?
-
-    @Option(parsing: .upToNextOption,
-            help: ArgumentHelp("Disk (virtio-blk), repeatable: \(DiskConfig.syntax)", valueName: "disk"))
     var disk: [String] = []
-
-    @Option(parsing: .upToNextOption,
-            help: ArgumentHelp("Network device (virtio-net over TAP), repeatable: \(NetConfig.syntax)", valueName: "net"))
     var net: [String] = []
-
-    @Option(name: .customLong("rate-limit-group"), parsing: .upToNextOption,
-            help: ArgumentHelp("Rate limit shared by the disks that name it (rate_limit_group=), repeatable: \(RateLimitGroupConfig.syntax)",
-                               valueName: "rate-limit-group"))
     var rateLimitGroup: [String] = []
-
-    @Option(name: .customLong("memory-zone"), parsing: .upToNextOption,
-            help: ArgumentHelp("Memory zone, repeatable (absent here): \(MemoryZoneConfig.syntax)", valueName: "memory-zone"))
     var memoryZone: [String] = []
-
-    @Option(help: ArgumentHelp("Firmware to boot (absent here).", valueName: "firmware"))
     var firmware: String?
-
-    @Option(help: ArgumentHelp("IGVM file to boot (absent here).", valueName: "igvm"))
     var igvm: String?
-
-    @Option(name: .customLong("host-data"), help: ArgumentHelp("SEV-SNP host data (absent here).", valueName: "host-data"))
     var hostData: String?
-
-    @Option(help: ArgumentHelp("Balloon: \(BalloonConfig.syntax)", valueName: "balloon"))
     var balloon: String?
-
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-fs (a vhost-user back-end such as virtiofsd; needs --memory shared=on), repeatable: \(FsConfig.syntax)", valueName: "fs"))
     var fs: [String] = []
-
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("virtio-pmem, repeatable: \(PmemConfig.syntax)", valueName: "pmem"))
     var pmem: [String] = []
-
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("VFIO device, repeatable (absent here): \(DeviceConfig.syntax)", valueName: "device"))
     var device: [String] = []
-
-    @Option(name: .customLong("user-device"), parsing: .upToNextOption,
-            help: ArgumentHelp("vfio-user device, repeatable (absent here): \(UserDeviceConfig.syntax)", valueName: "user-device"))
     var userDevice: [String] = []
-
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("vDPA device, repeatable (absent here): \(VdpaConfig.syntax)", valueName: "vdpa"))
     var vdpa: [String] = []
-
-    @Option(name: .customLong("generic-vhost-user"), parsing: .upToNextOption,
-            help: ArgumentHelp("Generic vhost-user device, repeatable (absent here): \(GenericVhostUserConfig.syntax)", valueName: "generic-vhost-user"))
     var genericVhostUser: [String] = []
-
-    @Option(help: ArgumentHelp("virtio-vsock, Cloud Hypervisor's hybrid vsock: \(VsockConfig.syntax)", valueName: "vsock"))
     var vsock: String?
-
-    @Option(help: ArgumentHelp("virtio RTC (absent here): \(RtcConfig.syntax); a bare --rtc enables it", valueName: "rtc"))
     var rtc: String?
-
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("Guest NUMA node, repeatable (absent here): \(NumaConfig.syntax)", valueName: "numa"))
     var numa: [String] = []
-
-    @Option(help: ArgumentHelp("Platform settings: \(PlatformConfig.syntax)", valueName: "platform"))
     var platform: String?
-
-    @Option(name: .customLong("pci-segment"), parsing: .upToNextOption,
-            help: ArgumentHelp("PCI segment aperture weights, repeatable: \(PciSegmentConfig.syntax)", valueName: "pci-segment"))
     var pciSegment: [String] = []
-
-    @Option(help: ArgumentHelp("TPM (absent here): \(TpmConfig.syntax)", valueName: "tpm"))
     var tpm: String?
-
-    @Flag(help: "pvpanic device (absent here).")
     var pvpanic = false
-
-    @Flag(help: "virtio-watchdog (absent here).")
     var watchdog = false
-
-    @Flag(help: "Sandbox the VMM with Landlock: after the VM is created it reaches only the files its configuration and --landlock-rules name.")
     var landlock = false
-
-    @Option(name: .customLong("landlock-rules"), parsing: .upToNextOption,
-            help: ArgumentHelp("Extra paths the Landlock sandbox allows (for hotplug, snapshots), repeatable: \(LandlockConfig.syntax)", valueName: "landlock-rules"))
     var landlockRules: [String] = []
-
-    @Option(help: ArgumentHelp("Restore from a VM snapshot: source_url=<url>,prefault=on|off,resume=on|off,memory_restore_mode=copy|ondemand", valueName: "restore"))
     var restore: String?
-
-    @Flag(name: .customLong("no-shutdown"), help: "Keep the VMM when the guest shuts down (absent here).")
     var noShutdown = false
-
-    @Option(name: .customLong("api-socket"),
-            help: ArgumentHelp("HTTP API socket: \(APISocketConfig.syntax); without --kernel the VMM waits for vm.create and vm.boot", valueName: "api-socket"))
     var apiSocket: String?
-
-    @Option(name: .customLong("event-monitor"), help: ArgumentHelp("Lifecycle events as JSON: \(EventMonitorConfig.syntax)", valueName: "event-monitor"))
     var eventMonitor: String?
-
-    @Option(name: .customLong("log-file"), help: "Write the VMM's log to this file instead of standard error.")
     var logFile: String?
+    var seccomp: String?
+    var verbosity = 0
 
-    @Option(help: ArgumentHelp("Seccomp filters on the VMM's threads: \(SeccompAction.syntax) (true: a forbidden system call ends the VMM; log: the kernel logs it) [default: true]", valueName: "seccomp"))
-    var seccomp = "true"
-
-    @Flag(name: .customShort("v"), help: "More log output (repeat: -v info, -vv debug, -vvv trace).")
-    var verbosity: Int
+    /// Cloud Hypervisor's options, in its help's order, and where each is stored.
+    static var parser: CommandLineParser<CloudHypervisorCommand> { CommandLineParser(options: [
+        OptionSpec(name: "--kernel", slot: .single(\.kernel), help: "Kernel to boot: an ELF vmlinux with a PVH entry note, or a bzImage."),
+        OptionSpec(name: "--initramfs", slot: .single(\.initramfs), help: "Initramfs image."),
+        OptionSpec(name: "--cmdline", slot: .single(\.cmdline), help: "Kernel command line."),
+        OptionSpec(name: "--cpus", slot: .single(\.cpus), help: "\(CpusConfig.syntax) [default: boot=1]"),
+        OptionSpec(name: "--memory", slot: .single(\.memory), help: "\(MemoryConfig.syntax) [default: size=512M]"),
+        OptionSpec(name: "--serial", slot: .single(\.serial), help: "Serial port (16550 at 0x3f8): \(ConsoleConfig.serialSyntax) [default: null]"),
+        OptionSpec(name: "--console", slot: .single(\.console), help: "Virtio console (hvc0): \(ConsoleConfig.syntax) [default: tty]"),
+        OptionSpec(name: "--debug-console", slot: .single(\.debugConsole), help: "Debug console port: \(DebugConsoleConfig.syntax) [default: off,iobase=0xe9]"),
+        OptionSpec(name: "--rng", slot: .single(\.rng), help: "Random number generator (virtio-rng): \(RngConfig.syntax) [default: src=/dev/urandom; a bare --rng means the default]"),
+        OptionSpec(name: "--disk", slot: .multiple(\.disk), help: "Disk (virtio-blk), repeatable: \(DiskConfig.syntax)"),
+        OptionSpec(name: "--net", slot: .multiple(\.net), help: "Network device (virtio-net over TAP), repeatable: \(NetConfig.syntax)"),
+        OptionSpec(name: "--rate-limit-group", slot: .multiple(\.rateLimitGroup), help: "Rate limit shared by the disks that name it (rate_limit_group=), repeatable: \(RateLimitGroupConfig.syntax)"),
+        OptionSpec(name: "--memory-zone", slot: .multiple(\.memoryZone), help: "Memory zone, repeatable (absent here): \(MemoryZoneConfig.syntax)"),
+        OptionSpec(name: "--firmware", slot: .single(\.firmware), help: "Firmware to boot (absent here)."),
+        OptionSpec(name: "--igvm", slot: .single(\.igvm), help: "IGVM file to boot (absent here)."),
+        OptionSpec(name: "--host-data", slot: .single(\.hostData), help: "SEV-SNP host data (absent here)."),
+        OptionSpec(name: "--balloon", slot: .single(\.balloon), help: "Balloon: \(BalloonConfig.syntax)"),
+        OptionSpec(name: "--fs", slot: .multiple(\.fs), help: "virtio-fs (a vhost-user back-end such as virtiofsd; needs --memory shared=on), repeatable: \(FsConfig.syntax)"),
+        OptionSpec(name: "--pmem", slot: .multiple(\.pmem), help: "virtio-pmem, repeatable: \(PmemConfig.syntax)"),
+        OptionSpec(name: "--device", slot: .multiple(\.device), help: "VFIO device, repeatable (absent here): \(DeviceConfig.syntax)"),
+        OptionSpec(name: "--user-device", slot: .multiple(\.userDevice), help: "vfio-user device, repeatable (absent here): \(UserDeviceConfig.syntax)"),
+        OptionSpec(name: "--vdpa", slot: .multiple(\.vdpa), help: "vDPA device, repeatable (absent here): \(VdpaConfig.syntax)"),
+        OptionSpec(name: "--generic-vhost-user", slot: .multiple(\.genericVhostUser), help: "Generic vhost-user device, repeatable (absent here): \(GenericVhostUserConfig.syntax)"),
+        OptionSpec(name: "--vsock", slot: .single(\.vsock), help: "virtio-vsock, Cloud Hypervisor's hybrid vsock: \(VsockConfig.syntax)"),
+        OptionSpec(name: "--rtc", slot: .single(\.rtc), help: "virtio RTC (absent here): \(RtcConfig.syntax); a bare --rtc enables it"),
+        OptionSpec(name: "--numa", slot: .multiple(\.numa), help: "Guest NUMA node, repeatable (absent here): \(NumaConfig.syntax)"),
+        OptionSpec(name: "--platform", slot: .single(\.platform), help: "Platform settings: \(PlatformConfig.syntax)"),
+        OptionSpec(name: "--pci-segment", slot: .multiple(\.pciSegment), help: "PCI segment aperture weights, repeatable: \(PciSegmentConfig.syntax)"),
+        OptionSpec(name: "--tpm", slot: .single(\.tpm), help: "TPM (absent here): \(TpmConfig.syntax)"),
+        OptionSpec(name: "--pvpanic", slot: .flag(\.pvpanic), help: "pvpanic device (absent here)."),
+        OptionSpec(name: "--watchdog", slot: .flag(\.watchdog), help: "virtio-watchdog (absent here)."),
+        OptionSpec(name: "--landlock", slot: .flag(\.landlock), help: "Sandbox the VMM with Landlock: after the VM is created it reaches only the files its configuration and --landlock-rules name."),
+        OptionSpec(name: "--landlock-rules", slot: .multiple(\.landlockRules), help: "Extra paths the Landlock sandbox allows (for hotplug, snapshots), repeatable: \(LandlockConfig.syntax)"),
+        OptionSpec(name: "--restore", slot: .single(\.restore), help: "Restore from a VM snapshot: source_url=<url>,prefault=on|off,resume=on|off,memory_restore_mode=copy|ondemand"),
+        OptionSpec(name: "--no-shutdown", slot: .flag(\.noShutdown), help: "Keep the VMM when the guest shuts down (absent here)."),
+        OptionSpec(name: "--api-socket", slot: .single(\.apiSocket), help: "HTTP API socket: \(APISocketConfig.syntax); without --kernel the VMM waits for vm.create and vm.boot"),
+        OptionSpec(name: "--event-monitor", slot: .single(\.eventMonitor), help: "Lifecycle events as JSON: \(EventMonitorConfig.syntax)"),
+        OptionSpec(name: "--log-file", slot: .single(\.logFile), help: "Write the VMM's log to this file instead of standard error."),
+        OptionSpec(name: "--seccomp", slot: .single(\.seccomp), help: "Seccomp filters on the VMM's threads: \(SeccompAction.syntax) (true: a forbidden system call ends the VMM; log: the kernel logs it) [default: true]"),
+        OptionSpec(name: "-v", slot: .count(\.verbosity), help: "More log output (repeat: -v info, -vv debug, -vvv trace)."),
+    ]) }
 
     /// Options Cloud Hypervisor accepts with no value: a bare `--rng` means its default source,
     /// a bare `--rtc` enables the device with defaults. `-V` is `--version`.
@@ -163,12 +116,48 @@ struct CloudHypervisorCommand: ParsableCommand {
         return result
     }
 
-    /// Parses the process's arguments after `normalize(_:)`.
+    /// The command the arguments describe (without the program name; after `normalize(_:)`).
+    /// `--help` and `--version` are refused here: `main()` answers them.
+    static func parse(_ arguments: [String]) throws(CommandLineError) -> CloudHypervisorCommand {
+        switch try parser.parse(arguments, into: CloudHypervisorCommand()) {
+        case let .run(command): return command
+        case .help, .version: throw CommandLineError(description: "--help and --version print and exit")
+        }
+    }
+
+    /// Parses the process's arguments after `normalize(_:)` and runs the command: exit status 0
+    /// when the guest shut down (or after `--help`, `--version`), 64 for a bad command line,
+    /// 1 when anything else failed.
     static func main() {
         // One malloc arena for every thread: about 250 KiB less private memory per VMM
         // (measured with an idle guest, README "Memory per VM").
         MallocArenas.useOne()
-        main(normalize(Array(CommandLine.arguments.dropFirst())))
+        let command: CloudHypervisorCommand
+        do {
+            switch try parser.parse(normalize(Array(CommandLine.arguments.dropFirst())), into: CloudHypervisorCommand()) {
+            case let .run(parsed): command = parsed
+            case .help:
+                print(parser.help(program: "cloud-hypervisor", abstract: abstract), terminator: "")
+                exit(0)
+            case .version:
+                print(version)
+                exit(0)
+            }
+        } catch {
+            writeToStandardError("cloud-hypervisor: error: \(error)\n")
+            exit(64)
+        }
+        do {
+            try command.run()
+        } catch let error as CommandLineError {
+            writeToStandardError("cloud-hypervisor: error: \(error)\n")
+            exit(64)
+        } catch is RunFailure {
+            exit(1)  // reported where it happened
+        } catch {
+            writeToStandardError("cloud-hypervisor: \(error)\n")
+            exit(1)
+        }
     }
 
     /// The VM the command line describes, validated; nil when only `--api-socket` is given
@@ -229,6 +218,9 @@ struct CloudHypervisorCommand: ParsableCommand {
         return result
     }
 
+    /// A failure already logged and written to standard error: exit status 1.
+    struct RunFailure: Error {}
+
     func run() throws {
         let level: Logger.Level = [.warning, .info, .debug, .trace][min(verbosity, 3)]
         let logging = try LogSetup(level: level, file: logFile)
@@ -242,9 +234,9 @@ struct CloudHypervisorCommand: ParsableCommand {
             restoreConfig = try restore.map { (text) throws(ConfigError) in try RestoreConfig.parse(text) }
             socket = try apiSocket.map { (text) throws(ConfigError) in try APISocketConfig.parse(text) }
             monitorConfig = try eventMonitor.map { (text) throws(ConfigError) in try EventMonitorConfig.parse(text) }
-            filters = try SeccompAction.parse(seccomp)
+            filters = try SeccompAction.parse(seccomp ?? "true")
         } catch {
-            throw ValidationError(error.description)
+            throw CommandLineError(description: error.description)
         }
         // --landlock on a kernel without Landlock: refused before anything starts.
         if landlock || config?.landlockEnable == true {
@@ -252,7 +244,7 @@ struct CloudHypervisorCommand: ParsableCommand {
                 _ = try Landlock.supportedABI()
             } catch {
                 writeToStandardError("cloud-hypervisor: --landlock: \(error)\n")
-                throw ExitCode.failure
+                throw RunFailure()
             }
         }
         // A client that goes away must not kill the VMM (writes then fail with EPIPE).
@@ -266,7 +258,7 @@ struct CloudHypervisorCommand: ParsableCommand {
                 let message = "--seccomp \(filters): \(error) (--seccomp false runs without filters)"
                 logger.error("\(message)")
                 writeToStandardError("cloud-hypervisor: \(message)\n")
-                throw ExitCode.failure
+                throw RunFailure()
             }
         }
         do {
@@ -298,7 +290,7 @@ struct CloudHypervisorCommand: ParsableCommand {
         } catch {
             logger.error("\(error)")
             writeToStandardError("cloud-hypervisor: \(error)\n")
-            throw ExitCode.failure
+            throw RunFailure()
         }
     }
 }
