@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory per VM on this host's /dev/kvm: how much a VMM holds beside its guest's RAM.
 #
-# Usage: Scripts/bench-memory-per-vm.sh [--binary PATH] [--count 10] [--runs 3] [--no-qemu]
+# Usage: Scripts/bench-memory-per-vm.sh [--binary PATH] [--count 10] [--runs 3] [--no-qemu] [--breakdown]
 #
 # Each VM is the same: a tiny PVH kernel (boot-bench --write-idle-kernel) that prints "!" on
 # the serial port and halts, 1 vCPU, 64 MiB of RAM, a 64 MiB raw disk, a NIC on its own TAP and
@@ -10,6 +10,8 @@
 # out. Printed per run, then as medians (min-max) over the runs:
 #   - one VMM alone: resident memory (Rss) and proportional memory (Pss) outside guest RAM;
 #   - `--count` VMMs side by side: their mean Pss outside guest RAM (shared pages divided among them).
+# With --breakdown, each run also prints the lone VMM's Rss per mapped file (and the anonymous,
+# heap and stack mappings) and its private dirty total.
 # The reference is QEMU (`-machine microvm`, virtio-mmio disk and NIC, QMP), started the same
 # way in the same run (QEMU's microvm is its leanest machine; `-cpu host` fails on this host's
 # PVM KVM, so QEMU runs `-cpu qemu64`). Needs root (TAP devices). Not part of CI.
@@ -17,15 +19,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && case ":$PATH:" in *":/opt/swift/usr/bin:"*) ;; *) PATH="$PATH:/opt/swift/usr/bin" ;; esac
 
-binary="" count=10 runs=3 qemu=1
+binary="" count=10 runs=3 qemu=1 breakdown=0
 while (($#)); do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
     --count) count="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --no-qemu) qemu=0; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "bench-memory-per-vm: unknown argument $1 (accepted: --binary PATH, --count N, --runs N, --no-qemu)" >&2; exit 2 ;;
+    --breakdown) breakdown=1; shift ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench-memory-per-vm: unknown argument $1 (accepted: --binary PATH, --count N, --runs N, --no-qemu, --breakdown)" >&2; exit 2 ;;
   esac
 done
 [[ $(id -u) == 0 ]] || { echo "bench-memory-per-vm: needs root (each VM gets a TAP device)" >&2; exit 2; }
@@ -83,6 +86,20 @@ outside() {
   awk '/^Size:/{ big = ($2 >= 65536) } /^Rss:/{ if (!big) rss += $2 } /^Pss:/{ if (!big) pss += $2 } END { print rss + 0, pss + 0 }' "/proc/$1/smaps"
 }
 
+# breakdown_of VMM PID: Rss in KiB per mapped file (basename) outside guest RAM, largest first.
+breakdown_of() {
+  awk -v vmm="$1" '
+    /^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "") ? "[anonymous]" : $6; sub(/.*\//, "", name) }
+    /^Size:/ { big = ($2 >= 65536) }
+    /^Rss:/ { if (!big) rss[name] += $2 }
+    /^Private_Dirty:/ { if (!big) dirty += $2 }
+    END {
+      for (n in rss) if (rss[n] > 0) printf "%d %s\n", rss[n], n | "sort -rn | head -n 20 | sed \"s/^/bench-memory-per-vm: " vmm " Rss KiB /\""
+      close("sort -rn | head -n 20 | sed \"s/^/bench-memory-per-vm: " vmm " Rss KiB /\"")
+      printf "bench-memory-per-vm: %s private dirty %d KiB\n", vmm, dirty
+    }' "/proc/$2/smaps"
+}
+
 # measure VMM: "ALONE_RSS ALONE_PSS MEAN_PSS_OF_COUNT" for one run.
 measure() {
   local vmm="$1" i alone total=0 values
@@ -90,6 +107,7 @@ measure() {
   wait_guest 0
   sleep 1
   alone="$(outside "${pids[0]}")"
+  ((breakdown)) && breakdown_of "$vmm" "${pids[0]}" >&2
   for ((i = 1; i < count; i++)); do start "$vmm" "$i"; done
   for ((i = 1; i < count; i++)); do wait_guest "$i"; done
   sleep 1
