@@ -420,6 +420,21 @@ public final class GuestMemory: @unchecked Sendable {
         return spans[location.index].host + location.offset
     }
 
+    /// Checks an access as ``checkRange(_:length:writing:)`` does and, when the range lies in
+    /// one region, gives its host address (nil for a range that crosses regions or is empty):
+    /// a descriptor validated and mapped with one lookup.
+    ///
+    /// The pointer has the caveats of ``hostAddress(for:length:)``.
+    ///
+    /// - Throws: `.outOfRange`, `.addressOverflow`, `.invalidLength`, `.readOnlyRegion` (with `writing`).
+    public func checkedHostAddress(_ address: GuestAddress, length: Int, writing: Bool) throws(GuestMemoryError) -> UnsafeMutableRawPointer? {
+        let location = try locate(address, length, writing: writing)
+        let span = spans[location.index]
+        guard length > 0, length <= span.size - location.offset else { return nil }
+        // SAFETY: locate() proved the range lies inside this live region's mapping.
+        return span.host + location.offset
+    }
+
     /// The host buffers behind `length` bytes at `address`, one per region the range
     /// crosses, in order: an iovec list for `readv`/`writev` straight into guest memory.
     ///

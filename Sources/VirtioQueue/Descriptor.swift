@@ -19,19 +19,38 @@ public struct DescriptorFlags: OptionSet, Sendable, Hashable {
 ///
 /// The range is known to be backed by guest memory (writable memory when `isWritable`)
 /// and not to overflow the address space.
-public struct Descriptor: Sendable, Hashable {
+public struct Descriptor: @unchecked Sendable, Hashable {
     /// The guest physical address of the buffer.
     public let address: GuestAddress
     /// The buffer length in bytes.
     public let length: UInt32
     /// Whether the device may write the buffer (`VIRTQ_DESC_F_WRITE`); otherwise it may only read it.
     public let isWritable: Bool
+    /// The buffer's host address, found when the queue validated it, if the whole buffer lies
+    /// in one region of that guest memory; nil when it crosses regions, is empty, or the
+    /// descriptor was built by hand. Valid while that `GuestMemory` lives; writing through it
+    /// bypasses dirty tracking. Not part of equality: it is where `address` is mapped.
+    public let host: UnsafeMutableRawPointer?
 
-    /// Describes a buffer (no validation; chains build these after checking them).
-    public init(address: GuestAddress, length: UInt32, isWritable: Bool) {
+    /// Describes a buffer (no validation; chains build these after checking them, with `host`
+    /// from ``GuestMemory/checkedHostAddress(_:length:writing:)``).
+    public init(address: GuestAddress, length: UInt32, isWritable: Bool, host: UnsafeMutableRawPointer? = nil) {
         self.address = address
         self.length = length
         self.isWritable = isWritable
+        self.host = host
+    }
+
+    /// Equal buffers: the same guest range and direction.
+    public static func == (lhs: Descriptor, rhs: Descriptor) -> Bool {
+        lhs.address == rhs.address && lhs.length == rhs.length && lhs.isWritable == rhs.isWritable
+    }
+
+    /// Hashes the guest range and direction.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(address)
+        hasher.combine(length)
+        hasher.combine(isWritable)
     }
 }
 

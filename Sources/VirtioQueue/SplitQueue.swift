@@ -73,6 +73,19 @@ public struct SplitQueue: Sendable {
     private var spareDescriptors: [Descriptor] = []
     /// Whether ``translator`` was set at activation (checked per descriptor without copying it).
     private var translates = false
+    /// The host addresses of the ring areas in `ringMemory`, the guest memory the queue served
+    /// last (looked up once, not per chain); cleared whenever the rings are mapped again.
+    private var ringHosts = RingHosts()
+    /// The memory `ringHosts` points into; holding it keeps those mappings alive.
+    private var ringMemory: GuestMemory?
+
+    /// Where each ring area lies in one guest memory's host mappings (nil for an area that
+    /// crosses regions: that one is accessed through the memory's checked accessors).
+    private struct RingHosts: @unchecked Sendable {
+        var table: UnsafeMutableRawPointer?
+        var available: UnsafeMutableRawPointer?
+        var used: UnsafeMutableRawPointer?
+    }
 
     /// Creates a queue that offers `maxSize` entries; its size starts at `maxSize`.
     ///
@@ -146,6 +159,7 @@ public struct SplitQueue: Sendable {
     /// Translates the rings and marks the queue ready (a restore without guest memory at hand).
     mutating func markReady() throws(QueueError) {
         mappedRings = try mappedAreas(in: nil)
+        ringMemory = nil
         translates = translator != nil
         knownAvailable = nil
         stagedUsed = 0
@@ -160,6 +174,7 @@ public struct SplitQueue: Sendable {
     /// - Throws: whatever `validate(in:)` throws; the queue then stays not ready.
     public mutating func activate(in memory: GuestMemory) throws(QueueError) {
         mappedRings = try mappedAreas(in: memory)
+        ringMemory = nil
         translates = translator != nil
         knownAvailable = nil
         stagedUsed = 0
@@ -179,10 +194,29 @@ public struct SplitQueue: Sendable {
         knownAvailable = nil
         stagedUsed = 0
         mappedRings = (.zero, .zero, .zero)
+        ringMemory = nil
         isReady = false
     }
 
     // MARK: - Guest memory accessors
+
+    /// The ring areas' host addresses in `memory`, looked up on the first use with it.
+    @inline(__always)
+    private mutating func hosts(in memory: GuestMemory) -> RingHosts {
+        if ringMemory !== memory { mapRings(in: memory) }
+        return ringHosts
+    }
+
+    private mutating func mapRings(in memory: GuestMemory) {
+        let queueSize = Int(size)
+        ringHosts = RingHosts(
+            table: try? memory.hostAddress(for: mappedRings.descriptors, length: 16 * queueSize),
+            available: try? memory.hostAddress(for: mappedRings.available, length: 6 + 2 * queueSize),
+            // Written through: only where the region is writable (a read-only one is refused
+            // by the checked accessor instead of faulting).
+            used: (try? memory.checkedHostAddress(mappedRings.used, length: 6 + 8 * queueSize, writing: true)) ?? nil)
+        ringMemory = memory
+    }
 
     private var availableIndexAddress: GuestAddress { GuestAddress(mappedRings.available.rawValue + 2) }
     private var usedEventAddress: GuestAddress { GuestAddress(mappedRings.available.rawValue + 4 + 2 * UInt64(size)) }
@@ -266,13 +300,20 @@ public struct SplitQueue: Sendable {
     public mutating func popDescriptorChain(in memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
         guard try knownPending(in: memory) > 0 else { return nil }
         let slot = UInt64(nextAvailable % size)
-        let slotAddress = GuestAddress(mappedRings.available.rawValue + 4 + 2 * slot)
-        let head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
+        let rings = hosts(in: memory)
+        let head: UInt16
+        if let available = rings.available {
+            // SAFETY: slot < size, so the entry lies in the available ring, mapped in one live region.
+            head = UInt16(littleEndian: (available + 4 + 2 * Int(slot)).loadUnaligned(as: UInt16.self))
+        } else {
+            let slotAddress = GuestAddress(mappedRings.available.rawValue + 4 + 2 * slot)
+            head = try Self.access { () throws(GuestMemoryError) in try memory.read(UInt16.self, at: slotAddress) }
+        }
         var buffers = spareDescriptors
         spareDescriptors = []
         // Unique again when the last chain is gone: emptied in place, no allocation.
         buffers.removeAll(keepingCapacity: true)
-        let chain = try walkChain(head: head, into: &buffers, in: memory)
+        let chain = try walkChain(head: head, into: &buffers, table: rings.table, in: memory)
         spareDescriptors = buffers
         nextAvailable &+= 1
         return chain
@@ -303,12 +344,12 @@ public struct SplitQueue: Sendable {
 
     /// Follows the chain starting at `head` and returns its validated buffers, collected in
     /// `buffers` (empty on entry).
-    private func walkChain(head: UInt16, into buffers: inout [Descriptor], in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
+    private func walkChain(head: UInt16, into buffers: inout [Descriptor], table host: UnsafeMutableRawPointer?,
+                           in memory: GuestMemory) throws(QueueError) -> DescriptorChain {
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         let table = mappedRings.descriptors.rawValue
         // The table was checked at activation; when it lies in one region (as it does unless
-        // it straddles two), its host address is looked up once per chain, not per entry.
-        let host = try? memory.hostAddress(for: mappedRings.descriptors, length: Int(size) * 16)
+        // it straddles two), `host` is its host address, looked up once (``hosts(in:)``).
         buffers.reserveCapacity(4)
         var index = head
         var count = 0
@@ -396,12 +437,13 @@ public struct SplitQueue: Sendable {
         }
         let address = try physical(raw, head: head)
         let writable = raw.flags.contains(.write)
+        let host: UnsafeMutableRawPointer?
         do {
-            try memory.checkRange(address, length: Int(raw.length), writing: writable)
+            host = try memory.checkedHostAddress(address, length: Int(raw.length), writing: writable)
         } catch {
             throw .descriptorOutOfMemory(head: head, address: address, length: raw.length, cause: error)
         }
-        return Descriptor(address: address, length: raw.length, isWritable: writable)
+        return Descriptor(address: address, length: raw.length, isWritable: writable, host: host)
     }
 
     /// The guest physical address of a descriptor's buffer: its address, or the
@@ -447,11 +489,17 @@ public struct SplitQueue: Sendable {
     public mutating func stageUsed(head: UInt16, length: UInt32, in memory: GuestMemory) throws(QueueError) {
         try check()
         guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
-        let element = GuestAddress(mappedRings.used.rawValue + 4 + 8 * UInt64(nextUsed % size))
+        let slot = UInt64(nextUsed % size)
+        let element = GuestAddress(mappedRings.used.rawValue + 4 + 8 * slot)
         // `struct virtq_used_elem` is id then len, two little-endian 32-bit fields: one
         // 64-bit little-endian store writes both (the guest reads them only once published).
-        try Self.access { () throws(GuestMemoryError) in
-            try memory.write(UInt64(head) | UInt64(length) << 32, at: element)
+        let entry = UInt64(head) | UInt64(length) << 32
+        if let used = hosts(in: memory).used {
+            // SAFETY: slot < size, so the element lies in the used ring, mapped in one live region.
+            (used + 4 + 8 * Int(slot)).storeBytes(of: entry.littleEndian, as: UInt64.self)
+            if memory.dirtyTracking { memory.markDirty(element, length: 8) }
+        } else {
+            try Self.access { () throws(GuestMemoryError) in try memory.write(entry, at: element) }
         }
         nextUsed &+= 1
         stagedUsed &+= 1

@@ -90,3 +90,101 @@ struct TableAcrossRegionsTests {
         #expect(try memory.read(UInt16.self, at: GuestAddress(0x4002)) == 1)
     }
 }
+
+/// Host addresses found while validating: each buffer and ring area mapped once, with the
+/// checked accessors taking over wherever a range crosses regions or may not be written.
+@Suite("Descriptor and ring host addresses")
+struct HostAddressTests {
+    /// A queue of 16 over `memory`, table at 0x1000, rings at 0x3000 and `used`.
+    static func queue(_ memory: GuestMemory, used: UInt64 = 0x4000) throws -> SplitQueue {
+        var queue = try SplitQueue(maxSize: 16)
+        queue.size = 16
+        queue.descriptorTable = GuestAddress(0x1000)
+        queue.availableRing = GuestAddress(0x3000)
+        queue.usedRing = GuestAddress(used)
+        try queue.activate(in: memory)
+        return queue
+    }
+
+    static func put(_ memory: GuestMemory, _ index: UInt64, _ address: UInt64, _ length: UInt32, _ flags: UInt16, _ next: UInt16) throws {
+        let entry = 0x1000 + 16 * index
+        try memory.write(address, at: GuestAddress(entry))
+        try memory.write(length, at: GuestAddress(entry + 8))
+        try memory.write(flags, at: GuestAddress(entry + 12))
+        try memory.write(next, at: GuestAddress(entry + 14))
+    }
+
+    @Test("a buffer inside one region carries its host address; one across two regions carries none and still reads whole")
+    func descriptorHosts() throws {
+        let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x20000),
+                                                (start: GuestAddress(0x20000), size: 0x20000)])
+        var queue = try Self.queue(memory)
+        try Self.put(memory, 0, 0x10000, 16, 1, 1)
+        try Self.put(memory, 1, 0x1f000, 0x2000, 1 | 2, 2)  // crosses 0x20000
+        try Self.put(memory, 2, 0x30000, 1, 2, 0)
+        try memory.write(UInt16(0), at: GuestAddress(0x3004))
+        try memory.storeRelease(UInt16(1), at: GuestAddress(0x3002))
+        let chain = try #require(try queue.popDescriptorChain(in: memory))
+        #expect(chain.descriptors[0].host == (try memory.hostAddress(for: GuestAddress(0x10000), length: 16)))
+        #expect(chain.descriptors[1].host == nil)
+        #expect(chain.descriptors[2].host == (try memory.hostAddress(for: GuestAddress(0x30000), length: 1)))
+        // Equality is the guest range and direction, whatever the host address.
+        #expect(chain.descriptors[0] == Descriptor(address: GuestAddress(0x10000), length: 16, isWritable: false))
+    }
+
+    @Test("used entries written through the ring's host address mark the page dirty under dirty tracking")
+    func usedDirty() throws {
+        let memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x40000)])
+        var queue = try Self.queue(memory)
+        try Self.put(memory, 0, 0x10000, 16, 0, 0)
+        try memory.write(UInt16(0), at: GuestAddress(0x3004))
+        try memory.storeRelease(UInt16(1), at: GuestAddress(0x3002))
+        let chain = try #require(try queue.popDescriptorChain(in: memory))
+        _ = memory.takeDirtyBitmaps()
+        memory.enableDirtyTracking()
+        try queue.stageUsed(head: chain.head, length: 0, in: memory)
+        #expect(memory.region(containing: GuestAddress(0x4000))?.isDirty(page: 4) == true)
+        try queue.publishUsed(in: memory)
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x4004)) == 0)
+        #expect(try memory.read(UInt16.self, at: GuestAddress(0x4002)) == 1)
+    }
+
+    @Test("a used ring in read-only memory is refused by the checked accessor, not written through")
+    func readOnlyUsedRing() throws {
+        let memory = try GuestMemory(regions: [try GuestMemoryRegion(start: GuestAddress(0), size: 0x4000),
+                                               try GuestMemoryRegion(start: GuestAddress(0x4000), size: 0x1000, options: [.readOnly])])
+        var queue = try Self.queue(memory)
+        try Self.put(memory, 0, 0x2000, 16, 0, 0)
+        try memory.write(UInt16(0), at: GuestAddress(0x3004))
+        try memory.storeRelease(UInt16(1), at: GuestAddress(0x3002))
+        let chain = try #require(try queue.popDescriptorChain(in: memory))
+        let error = #expect(throws: QueueError.self) { try queue.stageUsed(head: chain.head, length: 0, in: memory) }
+        guard case .memory(.readOnlyRegion)? = error else {
+            Issue.record("expected a read-only refusal, got \(String(describing: error))")
+            return
+        }
+    }
+
+    @Test("a queue served from a second memory object looks its rings up there")
+    func secondMemory() throws {
+        let first = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x40000)])
+        let second = try GuestMemory.anonymous([(start: GuestAddress(0), size: 0x40000)])
+        var queue = try Self.queue(first)
+        for memory in [first, second] {
+            try Self.put(memory, 0, 0x10000, 16, 0, 0)
+            try memory.write(UInt16(0), at: GuestAddress(0x3004))
+            try memory.write(UInt16(0), at: GuestAddress(0x3006))
+        }
+        try first.storeRelease(UInt16(1), at: GuestAddress(0x3002))
+        _ = try #require(try queue.popDescriptorChain(in: first))
+        try queue.addUsed(head: 0, length: 0, in: first)
+        // The driver's side moves to the other memory (a restored or rebuilt map).
+        try second.storeRelease(UInt16(2), at: GuestAddress(0x3002))
+        try second.write(UInt16(1), at: GuestAddress(0x4002))
+        _ = try #require(try queue.popDescriptorChain(in: second))
+        try queue.addUsed(head: 0, length: 7, in: second)
+        #expect(try second.read(UInt32.self, at: GuestAddress(0x4010)) == 7)
+        #expect(try second.read(UInt16.self, at: GuestAddress(0x4002)) == 2)
+        #expect(try first.read(UInt32.self, at: GuestAddress(0x4010)) == 0)
+    }
+}

@@ -132,12 +132,31 @@ extension ChainSpan {
     /// that crosses guest memory regions still gives one view per region).
     static func forEachHostBuffer(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int, in memory: GuestMemory,
                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(GuestMemoryError) {
-        try forEachPiece(descriptors, start: start, count: count) { (address, take) throws(GuestMemoryError) in
-            if let pointer = try? memory.hostAddress(for: address, length: take) {
-                body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
-            } else {
-                for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
+        var skip = start
+        var left = count
+        for descriptor in descriptors where left > 0 {
+            let length = Int(descriptor.length)
+            if skip >= length {
+                skip -= length
+                continue
             }
+            let take = min(length - skip, left)
+            if let host = descriptor.host {
+                // SAFETY: the queue mapped the whole buffer in one region when it validated it,
+                // and [skip, skip + take) lies inside the buffer.
+                body(UnsafeMutableRawBufferPointer(start: host + skip, count: take))
+            } else {
+                // A buffer across regions (or built by hand): looked up, one view per region.
+                // A validated chain's buffers do not wrap the address space.
+                let address = GuestAddress(descriptor.address.rawValue + UInt64(skip))
+                if let pointer = try? memory.hostAddress(for: address, length: take) {
+                    body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
+                } else {
+                    for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
+                }
+            }
+            left -= take
+            skip = 0
         }
     }
 }

@@ -359,16 +359,24 @@ public final class VirtioBlock: VirtioDevice {
     func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory, features: UInt64, writeThrough: Bool,
                 scratch: inout RequestScratch, tally: inout Counters) throws(VirtioDeviceError) -> UInt32 {
         let writable = chain.writableLength
-        guard writable >= 1, let statusAddress = ChainSpan.lastByte(of: chain.writable) else {
+        guard writable >= 1, let last = chain.writable.last(where: { $0.length > 0 }) else {
             throw .noWritableBuffer(queue: queue, head: chain.head)
         }
         let (status, dataWritten) = try execute(chain, queue: queue, memory: memory, features: features, dataRoom: writable - 1,
                                                 writeThrough: writeThrough, scratch: &scratch, tally: &tally)
         if status != .ok { tally.errors += 1 }
-        do {
-            try memory.write(status.rawValue, at: statusAddress)
-        } catch {
-            throw .queue(index: queue, .memory(error))
+        // The status is the chain's last writable byte. A validated chain's buffers do not wrap.
+        let statusAddress = GuestAddress(last.address.rawValue + UInt64(last.length) - 1)
+        if let host = last.host {
+            // SAFETY: the queue mapped the whole writable buffer in one region when it validated it.
+            (host + Int(last.length) - 1).storeBytes(of: status.rawValue, as: UInt8.self)
+            if memory.dirtyTracking { memory.markDirty(statusAddress, length: 1) }
+        } else {
+            do {
+                try memory.write(status.rawValue, at: statusAddress)
+            } catch {
+                throw .queue(index: queue, .memory(error))
+            }
         }
         return UInt32(dataWritten + 1)
     }
@@ -469,11 +477,10 @@ public final class VirtioBlock: VirtioDevice {
     /// The request's type and sector (the chain carries at least a header's readable bytes).
     static func header(of chain: DescriptorChain, queue: Int, memory: GuestMemory) throws(VirtioDeviceError) -> (type: UInt32, sector: UInt64) {
         let first = chain.descriptors[0]
-        // The usual layout: the whole header in the first buffer and in one region, read with
-        // one lookup; any other layout (split across buffers or regions) goes through a reader.
-        if first.length >= UInt32(VirtioBlockABI.headerSize),
-           let host = try? memory.hostAddress(for: first.address, length: VirtioBlockABI.headerSize) {
-            // SAFETY: hostAddress proved the header's 16 bytes lie in one live region.
+        // The usual layout: the whole header in the first buffer, which the queue mapped in one
+        // region; any other layout (split across buffers or regions) goes through a reader.
+        if first.length >= UInt32(VirtioBlockABI.headerSize), let host = first.host {
+            // SAFETY: the queue proved the first buffer, header included, lies in one live region.
             return (UInt32(littleEndian: host.loadUnaligned(as: UInt32.self)),
                     UInt64(littleEndian: (host + 8).loadUnaligned(as: UInt64.self)))
         }
