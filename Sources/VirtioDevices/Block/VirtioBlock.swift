@@ -509,12 +509,18 @@ public final class VirtioBlock: VirtioDevice {
         features & VirtioBlockABI.Feature.flush == 0 || core.withLock { $0.writeback } == 0
     }
 
-    static func host(_ span: ChainSpan, memory: GuestMemory, queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {
+    /// Host views of the bytes `[start, start + count)` of `descriptors` taken as one stream
+    /// (through the host addresses the queue found when it validated them).
+    static func hostViews(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int, memory: GuestMemory,
+                          queue: Int) throws(VirtioDeviceError) -> [UnsafeMutableRawBufferPointer] {
+        var views: [UnsafeMutableRawBufferPointer] = []
+        views.reserveCapacity(descriptors.count)
         do {
-            return try span.hostBuffers(in: memory)
+            try ChainSpan.forEachHostBuffer(descriptors, start: start, count: count, in: memory) { views.append($0) }
         } catch {
             throw .queue(index: queue, .memory(error))
         }
+        return views
     }
 
     static func queueStep<T>(_ queue: Int, _ body: () throws(QueueError) -> T) throws(VirtioDeviceError) -> T {

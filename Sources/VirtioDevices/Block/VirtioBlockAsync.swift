@@ -21,15 +21,15 @@ extension VirtioBlock {
             let length = writable - 1
             guard let offset = checkedOffset(sector: sector, length: length) else { return false }
             let span = ChainSpan(chain.writable, start: 0, count: length)
-            let buffers = try Self.host(span, memory: memory, queue: queue)
+            let buffers = try Self.hostViews(chain.writable, start: 0, count: length, memory: memory, queue: queue)
             guard (try? async.read(slot: head, into: buffers, at: offset)) == true else { return false }
             pending[head] = Pending(kind: .read, statusAddress: statusAddress, length: length, span: span)
         case .write:
             let length = chain.readableLength - VirtioBlockABI.headerSize
             // Write-through needs the write durable before completion: the synchronous path does both.
             guard !backend.isReadOnly, !writeThrough, let offset = checkedOffset(sector: sector, length: length) else { return false }
-            let span = ChainSpan(chain.readable, start: VirtioBlockABI.headerSize, count: length)
-            let buffers = try Self.host(span, memory: memory, queue: queue).map { UnsafeRawBufferPointer($0) }
+            let buffers = try Self.hostViews(chain.readable, start: VirtioBlockABI.headerSize, count: length, memory: memory, queue: queue)
+                .map { UnsafeRawBufferPointer($0) }
             guard (try? async.write(slot: head, from: buffers, at: offset)) == true else { return false }
             pending[head] = Pending(kind: .write, statusAddress: statusAddress, length: length, span: nil)
         case .flush:

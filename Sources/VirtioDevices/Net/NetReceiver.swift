@@ -33,7 +33,11 @@ struct NetReceiver: Sendable {
         init(_ chain: DescriptorChain, memory: GuestMemory) throws(GuestMemoryError) {
             self.chain = chain
             capacity = chain.writableLength
-            host = try ChainSpan(chain.writable, start: 0, count: capacity).hostBuffers(in: memory)
+            var views: [UnsafeMutableRawBufferPointer] = []
+            views.reserveCapacity(chain.writable.count)
+            // Through the host addresses the queue found when it validated the buffers.
+            try ChainSpan.forEachHostBuffer(chain.writable, start: 0, count: capacity, in: memory) { views.append($0) }
+            host = views
         }
     }
 
