@@ -74,14 +74,17 @@ struct ChainSpan {
     /// The bytes `[start, start + count)` of `descriptors` taken as one stream.
     init(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int) {
         pieces.reserveCapacity(descriptors.count)
-        Self.forEachPiece(descriptors, start: start, count: count) { address, length in pieces.append((address, length)) }
+        Self.forEachPiece(descriptors, start: start, count: count) { descriptor, offset, length in
+            // A validated chain's buffers do not wrap the address space.
+            pieces.append((GuestAddress(descriptor.address.rawValue + UInt64(offset)), length))
+        }
     }
 
-    /// Calls `body` with the guest address and length of each piece of the bytes
-    /// `[start, start + count)` of `descriptors` taken as one stream, in chain order.
+    /// Calls `body` with the descriptor, the offset in it and the length of each piece of the
+    /// bytes `[start, start + count)` of `descriptors` taken as one stream, in chain order.
     @inline(__always)
     static func forEachPiece<E: Error>(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int,
-                                       _ body: (GuestAddress, Int) throws(E) -> Void) throws(E) {
+                                       _ body: (Descriptor, Int, Int) throws(E) -> Void) throws(E) {
         var skip = start
         var left = count
         for descriptor in descriptors where left > 0 {
@@ -91,8 +94,7 @@ struct ChainSpan {
                 continue
             }
             let take = min(length - skip, left)
-            // A validated chain's buffers do not wrap the address space.
-            try body(GuestAddress(descriptor.address.rawValue + UInt64(skip)), take)
+            try body(descriptor, skip, take)
             left -= take
             skip = 0
         }
@@ -132,31 +134,21 @@ extension ChainSpan {
     /// that crosses guest memory regions still gives one view per region).
     static func forEachHostBuffer(_ descriptors: ArraySlice<Descriptor>, start: Int, count: Int, in memory: GuestMemory,
                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(GuestMemoryError) {
-        var skip = start
-        var left = count
-        for descriptor in descriptors where left > 0 {
-            let length = Int(descriptor.length)
-            if skip >= length {
-                skip -= length
-                continue
-            }
-            let take = min(length - skip, left)
+        try forEachPiece(descriptors, start: start, count: count) { (descriptor, offset, take) throws(GuestMemoryError) in
             if let host = descriptor.host {
                 // SAFETY: the queue mapped the whole buffer in one region when it validated it,
-                // and [skip, skip + take) lies inside the buffer.
-                body(UnsafeMutableRawBufferPointer(start: host + skip, count: take))
-            } else {
-                // A buffer across regions (or built by hand): looked up, one view per region.
-                // A validated chain's buffers do not wrap the address space.
-                let address = GuestAddress(descriptor.address.rawValue + UInt64(skip))
-                if let pointer = try? memory.hostAddress(for: address, length: take) {
-                    body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
-                } else {
-                    for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
-                }
+                // and [offset, offset + take) lies inside the buffer.
+                body(UnsafeMutableRawBufferPointer(start: host + offset, count: take))
+                return
             }
-            left -= take
-            skip = 0
+            // A buffer across regions (or built by hand): looked up, one view per region.
+            // A validated chain's buffers do not wrap the address space.
+            let address = GuestAddress(descriptor.address.rawValue + UInt64(offset))
+            if let pointer = try? memory.hostAddress(for: address, length: take) {
+                body(UnsafeMutableRawBufferPointer(start: pointer, count: take))
+            } else {
+                for buffer in try memory.hostBuffers(for: address, length: take) { body(buffer) }
+            }
         }
     }
 }
