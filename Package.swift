@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "VMM", targets: ["VMM"]),
         .library(name: "CloudHypervisorAPI", targets: ["CloudHypervisorAPI"]),
         .library(name: "CloudHypervisorAPITesting", targets: ["CloudHypervisorAPITesting"]),
+        .library(name: "JSONCoding", targets: ["JSONCoding"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
         .executable(name: "boot-bench", targets: ["BootBench"]),
@@ -78,6 +79,8 @@ let package = Package(
         .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
         .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
+        // JSON without Foundation: a strict RFC 8259 parser, a serializer, and Codable's Encoder and Decoder.
+        .target(name: "JSONCoding", exclude: ["README.md"]),
         // Seeded random generators shared by the randomized and fuzz-style tests.
         .target(name: "TestSupport"),
         // The bus layer devices plug into: BusDevice, Bus (port I/O and MMIO), InterruptLine.
