@@ -193,6 +193,7 @@ let package = Package(
         .testTarget(name: "RateLimiterTests", dependencies: ["RateLimiter"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
+        .testTarget(name: "JSONCodingTests", dependencies: ["JSONCoding", "TestSupport"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),
