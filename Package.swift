@@ -136,7 +136,7 @@ let package = Package(
 
         // The REST API (Cloud Hypervisor's /api/v1 over a Unix socket) and its blocking client.
         .target(name: "CloudHypervisorAPI", dependencies: [
-            "VMM", "HostSystem",
+            "VMM", "HostSystem", "JSONCoding",
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["README.md"]),
         // A scripted VMMControl (Cloud Hypervisor's state machine, no VM) for API tests, fuzzing and benchmarks.
