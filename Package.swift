@@ -98,7 +98,7 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
+            "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter", "JSONCoding",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The vhost-user protocol's back-end: serves one of the virtio devices above to another VMM.
