@@ -88,7 +88,8 @@ struct SingleDecoder: SingleValueDecodingContainer {
             return fitted
         case let .double(number):
             if number.rounded(.towardZero) != number { throw corrupted("\(number) is not a whole number") }
-            if number.magnitude >= 0x1p63 { throw corrupted("\(number) does not fit in \(I.self)") }
+            // Beyond every integer type (an integer literal above UInt64.max lands here too).
+            if number.magnitude >= 0x1p64 { throw corrupted("\(number) does not fit in \(I.self)") }
             throw corrupted("\(number) is written with a fraction or an exponent; \(I.self) takes an integer written without them")
         default:
             throw mismatch(type, value, codingPath)

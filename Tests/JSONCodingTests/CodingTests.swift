@@ -237,6 +237,7 @@ struct CodingTests {
         (#"{"small":1.5}"#, "dataCorrupted", ".small", "1.5 is not a whole number"),
         (#"{"small":1.0}"#, "dataCorrupted", ".small", "1.0 is written with a fraction or an exponent"),
         (#"{"big":5e8}"#, "dataCorrupted", ".big", "500000000.0 is written with a fraction or an exponent"),
+        (#"{"big":1e19}"#, "dataCorrupted", ".big", "1e+19 is written with a fraction or an exponent"),
         (#"{"single":1e300}"#, "dataCorrupted", ".single", "does not fit in Float"),
         (#"{"small":"1"}"#, "typeMismatch", ".small", "expected an integer (UInt8), found a string"),
         (#"{"any":true}"#, "typeMismatch", ".any", "expected a number, found a boolean"),
