@@ -295,3 +295,29 @@ struct CodingTests {
         #expect(throws: EncodingError.self) { try JSONCoding.encode([Float.infinity]) }
     }
 }
+
+@Suite("JSONCoding README example")
+struct ReadmeExampleTests {
+    struct Disk: Codable, Equatable {
+        var path: String
+        var numQueues: UInt16
+        enum CodingKeys: String, CodingKey { case path, numQueues = "num_queues" }
+    }
+
+    @Test("the README's embedding example does what it says")
+    func example() throws {
+        let bytes = try JSONCoding.encode([Disk(path: "/d.raw", numQueues: 2)], sortedKeys: true)
+        #expect(String(decoding: bytes, as: UTF8.self) == #"[{"num_queues":2,"path":"/d.raw"}]"#)
+        #expect(try JSONCoding.decode([Disk].self, from: bytes) == [Disk(path: "/d.raw", numQueues: 2)])
+        do {
+            _ = try JSONCoding.decode(Disk.self, from: Array(#"{"path":"/d","num_queues":70000}"#.utf8))
+            Issue.record("70000 was taken for a UInt16")
+        } catch let DecodingError.dataCorrupted(context) {
+            #expect(context.codingPath.map(\.stringValue) == ["num_queues"])
+            #expect(context.debugDescription == "70000 does not fit in UInt16")
+        }
+        let document = try JSONValue(parsing: Array(#"{"a":[1,2.5,"x"]}"#.utf8))
+        #expect(document == .object([("a", .array([.integer(1), .double(2.5), .string("x")]))]))
+        #expect(String(decoding: try document.serialized(sortedKeys: true), as: UTF8.self) == #"{"a":[1,2.5,"x"]}"#)
+    }
+}
