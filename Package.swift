@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "VMM", targets: ["VMM"]),
         .library(name: "CloudHypervisorAPI", targets: ["CloudHypervisorAPI"]),
         .library(name: "CloudHypervisorAPITesting", targets: ["CloudHypervisorAPITesting"]),
+        .library(name: "JSONCoding", targets: ["JSONCoding"]),
         .executable(name: "cloud-hypervisor", targets: ["CloudHypervisor"]),
         .executable(name: "kvm-exit-bench", targets: ["KVMExitBench"]),
         .executable(name: "boot-bench", targets: ["BootBench"]),
@@ -78,6 +79,8 @@ let package = Package(
         .target(name: "Hypervisor", dependencies: ["CLinux", "HostSystem", "GuestMemory"], exclude: ["README.md"]),
         // Tiny KVM guests (real mode, 64-bit CPL3) for tests and benchmarks.
         .target(name: "HypervisorTesting", dependencies: ["Hypervisor", "HostSystem"]),
+        // JSON without Foundation: a strict RFC 8259 parser, a serializer, and Codable's Encoder and Decoder.
+        .target(name: "JSONCoding", exclude: ["README.md"]),
         // Seeded random generators shared by the randomized and fuzz-style tests.
         .target(name: "TestSupport"),
         // The bus layer devices plug into: BusDevice, Bus (port I/O and MMIO), InterruptLine.
@@ -95,7 +98,7 @@ let package = Package(
         // Configuration, the VM builder, vCPU threads and the lifecycle.
         .target(name: "VMM", dependencies: [
             "CLinux", "HostSystem", "GuestMemory", "Hypervisor", "Arch", "ACPITables", "DeviceModel", "Devices", "PCI",
-            "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter",
+            "Interrupts", "VirtioDevices", "VhostUser", "VMAllocator", "BlockStorage", "Qcow", "Seccomp", "RateLimiter", "JSONCoding",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The vhost-user protocol's back-end: serves one of the virtio devices above to another VMM.
@@ -132,7 +135,7 @@ let package = Package(
 
         // The REST API (Cloud Hypervisor's /api/v1 over a Unix socket) and its blocking client.
         .target(name: "CloudHypervisorAPI", dependencies: [
-            "VMM", "HostSystem",
+            "VMM", "HostSystem", "JSONCoding",
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["README.md"]),
         // A scripted VMMControl (Cloud Hypervisor's state machine, no VM) for API tests, fuzzing and benchmarks.
@@ -189,6 +192,7 @@ let package = Package(
         .testTarget(name: "RateLimiterTests", dependencies: ["RateLimiter"]),
         .testTarget(name: "VMAllocatorTests", dependencies: ["TestSupport", "VMAllocator"]),
         .testTarget(name: "ACPITablesTests", dependencies: ["ACPITables"]),
+        .testTarget(name: "JSONCodingTests", dependencies: ["JSONCoding", "TestSupport"]),
         .testTarget(name: "DeviceModelTests", dependencies: ["TestSupport", "DeviceModel"]),
         .testTarget(name: "DevicesTests", dependencies: ["TestSupport", "Devices", "DeviceModel"]),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "Hypervisor", "HypervisorTesting", "HostSystem", "PCI"]),

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 all_targets=(virtqueue virtio-blk virtio-console virtio-rng virtio-net virtio-vsock pci-config elf-loader bzimage-loader cmdline
   option-parser api-body uart i8042 cmos aml arm64-image arm64-fdt snapshot-restore migration-receive
-  vhost-user-reply vhost-user-request)
+  vhost-user-reply vhost-user-request json)
 mode=fuzz
 seconds=20
 targets=()

@@ -44,6 +44,7 @@ let targets: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("snapshot-restore", "FuzzSnapshotRestore", [lib("VMM"), lib("Hypervisor")]),
     ("migration-receive", "FuzzMigrationReceive", [lib("VMM"), lib("GuestMemory")]),
     ("vhost-user-reply", "FuzzVhostUserReply", [lib("VhostUser")]),
+    ("json", "FuzzJSON", [lib("JSONCoding")]),
     ("vhost-user-request", "FuzzVhostUserRequest", [lib("VhostUser"), lib("VhostUserBackend"), lib("VirtioDevices"), lib("BlockStorage"), lib("HostSystem")]),
 ]
 

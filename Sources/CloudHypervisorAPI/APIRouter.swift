@@ -1,11 +1,7 @@
 // From a parsed request to a response: routing, body checks, and the VMMControl call. Runs
 // on the API's worker thread (never on an event loop): control calls block.
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import HostSystem
+import JSONCoding
 import VMM
 
 /// A complete HTTP request as the router sees it.
@@ -46,9 +42,7 @@ public struct APIResponse: Sendable, Equatable {
     /// The response for a refusal: its status and the JSON list of messages.
     public init(error: APIError) {
         status = error.status
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .withoutEscapingSlashes
-        body = (try? encoder.encode(error.messages)).map { Array($0) } ?? Array("[]".utf8)
+        body = (try? JSONCoding.encode(error.messages)) ?? Array("[]".utf8)
     }
 }
 
@@ -242,9 +236,8 @@ public struct APIRouter: Sendable {
 
     private func json(_ value: some Encodable) throws(APIError) -> APIResponse {
         do {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return APIResponse(status: .ok, body: Array(try encoder.encode(value)))
+            // Sorted keys (responses are reproducible) and '/' unescaped.
+            return APIResponse(status: .ok, body: try JSONCoding.encode(value, sortedKeys: true))
         } catch {
             throw .control(endpoint: "response", .failed(action: "encoding the response", reason: "\(error)"))
         }

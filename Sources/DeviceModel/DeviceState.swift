@@ -7,9 +7,9 @@
 /// refuses an inconsistent one with the reason, leaving the device as it was.
 ///
 /// ```swift
-/// let saved = try JSONEncoder().encode(serial.saveState())
+/// let saved = try JSONCoding.encode(serial.saveState(), sortedKeys: true)   // import JSONCoding
 /// let fresh = Serial16550(interrupt: line, output: output)
-/// try fresh.restoreState(JSONDecoder().decode(Serial16550.State.self, from: saved))
+/// try fresh.restoreState(JSONCoding.decode(Serial16550.State.self, from: saved))
 /// ```
 public protocol StatefulDevice: AnyObject {
     /// Everything the device keeps (registers, FIFOs, queue positions...), nothing the VMM

@@ -1,11 +1,7 @@
 // The snapshot's state tree in Cloud Hypervisor's shape (vm-migration's `Snapshot`): each
 // component is a node with named child nodes and, optionally, its own data as a JSON string
 // (`{"snapshots": {...}, "snapshot_data": {"state": "..."}}`).
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
+import JSONCoding
 
 /// One node of `state.json`.
 public struct SnapshotNode: Codable, Equatable, Sendable {
@@ -60,9 +56,7 @@ public struct SnapshotNode: Codable, Equatable, Sendable {
 /// JSON in and out for snapshot files, with sorted keys so a snapshot is reproducible.
 enum SnapshotJSON {
     static func data<T: Encodable>(_ value: T) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return Array(try encoder.encode(value))
+        try JSONCoding.encode(value, sortedKeys: true)
     }
 
     static func text<T: Encodable>(_ value: T) throws -> String {
@@ -70,7 +64,7 @@ enum SnapshotJSON {
     }
 
     static func value<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try JSONDecoder().decode(type, from: Data(bytes))
+        try JSONCoding.decode(type, from: bytes)
     }
 
     static func value<T: Decodable>(_ type: T.Type, from text: String) throws -> T {
