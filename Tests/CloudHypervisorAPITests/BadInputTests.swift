@@ -261,7 +261,10 @@ struct BadInputTests {
         try withServer { _, path throws in
             let client = try APIClient(socketPath: path)
             let raw = "GET /api/v1/vmm.ping HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 200_000) + "\r\n\r\n"
-            let answers = try client.exchange(Array(raw.utf8), expecting: 1)
+            // The server answers and closes once the headers pass its limit, possibly while the
+            // rest is still being written: a broken pipe on this side is part of the refusal.
+            try? client.send(Array(raw.utf8))
+            let answers = try client.exchange([], expecting: 1)
             #expect(answers.first?.status == 400)
         }
     }
