@@ -500,7 +500,11 @@ in_l1() {
   if want snapshot; then
     # shellcheck source-path=SCRIPTDIR source=snapshot-scenario.sh
     source "$here/snapshot-scenario.sh"
-    snapshot_scenario "$binary" "$remote"
+    # CH_NESTED_SNAPSHOT_REPEAT=N runs it N times (to chase a rare failure).
+    local snapshot_round
+    for ((snapshot_round = 1; snapshot_round <= ${CH_NESTED_SNAPSHOT_REPEAT:-1}; snapshot_round++)); do
+      snapshot_scenario "$binary" "$remote"
+    done
   fi
   if want migration; then
     # shellcheck source-path=SCRIPTDIR source=migration-scenario.sh

@@ -105,7 +105,12 @@ snapshot_scenario() {
         results+=("$round: counts $after after $last, uptime ${first_uptime}s -> ${uptime}s, $pings pings answered, four more counts ${restore_s}s after the VMM started")
       else
         ok=0
-        results+=("$round FAILED: counts [$after] after $last, uptime $first_uptime -> $uptime, pings $pings, kernel boots $boots")
+        # What the guest said before it went wrong: the kernel's complaints, and the lines before a new boot.
+        local said
+        said="$(tr -d '\r' <"$dir/$round.out" | awk '/Kernel panic|BUG:|Oops|general protection|RIP:|traps:|Unexpected|unhandled|reboot:/ { print; if (++n >= 12) exit }' | tr '\n' '|')"
+        said+=" before the boot: $(tr -d '\r' <"$dir/$round.out" | awk '/Linux version/ { exit } { lines[NR % 6] = $0; last = NR } END { for (i = last - 5; i <= last; i++) if (i > 0) printf "%s|", lines[i % 6] }')"
+        said+="; VMM: $(grep -aiE 'warn|error|fault|reset|reboot' "$dir/$round.err" | head -n 6 | tr '\n' '|')"
+        results+=("$round FAILED: counts [$after] after $last, uptime $first_uptime -> $uptime, pings $pings, kernel boots $boots; guest: $said")
       fi
     else
       ok=0
