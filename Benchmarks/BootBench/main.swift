@@ -5,6 +5,8 @@
 //   boot-bench --write-kernel PATH          only write the tiny kernel
 //   boot-bench --write-idle-kernel PATH     write a tiny kernel that prints "!" and then halts
 //                                           for ever (the guest of Scripts/bench-memory-per-vm.sh)
+//   boot-bench --write-exits-kernel PATH N  write a tiny kernel that makes N rounds of the port
+//                                           exits a booting Linux makes most, then powers off
 //
 // The tiny kernel's first instructions write '!' to the serial port, which cloud-hypervisor
 // (--serial tty) writes to a pipe this program reads; it then prints "OK" and powers off
@@ -34,6 +36,22 @@ func now() -> Double {
 
 /// mov dx,0x3f8; mov al,'!'; out dx,al; mov al,10; out dx,al; 1: hlt; jmp 1b
 let idleKernelCode: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x21, 0xEE, 0xB0, 0x0A, 0xEE, 0xF4, 0xEB, 0xFD]
+
+/// A kernel whose exits are those a booting Linux makes most: `count` times (in ECX) a read
+/// of the serial port's line status, a byte to its transmitter, and a PCI configuration read
+/// through 0xCF8/0xCFC (bus 0, device 0, register 0); then a newline and power-off.
+/// mov ecx,count; 1: mov dx,0x3fd; in al,dx; mov dx,0x3f8; mov al,'x'; out dx,al;
+/// mov dx,0xcf8; mov eax,0x80000000; out dx,eax; mov dx,0xcfc; in eax,dx; dec ecx; jnz 1b;
+/// mov dx,0x3f8; mov al,10; out dx,al; mov dx,0x600; mov al,0x34; out dx,al; 2: hlt; jmp 2b
+func exitsKernelCode(count: UInt32) -> [UInt8] {
+    let n = withUnsafeBytes(of: count.littleEndian) { Array($0) }
+    return [0xB9] + n + [
+        0x66, 0xBA, 0xFD, 0x03, 0xEC, 0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x78, 0xEE,
+        0x66, 0xBA, 0xF8, 0x0C, 0xB8, 0x00, 0x00, 0x00, 0x80, 0xEF, 0x66, 0xBA, 0xFC, 0x0C, 0xED,
+        0x49, 0x75, 0xE2,
+        0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x0A, 0xEE, 0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE, 0xF4, 0xEB, 0xFD,
+    ]
+}
 
 func writeKernel(_ path: String, code: [UInt8] = tinyKernelCode) {
     let image = TinyKernel.pvhELF(code: code)
@@ -91,13 +109,19 @@ while let argument = arguments.popFirst() {
         guard let path = arguments.popFirst() else { fail("--write-idle-kernel needs a path") }
         writeKernel(path, code: idleKernelCode)
         exit(0)
+    case "--write-exits-kernel":
+        guard let path = arguments.popFirst(), let count = arguments.popFirst().flatMap({ UInt32($0) }), count > 0 else {
+            fail("--write-exits-kernel needs a path and a positive number of rounds")
+        }
+        writeKernel(path, code: exitsKernelCode(count: count))
+        exit(0)
     case "--binary":
         binary = arguments.popFirst()
     case "--runs":
         guard let value = arguments.popFirst().flatMap({ Int($0) }), value > 0 else { fail("--runs takes a positive number") }
         runs = value
     default:
-        fail("unknown option \(argument); accepted: --binary PATH, --runs N, --write-kernel PATH, --write-idle-kernel PATH")
+        fail("unknown option \(argument); accepted: --binary PATH, --runs N, --write-kernel PATH, --write-idle-kernel PATH, --write-exits-kernel PATH N")
     }
 }
 guard let binary else { fail("give --binary PATH (the cloud-hypervisor to measure)") }
