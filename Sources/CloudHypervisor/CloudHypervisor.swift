@@ -263,7 +263,8 @@ struct CloudHypervisorCommand {
         }
         do {
             let monitor = try monitorConfig.map { try EventMonitor($0) }
-            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters, landlock: landlock)
+            let runner = try VMMRunner(config: config, logger: logger, monitor: monitor, seccomp: filters, landlock: landlock,
+                                       releaseStartupPages: true)
             runner.restore = restoreConfig
             var server: APIServer?
             if let socket {

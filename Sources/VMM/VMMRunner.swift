@@ -41,10 +41,13 @@ public final class VMMRunner {
     /// set, the VMM's other threads install their filters (the caller installs the VMM
     /// thread's own, ``ThreadKind/vmm``, before anything else). With `landlock` (the command
     /// line's `--landlock`) the signal thread drops all file access.
-    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false) throws {
+    /// With `releaseStartupPages`, see ``VMMController/init(logger:monitor:seccomp:landlock:releaseStartupPages:)``.
+    public init(config: VMConfig?, logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false,
+                releaseStartupPages: Bool = false) throws {
         self.config = config
         self.logger = logger
-        controller = try VMMController(logger: logger, monitor: monitor, seccomp: seccomp, landlock: landlock)
+        controller = try VMMController(logger: logger, monitor: monitor, seccomp: seccomp, landlock: landlock,
+                                       releaseStartupPages: releaseStartupPages)
     }
 
     /// Boots the configured VM (if any) and runs until the guest powers off, a termination

@@ -79,5 +79,6 @@ extension VMMController {
         if let sandbox = slot.withLock({ $0.sandbox }) { post(.sandbox(sandbox)) }
         monitor?.emit(source: "vm", event: "restored")
         if request.resume { monitor?.emit(source: "vm", event: "resumed") }
+        releaseStartupPagesIfAsked()
     }
 }

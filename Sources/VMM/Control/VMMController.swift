@@ -60,12 +60,18 @@ public final class VMMController: VMMControl {
     private let signals: OwnedFileDescriptor
     private let signalLoop: EventManager
     private let seccomp: SeccompAction?
+    private let releasesStartupPages: Bool
 
     /// A controller with no VM yet. Blocks the termination signals in the calling thread
     /// (threads started later inherit that) and receives them through a signalfd.
     /// With `seccomp` set, the signal thread and every VM thread install their filters; with
     /// `landlock` (the command line's `--landlock`) the signal thread drops all file access.
-    public init(logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false) throws {
+    /// With `releaseStartupPages`, once a VM has booted or been restored the process drops
+    /// from its page tables the clean pages of the files it maps (``ResidentPages``): what the
+    /// start-up touched and never uses again stops counting in its resident set.
+    public init(logger: Logger, monitor: EventMonitor? = nil, seccomp: SeccompAction? = nil, landlock: Bool = false,
+                releaseStartupPages: Bool = false) throws {
+        releasesStartupPages = releaseStartupPages
         try KickSignal.install()
         let signals = clinux_signalfd_termination()
         guard signals >= 0 else { throw VMMError(description: "\(SystemError.current("signalfd"))") }
@@ -354,6 +360,19 @@ public final class VMMController: VMMControl {
             slot.state = .running
         }
         monitor?.emit(source: "vm", event: "booted")
+        releaseStartupPagesIfAsked()
+    }
+
+    /// Drops the clean file pages the start-up touched, when the controller was made to.
+    func releaseStartupPagesIfAsked() {
+        guard releasesStartupPages else { return }
+        do throws(SystemError) {
+            let released = try ResidentPages.releaseCleanFileMappings()
+            logger.debug("released \(released.residentKiB) KiB of clean file pages from \(released.mappings) mappings")
+        } catch {
+            // Under Landlock /proc may be out of reach: the pages just stay mapped.
+            logger.debug("clean file pages kept: \(error)")
+        }
     }
 
     /// A VM being migrated belongs to the migration until it ends (Cloud Hypervisor hands the
