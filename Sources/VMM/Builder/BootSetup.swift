@@ -41,16 +41,26 @@ enum BootSetup {
             let file = try OwnedFileDescriptor(path: path, flags: O_RDONLY)
             let size = Int(try file.size())
             guard size > 0 else { throw BootError.empty(what: what, path: path) }
-            var bytes = [UInt8](repeating: 0, count: size)
-            var done = 0
-            while done < size {
-                let n = try bytes.withUnsafeMutableBytes { (raw) throws(SystemError) -> Int in
-                    try file.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]), at: Int64(done))
+            // Read straight into the array's storage: a kernel is tens of MiB (Debian's vmlinux is
+            // 63 MiB), and zero-filling it first and copying it after cost a pass each.
+            var failure: SystemError?
+            let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                count = 0
+                while count < size {
+                    let n: Int
+                    do throws(SystemError) {
+                        n = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[count...]),
+                                          at: Int64(count))
+                    } catch {
+                        failure = error
+                        return
+                    }
+                    if n == 0 { break }
+                    count += n
                 }
-                if n == 0 { break }
-                done += n
             }
-            return Array(bytes[0..<done])
+            if let failure { throw failure }
+            return bytes
         } catch let error as BootError {
             throw error
         } catch let error as SystemError {
