@@ -54,13 +54,7 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
     /// first use, forgotten when the CPUID changes because it decides which MSRs exist).
     let saveableMSRCache = Mutex<[UInt32]?>(nil)
 
-    // SAFETY: the coalesced ring page inside `runMapping`, when KVM has one; read and
-    // advanced only under `vm.coalescedDrain`.
-    private let coalescedRing: UnsafeMutableRawPointer?
-
-    init(id: UInt32, descriptor: OwnedFileDescriptor, runMapping: MemoryMapping, vm: KVMVirtualMachine,
-         coalescedRing: UnsafeMutableRawPointer? = nil) {
-        self.coalescedRing = coalescedRing
+    init(id: UInt32, descriptor: OwnedFileDescriptor, runMapping: MemoryMapping, vm: KVMVirtualMachine) {
         self.id = id
         self.descriptor = descriptor
         self.runMapping = runMapping
@@ -103,18 +97,6 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
             throw .ioctlFailed(name: "KVM_RUN", SystemError(call: "ioctl(KVM_RUN)", errno: code))
         }
         return decodeExit()
-    }
-
-    /// Hands the writes KVM queued in the coalesced ring to `body`, oldest first.
-    public func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void) {
-        guard let ring = coalescedRing, clinux_coalesced_pending(ring) != 0 else { return }
-        vm.coalescedDrain.withLock { _ in
-            var write = clinux_coalesced_write()
-            let page = UInt32(MemoryMapping.pageSize)
-            while clinux_coalesced_pop(ring, page, &write) == 1 {
-                body(CoalescedWrite(isPortIO: write.pio != 0, address: write.address, size: Int(write.length), value: write.data))
-            }
-        }
     }
 
     private func decodeExit() -> VCPUExit {
