@@ -117,7 +117,10 @@
 # throughput with disks, network with net).
 # A guest that prints nothing for CH_NESTED_L2_STALL seconds (default 120) counts as stalled:
 # the VMM's thread states are printed and the scenario runs once more (seen once in ~40
-# nested boots; a failed check is never retried).
+# nested boots).
+# A scenario that failed runs once more, alone, in a new level 1 once the others are done
+# (CH_NESTED_RETRY_FAILED=0 turns that off): passing then, it counts as passed and its first
+# failure is printed again as `ch-e2e: FLAKY NAME ...`; failing twice, it fails.
 # A level 1 that resets or freezes (run-l1.sh status 125 or 126) is booted again (up to
 # CH_NESTED_ATTEMPTS times in all, default 3) for the scenarios that had not finished. The last line is `ch-e2e: N passed, M failed`.
 # Environment: CH_NESTED_TIMEOUT (seconds for level 1, both boots, default 3000),
@@ -509,7 +512,11 @@ in_l1() {
   if want migration; then
     # shellcheck source-path=SCRIPTDIR source=migration-scenario.sh
     source "$here/migration-scenario.sh"
-    migration_scenario "$binary" "$remote"
+    # CH_NESTED_MIGRATION_REPEAT=N runs it N times (to chase a rare failure).
+    local migration_round
+    for ((migration_round = 1; migration_round <= ${CH_NESTED_MIGRATION_REPEAT:-1}; migration_round++)); do
+      migration_scenario "$binary" "$remote"
+    done
   fi
   if want kata; then
     # shellcheck source-path=SCRIPTDIR source=kata-scenario.sh
@@ -633,7 +640,7 @@ trap 'rm -f "$log" "$fails"' EXIT
 # is the bench failing, not a test: level 1 boots again (up to CH_NESTED_ATTEMPTS times in all,
 # default 3) and runs the scenarios that had not passed or failed yet (the one that was running
 # included), within what is left of CH_NESTED_TIMEOUT (default 3000 s for all attempts). A
-# failed check inside level 1 (any other status) is never retried.
+# failed check inside level 1 (any other status) gets the one second try described above.
 budget="${CH_NESTED_TIMEOUT:-3000}" attempts="${CH_NESTED_ATTEMPTS:-3}" started=$SECONDS
 run_only="$only" carried_passed=0 carried_failed=0
 for ((attempt = 1; attempt <= attempts; attempt++)); do
@@ -670,6 +677,30 @@ if [[ -n $summary ]]; then
   passed="$(awk '{ print $2 }' <<<"$summary")" failed="$(awk '{ print $4 }' <<<"$summary")"
   passed=$((passed + carried_passed)) failed=$((failed + carried_failed))
   ((failed == 0)) || ((rc != 0)) || rc=1
+  # A scenario that failed runs once more, alone, in a new level 1 (CH_NESTED_RETRY_FAILED=0
+  # turns this off): level 2 runs on QEMU's emulated SVM, where a guest rarely faults or
+  # resets for a cause not yet found (about once in 40 scenario runs). Its first
+  # failure is printed in full and stays in the summary as FLAKY; failing twice is a failure.
+  failed_names="$(grep -aoE '^ch-e2e: FAIL [a-z0-9]+:' "$fails" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
+  left=$((budget - (SECONDS - started)))
+  if ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]] && ((left >= 600)); then
+    echo "ch-e2e: a second try, alone in a new level 1, for: $failed_names"
+    retry_log="$(mktemp)"
+    set +e
+    CH_NESTED_RETRY_FAILED=0 CH_NESTED_TIMEOUT="$left" "$here/ch-e2e.sh" --binary "$binary" --only "${failed_names% }" 2>&1 | tee "$retry_log"
+    set -e
+    flaky="$(mktemp)"
+    for name in $failed_names; do
+      grep -aq "^ch-e2e: PASS $name:" "$retry_log" || continue
+      grep -a "^ch-e2e: FAIL $name:" "$fails" | sed "s/^ch-e2e: FAIL $name:/ch-e2e: FLAKY $name (passed on its second try; the first):/" >>"$flaky"
+      grep -av "^ch-e2e: FAIL $name:" "$fails" >"$fails.rest" || true
+      mv "$fails.rest" "$fails"
+      passed=$((passed + 1)) failed=$((failed - 1))
+    done
+    cat "$flaky" >>"$fails"
+    rm -f "$retry_log" "$flaky"
+    ((failed > 0)) || rc=0
+  fi
   # The failures and the summary again as the last lines, after level 1's own closing messages.
   cat "$fails"
   echo "ch-e2e: $passed passed, $failed failed"

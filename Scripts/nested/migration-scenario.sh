@@ -131,7 +131,15 @@ migration_scenario() {
   if ((ok && failed_ok && gaps == 0 && boots == 0 && bad == 0 && pings >= 6)); then
     pass "migration: a Linux guest (shared memory, disk, 2-queue-pair TAP NIC, rng, 4 MiB of tmpfs rewritten without pause) migrated ${results[*]}; the count ran 1-$highest without a gap or reset across the four VMMs, $pings pings answered after the first migration, sectors 1-$((highest - 1)) hold their counts"
   else
-    fail "migration: ${results[*]}; counts [$counts] ($gaps gap(s)), $pings pings after the first migration, kernel boots $boots, $bad sector(s) wrong"
+    # Which VMM's guest booted again, what it said before, and what that VMM logged.
+    local said="" name
+    for name in b c d; do
+      grep -q "Linux version" "$dir/$name.out" 2>/dev/null || continue
+      said+=" $name's guest: $(tr -d '\r' <"$dir/$name.out" | awk '/Kernel panic|BUG:|Oops|general protection|RIP:|traps:|Unexpected|unhandled|reboot:|watchdog/ { print; if (++n >= 12) exit }' | tr '\n' '|')"
+      said+=" before the boot: $(tr -d '\r' <"$dir/$name.out" | awk '/Linux version/ { exit } { lines[NR % 6] = $0; last = NR } END { for (i = last - 5; i <= last; i++) if (i > 0) printf "%s|", lines[i % 6] }')"
+      said+="; $name's VMM: $(grep -aiE 'warn|error|fault|reset|reboot' "$dir/$name.err" | head -n 8 | tr '\n' '|')"
+    done
+    fail "migration: ${results[*]}; counts [$counts] ($gaps gap(s)), $pings pings after the first migration, kernel boots $boots, $bad sector(s) wrong;$said"
   fi
   ip link del chmtap0 2>/dev/null || true
   rm -rf "$dir"
