@@ -373,8 +373,24 @@ public struct SplitQueue: Sendable {
             }
             if raw.flags.contains(.indirect) {
                 guard !raw.flags.contains(.next) else { throw .indirectWithNext(head: head) }
-                let entries = try readIndirectTable(raw, head: head, in: memory)
-                try walkIndirect(entries, head: head, into: &buffers, in: memory)
+                let (address, entryCount) = try indirectTable(raw, head: head, in: memory)
+                if let tableHost = try? memory.checkedHostAddress(address, length: Int(raw.length), writing: false) {
+                    // In one region (as a driver's kmalloc'd table is): read in place, no copy.
+                    try walkIndirect(count: entryCount, head: head, into: &buffers, in: memory) { entry in
+                        // SAFETY: entry < entryCount, so its 16 bytes lie inside the table that
+                        // checkedHostAddress found mapped in one live region.
+                        let at = tableHost + entry * 16
+                        return RawDescriptor(low: UInt64(littleEndian: at.loadUnaligned(as: UInt64.self)),
+                                             high: UInt64(littleEndian: (at + 8).loadUnaligned(as: UInt64.self)))
+                    }
+                } else {
+                    let bytes = try Self.access { () throws(GuestMemoryError) in
+                        try memory.readBytes(count: Int(raw.length), at: address)
+                    }
+                    try walkIndirect(count: entryCount, head: head, into: &buffers, in: memory) { entry in
+                        RawDescriptor(low: Self.littleEndian(bytes, entry * 16), high: Self.littleEndian(bytes, entry * 16 + 8))
+                    }
+                }
                 return try DescriptorChain(head: head, descriptors: buffers, isIndirect: true)
             }
             buffers.append(try validated(raw, head: head, in: memory))
@@ -385,9 +401,9 @@ public struct SplitQueue: Sendable {
         return try DescriptorChain(head: head, descriptors: buffers)
     }
 
-    /// Checks an indirect descriptor and copies its whole table out of guest memory once.
-    private func readIndirectTable(_ raw: RawDescriptor, head: UInt16, in memory: GuestMemory)
-        throws(QueueError) -> [RawDescriptor]
+    /// Checks an indirect descriptor: its table's guest address and entry count.
+    private func indirectTable(_ raw: RawDescriptor, head: UInt16, in memory: GuestMemory)
+        throws(QueueError) -> (address: GuestAddress, count: Int)
     {
         guard raw.length != 0 else { throw .emptyIndirectTable(head: head) }
         guard raw.length % 16 == 0 else { throw .indirectTableLengthNotMultiple(head: head, length: raw.length) }
@@ -399,32 +415,25 @@ public struct SplitQueue: Sendable {
         guard address.checkedAdd(UInt64(raw.length)) != nil, memory.isValidRange(address, length: Int(raw.length)) else {
             throw .indirectTableOutOfMemory(head: head, address: address, length: raw.length)
         }
-        let bytes = try Self.access { () throws(GuestMemoryError) in
-            try memory.readBytes(count: Int(raw.length), at: address)
-        }
-        var entries: [RawDescriptor] = []
-        entries.reserveCapacity(Int(entryCount))
-        for base in stride(from: 0, to: bytes.count, by: 16) {
-            entries.append(RawDescriptor(low: Self.littleEndian(bytes, base), high: Self.littleEndian(bytes, base + 8)))
-        }
-        return entries
+        return (address, Int(entryCount))
     }
 
-    /// Walks an indirect table (already copied out) from entry 0.
-    private func walkIndirect(_ entries: [RawDescriptor], head: UInt16, into buffers: inout [Descriptor],
-                              in memory: GuestMemory) throws(QueueError)
+    /// Walks an indirect table of `count` entries from entry 0; `entry(i)` reads entry `i`
+    /// (each visit reads it once: a table the driver changes meanwhile is checked as read).
+    private func walkIndirect(count entryCount: Int, head: UInt16, into buffers: inout [Descriptor], in memory: GuestMemory,
+                              _ entry: (Int) -> RawDescriptor) throws(QueueError)
     {
         var index = 0
         var count = 0
         while true {
             count += 1
-            guard count <= entries.count else { throw .chainTooLong(head: head, limit: entries.count) }
-            let raw = entries[index]
+            guard count <= entryCount else { throw .chainTooLong(head: head, limit: entryCount) }
+            let raw = entry(index)
             guard !raw.flags.contains(.indirect) else { throw .nestedIndirect(head: head) }
             buffers.append(try validated(raw, head: head, in: memory))
             guard raw.flags.contains(.next) else { return }
-            guard Int(raw.next) < entries.count else {
-                throw .nextIndexOutOfRange(head: head, next: raw.next, limit: entries.count)
+            guard Int(raw.next) < entryCount else {
+                throw .nextIndexOutOfRange(head: head, next: raw.next, limit: entryCount)
             }
             index = Int(raw.next)
         }

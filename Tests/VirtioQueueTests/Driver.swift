@@ -15,8 +15,15 @@ final class Driver {
     let size: UInt16
     var availIndex: UInt16 = 0
 
-    init(size: UInt16 = 16, eventIndex: Bool = false, startIndex: UInt16 = 0) throws {
-        memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: Self.memorySize)])
+    /// A driver of a queue of `size`; with `splitAt`, guest memory is two adjacent regions
+    /// that meet there (a range across that address crosses regions).
+    init(size: UInt16 = 16, eventIndex: Bool = false, startIndex: UInt16 = 0, splitAt: UInt64? = nil) throws {
+        if let splitAt {
+            memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: splitAt),
+                                                (start: GuestAddress(splitAt), size: Self.memorySize - splitAt)])
+        } else {
+            memory = try GuestMemory.anonymous([(start: GuestAddress(0), size: Self.memorySize)])
+        }
         queue = try SplitQueue(maxSize: 256)
         self.size = size
         queue.size = size

@@ -144,6 +144,23 @@ struct PopTests {
         #expect(chain.readable.count == 2 && chain.writable.count == 1)
     }
 
+    /// An indirect table in one region is read in place; one across two regions is copied
+    /// out first. Both give the same chain.
+    @Test func indirectTableAcrossRegions() throws {
+        for (split, table) in [(UInt64?.none, UInt64(0x8000)), (UInt64(0x9000), UInt64(0x9000 - 16))] {
+            let driver = try Driver(splitAt: split)
+            try driver.setDescriptor(0, address: Driver.data, length: 12, flags: .next, next: 1, table: table)
+            try driver.setDescriptor(1, address: Driver.data + 0x100, length: 1514, table: table)
+            try driver.setDescriptor(3, address: table, length: 32, flags: .indirect)
+            try driver.publish(3)
+            let chain = try #require(try driver.pop())
+            #expect(chain.head == 3 && chain.isIndirect)
+            #expect(chain.descriptors.map(\.address.rawValue) == [Driver.data, Driver.data + 0x100])
+            #expect(chain.descriptors.map(\.length) == [12, 1514])
+            #expect(chain.readableLength == 1526)
+        }
+    }
+
     @Test func directDescriptorsBeforeIndirectTable() throws {
         let driver = try Driver()
         let table: UInt64 = 0x8000
