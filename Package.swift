@@ -36,6 +36,7 @@ let package = Package(
         .executable(name: "api-bench", targets: ["APIBench"]),
         .executable(name: "api-test-server", targets: ["APITestServer"]),
         .executable(name: "blk-bench", targets: ["BlockBench"]),
+        .executable(name: "net-bench", targets: ["NetBench"]),
         .executable(name: "memory-snapshot-bench", targets: ["MemorySnapshotBench"]),
         .library(name: "Qcow", targets: ["Qcow"]),
         .executable(name: "qcow-tool", targets: ["QcowTool"]),
@@ -163,6 +164,9 @@ let package = Package(
         // Benchmark: virtio-blk requests per second through the queue handling, against a pread/pwrite floor.
         .executableTarget(name: "BlockBench", dependencies: ["BlockStorage", "GuestMemory", "VirtioDevices", "VirtioQueue"],
                           path: "Benchmarks/BlockBench"),
+        // Benchmark: virtio-net transmissions per second through the queue handling and the TAP backend, against a writev floor.
+        .executableTarget(name: "NetBench", dependencies: ["GuestMemory", "HostSystem", "VirtioDevices", "VirtioQueue", "VMM"],
+                          path: "Benchmarks/NetBench"),
         // Benchmark: saving guest memory to a sparse snapshot file and restoring it (copy and on demand).
         .executableTarget(name: "MemorySnapshotBench", dependencies: ["GuestMemory", "HostSystem"],
                           path: "Benchmarks/MemorySnapshotBench"),
