@@ -653,7 +653,8 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
   grep -a '^ch-e2e: FAIL ' "$log" >>"$fails" || true
   ((attempt < attempts)) && ((rc == 125 || rc == 126)) || break
   selected="$(grep -a '^ch-e2e: scenarios: ' "$log" | tail -n 1 | cut -d' ' -f3- || true)"
-  finished="$(grep -aoE '^ch-e2e: (PASS|FAIL) [a-z0-9]+:' "$log" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
+  # A result line names its scenario, then a colon or (balloon) a parenthesis.
+  finished="$(grep -aoE '^ch-e2e: (PASS|FAIL) [a-z0-9]+[: ]' "$log" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
   # Without the list, level 1 stopped before any scenario began: run the same ones again.
   if [[ -n $selected ]]; then
     carried_passed=$((carried_passed + $(grep -ac '^ch-e2e: PASS ' "$log" || true)))
@@ -681,9 +682,9 @@ if [[ -n $summary ]]; then
   # turns this off): level 2 runs on QEMU's emulated SVM, where a guest rarely faults or
   # resets for a cause not yet found (about once in 40 scenario runs). Its first
   # failure is printed in full and stays in the summary as FLAKY; failing twice is a failure.
-  failed_names="$(grep -aoE '^ch-e2e: FAIL [a-z0-9]+:' "$fails" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
+  failed_names="$(grep -aoE '^ch-e2e: FAIL [a-z0-9]+[: ]' "$fails" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
   left=$((budget - (SECONDS - started)))
-  if ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]] && ((left >= 600)); then
+  if ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]] && ((left >= 300)); then
     echo "ch-e2e: a second try, alone in a new level 1, for: $failed_names"
     retry_log="$(mktemp)"
     set +e
@@ -691,15 +692,19 @@ if [[ -n $summary ]]; then
     set -e
     flaky="$(mktemp)"
     for name in $failed_names; do
-      grep -aq "^ch-e2e: PASS $name:" "$retry_log" || continue
-      grep -a "^ch-e2e: FAIL $name:" "$fails" | sed "s/^ch-e2e: FAIL $name:/ch-e2e: FLAKY $name (passed on its second try; the first):/" >>"$flaky"
-      grep -av "^ch-e2e: FAIL $name:" "$fails" >"$fails.rest" || true
+      # Passed on the second try: a PASS line for it and no FAIL line (balloon reports twice).
+      grep -aqE "^ch-e2e: PASS $name[: ]" "$retry_log" && ! grep -aqE "^ch-e2e: FAIL $name[: ]" "$retry_log" || continue
+      local_fails="$(grep -acE "^ch-e2e: FAIL $name[: ]" "$fails" || true)"
+      grep -aE "^ch-e2e: FAIL $name[: ]" "$fails" | sed -E "s/^ch-e2e: FAIL $name([: ])/ch-e2e: FLAKY $name (passed on its second try; the first)\1/" >>"$flaky"
+      grep -avE "^ch-e2e: FAIL $name[: ]" "$fails" >"$fails.rest" || true
       mv "$fails.rest" "$fails"
-      passed=$((passed + 1)) failed=$((failed - 1))
+      passed=$((passed + local_fails)) failed=$((failed - local_fails))
     done
     cat "$flaky" >>"$fails"
     rm -f "$retry_log" "$flaky"
     ((failed > 0)) || rc=0
+  elif ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]]; then
+    echo "ch-e2e: no second try for: $failed_names(${left} s of the CH_NESTED_TIMEOUT budget left, 300 needed)" >>"$fails"
   fi
   # The failures and the summary again as the last lines, after level 1's own closing messages.
   cat "$fails"
