@@ -683,8 +683,9 @@ if [[ -n $summary ]]; then
   # resets for a cause not yet found (about once in 40 scenario runs). Its first
   # failure is printed in full and stays in the summary as FLAKY; failing twice is a failure.
   failed_names="$(grep -aoE '^ch-e2e: FAIL [a-z0-9]+[: ]' "$fails" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
-  left=$((budget - (SECONDS - started)))
-  if ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]] && ((left >= 300)); then
+  left=$((budget - (SECONDS - started))) retry=0
+  ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]] && retry=1
+  if ((retry && left >= 300)); then
     echo "ch-e2e: a second try, alone in a new level 1, for: $failed_names"
     retry_log="$(mktemp)"
     set +e
@@ -694,16 +695,16 @@ if [[ -n $summary ]]; then
     for name in $failed_names; do
       # Passed on the second try: a PASS line for it and no FAIL line (balloon reports twice).
       grep -aqE "^ch-e2e: PASS $name[: ]" "$retry_log" && ! grep -aqE "^ch-e2e: FAIL $name[: ]" "$retry_log" || continue
-      local_fails="$(grep -acE "^ch-e2e: FAIL $name[: ]" "$fails" || true)"
+      name_fails="$(grep -acE "^ch-e2e: FAIL $name[: ]" "$fails" || true)"
       grep -aE "^ch-e2e: FAIL $name[: ]" "$fails" | sed -E "s/^ch-e2e: FAIL $name([: ])/ch-e2e: FLAKY $name (passed on its second try; the first)\1/" >>"$flaky"
       grep -avE "^ch-e2e: FAIL $name[: ]" "$fails" >"$fails.rest" || true
       mv "$fails.rest" "$fails"
-      passed=$((passed + local_fails)) failed=$((failed - local_fails))
+      passed=$((passed + name_fails)) failed=$((failed - name_fails))
     done
     cat "$flaky" >>"$fails"
     rm -f "$retry_log" "$flaky"
     ((failed > 0)) || rc=0
-  elif ((rc == 1 && failed > 0)) && [[ ${CH_NESTED_RETRY_FAILED:-1} == 1 && -n ${failed_names// /} ]]; then
+  elif ((retry)); then
     echo "ch-e2e: no second try for: $failed_names(${left} s of the CH_NESTED_TIMEOUT budget left, 300 needed)" >>"$fails"
   fi
   # The failures and the summary again as the last lines, after level 1's own closing messages.

@@ -22,9 +22,8 @@ struct StartupPagesBinaryTests {
         #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(log).contains("KiB of clean file pages") }, seconds: 60),
                 "the release is logged: \(SnapshotBinaryTests.contents(log))")
         let line = SnapshotBinaryTests.contents(log).split(separator: "\n").first { $0.contains("KiB of clean file pages") } ?? ""
-        let released = line.split(separator: " ").firstIndex(of: "released").flatMap { index in
-            Int(line.split(separator: " ")[line.split(separator: " ").index(after: index)])
-        }
+        let words = line.split(separator: " ")
+        let released = words.firstIndex(of: "released").flatMap { $0 + 1 < words.count ? Int(words[$0 + 1]) : nil }
         #expect((released ?? 0) > 0, "some pages were released: \(line)")
         let before = SnapshotBinaryTests.contents(serial).utf8.count
         #expect(SnapshotBinaryTests.waitFor({ SnapshotBinaryTests.contents(serial).utf8.count >= before + 8 }, seconds: 60),
