@@ -135,6 +135,38 @@ public protocol VirtualMachine: AnyObject, Sendable {
     func signalMSI(address: UInt64, data: UInt32) throws(HypervisorError)
     /// The pages the guest wrote in `slot` since the last call, one bit per page, and clears them.
     func dirtyLog(slot: UInt32) throws(HypervisorError) -> [UInt64]
+    /// Makes guest writes to the ports `[port, port + length)` go into a ring instead of
+    /// exiting: each vCPU loop hands them to the device, in order, through
+    /// ``VirtualCPU/drainCoalescedWrites(_:)`` before it handles its next exit. Only for
+    /// registers whose write has no effect the guest could see before its next exit (an
+    /// address register read through another port). Returns false where the hypervisor
+    /// cannot (every write then exits as before).
+    func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool
+}
+
+extension VirtualMachine {
+    /// No coalescing: every write exits.
+    public func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool { false }
+}
+
+/// A guest write the hypervisor queued instead of exiting (``VirtualMachine/registerCoalescedPortIO(port:length:)``).
+public struct CoalescedWrite: Equatable, Sendable {
+    /// Port I/O (else MMIO).
+    public var isPortIO: Bool
+    /// The port or guest-physical address.
+    public var address: UInt64
+    /// The access size in bytes (1 to 8).
+    public var size: Int
+    /// The value written, little-endian in the low `size` bytes.
+    public var value: UInt64
+
+    /// Creates a write record.
+    public init(isPortIO: Bool, address: UInt64, size: Int, value: UInt64) {
+        self.isPortIO = isPortIO
+        self.address = address
+        self.size = size
+        self.value = value
+    }
 }
 
 /// x86-64 specifics of a virtual machine.
@@ -169,6 +201,16 @@ public protocol VirtualCPU: AnyObject, Sendable {
     func run() throws(HypervisorError) -> VCPUExit
     /// A handle other threads use to interrupt `run()`.
     var kicker: any VCPUKicker { get }
+    /// Hands every write queued in the VM's coalesced ring to `body`, oldest first (one vCPU
+    /// at a time drains). Call it after each `run()`, before handling the exit. When it
+    /// returns, every write queued before the exit has reached `body` here or in another
+    /// vCPU's drain (a drain in progress elsewhere is waited for).
+    func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void)
+}
+
+extension VirtualCPU {
+    /// No ring: nothing to drain.
+    public func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void) {}
 }
 
 /// x86-64 state access of a vCPU.

@@ -95,6 +95,36 @@ struct KVMGuestTests {
         }
     }
 
+    @Test("Writes to a coalesced port wait in the ring and come out in order before the next exit")
+    func coalescedPortWrites() throws {
+        let guest = try TinyGuest(hypervisor: KVMSupport.kvm())
+        guard try guest.vm.registerCoalescedPortIO(port: 0xCF8, length: 4) else {
+            Issue.record("this host's KVM has no coalesced port I/O"); return
+        }
+        // mov dx,0xcf8; mov eax,0x80000010; out dx,eax; mov eax,0x80000814; out dx,eax; inc dx; mov al,7; out dx,al;
+        // mov dx,0xcfc; in eax,dx; hlt
+        guest.load([0xBA, 0xF8, 0x0C, 0x66, 0xB8, 0x10, 0x00, 0x00, 0x80, 0x66, 0xEF,
+                    0x66, 0xB8, 0x14, 0x08, 0x00, 0x80, 0x66, 0xEF, 0x42, 0xB0, 0x07, 0xEE,
+                    0xBA, 0xFC, 0x0C, 0x66, 0xED, 0xF4], at: 0x1000)
+        try guest.startRealMode(ip: 0x1000)
+
+        guard case .ioIn(let port, let data) = try guest.vcpu.run() else { Issue.record("expected the data port's read to exit first"); return }
+        #expect(port == 0xCFC && data.size == 4)
+        var writes: [CoalescedWrite] = []
+        guest.vcpu.drainCoalescedWrites { writes.append($0) }
+        #expect(writes == [
+            CoalescedWrite(isPortIO: true, address: 0xCF8, size: 4, value: 0x8000_0010),
+            CoalescedWrite(isPortIO: true, address: 0xCF8, size: 4, value: 0x8000_0814),
+            CoalescedWrite(isPortIO: true, address: 0xCF9, size: 1, value: 7),
+        ])
+        var again: [CoalescedWrite] = []
+        guest.vcpu.drainCoalescedWrites { again.append($0) }
+        #expect(again.isEmpty, "a drained ring is empty")
+        data.set(0x1234_5678)
+        guard case .halt = try guest.vcpu.run() else { Issue.record("expected hlt"); return }
+        #expect(try guest.vcpu.registers().rax & 0xFFFF_FFFF == 0x1234_5678)
+    }
+
     @Test("An irqfd delivers an interrupt that a halted guest observes")
     func irqfdInterruptsGuest() throws {
         let guest = try TinyGuest(hypervisor: KVMSupport.kvm(), irqchip: true)

@@ -45,6 +45,7 @@
 #include "ioctls.h"
 #include "userfaultfd_shims.h"
 #include "landlock_shims.h"
+#include "coalesced_shims.h"
 
 // MARK: - ioctl
 

@@ -54,7 +54,12 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
     /// first use, forgotten when the CPUID changes because it decides which MSRs exist).
     let saveableMSRCache = Mutex<[UInt32]?>(nil)
 
-    init(id: UInt32, descriptor: OwnedFileDescriptor, runMapping: MemoryMapping, vm: KVMVirtualMachine) {
+    /// The VM's coalesced ring, read through the page inside `runMapping`, when KVM has one.
+    private let coalescedRing: CoalescedRing?
+
+    init(id: UInt32, descriptor: OwnedFileDescriptor, runMapping: MemoryMapping, vm: KVMVirtualMachine,
+         coalescedRing: CoalescedRing? = nil) {
+        self.coalescedRing = coalescedRing
         self.id = id
         self.descriptor = descriptor
         self.runMapping = runMapping
@@ -97,6 +102,11 @@ public final class KVMVCPU: X86VirtualCPU, @unchecked Sendable {
             throw .ioctlFailed(name: "KVM_RUN", SystemError(call: "ioctl(KVM_RUN)", errno: code))
         }
         return decodeExit()
+    }
+
+    /// Hands the writes KVM queued in the coalesced ring to `body`, oldest first.
+    public func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void) {
+        coalescedRing?.drain(body)
     }
 
     private func decodeExit() -> VCPUExit {

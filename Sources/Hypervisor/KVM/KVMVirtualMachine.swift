@@ -9,6 +9,28 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     /// The hypervisor it belongs to (kept alive for the vCPU mapping size).
     public let hypervisor: KVMHypervisor
     private let slots = Mutex<[UInt32: MemorySlot]>([:])
+    /// Serialises the vCPUs draining the coalesced ring, so that writes reach devices in order.
+    let coalescedDrain = CoalescedRing.Lock()
+    /// Where the coalesced ring page is in each vCPU's mapping (`KVM_CAP_COALESCED_MMIO`'s
+    /// page offset), or nil when KVM has none.
+    var coalescedRingOffset: Int? {
+        let pages = Int(hypervisor.checkExtension(KVM_CAP_COALESCED_MMIO))
+        return pages > 0 ? pages * MemoryMapping.pageSize : nil
+    }
+
+    /// Registers a coalesced port I/O zone (`KVM_CAP_COALESCED_PIO`, Linux 4.20).
+    ///
+    /// The corresponding KVM ioctl is `KVM_REGISTER_COALESCED_MMIO` with `pio` set.
+    public func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool {
+        guard hypervisor.checkExtension(KVM_CAP_COALESCED_PIO) > 0, let ring = coalescedRingOffset,
+              ring + MemoryMapping.pageSize <= hypervisor.vcpuMmapSize else { return false }
+        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1, 0) != 0 {
+            throw .ioctlFailed(name: "KVM_REGISTER_COALESCED_MMIO",
+                               SystemError.current("ioctl(KVM_REGISTER_COALESCED_MMIO, pio \(port)+\(length))"))
+        }
+        return true
+    }
+
     /// Which in-kernel devices this VM has (set by `createIRQChip`, `createPIT` and enabling
     /// `KVM_CAP_SPLIT_IRQCHIP`), so that `state()` saves exactly those.
     let inKernel = Mutex<InKernelDevices>(InKernelDevices())
@@ -125,6 +147,11 @@ public final class KVMVirtualMachine: X86VirtualMachine {
         let owned = OwnedFileDescriptor(adopting: vcpuFD)
         do {
             let mapping = try MemoryMapping(file: owned, size: hypervisor.vcpuMmapSize, options: [.shared])
+            if let ring = coalescedRingOffset, ring + MemoryMapping.pageSize <= mapping.size {
+                                // SAFETY: the ring page lies inside `mapping`, which the vCPU keeps.
+                let reader = CoalescedRing(page: mapping.baseAddress + ring, pageSize: MemoryMapping.pageSize, lock: coalescedDrain)
+                return KVMVCPU(id: id, descriptor: owned, runMapping: mapping, vm: self, coalescedRing: reader)
+            }
             return KVMVCPU(id: id, descriptor: owned, runMapping: mapping, vm: self)
         } catch {
             throw .host(error)

@@ -210,6 +210,13 @@ struct VMBuilder {
         let router = try GSIRouter(vm: vm)
         let mover = BARMover(mmio: mmio, vm: vm, events: events, logger: logger)
         let pciSegments = try attachPCISegments(windows, pio: pio, mmio: mmio, relocation: mover)
+        // The 0xCF8 address register: its writes wait in KVM's coalesced ring until the data
+        // port's access exits (as QEMU's i440FX/Q35 do), one exit per configuration access
+        // instead of two. No write there changes anything but the register, read back only
+        // through an exit.
+        if try !vm.registerCoalescedPortIO(port: UInt16(PCIConfigIO.portBase), length: 4) {
+            logger.debug("KVM has no coalesced port I/O: 0xCF8 writes exit")
+        }
         var context = VirtioAttachContext(vm: vm, memory: memory, segment: pciSegments[0], mmio: mmio, router: router, mover: mover, events: events)
         context.placements = placements
         // With a virtual IOMMU, the devices with iommu=on translate through its table.

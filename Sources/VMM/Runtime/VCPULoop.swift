@@ -78,6 +78,10 @@ final class VCPULoop: Sendable {
                 return
             }
             completing = false
+            // Writes KVM queued instead of exiting happened before this exit: devices see them first.
+            vcpu.drainCoalescedWrites { write in
+                (write.isPortIO ? pio : mmio).write(address: write.address, size: write.size, value: write.value)
+            }
             switch exit {
             case .ioIn(let port, let data):
                 for i in 0..<data.count { data.set(pio.readOrAllOnes(address: UInt64(port), size: data.size), at: i) }
