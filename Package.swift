@@ -159,13 +159,15 @@ let package = Package(
             name: "KVMExitBench",
             dependencies: ["Hypervisor", "HypervisorTesting", "HostSystem", "KVMExitFloor"],
             path: "Benchmarks/KVMExitBench"),
+        // What the benchmark executables share (a monotonic clock, failing with a message).
+        .target(name: "BenchmarkSupport", path: "Benchmarks/BenchmarkSupport"),
         // Benchmark: process start to the first guest instruction of a tiny PVH guest.
-        .executableTarget(name: "BootBench", dependencies: ["HypervisorTesting", "CLinux"], path: "Benchmarks/BootBench"),
+        .executableTarget(name: "BootBench", dependencies: ["BenchmarkSupport", "HypervisorTesting", "CLinux"], path: "Benchmarks/BootBench"),
         // Benchmark: virtio-blk requests per second through the queue handling, against a pread/pwrite floor.
-        .executableTarget(name: "BlockBench", dependencies: ["BlockStorage", "GuestMemory", "VirtioDevices", "VirtioQueue"],
+        .executableTarget(name: "BlockBench", dependencies: ["BenchmarkSupport", "BlockStorage", "GuestMemory", "VirtioDevices", "VirtioQueue"],
                           path: "Benchmarks/BlockBench"),
         // Benchmark: virtio-net transmissions per second through the queue handling and the TAP backend, against a writev floor.
-        .executableTarget(name: "NetBench", dependencies: ["GuestMemory", "HostSystem", "VirtioDevices", "VirtioQueue", "VMM"],
+        .executableTarget(name: "NetBench", dependencies: ["BenchmarkSupport", "GuestMemory", "HostSystem", "VirtioDevices", "VirtioQueue", "VMM"],
                           path: "Benchmarks/NetBench"),
         // Benchmark: saving guest memory to a sparse snapshot file and restoring it (copy and on demand).
         .executableTarget(name: "MemorySnapshotBench", dependencies: ["GuestMemory", "HostSystem"],
@@ -181,7 +183,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmark: sequential and 4 KiB random I/O through the Qcow module (Scripts/bench-qcow.sh compares with qemu).
-        .executableTarget(name: "QcowBench", dependencies: ["Qcow", "BlockStorage", "TestSupport"], path: "Benchmarks/QcowBench"),
+        .executableTarget(name: "QcowBench", dependencies: ["BenchmarkSupport", "Qcow", "BlockStorage", "TestSupport"], path: "Benchmarks/QcowBench"),
         .testTarget(name: "QcowTests", dependencies: ["Qcow", "BlockStorage", "HostSystem", "TestSupport"]),
 
         .testTarget(name: "HostSystemTests", dependencies: ["HostSystem"]),

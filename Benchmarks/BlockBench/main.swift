@@ -7,23 +7,14 @@
 // Each round publishes a batch of 64 requests (header, one data buffer, status; 4 KiB at
 // random sector-aligned offsets), runs the device's queue handling once, and reaps the used
 // ring. The floor issues the same 64 reads/writes with pread/pwrite, into 64 buffers of its own.
+import BenchmarkSupport
 import BlockStorage
 import Glibc
 import GuestMemory
 import VirtioDevices
 import VirtioQueue
 
-func fail(_ message: String) -> Never {
-    let line = Array("blk-bench: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(2)
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func fail(_ message: String) -> Never { fail(tool: "blk-bench", message) }
 
 struct NoInterrupt: VirtioInterrupt {
     func signalQueue(_ queue: Int) {}

@@ -11,6 +11,7 @@
 // The tiny kernel's first instructions write '!' to the serial port, which cloud-hypervisor
 // (--serial tty) writes to a pipe this program reads; it then prints "OK" and powers off
 // through the ACPI sleep register, so the VMM exits by itself.
+import BenchmarkSupport
 import CLinux
 import Glibc
 import HypervisorTesting
@@ -22,17 +23,7 @@ let tinyKernelCode: [UInt8] = [
     0xB0, 0x0A, 0xEE, 0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE, 0xF4, 0xEB, 0xFD,
 ]
 
-func fail(_ message: String) -> Never {
-    let line = Array("boot-bench: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(2)
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func fail(_ message: String) -> Never { fail(tool: "boot-bench", message) }
 
 /// mov dx,0x3f8; mov al,'!'; out dx,al; mov al,10; out dx,al; 1: hlt; jmp 1b
 let idleKernelCode: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x21, 0xEE, 0xB0, 0x0A, 0xEE, 0xF4, 0xEB, 0xFD]

@@ -14,6 +14,7 @@
 // sends a packet with several pieces). The floor writes the same 64 packets from 64 buffers
 // of its own with writev (one piece, or two). The frames go to a MAC address that is not the
 // TAP's, so the host's stack drops them on arrival for both.
+import BenchmarkSupport
 import Glibc
 import GuestMemory
 import HostSystem
@@ -21,17 +22,7 @@ import VirtioDevices
 import VirtioQueue
 import VMM
 
-func fail(_ message: String) -> Never {
-    let line = Array("net-bench: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(2)
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func fail(_ message: String) -> Never { fail(tool: "net-bench", message) }
 
 struct NoInterrupt: VirtioInterrupt {
     func signalQueue(_ queue: Int) {}

@@ -5,22 +5,13 @@
 //   qcow-bench offsets COUNT SIZE [SEED]           print COUNT random 4 KiB-aligned offsets below SIZE
 //
 // Each timing line is "<what> <bytes or ops> <seconds>".
+import BenchmarkSupport
 import BlockStorage
 import Glibc
 import Qcow
 import TestSupport
 
-func fail(_ message: String) -> Never {
-    let line = Array("qcow-bench: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(2)
-}
-
-func now() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}
+func fail(_ message: String) -> Never { fail(tool: "qcow-bench", message) }
 
 func openImage(_ path: String, writable: Bool) -> any BlockBackend {
     do {
