@@ -1,5 +1,7 @@
 """Helpers of the nested benchmarks (snapshot-bench.py, migration-bench.py), inside level 1:
-a VMM process whose serial console is a pipe, QMP, ch-remote, and medians with their spread."""
+a VMM process whose serial console is a pipe, QMP, ch-remote, level 1's KVM statistics of a VM,
+and medians with their spread."""
+import glob
 import json
 import os
 import re
@@ -69,6 +71,19 @@ class Guest:
         if self.reader:
             self.reader.join(timeout=5)
         self.out.close()
+
+
+def kvm_stats(pid):
+    """The counters level 1's KVM keeps for the VM of process `pid` (/sys/kernel/debug/kvm/PID-FD/)."""
+    found = {}
+    for directory in glob.glob(f"/sys/kernel/debug/kvm/{pid}-*"):
+        for name in os.listdir(directory):
+            try:
+                with open(os.path.join(directory, name)) as f:
+                    found[name] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
 
 
 def wait_path(path, seconds=20):

@@ -14,7 +14,6 @@ page, injected vectors and exits per 5 s. The recording slows level 1 down (each
 several times longer than in boot-bench.py): compare counts, not times.
 """
 import collections
-import glob
 import os
 import re
 import signal
@@ -24,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import Guest  # noqa: E402
+from bench_common import Guest, kvm_stats  # noqa: E402
 
 CACHE = os.environ["CH_NESTED_CACHE"]  # exported by run-l1.sh
 VMLINUX, INITRD = os.path.join(CACHE, "vmlinux"), os.path.join(CACHE, "l2-initramfs.cpio.gz")
@@ -38,19 +37,6 @@ def argv_for(binary):
                 "-nic", "none", "-kernel", VMLINUX, "-initrd", INITRD, "-append", CMDLINE]
     return [binary, "--kernel", VMLINUX, "--initramfs", INITRD, "--cmdline", CMDLINE, "--cpus", "boot=2",
             "--memory", "size=512M", "--serial", "tty", "--console", "off"]
-
-
-def kvm_stats(pid):
-    """The VM's counters in /sys/kernel/debug/kvm/PID-FD/."""
-    found = {}
-    for directory in glob.glob(f"/sys/kernel/debug/kvm/{pid}-*"):
-        for name in os.listdir(directory):
-            try:
-                with open(os.path.join(directory, name)) as f:
-                    found[name] = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
 
 
 def summarise(name, data):

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import Guest  # noqa: E402
+from bench_common import Guest, kvm_stats  # noqa: E402
 
 CACHE = os.environ["CH_NESTED_CACHE"]  # exported by run-l1.sh
 VMLINUX, INITRD = os.path.join(CACHE, "vmlinux"), os.path.join(CACHE, "l2-initramfs.cpio.gz")
@@ -85,19 +85,6 @@ def argv_for(binary):
                 "-device", f"virtio-net-pci,netdev=n0,mac={MAC}"]
     return [binary, "--kernel", VMLINUX, "--initramfs", INITRD, "--cmdline", CMDLINE, "--cpus", "boot=1",
             "--memory", "size=256M", "--serial", "tty", "--console", "off", "--net", f"tap={TAP},mac={MAC}"]
-
-
-def kvm_stats(pid):
-    """The VM's counters in /sys/kernel/debug/kvm/PID-FD/."""
-    found = {}
-    for directory in glob.glob(f"/sys/kernel/debug/kvm/{pid}-*"):
-        for name in os.listdir(directory):
-            try:
-                with open(os.path.join(directory, name)) as f:
-                    found[name] = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
 
 
 def thread_times(pid):
