@@ -148,7 +148,7 @@ public final class KVMVirtualMachine: X86VirtualMachine {
         do {
             let mapping = try MemoryMapping(file: owned, size: hypervisor.vcpuMmapSize, options: [.shared])
             if let ring = coalescedRingOffset, ring + MemoryMapping.pageSize <= mapping.size {
-                                // SAFETY: the ring page lies inside `mapping`, which the vCPU keeps.
+                // SAFETY: the ring page lies inside `mapping`, which the vCPU keeps.
                 let reader = CoalescedRing(page: mapping.baseAddress + ring, pageSize: MemoryMapping.pageSize, lock: coalescedDrain)
                 return KVMVCPU(id: id, descriptor: owned, runMapping: mapping, vm: self, coalescedRing: reader)
             }
