@@ -5,15 +5,14 @@
 #include "coalesced_shims.h"
 
 const unsigned long IOCTL_KVM_REGISTER_COALESCED_MMIO = KVM_REGISTER_COALESCED_MMIO;
-const unsigned long IOCTL_KVM_UNREGISTER_COALESCED_MMIO = KVM_UNREGISTER_COALESCED_MMIO;
 
-int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio, int unregister) {
+int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio) {
     struct kvm_coalesced_mmio_zone zone;
     memset(&zone, 0, sizeof(zone));
     zone.addr = address;
     zone.size = size;
     zone.pio = pio ? 1 : 0;
-    return ioctl(vm_fd, unregister ? KVM_UNREGISTER_COALESCED_MMIO : KVM_REGISTER_COALESCED_MMIO, &zone);
+    return ioctl(vm_fd, KVM_REGISTER_COALESCED_MMIO, &zone);
 }
 
 int clinux_coalesced_pending(const void *ring_page) {
@@ -23,7 +22,7 @@ int clinux_coalesced_pending(const void *ring_page) {
 
 int clinux_coalesced_peek(const void *ring_page, uint32_t page_size, struct clinux_coalesced_write *out) {
     const struct kvm_coalesced_mmio_ring *ring = ring_page;
-    uint32_t capacity = (page_size - (uint32_t)sizeof(*ring)) / (uint32_t)sizeof(struct kvm_coalesced_mmio);
+    uint32_t capacity = clinux_coalesced_capacity(page_size);
     uint32_t first = __atomic_load_n(&ring->first, __ATOMIC_RELAXED);
     if (first == __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE)) return 0;
     if (first >= capacity) return 0;
@@ -38,7 +37,7 @@ int clinux_coalesced_peek(const void *ring_page, uint32_t page_size, struct clin
 
 void clinux_coalesced_advance(void *ring_page, uint32_t page_size) {
     struct kvm_coalesced_mmio_ring *ring = ring_page;
-    uint32_t capacity = (page_size - (uint32_t)sizeof(*ring)) / (uint32_t)sizeof(struct kvm_coalesced_mmio);
+    uint32_t capacity = clinux_coalesced_capacity(page_size);
     uint32_t first = __atomic_load_n(&ring->first, __ATOMIC_RELAXED);
     __atomic_store_n(&ring->first, (first + 1) % capacity, __ATOMIC_RELEASE);
 }

@@ -24,7 +24,7 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     public func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool {
         guard hypervisor.checkExtension(KVM_CAP_COALESCED_PIO) > 0, let ring = coalescedRingOffset,
               ring + MemoryMapping.pageSize <= hypervisor.vcpuMmapSize else { return false }
-        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1, 0) != 0 {
+        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1) != 0 {
             throw .ioctlFailed(name: "KVM_REGISTER_COALESCED_MMIO",
                                SystemError.current("ioctl(KVM_REGISTER_COALESCED_MMIO, pio \(port)+\(length))"))
         }
