@@ -122,7 +122,7 @@
 # (CH_NESTED_RETRY_FAILED=0 turns that off): passing then, it counts as passed and its first
 # failure is printed again as `ch-e2e: FLAKY NAME ...`; failing twice, it fails.
 # A level 1 that resets or freezes (run-l1.sh status 125 or 126) is booted again (up to
-# CH_NESTED_ATTEMPTS times in all, default 3) for the scenarios that had not finished. The last line is `ch-e2e: N passed, M failed`.
+# CH_NESTED_ATTEMPTS times in all, default 4) for the scenarios that had not finished. The last line is `ch-e2e: N passed, M failed`.
 # Environment: CH_NESTED_TIMEOUT (seconds for level 1, both boots, default 3000),
 # CH_NESTED_L2_TIMEOUT (seconds per level-2 boot, default 300) and everything run-l1.sh reads.
 set -euo pipefail
@@ -638,10 +638,10 @@ trap 'rm -f "$log" "$fails"' EXIT
 # exits 0, run-l1.sh reports 125: no status) or freezes (no output at all: run-l1.sh stops it
 # and reports 126; seen about once in 20 level-2 starts, always just after a VMM started). That
 # is the bench failing, not a test: level 1 boots again (up to CH_NESTED_ATTEMPTS times in all,
-# default 3) and runs the scenarios that had not passed or failed yet (the one that was running
+# default 4) and runs the scenarios that had not passed or failed yet (the one that was running
 # included), within what is left of CH_NESTED_TIMEOUT (default 3000 s for all attempts). A
 # failed check inside level 1 (any other status) gets the one second try described above.
-budget="${CH_NESTED_TIMEOUT:-3000}" attempts="${CH_NESTED_ATTEMPTS:-3}" started=$SECONDS
+budget="${CH_NESTED_TIMEOUT:-3000}" attempts="${CH_NESTED_ATTEMPTS:-4}" started=$SECONDS
 run_only="$only" carried_passed=0 carried_failed=0
 for ((attempt = 1; attempt <= attempts; attempt++)); do
   left=$((budget - (SECONDS - started)))

@@ -29,6 +29,7 @@ say() { echo "CH-L1: $*"; }
 # finish STATUS: report STATUS on the console and in the shared directory, power off.
 finish() {
   echo "CH-L1-END status=$1"
+  [ -z "${heartbeat:-}" ] || kill "$heartbeat" 2>/dev/null
   if [ -n "${ch_work:-}" ] && [ -d "/host$ch_work" ]; then
     echo "$1" >"/host$ch_work/status" || say "cannot write $ch_work/status"
     sync
@@ -70,6 +71,15 @@ if [ -n "${ch_work:-}" ]; then
   mkdir -p "/host$ch_work" 2>/dev/null
   mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=512000 chwork "/host$ch_work" ||
     { say "cannot mount $ch_work (9p tag chwork)"; finish 125; }
+fi
+
+# A heartbeat in the shared directory: level 1's uptime, rewritten every 10 s while the
+# command runs. run-l1.sh counts a level 1 whose heartbeat and console both stop as frozen
+# (far sooner than console silence alone could tell).
+heartbeat=""
+if [ -n "${ch_work:-}" ]; then
+  (while :; do read -r up _ </proc/uptime && echo "$up" >"/host$ch_work/alive"; sleep 10; done) </dev/null >/dev/null 2>&1 &
+  heartbeat=$!
 fi
 
 read -r uptime _ </proc/uptime

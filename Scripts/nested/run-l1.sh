@@ -20,6 +20,9 @@
 #                       after which level 1 counts as frozen and is stopped (default 360)
 #   CH_NESTED_LOCKUP_LIMIT seconds of a soft lockup level 1's kernel reports after which it
 #                       counts as frozen too (default 90)
+#   CH_NESTED_HEARTBEAT_TIMEOUT seconds after which a level 1 whose heartbeat (its init
+#                       rewrites a file in the shared directory every 10 s) and console both
+#                       stopped counts as frozen too (default 120)
 #   CH_NESTED_L1_MEM    level-1 memory in MiB (default 3072)
 #   CH_NESTED_L1_SMP    level-1 vCPUs (default 2)
 #   CH_NESTED_L1_APPEND extra level-1 kernel parameters (e.g. loglevel=7)
@@ -99,21 +102,39 @@ silence_timeout="${CH_NESTED_SILENCE_TIMEOUT:-360}"
 # though its watchdog keeps printing (seen: both level-1 CPUs stuck in a level-2 guest's vCPU
 # threads, every other thread starved).
 lockup_limit="${CH_NESTED_LOCKUP_LIMIT:-90}"
+# Level 1's init rewrites $work/alive every 10 s while the command runs: a level 1 that has
+# neither printed nor beaten for this long is frozen (its user space no longer runs), which
+# tells a freeze within two minutes instead of CH_NESTED_SILENCE_TIMEOUT's six.
+heartbeat_timeout="${CH_NESTED_HEARTBEAT_TIMEOUT:-120}"
+# Stops level 1 as frozen, once, saying why ($1).
+stop_frozen() {
+  [[ -e $work/silent ]] && return
+  : >"$work/silent"
+  nested_log "$1: it froze; stopping it"
+  kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
+}
 stream() {
-  local line read_status
+  local line read_status quiet_since=$SECONDS beat_age quiet pending=""
   while :; do
     line="" read_status=0
-    IFS= read -r -t "$silence_timeout" line || read_status=$?
+    IFS= read -r -t 15 line || read_status=$?
     if ((read_status > 128)); then
-      # Timed out: keep any partial line, then stop a level 1 that runs the command.
-      [[ -z $line ]] || printf '%s\n' "$line"
-      if [[ -e $work/ready && ! -e $work/silent ]]; then
-        : >"$work/silent"
-        nested_log "level 1 printed nothing for $silence_timeout s (CH_NESTED_SILENCE_TIMEOUT): it froze; stopping it"
-        kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
+      # Timed out: keep any partial line for the rest of it, then stop a level 1 that runs
+      # the command and has been silent too long.
+      [[ -z $line ]] || { pending+="$line"; quiet_since=$SECONDS; }
+      quiet=$((SECONDS - quiet_since))
+      if [[ -e $work/ready ]]; then
+        if ((quiet >= silence_timeout)); then
+          stop_frozen "level 1 printed nothing for $quiet s (CH_NESTED_SILENCE_TIMEOUT $silence_timeout)"
+        elif [[ -e $work/alive ]] && beat_age=$(($(date +%s) - $(stat -c %Y "$work/alive" 2>/dev/null || echo 0))) &&
+          ((quiet >= heartbeat_timeout && beat_age >= heartbeat_timeout)); then
+          stop_frozen "level 1 printed nothing and its heartbeat stopped for $quiet s (CH_NESTED_HEARTBEAT_TIMEOUT $heartbeat_timeout)"
+        fi
       fi
       continue
     fi
+    quiet_since=$SECONDS
+    line="$pending$line" pending=""
     ((read_status == 0)) || [[ -n $line ]] || break
     line="${line//$'\r'/}"
     # Drop terminal control sequences (SeaBIOS and QEMU reset/clear the screen with
@@ -122,11 +143,8 @@ stream() {
     line="${line//$'\e'\[*([0-9;?])[A-Za-z]/}"
     printf '%s\n' "$line"
     printf '%s\n' "$line" >>"$work/serial.log"
-    if [[ $line =~ soft\ lockup\ -\ CPU#[0-9]+\ stuck\ for\ ([0-9]+)s ]] && ((BASH_REMATCH[1] >= lockup_limit)) &&
-      [[ ! -e $work/silent ]]; then
-      : >"$work/silent"
-      nested_log "level 1's kernel reports a CPU stuck for ${BASH_REMATCH[1]} s: it froze; stopping it"
-      kill "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null
+    if [[ $line =~ soft\ lockup\ -\ CPU#[0-9]+\ stuck\ for\ ([0-9]+)s ]] && ((BASH_REMATCH[1] >= lockup_limit)); then
+      stop_frozen "level 1's kernel reports a CPU stuck for ${BASH_REMATCH[1]} s"
     fi
     if [[ $line == *CH-L1-START* ]]; then
       : >"$work/ready"
@@ -146,7 +164,7 @@ if [[ ${CH_NESTED_INTERACTIVE:-0} == 1 ]]; then
   qemu_rc=$?
 else
   for attempt in 1 2; do
-    rm -f "$work/ready" "$work/boot-stalled" "$work/qemu.pid"
+    rm -f "$work/ready" "$work/boot-stalled" "$work/qemu.pid" "$work/alive"
     (
       sleep "$boot_timeout"
       if [[ ! -e $work/ready ]]; then
@@ -176,7 +194,7 @@ if [[ -s $work/status ]]; then
   exit "${rc:-125}"
 fi
 if [[ -e $work/silent ]]; then
-  nested_log "level 1 froze (silent for $silence_timeout s or a CPU stuck) and was stopped after ${total} s"
+  nested_log "level 1 froze (silent with no heartbeat, or a CPU stuck) and was stopped after ${total} s"
   exit 126
 fi
 if ((qemu_rc == 124 || qemu_rc == 137)); then
