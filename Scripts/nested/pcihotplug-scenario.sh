@@ -66,6 +66,8 @@ scenario_pcihotplug() {
     "$remote" --api-socket "$sock" remove-device _disk1 >"$ph_dir/remove.out" 2>&1 && echo removed >>"$ph_dir/remove.out"
     ph_type 'n=0; while [ -e /sys/block/vdb ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done; echo CH-PH-REMOVED-$(ls /sys/block | grep vd | tr "\n" _)'
   }
+  # What each descriptor of the VMM refers to (file, socket, anon_inode:[eventfd]...), sorted.
+  ph_fd_list() { local fd; for fd in /proc/"$1"/fd/*; do readlink "$fd"; done 2>/dev/null | sed 's/[0-9][0-9]*]$/N]/' | sort; }
   ph_cycle() {
     local vmm i id nid
     vmm="$(ph_vmm)"
@@ -75,6 +77,7 @@ scenario_pcihotplug() {
     # A NIC on a TAP the VMM creates is added and removed alongside, 20 times too: the TAP
     # goes with it (the same name is taken again), and so do its descriptors.
     ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.before"
+    ph_fd_list "$vmm" >"$ph_dir/fds.before.list"
     awk '/^VmRSS/ { print $2 }' /proc/"$vmm"/status >"$ph_dir/rss.before"
     for i in $(seq 1 20); do
       "$remote" --api-socket "$sock" add-disk "path=$ph_dir/hot.raw" >"$ph_dir/cycle-add.out" 2>&1 || { echo "add $i failed: $(cat "$ph_dir/cycle-add.out")" >>"$ph_dir/cycle.out"; break; }
@@ -92,6 +95,7 @@ scenario_pcihotplug() {
       echo "cycle $i $id $nid" >>"$ph_dir/cycle.out"
     done
     ls /proc/"$vmm"/fd | wc -l >"$ph_dir/fds.after"
+    ph_fd_list "$vmm" >"$ph_dir/fds.after.list"
     awk '/^VmRSS/ { print $2 }' /proc/"$vmm"/status >"$ph_dir/rss.after"
     ip link show chphcyc0 >/dev/null 2>&1 && echo "tap chphcyc0 left behind" >>"$ph_dir/cycle.out"
     local status=0
@@ -148,6 +152,9 @@ PY
     grep -q '"id":"_pmem0"' "$ph_dir/pmem.out" && grep -q '"id":"_vsock0"' "$ph_dir/vsock.out" && grep -q '"id":"_net1"' "$ph_dir/fdnet.out" && [[ ${captures[3]} == "42-$pattern_md5-yes-ok" ]]; then
     pass "pcihotplug: ch-remote add-disk: the guest saw /dev/vdb (_disk1), read level 1's pattern and wrote bytes level 1 found in the image; remove-device _disk1: the guest ejected it; the same image and a NIC on a TAP the VMM created added and removed 20 times (the lock and the TAP released each time), the VMM's open descriptors $before before and $after after, its VmRSS $rss_before kB before and $rss_after kB after; add-net: the new NIC (_net0) pinged level 1; add-pmem: the guest read level 1's pattern from /dev/pmem0 (_pmem0); add-vsock: the guest's vsock driver bound the new device (_vsock0); add-net fd= with a TAP the client opened and passed in SCM_RIGHTS: the new NIC (_net1) pinged level 1; remove-device _nope refused naming it; VMM status 0"
   else
+    if [[ $before != "$after" ]]; then
+      echo "ch-e2e: [pcihotplug] descriptors the VMM held after the cycles and not before: $(comm -13 "$ph_dir/fds.before.list" "$ph_dir/fds.after.list" 2>/dev/null | uniq -c | tr -s ' \n' ' ')"
+    fi
     fail "pcihotplug: steps $steps_done/5, VMM status $vmm_status, captures [${captures[*]:-}] (pattern $pattern_md5)"
   fi
   ip link del chphtap0 2>/dev/null || true
