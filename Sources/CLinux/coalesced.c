@@ -5,14 +5,15 @@
 #include "coalesced_shims.h"
 
 const unsigned long IOCTL_KVM_REGISTER_COALESCED_MMIO = KVM_REGISTER_COALESCED_MMIO;
+const unsigned long IOCTL_KVM_UNREGISTER_COALESCED_MMIO = KVM_UNREGISTER_COALESCED_MMIO;
 
-int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio) {
+int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio, int unregister) {
     struct kvm_coalesced_mmio_zone zone;
     memset(&zone, 0, sizeof(zone));
     zone.addr = address;
     zone.size = size;
     zone.pio = pio ? 1 : 0;
-    return ioctl(vm_fd, KVM_REGISTER_COALESCED_MMIO, &zone);
+    return ioctl(vm_fd, unregister ? KVM_UNREGISTER_COALESCED_MMIO : KVM_REGISTER_COALESCED_MMIO, &zone);
 }
 
 int clinux_coalesced_pending(const void *ring_page) {

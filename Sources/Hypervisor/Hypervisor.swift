@@ -142,11 +142,23 @@ public protocol VirtualMachine: AnyObject, Sendable {
     /// address register read through another port). Returns false where the hypervisor
     /// cannot (every write then exits as before).
     func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool
+    /// Makes writes to a zone ``registerCoalescedPortIO(port:length:)`` registered exit again.
+    /// Writes the ring already holds stay there for the next drain; once this returns, no
+    /// vCPU adds one.
+    func unregisterCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError)
+    /// Hands every write queued in the coalesced ring to `body`, oldest first, from any
+    /// thread (a timer that bounds how long a write waits when no vCPU exits), serialised
+    /// with the vCPUs' own drains. Nothing happens before the first vCPU exists.
+    func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void)
 }
 
 extension VirtualMachine {
     /// No coalescing: every write exits.
     public func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool { false }
+    /// No coalescing: nothing to unregister.
+    public func unregisterCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) {}
+    /// No ring: nothing to drain.
+    public func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void) {}
 }
 
 /// A guest write the hypervisor queued instead of exiting (``VirtualMachine/registerCoalescedPortIO(port:length:)``).

@@ -8,10 +8,12 @@
 
 /// The ioctl request number `KVM_REGISTER_COALESCED_MMIO`.
 extern const unsigned long IOCTL_KVM_REGISTER_COALESCED_MMIO;
+/// The ioctl request number `KVM_UNREGISTER_COALESCED_MMIO`.
+extern const unsigned long IOCTL_KVM_UNREGISTER_COALESCED_MMIO;
 
-/// Registers the zone [address, address + size) on the VM `vm_fd`: port I/O when `pio` is
-/// set, else MMIO. Returns the ioctl's result.
-int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio);
+/// Registers (or, with `unregister` set, removes) the zone [address, address + size) on the
+/// VM `vm_fd`: port I/O when `pio` is set, else MMIO. Returns the ioctl's result.
+int clinux_kvm_coalesced_zone(int vm_fd, uint64_t address, uint32_t size, int pio, int unregister);
 
 /// One write KVM queued in the ring instead of exiting.
 struct clinux_coalesced_write {

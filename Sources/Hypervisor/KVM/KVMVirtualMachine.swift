@@ -12,23 +12,43 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     /// Serialises the vCPUs draining the coalesced ring, so that writes reach devices in order.
     let coalescedDrain = CoalescedRing.Lock()
     /// Where the coalesced ring page is in each vCPU's mapping (`KVM_CAP_COALESCED_MMIO`'s
-    /// page offset), or nil when KVM has none.
-    var coalescedRingOffset: Int? {
-        let pages = Int(hypervisor.checkExtension(KVM_CAP_COALESCED_MMIO))
-        return pages > 0 ? pages * MemoryMapping.pageSize : nil
-    }
+    /// page offset), or nil when KVM has none. Asked once, when the VM is made: a zone may
+    /// be registered later on a vCPU thread, whose filter has no `KVM_CHECK_EXTENSION`.
+    let coalescedRingOffset: Int?
+    /// Whether KVM coalesces port I/O (`KVM_CAP_COALESCED_PIO`, Linux 4.20), asked once.
+    private let coalescedPortIO: Bool
 
     /// Registers a coalesced port I/O zone (`KVM_CAP_COALESCED_PIO`, Linux 4.20).
     ///
     /// The corresponding KVM ioctl is `KVM_REGISTER_COALESCED_MMIO` with `pio` set.
     public func registerCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) -> Bool {
-        guard hypervisor.checkExtension(KVM_CAP_COALESCED_PIO) > 0, let ring = coalescedRingOffset,
+        guard coalescedPortIO, let ring = coalescedRingOffset,
               ring + MemoryMapping.pageSize <= hypervisor.vcpuMmapSize else { return false }
-        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1) != 0 {
+        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1, 0) != 0 {
             throw .ioctlFailed(name: "KVM_REGISTER_COALESCED_MMIO",
                                SystemError.current("ioctl(KVM_REGISTER_COALESCED_MMIO, pio \(port)+\(length))"))
         }
         return true
+    }
+
+    /// Removes a coalesced port I/O zone: its writes exit again.
+    ///
+    /// The corresponding KVM ioctl is `KVM_UNREGISTER_COALESCED_MMIO` with `pio` set.
+    public func unregisterCoalescedPortIO(port: UInt16, length: UInt32) throws(HypervisorError) {
+        if clinux_kvm_coalesced_zone(fd, UInt64(port), length, 1, 1) != 0 {
+            throw .ioctlFailed(name: "KVM_UNREGISTER_COALESCED_MMIO",
+                               SystemError.current("ioctl(KVM_UNREGISTER_COALESCED_MMIO, pio \(port)+\(length))"))
+        }
+    }
+
+    /// A reader of the coalesced ring for threads that are not vCPUs: the first vCPU's ring
+    /// page, with its mapping kept alive here (every vCPU maps the same page).
+    private let sharedRing = Mutex<(reader: CoalescedRing, mapping: MemoryMapping)?>(nil)
+
+    /// Hands every write queued in the coalesced ring to `body`, oldest first, from any thread.
+    public func drainCoalescedWrites(_ body: (CoalescedWrite) -> Void) {
+        guard let reader = sharedRing.withLock({ $0?.reader }) else { return }
+        reader.drain(body)
     }
 
     /// Which in-kernel devices this VM has (set by `createIRQChip`, `createPIT` and enabling
@@ -47,6 +67,9 @@ public final class KVMVirtualMachine: X86VirtualMachine {
     init(descriptor: OwnedFileDescriptor, hypervisor: KVMHypervisor) {
         self.descriptor = descriptor
         self.hypervisor = hypervisor
+        let pages = Int(hypervisor.checkExtension(KVM_CAP_COALESCED_MMIO))
+        coalescedRingOffset = pages > 0 ? pages * MemoryMapping.pageSize : nil
+        coalescedPortIO = hypervisor.checkExtension(KVM_CAP_COALESCED_PIO) > 0
     }
 
     private var fd: Int32 { descriptor.rawValue }
@@ -150,6 +173,7 @@ public final class KVMVirtualMachine: X86VirtualMachine {
             if let ring = coalescedRingOffset, ring + MemoryMapping.pageSize <= mapping.size {
                 // SAFETY: the ring page lies inside `mapping`, which the vCPU keeps.
                 let reader = CoalescedRing(page: mapping.baseAddress + ring, pageSize: MemoryMapping.pageSize, lock: coalescedDrain)
+                sharedRing.withLock { shared in if shared == nil { shared = (reader, mapping) } }
                 return KVMVCPU(id: id, descriptor: owned, runMapping: mapping, vm: self, coalescedRing: reader)
             }
             return KVMVCPU(id: id, descriptor: owned, runMapping: mapping, vm: self)
