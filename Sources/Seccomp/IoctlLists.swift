@@ -44,17 +44,25 @@ enum Ioctl {
 
     /// VM ioctls that device emulation makes on the vCPU thread whose exit reached it:
     /// ioeventfds follow a moved BAR, MSI-X table writes reprogram the routes, legacy
-    /// devices raise their lines; and the tap's offloads, which virtio-net sets when the
-    /// driver's DRIVER_OK write activates it.
+    /// devices raise their lines, the serial port's transmit register enters or leaves the
+    /// coalesced ring; and the tap's offloads, which virtio-net sets when the driver's
+    /// DRIVER_OK write activates it.
     static var deviceFromVCPU: [UInt64] {
         kvm(IOCTL_KVM_IOEVENTFD, IOCTL_KVM_IRQFD, IOCTL_KVM_SET_GSI_ROUTING, IOCTL_KVM_IRQ_LINE, IOCTL_KVM_SIGNAL_MSI)
-            + [TUNSETOFFLOAD]
+            + serialCoalescing + [TUNSETOFFLOAD]
     }
 
-    /// The device event loop: legacy lines and MSIs it raises directly, the tap's offloads
-    /// (the virtio-net driver's choice), the terminal's size for the virtio console.
+    /// The device event loop: legacy lines and MSIs it raises directly, the serial port's
+    /// coalesced zone (its drain timer removes it after a quiet spell, and a write it drains
+    /// may register it again), the tap's offloads (the virtio-net driver's choice), the
+    /// terminal's size for the virtio console.
     static var eventLoop: [UInt64] {
-        kvm(IOCTL_KVM_IRQ_LINE, IOCTL_KVM_SIGNAL_MSI) + [TUNSETOFFLOAD, TIOCGWINSZ]
+        kvm(IOCTL_KVM_IRQ_LINE, IOCTL_KVM_SIGNAL_MSI) + serialCoalescing + [TUNSETOFFLOAD, TIOCGWINSZ]
+    }
+
+    /// The serial port's transmit register entering and leaving KVM's coalesced ring.
+    private static var serialCoalescing: [UInt64] {
+        kvm(IOCTL_KVM_REGISTER_COALESCED_MMIO, IOCTL_KVM_UNREGISTER_COALESCED_MMIO)
     }
 
     /// The VMM thread: everything the KVM backend does to create and set up a VM and its

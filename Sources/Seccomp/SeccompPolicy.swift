@@ -82,8 +82,9 @@ public enum SeccompPolicy {
             .ioctl(Ioctl.vcpuRuntime + Ioctl.deviceFromVCPU),
             // A guest that moves a virtio BAR: new notify eventfds, registered with the event loop.
             .allow("eventfd2"), .allow("epoll_ctl"),
-            // The serial port's output to its socket client (`--serial socket=`).
-            .allow("sendmsg"),
+            // The serial port's output to its socket client (`--serial socket=`), and the timer
+            // that drains its coalesced transmit writes, started by the byte that registers them.
+            .allow("sendmsg"), .allow("timerfd_settime"),
             // A vhost-user device (virtio-fs) started or reset by the driver's status write: the
             // requests to its back-end and the replies, waited for with a timeout.
             .allow("recvmsg"), .allow("poll"),

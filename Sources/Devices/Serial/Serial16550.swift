@@ -150,6 +150,15 @@ public final class Serial16550: BusDevice {
         state.withLock { $0.registers.loopback ? 0 : $0.registers.receiveFIFO.freeSpace }
     }
 
+    /// Whether a byte written to the transmit register may reach the UART late without the
+    /// guest telling the difference before its next exit: the THR-empty interrupt is off and
+    /// the UART is not looped back (where a written byte becomes received data). A VMM may
+    /// then let such writes wait in the hypervisor's coalesced ring (the guest reads LSR,
+    /// which exits, before each byte it writes).
+    public var transmitMayWait: Bool {
+        state.withLock { $0.registers.interruptEnable & UARTBits.ierTHREmpty == 0 && !$0.registers.loopback }
+    }
+
     /// Whether an enabled interrupt condition is pending (what IIR bit 0 would report,
     /// inverted): the level a level-triggered interrupt line would carry.
     public var interruptPending: Bool {

@@ -181,7 +181,7 @@ struct VMBuilder {
         let pio = Bus(name: "I/O port bus")
         let mmio = Bus(name: "MMIO bus")
         var devices = LegacyDevices()
-        (devices.serial, devices.serialHost, devices.serialInput) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, events: events, logger: logger)
+        (devices.serial, devices.serialHost, devices.serialInput) = try LegacyDeviceAttach.attachSerial(config.serial, vm: vm, pio: pio, mmio: mmio, events: events, logger: logger)
         devices.i8042 = try LegacyDeviceAttach.attachI8042(pio: pio, exits: exits)
         // The boot RAM only: a virtio-mem region is not RAM until the guest plugs it.
         let virtioMemRegion = try VirtioMemSupport.region(memoryConfig)

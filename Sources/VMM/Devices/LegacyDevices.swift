@@ -26,12 +26,21 @@ struct LegacyDevices {
 }
 
 enum LegacyDeviceAttach {
-    /// Attaches the 16550 UART at 0x3F8, IRQ 4, wired to the host as `config` says.
-    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, events: EventManager, logger: Logger) throws -> (Serial16550?, HostEndpoint?, HostInputPump?) {
+    /// Attaches the 16550 UART at 0x3F8, IRQ 4, wired to the host as `config` says; its
+    /// transmit register's writes wait in the coalesced ring while the guest cannot tell
+    /// (``SerialTransmitCoalescing``; `mmio` takes the ring's MMIO writes the timer drains).
+    static func attachSerial(_ config: ConsoleConfig, vm: any VirtualMachine, pio: Bus, mmio: Bus, events: EventManager,
+                             logger: Logger) throws -> (Serial16550?, HostEndpoint?, HostInputPump?) {
         guard let host = try HostEndpoint.open(config, what: "serial port", logger: logger) else { return (nil, nil, nil) }
         let line = try IRQFDLine(vm: vm, gsi: Serial16550.com1IRQ)
         let serial = Serial16550(interrupt: line, output: host.output ?? DiscardingSerialOutput())
-        try pio.insert(serial, base: Serial16550.com1Base, length: Serial16550.registerCount)
+        // The buses weakly: the port bus holds this device, and a cycle would keep a stopped VM's
+        // devices (and their disk locks) alive.
+        let port = try SerialTransmitCoalescing(uart: serial, port: UInt16(Serial16550.com1Base), vm: vm, events: events,
+                                                logger: logger) { [weak pio, weak mmio] write in
+            (write.isPortIO ? pio : mmio)?.write(address: write.address, size: write.size, value: write.value)
+        }
+        try pio.insert(port, base: Serial16550.com1Base, length: Serial16550.registerCount)
         let pump = try host.startInput(into: .serial(serial), name: "serial", events: events, logger: logger)
         return (serial, host, pump)
     }
