@@ -60,7 +60,8 @@ enum Ioctl {
         kvm(IOCTL_KVM_IRQ_LINE, IOCTL_KVM_SIGNAL_MSI) + serialCoalescing + [TUNSETOFFLOAD, TIOCGWINSZ]
     }
 
-    /// The serial port's transmit register entering and leaving KVM's coalesced ring.
+    /// The serial port's transmit register entering and leaving KVM's coalesced ring (the VMM
+    /// thread, which holds these lists too, registers the 0xCF8 zone with them at build time).
     private static var serialCoalescing: [UInt64] {
         kvm(IOCTL_KVM_REGISTER_COALESCED_MMIO, IOCTL_KVM_UNREGISTER_COALESCED_MMIO)
     }
@@ -73,7 +74,7 @@ enum Ioctl {
                          IOCTL_KVM_GET_MSR_INDEX_LIST, IOCTL_KVM_GET_MSR_FEATURE_INDEX_LIST)
         let vm = kvm(IOCTL_KVM_CREATE_VCPU, IOCTL_KVM_SET_USER_MEMORY_REGION, IOCTL_KVM_SET_TSS_ADDR,
                      IOCTL_KVM_SET_IDENTITY_MAP_ADDR, IOCTL_KVM_CREATE_IRQCHIP, IOCTL_KVM_CREATE_PIT2,
-                     IOCTL_KVM_ENABLE_CAP, IOCTL_KVM_GET_DIRTY_LOG, IOCTL_KVM_REGISTER_COALESCED_MMIO)
+                     IOCTL_KVM_ENABLE_CAP, IOCTL_KVM_GET_DIRTY_LOG)
         let vcpuSetup = kvm(IOCTL_KVM_SET_CPUID2, IOCTL_KVM_SET_GUEST_DEBUG)
         // Snapshot and restore: the vCPU and VM state beyond what KVM_RUN's neighbours touch.
         let state = kvm(IOCTL_KVM_GET_XSAVE, IOCTL_KVM_GET_XSAVE2, IOCTL_KVM_SET_XSAVE, IOCTL_KVM_GET_DEBUGREGS,

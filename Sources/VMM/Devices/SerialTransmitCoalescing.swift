@@ -34,18 +34,17 @@ final class SerialTransmitCoalescing: BusDevice {
     private let port: UInt16
     private let timer: TimerFD
     private let logger: Logger
-    /// Bytes written to the data register (THR or DLL), through the ring or an exit.
-    private let transmitted = Atomic<UInt64>(0)
-    /// Whether the zone is registered, read without the lock on the write path.
+    /// Whether a byte reached the data register (THR or DLL) since the timer's last tick.
+    private let transmitted = Atomic<Bool>(false)
+    /// Whether the zone is registered: changed only under `state`'s lock, read without it on
+    /// the write path.
     private let registered = Atomic<Bool>(false)
     private let state = Mutex(Control())
 
     private struct Control {
-        var registered = false
         /// The hypervisor cannot coalesce (or refused once): every write exits.
         var unavailable = false
         var quietTicks = 0
-        var lastTransmitted: UInt64 = 0
     }
 
     var name: String { uart.name }
@@ -74,7 +73,7 @@ final class SerialTransmitCoalescing: BusDevice {
         uart.write(offset: offset, size: size, value: value)
         switch offset {
         case Serial16550.Register.data.rawValue:
-            transmitted.add(1, ordering: .relaxed)
+            transmitted.store(true, ordering: .relaxed)
             if !registered.load(ordering: .relaxed) { start() }
         case Serial16550.Register.interruptEnable.rawValue, Serial16550.Register.modemControl.rawValue:
             if registered.load(ordering: .relaxed), !uart.transmitMayWait { stop() }
@@ -86,7 +85,7 @@ final class SerialTransmitCoalescing: BusDevice {
     /// Registers the zone and starts the timer, when the UART allows it.
     private func start() {
         state.withLock { control in
-            guard !control.registered, !control.unavailable, uart.transmitMayWait else { return }
+            guard !registered.load(ordering: .relaxed), !control.unavailable, uart.transmitMayWait else { return }
             do throws(HypervisorError) {
                 guard try vm.registerCoalescedPortIO(port: port, length: 1) else {
                     control.unavailable = true
@@ -106,9 +105,7 @@ final class SerialTransmitCoalescing: BusDevice {
                 logger.warning("serial port: its writes exit one by one (no drain timer: \(error))")
                 return
             }
-            control.registered = true
             control.quietTicks = 0
-            control.lastTransmitted = transmitted.load(ordering: .relaxed)
             registered.store(true, ordering: .releasing)
         }
     }
@@ -116,20 +113,20 @@ final class SerialTransmitCoalescing: BusDevice {
     /// Removes the zone: writes exit again from now on. Writes the ring still holds are
     /// handed over by the timer's next tick, which then stops it.
     private func stop() {
-        state.withLock { control in
-            guard control.registered else { return }
-            unregister(&control)
+        state.withLock { _ in
+            guard registered.load(ordering: .relaxed) else { return }
+            unregister()
         }
     }
 
-    private func unregister(_ control: inout Control) {
+    /// Takes the zone back; the caller holds `state`'s lock.
+    private func unregister() {
         do throws(HypervisorError) {
             try vm.unregisterCoalescedPortIO(port: port, length: 1)
         } catch {
             // The zone is gone or was never there: nothing waits in it any more.
             logger.warning("serial port: \(error)")
         }
-        control.registered = false
         registered.store(false, ordering: .releasing)
     }
 
@@ -141,19 +138,18 @@ final class SerialTransmitCoalescing: BusDevice {
         let wasRegistered = registered.load(ordering: .acquiring)
         vm.drainCoalescedWrites(handOver)
         state.withLock { control in
-            guard wasRegistered, control.registered else {
+            let isRegistered = registered.load(ordering: .relaxed)
+            guard wasRegistered, isRegistered else {
                 // The zone went before this tick's drain: nothing can wait in it any more.
-                if !control.registered { try? timer.disarm() }
+                if !isRegistered { try? timer.disarm() }
                 return
             }
-            let count = transmitted.load(ordering: .relaxed)
-            if count != control.lastTransmitted {
-                control.lastTransmitted = count
+            if transmitted.exchange(false, ordering: .relaxed) {
                 control.quietTicks = 0
                 return
             }
             control.quietTicks += 1
-            if control.quietTicks >= Self.idleTicks { unregister(&control) }
+            if control.quietTicks >= Self.idleTicks { unregister() }
         }
     }
 }
