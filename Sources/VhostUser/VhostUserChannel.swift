@@ -43,9 +43,15 @@ public final class UnixVhostUserChannel: VhostUserChannel {
     /// The listener is returned too: a back-end that restarts connects to it again.
     public static func accept(path: String) throws(SystemError) -> (channel: UnixVhostUserChannel, listener: UnixSocket) {
         let listener = try UnixSocket.listening(at: path, backlog: 1)
+        return (try accept(on: listener), listener)
+    }
+
+    /// Waits, without a limit, for one back-end to connect to `listener`, which already listens
+    /// (a VM rebuilt by a reboot while its back-end was away waits on the socket it had).
+    public static func accept(on listener: UnixSocket) throws(SystemError) -> UnixVhostUserChannel {
         while true {
             _ = try listener.wait(for: .readable, timeoutMilliseconds: -1)
-            if let socket = try listener.accept() { return (UnixVhostUserChannel(socket: socket), listener) }
+            if let socket = try listener.accept() { return UnixVhostUserChannel(socket: socket) }
         }
     }
 

@@ -19,6 +19,8 @@ public final class VhostUserFrontend: Sendable {
         var replyAck = false
         /// Why the connection went out of step, once it did.
         var broken: String?
+        /// Whether `SET_OWNER` was sent on this connection (once per connection).
+        var owned = false
     }
     private let session = Mutex(Session())
 
@@ -29,6 +31,11 @@ public final class VhostUserFrontend: Sendable {
 
     /// Whether requests without a reply of their own ask for an acknowledgement.
     public var acknowledgesRequests: Bool { session.withLock { $0.replyAck } }
+
+    /// Whether this connection already claimed the back-end (`SET_OWNER`): a device built
+    /// anew over it (a VM's in-place reboot keeps its back-end connections) negotiates
+    /// without claiming it again, which back-ends refuse.
+    public var isOwner: Bool { session.withLock { $0.owned } }
 
     /// Sends `request` and reads its reply: the request's own (a `GET_`) or, with `REPLY_ACK`,
     /// the acknowledgement, whose non-zero status fails the call.
@@ -73,7 +80,10 @@ public final class VhostUserFrontend: Sendable {
     // MARK: - Session
 
     /// `SET_OWNER`: this connection owns the back-end.
-    public func setOwner() throws(VhostUserError) { try exchange(.setOwner) }
+    public func setOwner() throws(VhostUserError) {
+        try exchange(.setOwner)
+        session.withLock { $0.owned = true }
+    }
 
     /// `GET_FEATURES`: the back-end's virtio feature bits.
     public func getFeatures() throws(VhostUserError) -> UInt64 { try u64(.getFeatures) }
@@ -97,13 +107,14 @@ public final class VhostUserFrontend: Sendable {
     /// `GET_QUEUE_NUM`: how many queues the back-end serves (with `MQ`).
     public func getQueueNum() throws(VhostUserError) -> UInt64 { try u64(.getQueueNum) }
 
-    /// Cloud Hypervisor's negotiation: `SET_OWNER`, `GET_FEATURES`, and when the back-end has
+    /// Cloud Hypervisor's negotiation: `SET_OWNER` (unless this connection sent it already),
+    /// `GET_FEATURES`, and when the back-end has
     /// protocol features and `features` asks for them, `GET_PROTOCOL_FEATURES` and
     /// `SET_PROTOCOL_FEATURES` with the common ones. Returns the common virtio features (bit
     /// 30 included when both have it) and protocol features.
     public func negotiate(features: UInt64, protocolFeatures: VhostUserProtocolFeatures)
         throws(VhostUserError) -> (features: UInt64, protocolFeatures: VhostUserProtocolFeatures) {
-        try setOwner()
+        if !isOwner { try setOwner() }
         let acked = features & (try getFeatures())
         guard acked & vhostUserProtocolFeaturesBit != 0 else { return (acked, []) }
         let common = protocolFeatures.intersection(try getProtocolFeatures())

@@ -13,9 +13,11 @@ import VirtioQueue
 
 /// A vhost-user-blk back-end of this package (``VhostUserDeviceBackend`` serving a virtio-blk
 /// device over an in-memory disk) listening at a path, one connection at a time.
-private final class ListeningBackend: @unchecked Sendable {
+final class ListeningBackend: @unchecked Sendable {
     let listener: UnixSocket
     let connection = Mutex<UnixSocket?>(nil)
+    /// How many connections were accepted (one at most) and whether serving it ended.
+    let progress = Mutex<(accepted: Int, ended: Bool)>((0, false))
     private var thread: HostThread?
 
     init(path: String, disk: MemoryBlockBackend, protocolFeatures: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config]) throws {
@@ -27,7 +29,9 @@ private final class ListeningBackend: @unchecked Sendable {
             guard (try? listener.wait(for: .readable, timeoutMilliseconds: 10_000)) == true,
                   let socket = try? listener.accept() else { return }
             connection.withLock { $0 = socket }
+            progress.withLock { $0.accepted += 1 }
             _ = backend.serve(socket)
+            progress.withLock { $0.ended = true }
         }
     }
 
@@ -167,7 +171,7 @@ struct VhostUserMemoryHotplugTests {
 }
 
 /// The back-end interrupts the guest through the call eventfd; the device itself never does.
-private struct SilentInterrupt: VirtioInterrupt {
+struct SilentInterrupt: VirtioInterrupt {
     func signalQueue(_ queue: Int) {}
     func signalConfig() {}
 }

@@ -28,6 +28,17 @@ struct VhostUserFrontendTests {
         #expect(Array(channel.sent[3].bytes[12...]) == VhostUserPayload.u64(1 << 0 | 1 << 3))
     }
 
+    @Test("negotiating again on the same connection (a VM rebuilt by a reboot) does not claim the back-end twice")
+    func aSecondNegotiationSendsNoSetOwner() throws {
+        let channel = ReplayVhostUserChannel(replies: replyBytes(1, VhostUserPayload.u64(1 << 32)) + replyBytes(1, VhostUserPayload.u64(1 << 32)))
+        let frontend = VhostUserFrontend(channel: channel)
+        #expect(!frontend.isOwner)
+        _ = try frontend.negotiate(features: 1 << 32, protocolFeatures: [])
+        #expect(frontend.isOwner)
+        _ = try frontend.negotiate(features: 1 << 32, protocolFeatures: [])
+        #expect(channel.sent.map { $0.bytes[0] } == [3, 1, 1])
+    }
+
     @Test func aBackendWithoutProtocolFeaturesIsNotAskedForThem() throws {
         let channel = ReplayVhostUserChannel(replies: replyBytes(1, VhostUserPayload.u64(1 << 32)))
         let frontend = VhostUserFrontend(channel: channel)

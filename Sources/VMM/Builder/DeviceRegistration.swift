@@ -97,13 +97,16 @@ enum DeviceRegistration {
                   refusal: "\(net.id) is a vhost-user-net device served by the back-end at \(socket): its rings and the packets in flight live in that process, whose state this VMM cannot save; snapshot and migration of this VM are refused")
     }
 
-    /// A virtio entry for a vhost-user device, whose saving fails with `refusal` and whose
-    /// back-end is told about hot-added memory.
+    /// A virtio entry for a vhost-user device, whose saving fails with `refusal`, whose
+    /// back-end is told about hot-added memory, and whose connection closes when the VM stops
+    /// or goes to the machine an in-place reboot builds.
     private static func vhostUser(id: String, kind: String, attachment: VirtioPCIAttachment, address: String, mover: BARMover,
                                   common: VhostUserCommon, refusal: String) -> ManagedDevice {
         var entry = virtio(id: id, kind: kind, attachment: attachment, address: address, mover: mover)
         entry.saveState = { throw VMMError(description: refusal) }
         entry.memoryAdded = { region in try common.memoryAdded(region) }
+        entry.onStop = { common.close() }
+        entry.detachBackend = { common.detach().map { (common.socket, $0) } }
         return entry
     }
 

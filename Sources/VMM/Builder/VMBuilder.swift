@@ -114,6 +114,9 @@ final class BuiltVM: @unchecked Sendable {
 struct VMBuilder {
     let hypervisor: KVMHypervisor
     let logger: Logger
+    /// The back-end connections a reboot kept from the stopped machine: its vhost-user
+    /// devices take them instead of connecting.
+    var keptBackends: KeptVhostUserBackends? = nil
 
     /// What a live migration's destination makes as soon as the configuration arrives, while
     /// the source still runs: the KVM VM with the guest memory registered and the boot vCPUs

@@ -31,7 +31,7 @@ extension VMBuilder {
     /// puts the function on PCI (at `pci_device_id` when the configuration pins it), and
     /// leaves the queues to the back-end.
     func attachVirtioFs(_ config: FsConfig, id: String, context: VirtioAttachContext, bars: inout BARWindows) throws -> AttachedFs {
-        let device = try VhostUserFsDevice(config: config, logger: logger)
+        let device = try VhostUserFsDevice(config: config, logger: logger, kept: keptBackends?.take(socket: config.socket))
         let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pci.pciDeviceID)
         logger.info("\(id): tag \(config.tag), back-end \(config.socket), \(config.numQueues) request queue(s) of \(config.queueSize)")
         return AttachedFs(id: id, device: device, attachment: attachment, address: address)
@@ -42,7 +42,7 @@ extension VMBuilder {
     /// the image (no path, no lock, no rate limiter here), the VMM its PCI function.
     func attachVhostUserBlock(_ config: DiskConfig, id: String, context: VirtioAttachContext,
                               bars: inout BARWindows) throws -> AttachedVhostUserBlock {
-        let device = try VhostUserBlockDevice(config: config, logger: logger)
+        let device = try VhostUserBlockDevice(config: config, logger: logger, kept: keptBackends?.take(socket: config.vhostSocket ?? ""))
         let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID)
         logger.info("\(id): vhost-user-blk back-end \(config.vhostSocket ?? "?"), \(device.capacity * 512) bytes, \(config.numQueues) queue(s) of \(config.queueSize)")
         return AttachedVhostUserBlock(id: id, device: device, attachment: attachment, address: address)
@@ -55,8 +55,11 @@ extension VMBuilder {
     /// loop serves.
     func attachVhostUserNet(_ config: NetConfig, id: String, context: VirtioAttachContext,
                             bars: inout BARWindows) throws -> AttachedVhostUserNet {
-        if config.vhostMode == .server { logger.info("\(id): waiting for the vhost-user-net back-end to connect to \(config.vhostSocket ?? "?")") }
-        let device = try VhostUserNetDevice(config: config, logger: logger)
+        let kept = keptBackends?.take(socket: config.vhostSocket ?? "")
+        if config.vhostMode == .server, kept?.frontend == nil {
+            logger.info("\(id): waiting for the vhost-user-net back-end to connect to \(config.vhostSocket ?? "?")")
+        }
+        let device = try VhostUserNetDevice(config: config, logger: logger, kept: kept)
         let (attachment, address) = try attachVhostUser(device, id: id, common: device.common, context: context, bars: &bars, slot: config.pciDeviceID,
                                                         servedHere: device.controlQueueIndex.map { [$0] } ?? [])
         let control = device.hasControlQueue ? ", control queue served here" : ""

@@ -222,23 +222,28 @@ public final class VMMController: VMMControl {
     private func rebootInPlace() throws {
         logger.info("rebooting the VM")
         monitor?.emit(source: "vm", event: "rebooting")
+        // The vhost-user back-ends stay connected across the reset (as under QEMU): the new
+        // machine's devices take the old ones' connections; any left over close.
+        let kept = KeptVhostUserBackends()
+        defer { kept.closeRest() }
         try slot.withLock { (slot: inout Slot) throws in
             try slot.sandbox?.enter()
-            slot.instance?.stop(reason: .reset)
+            slot.instance?.stop(reason: .reset, keeping: kept)
             // Another thread may still hold the stopped machine a moment (a failing migration):
             // its images' locks go now, not when the last holder lets go.
             slot.instance?.built.deviceManager.releaseLocks()
             slot.instance = nil
             guard let config = slot.config else { return }
-            slot.instance = try startInstance(config)
+            if !kept.sockets.isEmpty { logger.info("keeping the vhost-user back-end connection(s) at \(kept.sockets.joined(separator: ", "))") }
+            slot.instance = try startInstance(config, keptBackends: kept)
             slot.state = .running
         }
         monitor?.emit(source: "vm", event: "rebooted")
     }
 
-    private func startInstance(_ config: VMConfig) throws -> VMInstance {
+    private func startInstance(_ config: VMConfig, keptBackends: KeptVhostUserBackends? = nil) throws -> VMInstance {
         try watchedInstance { [hypervisor, logger, seccomp] onStop in
-            try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp, onStop: onStop)
+            try VMInstance.start(config: config, hypervisor: hypervisor, logger: logger, seccomp: seccomp, keptBackends: keptBackends, onStop: onStop)
         }
     }
 

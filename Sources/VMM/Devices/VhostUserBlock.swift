@@ -42,9 +42,11 @@ final class VhostUserBlockDevice: VirtioDevice {
     /// Connects to the back-end at `config.vhostSocket` (retrying for up to 60 s, as Cloud
     /// Hypervisor does), negotiates features, checks that it serves `num_queues` queues and
     /// reads the configuration space.
-    convenience init(config: DiskConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000) throws {
+    /// With `kept` (an in-place reboot), the stopped machine's connection is used instead.
+    convenience init(config: DiskConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000, kept: KeptVhostUserConnection? = nil) throws {
         let socket = config.vhostSocket ?? ""
-        let frontend = try VhostUserCommon.connect(socket: socket, option: "--disk", timeoutMilliseconds: connectTimeoutMilliseconds)
+        let frontend = try kept?.frontend
+            ?? VhostUserCommon.connect(socket: socket, option: "--disk", timeoutMilliseconds: connectTimeoutMilliseconds)
         try self.init(config: config, frontend: frontend, logger: logger)
     }
 

@@ -75,6 +75,9 @@ final class VhostUserCommon: Sendable {
         var resumeBases: [Int: UInt16]?
         /// Whether the back-end is connected and in step.
         var connected = true
+        /// Whether the connection went to the machine a reboot built (``detach()``): this
+        /// device no longer touches it.
+        var handedOver = false
     }
 
     /// Guest memory and the queues of one activation.

@@ -27,8 +27,10 @@ final class VhostUserFsDevice: VirtioDevice {
     /// Connects to the back-end at `config.socket` (retrying for up to 60 s, as Cloud
     /// Hypervisor does), negotiates features, and checks that it serves the hiprio queue
     /// and `num_queues` request queues.
-    convenience init(config: FsConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000) throws {
-        let frontend = try VhostUserCommon.connect(socket: config.socket, option: "--fs", timeoutMilliseconds: connectTimeoutMilliseconds)
+    /// With `kept` (an in-place reboot), the stopped machine's connection is used instead.
+    convenience init(config: FsConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000, kept: KeptVhostUserConnection? = nil) throws {
+        let frontend = try kept?.frontend
+            ?? VhostUserCommon.connect(socket: config.socket, option: "--fs", timeoutMilliseconds: connectTimeoutMilliseconds)
         try self.init(config: config, frontend: frontend, logger: logger)
     }
 

@@ -76,10 +76,21 @@ final class VhostUserNetDevice: VirtioDevice {
 
     /// Connects to the back-end at `config.vhostSocket` (`vhost_mode=client`: retrying for up
     /// to 60 s, as Cloud Hypervisor does) or listens there and waits for it
-    /// (`vhost_mode=server`), then negotiates.
-    convenience init(config: NetConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000) throws {
+    /// (`vhost_mode=server`), then negotiates. With `kept` (an in-place reboot), the stopped
+    /// machine's connection is used instead, or its listener waited on.
+    convenience init(config: NetConfig, logger: Logger, connectTimeoutMilliseconds: Int = 60_000, kept: KeptVhostUserConnection? = nil) throws {
         let socket = config.vhostSocket ?? ""
-        if config.vhostMode == .server {
+        if let kept, let frontend = kept.frontend {
+            try self.init(config: config, frontend: frontend, listener: kept.listener, logger: logger)
+        } else if let listener = kept?.listener {
+            let channel: UnixVhostUserChannel
+            do {
+                channel = try UnixVhostUserChannel.accept(on: listener)
+            } catch {
+                throw ConfigError(option: "--net", "waiting for the vhost-user back-end at socket=\(socket) (vhost_mode=server): \(error)")
+            }
+            try self.init(config: config, frontend: VhostUserFrontend(channel: channel), listener: listener, logger: logger)
+        } else if config.vhostMode == .server {
             let (frontend, listener) = try VhostUserCommon.accept(socket: socket, option: "--net")
             try self.init(config: config, frontend: frontend, listener: listener, logger: logger)
         } else {

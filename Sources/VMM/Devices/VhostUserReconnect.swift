@@ -49,11 +49,39 @@ extension VhostUserCommon {
     /// holds the device; the descriptors close with it.
     func disconnect() {
         stopWatching()
-        let channel = state.withLock { state in
-            state.connected = false
-            return state.frontend.channel as? UnixVhostUserChannel
+        let channel = state.withLock { state -> UnixVhostUserChannel? in
+            defer { state.connected = false }
+            return state.handedOver ? nil : state.frontend.channel as? UnixVhostUserChannel
         }
         try? channel?.socket.shutdown(.both)
+    }
+
+    /// Closes the connection for good: the VM stopped. The back-end reads the hang-up at once;
+    /// with `vhost_mode=server` the listener stops answering and its socket file is removed
+    /// (Cloud Hypervisor's `shutdown`), so a VM booted again listens there afresh. Nothing is
+    /// closed once the connection went to a rebooted machine.
+    func close() {
+        disconnect()
+        guard let listener, !state.withLock({ $0.handedOver }) else { return }
+        try? listener.shutdown(.both)
+        UnixSocket.removeSocketFile(at: socket)
+    }
+
+    /// Hands the connection to the machine an in-place reboot builds, as QEMU keeps a
+    /// back-end across a guest reset: stops watching, stops the back-end's queues
+    /// (`GET_VRING_BASE`), and gives the connection (and the `vhost_mode=server` listener)
+    /// away; the new device negotiates over it without `SET_OWNER` and hands its own queues
+    /// over when its driver is ready. While the back-end is away only a listener is given
+    /// (the new device waits on it); with the VMM as client nothing is (the new device connects).
+    func detach() -> KeptVhostUserConnection? {
+        stopWatching()
+        reset()
+        return state.withLock { state -> KeptVhostUserConnection? in
+            guard !state.handedOver else { return nil }
+            defer { state.handedOver = true; state.connected = false }
+            if state.connected { return KeptVhostUserConnection(frontend: state.frontend, listener: listener) }
+            return listener.map { KeptVhostUserConnection(frontend: nil, listener: $0) }
+        }
     }
 
     /// Whether the back-end is connected (not away and being waited for).

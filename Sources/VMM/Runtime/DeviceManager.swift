@@ -79,6 +79,10 @@ struct ManagedDevice: Sendable {
     /// Closes what the device holds when the VM stops (a hot-added vsock's socket, a hot-added
     /// pmem's memory slot; the boot devices' are closed by `VMInstance.stop`).
     var onStop: (@Sendable () -> Void)?
+    /// Instead of `onStop` when the VM reboots in place: gives the device's back-end connection
+    /// (a vhost-user device's) to the machine built in its place, with the back-end's socket
+    /// path; nil for a device without one.
+    var detachBackend: (@Sendable () -> (socket: String, connection: KeptVhostUserConnection)?)?
 }
 
 /// The devices of one VM for as long as it lives: an ordered registry (boot order, which is

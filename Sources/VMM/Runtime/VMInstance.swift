@@ -25,11 +25,14 @@ final class VMInstance: Sendable {
     /// the first reason the VM stopped (guest power-off, reset, failure, or ``VMExitReason/requested``).
     /// With `seccomp` set, each thread installs its filter before doing any work: the event
     /// loop before its first wait, each vCPU before its first `KVM_RUN`.
+    /// With `keptBackends` (an in-place reboot), vhost-user devices use the stopped machine's
+    /// back-end connections.
     static func start(config: VMConfig, hypervisor: KVMHypervisor, logger: Logger, seccomp: SeccompAction? = nil,
+                      keptBackends: KeptVhostUserBackends? = nil,
                       onStop: @escaping @Sendable (VMExitReason) -> Void) throws -> VMInstance {
         let exits = try ExitSignal()
         let events = try EventManager()
-        let built = try VMBuilder(hypervisor: hypervisor, logger: logger).build(config, events: events, exits: exits)
+        let built = try VMBuilder(hypervisor: hypervisor, logger: logger, keptBackends: keptBackends).build(config, events: events, exits: exits)
         return try launch(built, paused: false, memoryRestoration: nil, logger: logger, seccomp: seccomp, onStop: onStop)
     }
 
@@ -118,8 +121,10 @@ final class VMInstance: Sendable {
     }
 
     /// Stops the vCPUs, the device event loop and host input, and puts the terminal back.
-    /// Safe to call more than once and from the watcher's callback.
-    func stop(reason: VMExitReason = .requested) {
+    /// Safe to call more than once and from the watcher's callback. With `keeping` (an
+    /// in-place reboot), the vhost-user devices' back-end connections go there instead of
+    /// being closed.
+    func stop(reason: VMExitReason = .requested, keeping: KeptVhostUserBackends? = nil) {
         built.exits.report(reason)
         // Parked vCPUs and the event loop end when the gate opens, without one more guest entry
         // or round of device work: after a migration the destination owns the guest (a count
@@ -132,7 +137,13 @@ final class VMInstance: Sendable {
         built.events.stop()
         built.vsock?.close()
         for pmem in built.pmems { pmem.close() }
-        for device in built.deviceManager.devices { device.onStop?() }
+        for device in built.deviceManager.devices {
+            if let keeping, let detach = device.detachBackend {
+                if let kept = detach() { keeping.keep(kept.connection, socket: kept.socket) }
+            } else {
+                device.onStop?()
+            }
+        }
         built.devices.serialInput?.stop()
         built.console?.input?.stop()
         built.devices.serialHost?.restore()
