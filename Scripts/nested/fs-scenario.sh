@@ -43,7 +43,7 @@ fsh_remove() {
 # fsh_check N: after the guest ejected cycle N's device, the VMM's device tree no longer has
 # it and that cycle's virtiofsd exited (its connection closed); one line per cycle goes to
 # $fsh_dir/cycles. Then cycle N+1 starts, or after the last the descriptors are counted and
-# the guest powers off.
+# the guest reboots.
 fsh_check() {
   local n="$1" id vpid tries=0 tree=gone daemon=exited
   id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)"
@@ -64,7 +64,7 @@ fsh_check() {
     fsh_add $((n + 1))
   else
     ls /proc/"$(fsh_vmm)"/fd | wc -l >"$fsh_dir/fds.after"
-    fsh_type 'poweroff -f'
+    fsh_type 'reboot -f'
   fi
 }
 
@@ -79,7 +79,9 @@ fsh_check() {
 # (acpiphp) finds the function, mounts hotfs, reads level 1's file and writes one level 1 then
 # finds, unmounts; ch-remote remove-device makes it eject the function, the VMM drops it and
 # closes the connection (virtiofsd exits). 5 more add/remove cycles, each with its own
-# virtiofsd, leave the VMM's open descriptors as they were before the first. Also: the same
+# virtiofsd, leave the VMM's open descriptors as they were before the first. Then `reboot -f`:
+# the rebuilt VM keeps the boot device's virtiofsd connection (virtiofsd serves one connection
+# and exits when it closes) and the guest mounts myfs again and reads both files. Also: the same
 # --fs without shared=on is refused with Cloud Hypervisor's words before anything starts.
 scenario_fs() {
   local fs_dir sock shared host_sum marker virtiofsd=/usr/lib/qemu/virtiofsd fs_pid fsh_dir fsh_sock fsh_cycles=5 hot_sum
@@ -124,6 +126,9 @@ scenario_fs() {
   FS-H-$n-([0-9a-f]{32}-[0-9a-f]{32}-[0-9a-f:.]*-[0-9]+)|||!fsh_remove $n
   FS-R-$n-([a-z]+)|||!fsh_check $n"
   done
+  steps+='
+  L2-INIT-READY|||mkdir -p /mnt && mount -t virtiofs myfs /mnt; echo FS-D-$(md5sum </mnt/host.bin | cut -c1-32)-$(md5sum </mnt/guest.bin | cut -c1-32)
+  FS-D-([0-9a-f]{32}-[0-9a-f]{32})|||poweroff -f'
   # The boot device on PCI segment 1, where Kata puts its virtio-fs device; the hot-added ones
   # on segment 0, which has the hotplug slots.
   run_l2 fs "$steps" "$binary" -v "${base[@]}" --cpus boot=1 --memory size=512M,shared=on --cmdline "$append" \
@@ -155,14 +160,15 @@ scenario_fs() {
   done
   fds_before="$(cat "$fsh_dir/fds.before" 2>/dev/null || echo ?)"
   fds_after="$(cat "$fsh_dir/fds.after" 2>/dev/null || echo ??)"
-  local steps_all=$((4 + 2 * (fsh_cycles + 1)))
+  local steps_all=$((6 + 2 * (fsh_cycles + 1))) rebooted="${captures[3 + 2 * (fsh_cycles + 1)]:-}"
   if ((steps_done == steps_all)) && ((vmm_status == 0)) && [[ ${captures[0]} == "$host_sum-$marker" && -n $guest_sum &&
+    $rebooted == "$host_sum-$guest_sum" &&
     ${captures[1]} == "$guest_sum" && ${captures[2]} == 0-0001:00:* ]] && ((status != 0)) &&
     [[ $refused == *"Using vhost-user requires using shared memory or huge pages"* ]] &&
     ((hot_ok == 1 && hot_cycles == fsh_cycles + 1)) && [[ $fds_before == "$fds_after" ]]; then
-    pass "fs: virtiofsd served $shared over vhost-user; the guest (--memory shared=on) mounted -t virtiofs myfs, read level 1's 1 MiB file (md5 $host_sum) and marker through the device at ${captures[2]#0-} (PCI segment 1, as Kata places it), wrote 64 KiB that level 1 reads with the guest's md5 $guest_sum, unmounted; ch-remote add-fs tag=hotfs on the running VM answered $first_id at $first_bdf: the guest (acpiphp) mounted hotfs from a second virtiofsd, read level 1's 512 KiB file (md5 $hot_sum) and wrote 32 KiB level 1 read with the guest's md5, unmounted; remove-device: the guest ejected it, the VMM dropped it and virtiofsd exited; $hot_cycles add/remove cycles in all (ids ${ids[*]}), each with its own virtiofsd, the VMM's open descriptors $fds_before before and $fds_after after; VMM status 0; without shared=on --fs is refused (status $status)"
+    pass "fs: virtiofsd served $shared over vhost-user; the guest (--memory shared=on) mounted -t virtiofs myfs, read level 1's 1 MiB file (md5 $host_sum) and marker through the device at ${captures[2]#0-} (PCI segment 1, as Kata places it), wrote 64 KiB that level 1 reads with the guest's md5 $guest_sum, unmounted; ch-remote add-fs tag=hotfs on the running VM answered $first_id at $first_bdf: the guest (acpiphp) mounted hotfs from a second virtiofsd, read level 1's 512 KiB file (md5 $hot_sum) and wrote 32 KiB level 1 read with the guest's md5, unmounted; remove-device: the guest ejected it, the VMM dropped it and virtiofsd exited; $hot_cycles add/remove cycles in all (ids ${ids[*]}), each with its own virtiofsd, the VMM's open descriptors $fds_before before and $fds_after after; after reboot -f the rebuilt VM kept the boot virtiofsd's connection and the guest mounted myfs again and read both files (md5s as before); VMM status 0; without shared=on --fs is refused (status $status)"
   else
-    fail "fs: steps $steps_done/$steps_all, VMM status $vmm_status, captures [${captures[*]:-}], level 1: host md5 $host_sum, marker $marker, guest file md5 '${guest_sum}', hotplug cycles $hot_cycles/$((fsh_cycles + 1)), fds $fds_before -> $fds_after, refusal (status $status): ${refused:0:300}; virtiofsd: $(tail -n 5 "$fs_dir/virtiofsd.log" | tr '\n' ' ')"
+    fail "fs: steps $steps_done/$steps_all, VMM status $vmm_status, after the reboot '$rebooted', captures [${captures[*]:-}], level 1: host md5 $host_sum, marker $marker, guest file md5 '${guest_sum}', hotplug cycles $hot_cycles/$((fsh_cycles + 1)), fds $fds_before -> $fds_after, refusal (status $status): ${refused:0:300}; virtiofsd: $(tail -n 5 "$fs_dir/virtiofsd.log" | tr '\n' ' ')"
   fi
   for n in $(seq 0 "$fsh_cycles"); do
     [[ -f $fsh_dir/virtiofsd-$n.pid ]] && kill "$(cat "$fsh_dir/virtiofsd-$n.pid")" 2>/dev/null || true

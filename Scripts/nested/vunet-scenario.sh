@@ -20,7 +20,8 @@ vn_wait_gone() {
 # naming the vhost-user-net NIC and the VM resumes; ch-remote add-net vhost_user=on hot-adds a
 # second NIC on another vhost_user_net (TAP vunet3, 192.168.253.1/24) that the guest brings up
 # as eth1 and pings through. Then vhost_mode=server: the VMM listens on
-# the socket and the back-end (client=on) connects; the guest pings and sends 4 MiB again.
+# the socket and the back-end (client=on) connects; the guest pings and sends 4 MiB again;
+# after `reboot -f` the rebuilt VM keeps the back-end's connection and the guest pings again.
 # Both back-ends exit 0 when the VMM leaves. Also: --net vhost_user=on without shared=on is
 # refused with Cloud Hypervisor's words before anything starts.
 scenario_vunet() {
@@ -106,7 +107,9 @@ scenario_vunet() {
   steps='L2-INIT-READY|||ip link set eth0 up && ip addr add 192.168.252.2/24 dev eth0 && echo VS-A-$(ping -c 5 -W 5 192.168.252.1 | grep -c "bytes from")
   VS-A-([0-9]+)|||!vs_recv
   VS-B-42-([0-9]+)|||!vs_restart
-  VS-C-([0-9]+)|||poweroff -f'
+  VS-C-([0-9]+)|||reboot -f
+  L2-INIT-READY|||ip link set eth0 up && ip addr add 192.168.252.2/24 dev eth0 && echo VS-D-$(ping -c 5 -W 5 192.168.252.1 | grep -c "bytes from")
+  VS-D-([0-9]+)|||poweroff -f'
   run_l2 vunet-server "$steps" "$binary" -v "${base[@]}" --cpus boot=1 --memory size=512M,shared=on --cmdline "$append" \
     --net "vhost_user=on,socket=$server_sock,vhost_mode=server,mac=52:54:00:00:00:42"
   [[ -n $recv_pid ]] && wait "$recv_pid" 2>/dev/null
@@ -118,11 +121,11 @@ scenario_vunet() {
     ${client_captures[2]:-} == 2 && ${client_captures[3]:-} == 52:54:00:00:00:43-3 && $received == 8388608 && $served_status == 0 && $hot_status == 0 ]] &&
     grep -q '"id":"_net1"' "$vn_dir/add.out" &&
     grep -q 'vhost-user-net' "$vn_dir/snap.out" && ! grep -q 'status 0' "$vn_dir/snap.out" && ! grep -q 'resume failed' "$vn_dir/snap.out" &&
-    ((steps_done == 4)) && ((vmm_status == 0)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && ${captures[2]:-} -ge 4 && $server_received == 4194304 && $server_status == 0 ]] &&
+    ((steps_done == 6)) && ((vmm_status == 0)) && [[ ${captures[0]:-} == 5 && ${captures[1]:-} == 0 && ${captures[2]:-} -ge 4 && ${captures[3]:-} -ge 4 && $server_received == 4194304 && $server_status == 0 ]] &&
     ((status != 0)) && [[ $refused == *"Using vhost-user requires using shared memory or huge pages"* ]]; then
-    pass "vunet: vhost_user_net served TAP vunet1 to the VMM's vhost-user-net front-end; the guest (--memory shared=on) saw MAC 52:54:00:00:00:41, 5/5 pings to level 1 were answered and it sent 8 MiB over TCP that level 1 received whole; the snapshot was refused naming the vhost-user-net NIC and the VM resumed (2/2 pings after); ch-remote add-net vhost_user=on hot-added _net1 (eth1, MAC 52:54:00:00:00:43, 3/3 pings through TAP vunet3); with vhost_mode=server the VMM listened, the back-end (client=on) connected, 5/5 pings and 4 MiB received whole, then it was killed and a new one connected to the same socket: ${captures[2]}/5 pings through it (the VMM reconnected); the back-ends exited 0; VMM status 0 twice; without shared=on the NIC is refused (status $status)"
+    pass "vunet: vhost_user_net served TAP vunet1 to the VMM's vhost-user-net front-end; the guest (--memory shared=on) saw MAC 52:54:00:00:00:41, 5/5 pings to level 1 were answered and it sent 8 MiB over TCP that level 1 received whole; the snapshot was refused naming the vhost-user-net NIC and the VM resumed (2/2 pings after); ch-remote add-net vhost_user=on hot-added _net1 (eth1, MAC 52:54:00:00:00:43, 3/3 pings through TAP vunet3); with vhost_mode=server the VMM listened, the back-end (client=on) connected, 5/5 pings and 4 MiB received whole, then it was killed and a new one connected to the same socket: ${captures[2]}/5 pings through it (the VMM reconnected); after reboot -f the rebuilt VM kept that back-end's connection: ${captures[3]}/5 pings; the back-ends exited 0; VMM status 0 twice; without shared=on the NIC is refused (status $status)"
   else
-    fail "vunet: client mode steps $client_steps/5, VMM status $client_vmm, captures [${client_captures[*]:-}], received '${received}', back-ends $served_status/$hot_status; server mode steps $steps_done/4, VMM status $vmm_status, captures [${captures[*]:-}], received '${server_received}', back-end $server_status: $(tail -n 3 "$vn_dir/server-backend.log" | tr '\n' ' ') / $(tail -n 3 "$vn_dir/server-backend2.log" 2>/dev/null | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
+    fail "vunet: client mode steps $client_steps/5, VMM status $client_vmm, captures [${client_captures[*]:-}], received '${received}', back-ends $served_status/$hot_status; server mode steps $steps_done/6, VMM status $vmm_status, captures [${captures[*]:-}], received '${server_received}', back-end $server_status: $(tail -n 3 "$vn_dir/server-backend.log" | tr '\n' ' ') / $(tail -n 3 "$vn_dir/server-backend2.log" 2>/dev/null | tr '\n' ' '); refusal (status $status): ${refused:0:300}"
   fi
   rm -rf "$vn_dir"
 }
