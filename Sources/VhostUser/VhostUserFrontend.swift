@@ -32,6 +32,10 @@ public final class VhostUserFrontend: Sendable {
     /// Whether requests without a reply of their own ask for an acknowledgement.
     public var acknowledgesRequests: Bool { session.withLock { $0.replyAck } }
 
+    /// Whether the connection is still in step: no request failed in a way that may have left
+    /// bytes unread or unsent (a refusal leaves it in step).
+    public var isInStep: Bool { session.withLock { $0.broken == nil } }
+
     /// Whether this connection already claimed the back-end (`SET_OWNER`): a device built
     /// anew over it (a VM's in-place reboot keeps its back-end connections) negotiates
     /// without claiming it again, which back-ends refuse.

@@ -121,6 +121,21 @@ struct VhostUserRebootTests {
         #expect(SnapshotBinaryTests.waitFor({ backend.progress.withLock { $0.ended } }, seconds: 10), "the back-end read the hang-up")
     }
 
+    @Test("a client-mode connection whose back-end went away is not handed over: the rebuilt device connects afresh")
+    func awayBackEndIsNotKept() throws {
+        let directory = try Self.directory("vu-reboot-away")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/blk.sock"
+        let backend = try ListeningBackend(path: path, disk: MemoryBlockBackend(contents: [UInt8](repeating: 1, count: 8192)))
+        let device = try VhostUserBlockDevice(config: try DiskConfig.parse("vhost_user=on,socket=\(path),queue_size=16"),
+                                              logger: Logger(label: "test"), connectTimeoutMilliseconds: 5000)
+        let machine = try Machine(device)
+        defer { machine.events.stop() }
+        backend.hangUp()
+        #expect(SnapshotBinaryTests.waitFor({ !device.common.isConnected }, seconds: 5), "the hang-up is noticed")
+        #expect(device.common.detach() == nil)
+    }
+
     @Test("with vhost_mode=server the listener goes with the connection; when the VM stops for good the back-end is hung up on and the socket file removed")
     func serverModeListenerIsKeptThenClosed() throws {
         let directory = try Self.directory("vu-reboot-server")

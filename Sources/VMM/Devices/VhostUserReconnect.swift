@@ -71,17 +71,23 @@ extension VhostUserCommon {
     /// back-end across a guest reset: stops watching, stops the back-end's queues
     /// (`GET_VRING_BASE`), and gives the connection (and the `vhost_mode=server` listener)
     /// away; the new device negotiates over it without `SET_OWNER` and hands its own queues
-    /// over when its driver is ready. While the back-end is away only a listener is given
-    /// (the new device waits on it); with the VMM as client nothing is (the new device connects).
+    /// over when its driver is ready. While the back-end is away, or when the connection fell
+    /// out of step (stopping the queues failed), only a listener is given (the new device waits
+    /// on it) and the connection is shut down; with the VMM as client nothing is then given
+    /// (the new device connects).
     func detach() -> KeptVhostUserConnection? {
         stopWatching()
         reset()
-        return state.withLock { state -> KeptVhostUserConnection? in
-            guard !state.handedOver else { return nil }
+        let (kept, stale) = state.withLock { state -> (KeptVhostUserConnection?, UnixVhostUserChannel?) in
+            guard !state.handedOver else { return (nil, nil) }
             defer { state.handedOver = true; state.connected = false }
-            if state.connected { return KeptVhostUserConnection(frontend: state.frontend, listener: listener) }
-            return listener.map { KeptVhostUserConnection(frontend: nil, listener: $0) }
+            if state.connected, state.frontend.isInStep {
+                return (KeptVhostUserConnection(frontend: state.frontend, listener: listener), nil)
+            }
+            return (listener.map { KeptVhostUserConnection(frontend: nil, listener: $0) }, state.frontend.channel as? UnixVhostUserChannel)
         }
+        try? stale?.socket.shutdown(.both)
+        return kept
     }
 
     /// Whether the back-end is connected (not away and being waited for).
