@@ -11,7 +11,8 @@ sends MIB MiB over one TCP connection with ch-netbench, guest to level 1 (`tx`, 
 level 1 to guest (`rx`). Prints per boot (`net-exits: NAME ...` lines): the receiver's MiB/s;
 level 1's KVM statistics for the VM (debugfs) during the transfer, per MiB; the CPU time of
 each VMM thread during the transfer; the guest's interrupts per virtio queue (its
-/proc/interrupts before and after); level 1's TAP counters. With --trace, `perf record` of the
+/proc/interrupts before and after) and its own CPU time by kind (user, system, irq, softirq,
+steal... from its /proc/stat); level 1's TAP counters. With --trace, `perf record` of the
 VMM process during the transfer adds its system calls per thread and its vCPU's exits by reason
 (the recording slows level 1: compare counts, not rates). Counts, not the one throughput figure, are the point: the
 throughput of single nested runs swings widely (io-bench.py repeats and alternates).
@@ -123,6 +124,15 @@ def guest_interrupts(guest, name):
     return {key: int(value) for key, value in (item.split("=") for item in line.split(";") if "=" in item)}
 
 
+GUEST_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def guest_cpu(guest, name):
+    """The guest's own CPU time by kind ({field: ticks}, /proc/stat's first line)."""
+    (line,) = step(guest, name, "head -n 1 /proc/stat", r"cpu\s+([0-9 ]+)")
+    return dict(zip(GUEST_CPU_FIELDS, (int(x) for x in line.split())))
+
+
 def one(name, binary, direction, size, work, trace):
     guest = Guest(argv_for(binary), os.path.join(work, f"{name}.log"))
     try:
@@ -132,6 +142,7 @@ def one(name, binary, direction, size, work, trace):
         step(guest, "UP", f"ip link set eth0 up; ip addr add {GUEST_IP}/24 dev eth0; "
              f"ping -c 3 -W 5 {HOST_IP} >/dev/null; echo up", r"(up)")
         before_irq = guest_interrupts(guest, "IRQ0")
+        before_cpu = guest_cpu(guest, "CPU0")
         before_tap = tap_counters()
         perf, data = None, os.path.join(work, f"{name}.perf")
         if trace:
@@ -159,6 +170,7 @@ def one(name, binary, direction, size, work, trace):
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait()
+        after_cpu = guest_cpu(guest, "CPU1")
         after_irq = guest_interrupts(guest, "IRQ1")
         print(f"net-exits: {name} {direction}: {rate:.1f} MiB/s over {size} MiB", flush=True)
         deltas = {key: after_stats[key] - stats.get(key, 0) for key in after_stats}
@@ -170,6 +182,9 @@ def one(name, binary, direction, size, work, trace):
               flush=True)
         print(f"net-exits: {name} guest interrupts: "
               + ", ".join(f"{key}={after_irq[key] - before_irq.get(key, 0)}" for key in sorted(after_irq)), flush=True)
+        print(f"net-exits: {name} guest CPU seconds (its /proc/stat, transfer and two console commands): "
+              + ", ".join(f"{key}={(after_cpu[key] - before_cpu.get(key, 0)) / 100:.2f}" for key in GUEST_CPU_FIELDS
+                          if key in after_cpu), flush=True)
         print(f"net-exits: {name} level 1's TAP: "
               + ", ".join(f"{key}={after_tap[key] - before_tap[key]}" for key in after_tap), flush=True)
         if perf:
