@@ -37,6 +37,19 @@ private let tx = VirtioNet.transmitQueueIndex(pair: 0)
         #expect(guest.net.counters.txFrames == 2 && guest.net.counters.txBytes == 4300)
     }
 
+    @Test("with event index each packet is returned as it is sent and the driver interrupted when the used index passes its used_event, as QEMU does")
+    func eventIndexInterruptsWithinTheBatch() throws {
+        let guest = try NetGuest()
+        try guest.activate(features: NetGuest.linuxFeatures | VirtioFeature.eventIndex)
+        // used_event 1: interrupt once the second packet is used (the first check always interrupts).
+        try guest.memory.write(UInt16(1), at: GuestAddress(NetGuest.availableRing(tx) + 4 + 2 * UInt64(guest.queueSize)))
+        for seed in 1...3 { try guest.postTransmit([netPacket(frameBytes: 100, seed: UInt8(seed))]) }
+        try guest.net.processQueue(tx)
+        #expect(guest.backends[0].sent.count == 3)
+        #expect(try guest.takeUsed(tx).count == 3)
+        #expect(guest.interrupt.events == [.queue(tx), .queue(tx)], "after the first packet and after the second, not after the third")
+    }
+
     @Test func indirectChainsAreSent() throws {
         let guest = try NetGuest()
         try guest.activate()

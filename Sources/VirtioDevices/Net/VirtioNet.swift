@@ -398,7 +398,7 @@ public final class VirtioNet: VirtioDevice {
             var error: VirtioDeviceError?
             do throws(VirtioDeviceError) {
                 try NetTransmitter.transmit(&queue!, queueIndex: index, to: backend, memory: running.memory,
-                                            limiter: options.transmitRateLimiter, traffic: &traffic)
+                                            limiter: options.transmitRateLimiter, interrupt: running.interrupt, traffic: &traffic)
             } catch let failure {
                 error = failure
             }
