@@ -169,6 +169,51 @@ struct ContractTests {
         }
     }
 
+    @Test("a member the body's schema does not list is ignored whatever its type, like any unknown field: the decoder reads no field the document leaves out",
+          arguments: operations.filter(\.takesBody))
+    func undocumentedMembersIgnored(operation: Operation) throws {
+        let endpoint = try #require(APIEndpoint(path: "/api/v1" + operation.path))
+        let scenario = Self.successScenario(endpoint)
+        let index = Self.documentIndex
+        let schema = try #require(index.first { $0.first == "path" && $0[1] == operation.path && $0[2] == operation.method }?[3])
+        let documented = Set(index.filter { $0.first == "field" && $0[1] == schema }.map { $0[2] })
+        // Every field name used anywhere in the document: the names a decoder might read.
+        let candidates = Set(index.filter { $0.first == "field" }.map { $0[2] }).subtracting(documented).sorted()
+        #expect(candidates.count > 50)
+        let base = try #require(scenario.body)
+        try withServer(control: try fake(in: scenario.state)) { _, path throws in
+            for name in candidates {
+                let body = "{\"\(name)\":{\"x\":[1]}," + base.dropFirst()
+                let response = try send(path, operation.method.uppercased(), "/api/v1" + operation.path, body: body)
+                #expect(!response.text.contains("'\(name)':"), "\(operation) with an undocumented '\(name)' member: \(response.status) \(response.text)")
+            }
+        }
+    }
+
+    @Test("vm.create: a member cpus, memory or payload does not list is ignored whatever its type")
+    func undocumentedNestedMembersIgnored() throws {
+        let index = Self.documentIndex
+        let all = Set(index.filter { $0.first == "field" }.map { $0[2] })
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(validConfigJSON.utf8)) as? [String: Any])
+        for (member, schema) in [("cpus", "CpusConfig"), ("memory", "MemoryConfig"), ("payload", "PayloadConfig")] {
+            let documented = Set(index.filter { $0.first == "field" && $0[1] == schema }.map { $0[2] })
+            #expect(!documented.isEmpty, "\(schema) not in the document")
+            try withServer(control: try fake(in: nil)) { _, path throws in
+                for name in all.subtracting(documented).sorted() {
+                    var body = config
+                    var inner = try #require(body[member] as? [String: Any])
+                    inner[name] = ["x": [1]]
+                    body[member] = inner
+                    let text = String(decoding: try JSONSerialization.data(withJSONObject: body), as: UTF8.self)
+                    let response = try send(path, "PUT", "/api/v1/vm.create", body: text)
+                    #expect(!response.text.contains("'\(name)':") && !response.text.contains(".\(name)'"),
+                            "vm.create with an undocumented \(member).\(name): \(response.status) \(response.text)")
+                    _ = try send(path, "PUT", "/api/v1/vm.delete")
+                }
+            }
+        }
+    }
+
     @Test("every answer in every state, with and without a body, is a documented status", arguments: operations)
     func documentedStatuses(operation: Operation) throws {
         for state in [nil, VMState.created, .running, .paused, .shutdown] {

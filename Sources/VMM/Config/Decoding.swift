@@ -60,10 +60,15 @@ public struct PCIDeviceCommon: Codable, Equatable, Sendable {
     }
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields.
-    public init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws { try self.init(from: decoder, readingIOMMU: true) }
+
+    /// Decodes with Cloud Hypervisor's defaults for absent fields; a kind whose Cloud Hypervisor
+    /// config has no `iommu` field (virtio-fs, vfio-user, generic vhost-user) passes `false`, so an
+    /// `iommu` member is ignored like any other unknown field rather than type-checked.
+    public init(from decoder: any Decoder, readingIOMMU: Bool) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.optional(.id)
-        iommu = try c.value(.iommu, default: false)
+        iommu = readingIOMMU ? try c.value(.iommu, default: false) : false
         pciSegment = try c.value(.pciSegment, default: 0)
         pciDeviceID = try c.optional(.pciDeviceID)
     }

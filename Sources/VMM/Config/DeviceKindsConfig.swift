@@ -66,7 +66,7 @@ public struct FsConfig: Codable, Equatable, Sendable {
         socket = try c.decode(String.self, forKey: .socket)
         numQueues = try c.value(.numQueues, default: 1)
         queueSize = try c.value(.queueSize, default: 1024)
-        pci = try PCIDeviceCommon(from: decoder)
+        pci = try PCIDeviceCommon(from: decoder, readingIOMMU: false)
     }
 
     /// Encodes as Cloud Hypervisor does.
@@ -234,7 +234,7 @@ public struct UserDeviceConfig: Codable, Equatable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         socket = try c.decode(String.self, forKey: .socket)
-        pci = try PCIDeviceCommon(from: decoder)
+        pci = try PCIDeviceCommon(from: decoder, readingIOMMU: false)
     }
 
     /// Encodes as Cloud Hypervisor does.
@@ -271,7 +271,7 @@ public struct GenericVhostUserConfig: Codable, Equatable, Sendable {
         socket = try c.decode(String.self, forKey: .socket)
         queueSizes = try c.decode([UInt16].self, forKey: .queueSizes)
         deviceType = try c.decode(UInt32.self, forKey: .deviceType)
-        pci = try PCIDeviceCommon(from: decoder)
+        pci = try PCIDeviceCommon(from: decoder, readingIOMMU: false)
     }
 
     /// Encodes as Cloud Hypervisor does.
