@@ -65,7 +65,13 @@ def step(guest, name, command, pattern, seconds=300):
         if guest.proc.poll() is not None:
             break
         time.sleep(0.02)
-    raise RuntimeError(f"{name}: no result: {guest.text()[-400:]}")
+    text = guest.text()
+    why = ""
+    if text.count("L2-INIT-READY") > 1:
+        why = " (the level-2 guest reset and booted again)"
+    elif guest.proc.poll() is not None:
+        why = f" (the VMM exited with status {guest.proc.returncode}: with -no-reboot, QEMU's answer to a guest reset)"
+    raise RuntimeError(f"{name}: no result{why}: {text[-400:]}")
 
 
 def one_boot(argv, work, name):
@@ -128,7 +134,10 @@ def main():
             try:
                 got = {}
                 for vmm in (("ch", "qemu") if run % 2 == 0 else ("qemu", "ch")):
-                    got[vmm] = one_boot(ch_argv if vmm == "ch" else qemu_argv, work, vmm)
+                    try:
+                        got[vmm] = one_boot(ch_argv if vmm == "ch" else qemu_argv, work, vmm)
+                    except Exception as error:
+                        raise RuntimeError(f"{'cloud-hypervisor' if vmm == 'ch' else 'QEMU'}: {error}") from error
                 for figure in got["ch"]:
                     ours.setdefault(figure, []).append(got["ch"][figure])
                     theirs.setdefault(figure, []).append(got["qemu"][figure])

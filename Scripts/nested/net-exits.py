@@ -3,7 +3,7 @@
 
 Usage (on this machine):
   flock /tmp/nested.lock Scripts/nested/run-l1.sh python3 Scripts/nested/net-exits.py \\
-      [--direction tx|rx] [--mib 128] [--trace] name=.build/release/cloud-hypervisor [name2=BINARY ...] qemu=qemu
+      [--direction tx|rx] [--mib 128] [--trace | --profile] name=.build/release/cloud-hypervisor [name2=BINARY ...] qemu=qemu
 
 Boots io-bench.py's guest (1 vCPU, 256 MiB, a NIC on level 1's TAP, no vhost) once per
 NAME=BINARY (`qemu` boots qemu-system-x86_64 -enable-kvm -cpu host with virtio-net-pci) and
@@ -14,7 +14,9 @@ each VMM thread during the transfer; the guest's interrupts per virtio queue (it
 /proc/interrupts before and after) and its own CPU time by kind (user, system, irq, softirq,
 steal... from its /proc/stat); level 1's TAP counters. With --trace, `perf record` of the
 VMM process during the transfer adds its system calls per thread and its vCPU's exits by reason
-(the recording slows level 1: compare counts, not rates). Counts, not the one throughput figure, are the point: the
+(the recording slows level 1: compare counts, not rates). With --profile, `perf record` of
+the VMM process's CPU samples during the transfer adds where its threads spend their time (by
+thread, object and symbol; the host kernel's share included). Counts, not the one throughput figure, are the point: the
 throughput of single nested runs swings widely (io-bench.py repeats and alternates).
 """
 import collections
@@ -133,7 +135,17 @@ def guest_cpu(guest, name):
     return dict(zip(GUEST_CPU_FIELDS, (int(x) for x in line.split())))
 
 
-def one(name, binary, direction, size, work, trace):
+def summarise_profile(name, data):
+    """The recorded CPU samples by thread name and object, then the heaviest symbols."""
+    for sort, limit in (("comm,dso", "0.5"), ("comm,dso,sym", "0.7")):
+        report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
+                                 "--percent-limit", limit], capture_output=True, text=True)
+        for line in report.stdout.splitlines():
+            if line.strip() and not line.startswith("#"):
+                print(f"net-exits: {name} profile: {line.strip()}", flush=True)
+
+
+def one(name, binary, direction, size, work, trace, profile=False):
     guest = Guest(argv_for(binary), os.path.join(work, f"{name}.log"))
     try:
         if not guest.wait_for("L2-INIT-READY", 300):
@@ -148,6 +160,10 @@ def one(name, binary, direction, size, work, trace):
         if trace:
             perf = subprocess.Popen(["perf", "record", "-q", "-p", str(guest.proc.pid), "-o", data]
                                     + [x for e in TRACE_EVENTS for x in ("-e", e)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)
+        elif profile:
+            perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "-p", str(guest.proc.pid), "-o", data],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2)
         if direction == "tx":
@@ -188,7 +204,7 @@ def one(name, binary, direction, size, work, trace):
         print(f"net-exits: {name} level 1's TAP: "
               + ", ".join(f"{key}={after_tap[key] - before_tap[key]}" for key in after_tap), flush=True)
         if perf:
-            summarise_trace(name, data, size)
+            summarise_trace(name, data, size) if trace else summarise_profile(name, data)
             os.remove(data)
         guest.type("poweroff -f")
         guest.wait_for("reboot: Power down", 20)
@@ -198,17 +214,20 @@ def one(name, binary, direction, size, work, trace):
 
 def main():
     args = sys.argv[1:]
-    direction, size, trace = "tx", 128, False
+    direction, size, trace, profile = "tx", 128, False, False
     while args and args[0].startswith("--"):
         if args[0] == "--trace":
             trace, args = True, args[1:]
+            continue
+        if args[0] == "--profile":
+            profile, args = True, args[1:]
             continue
         if args[0] == "--direction":
             direction = args[1]
         elif args[0] == "--mib":
             size = int(args[1])
         else:
-            sys.exit(f"net-exits: unknown option {args[0]} (--direction tx|rx, --mib N, --trace)")
+            sys.exit(f"net-exits: unknown option {args[0]} (--direction tx|rx, --mib N, --trace, --profile)")
         args = args[2:]
     if direction not in ("tx", "rx"):
         sys.exit(f"net-exits: --direction takes tx or rx, not {direction}")
@@ -223,7 +242,7 @@ def main():
         for spec in args:
             name, _, binary = spec.partition("=")
             try:
-                one(name, binary or name, direction, size, work, trace)
+                one(name, binary or name, direction, size, work, trace, profile)
             except Exception as error:  # one failed boot is reported, the others still run
                 print(f"net-exits: {name} FAILED: {error}", flush=True)
     finally:
