@@ -34,8 +34,8 @@ fsh_add() {
 # left /sys/bus/pci/devices (it ejected it) and says so.
 fsh_remove() {
   local n="$1" id bdf
-  id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)"
-  bdf="$(grep -o '"bdf":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)"
+  id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)" || true
+  bdf="$(grep -o '"bdf":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)" || true
   "$remote" --api-socket "$fsh_sock" remove-device "$id" >"$fsh_dir/remove-$n.out" 2>&1 && echo removed >>"$fsh_dir/remove-$n.out"
   fsh_type "t=0; while [ -e /sys/bus/pci/devices/$bdf ] && [ \$t -lt 300 ]; do sleep 0.2; t=\$((t+1)); done; [ -e /sys/bus/pci/devices/$bdf ] && r=present || r=gone; echo FS-R-\$(($n*1))-\$r"
 }
@@ -46,7 +46,7 @@ fsh_remove() {
 # the guest reboots.
 fsh_check() {
   local n="$1" id vpid tries=0 tree=gone daemon=exited
-  id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)"
+  id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" | cut -d'"' -f4)" || true
   while "$remote" --api-socket "$fsh_sock" info 2>/dev/null | grep -q "\"$id\""; do
     ((tries < 150)) || { tree=present; break; }
     sleep 0.2
@@ -143,8 +143,8 @@ scenario_fs() {
   local hot_ok=1 hot_cycles=0 first_id="" first_bdf="" ids=() fds_before fds_after
   for n in $(seq 0 "$fsh_cycles"); do
     local id bdf cap_h cap_r written=""
-    id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" 2>/dev/null | cut -d'"' -f4)"
-    bdf="$(grep -o '"bdf":"[^"]*"' "$fsh_dir/add-$n.out" 2>/dev/null | cut -d'"' -f4)"
+    id="$(grep -o '"id":"[^"]*"' "$fsh_dir/add-$n.out" 2>/dev/null | cut -d'"' -f4)" || true
+    bdf="$(grep -o '"bdf":"[^"]*"' "$fsh_dir/add-$n.out" 2>/dev/null | cut -d'"' -f4)" || true
     cap_h="${captures[3 + 2 * n]:-}"
     cap_r="${captures[4 + 2 * n]:-}"
     [[ -f $fsh_dir/hot/guest-$n.bin ]] && written="$(md5sum <"$fsh_dir/hot/guest-$n.bin" | cut -c1-32)"

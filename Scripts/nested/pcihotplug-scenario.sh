@@ -81,9 +81,9 @@ scenario_pcihotplug() {
     awk '/^VmRSS/ { print $2 }' /proc/"$vmm"/status >"$ph_dir/rss.before"
     for i in $(seq 1 20); do
       "$remote" --api-socket "$sock" add-disk "path=$ph_dir/hot.raw" >"$ph_dir/cycle-add.out" 2>&1 || { echo "add $i failed: $(cat "$ph_dir/cycle-add.out")" >>"$ph_dir/cycle.out"; break; }
-      id="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-add.out" | cut -d'"' -f4)"
+      id="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-add.out" | cut -d'"' -f4)" || true
       "$remote" --api-socket "$sock" add-net "tap=chphcyc0,mac=52:54:00:00:00:3f" >"$ph_dir/cycle-net.out" 2>&1 || { echo "add-net $i failed: $(cat "$ph_dir/cycle-net.out")" >>"$ph_dir/cycle.out"; break; }
-      nid="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-net.out" | cut -d'"' -f4)"
+      nid="$(grep -o '"id":"[^"]*"' "$ph_dir/cycle-net.out" | cut -d'"' -f4)" || true
       ph_probed "$sock" "$id" || { echo "cycle $i: $id not probed" >>"$ph_dir/cycle.out"; break; }
       "$remote" --api-socket "$sock" remove-device "$id" >>"$ph_dir/cycle.out" 2>&1 || { echo "remove $i failed" >>"$ph_dir/cycle.out"; break; }
       "$remote" --api-socket "$sock" remove-device "$nid" >>"$ph_dir/cycle.out" 2>&1 || { echo "remove-net $i failed" >>"$ph_dir/cycle.out"; break; }
