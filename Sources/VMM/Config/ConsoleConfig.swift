@@ -47,11 +47,16 @@ public struct ConsoleConfig: Codable, Equatable, Sendable {
 
     /// Decodes with Cloud Hypervisor's defaults for absent fields (`mode` is required).
     public init(from decoder: any Decoder) throws {
+        try self.init(serialFrom: decoder)
+        pci = try PCIDeviceCommon(from: decoder)
+    }
+
+    /// Decodes Cloud Hypervisor's SerialConfig: `mode`, `file` and `socket`; no PCI field is read.
+    init(serialFrom decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         mode = try c.decode(ConsoleOutputMode.self, forKey: .mode)
         file = try c.optional(.file)
         socket = try c.optional(.socket)
-        pci = try PCIDeviceCommon(from: decoder)
     }
 
     /// Encodes as Cloud Hypervisor's ConsoleConfig (with the PCI fields).

@@ -178,9 +178,9 @@ public struct VMConfig: Codable, Equatable, Sendable {
             ?? (c.contains(.genericVhostUserHyphen) ? c.decode([GenericVhostUserConfig].self, forKey: .genericVhostUserHyphen) : nil)
         fs = try c.optional(.fs)
         pmem = try c.optional(.pmem)
-        serial = try c.value(.serial, default: .defaultSerial)
-        // The serial port is no PCI device: Cloud Hypervisor's SerialConfig has no such fields.
-        serial.pci = PCIDeviceCommon()
+        // The serial port is no PCI device: Cloud Hypervisor's SerialConfig has no such fields,
+        // so none is read (an `id` of any type is an unknown member, ignored).
+        serial = try c.value(.serial, default: SerialView(config: .defaultSerial)).config
         console = try c.value(.console, default: .defaultConsole)
         debugConsole = try c.value(.debugConsole, default: DebugConsoleConfig())
         devices = try c.optional(.devices)
@@ -200,8 +200,11 @@ public struct VMConfig: Codable, Equatable, Sendable {
     }
 
     /// A wrapper that writes a console configuration as Cloud Hypervisor's SerialConfig.
-    private struct SerialView: Encodable {
+    /// Cloud Hypervisor's SerialConfig: `mode`, `file` and `socket` only.
+    private struct SerialView: Codable {
         let config: ConsoleConfig
+        init(config: ConsoleConfig) { self.config = config }
+        init(from decoder: any Decoder) throws { config = try ConsoleConfig(serialFrom: decoder) }
         func encode(to encoder: any Encoder) throws { try config.encodeSerial(to: encoder) }
     }
 
