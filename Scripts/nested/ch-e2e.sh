@@ -640,7 +640,9 @@ trap 'rm -f "$log" "$fails"' EXIT
 # is the bench failing, not a test: level 1 boots again (up to CH_NESTED_ATTEMPTS times in all,
 # default 4) and runs the scenarios that had not passed or failed yet (the one that was running
 # included), within what is left of CH_NESTED_TIMEOUT (default 3000 s for all attempts). A
-# failed check inside level 1 (any other status) gets the one second try described above.
+# failed check inside level 1 (any other status) gets the one second try described above; a run
+# that ends with another status and no summary (a step of the scenario script failed) counts the
+# scenario that was running as failed and goes on with the others in a new level 1.
 budget="${CH_NESTED_TIMEOUT:-3000}" attempts="${CH_NESTED_ATTEMPTS:-4}" started=$SECONDS
 run_only="$only" carried_passed=0 carried_failed=0
 for ((attempt = 1; attempt <= attempts; attempt++)); do
@@ -651,7 +653,11 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
   rc="${PIPESTATUS[0]}"
   set -e
   grep -a '^ch-e2e: FAIL ' "$log" >>"$fails" || true
-  ((attempt < attempts)) && ((rc == 125 || rc == 126)) || break
+  # Level 1's run ended otherwise without its summary (a step of the scenario script itself
+  # failed): the scenario that was running counts as failed and the others run on.
+  aborted=0
+  ((rc != 0 && rc != 125 && rc != 126)) && ! grep -aq '^ch-e2e: [0-9]* passed' "$log" && aborted=1
+  ((attempt < attempts)) && ((rc == 125 || rc == 126 || aborted)) || break
   selected="$(grep -a '^ch-e2e: scenarios: ' "$log" | tail -n 1 | cut -d' ' -f3- || true)"
   # A result line names its scenario, then a colon or (balloon) a parenthesis.
   finished="$(grep -aoE '^ch-e2e: (PASS|FAIL) [a-z0-9]+[: ]' "$log" | awk '{ sub(":", "", $3); print $3 }' | sort -u | tr '\n' ' ' || true)"
@@ -664,6 +670,14 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
     run_only=""
     for scenario in $selected; do [[ " $finished " == *" $scenario "* ]] || run_only+="${run_only:+ }$scenario"; done
   fi
+  if ((aborted)); then
+    # Without the list there is nothing to resume: the run ends below with no summary.
+    [[ -n $selected && -n $run_only ]] || break
+    running="${run_only%% *}"
+    echo "ch-e2e: FAIL $running: level 1's run ended with status $rc during this scenario, without a summary (see the output above)" | tee -a "$fails"
+    carried_failed=$((carried_failed + 1))
+    run_only="${run_only#"$running"}" run_only="${run_only# }"
+  fi
   if [[ -n $selected && -z $run_only ]]; then
     # Every scenario reported before level 1 stopped: nothing is left to run.
     echo "ch-e2e: $carried_passed passed, $carried_failed failed" >"$log"
@@ -671,7 +685,10 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
     carried_passed=0 carried_failed=0
     break
   fi
-  echo "ch-e2e: level 1 $( ((rc == 125)) && echo 'ended without a status (it reset)' || echo 'froze') after $carried_passed passed and $carried_failed failed; booting it again for: ${run_only:-every scenario}"
+  how="froze"
+  ((rc == 125)) && how="ended without a status (it reset)"
+  ((aborted)) && how="ended with status $rc and no summary"
+  echo "ch-e2e: level 1 $how after $carried_passed passed and $carried_failed failed; booting it again for: ${run_only:-every scenario}"
 done
 summary="$(grep -a '^ch-e2e: [0-9]* passed' "$log" | tail -n 1 || true)"
 if [[ -n $summary ]]; then
