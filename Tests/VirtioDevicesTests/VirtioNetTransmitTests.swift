@@ -1,5 +1,6 @@
 import GuestMemory
 import Testing
+import Synchronization
 import VirtioDevices
 import VirtioQueue
 
@@ -147,5 +148,41 @@ private let tx = VirtioNet.transmitQueueIndex(pair: 0)
         try guest.net.processQueue(tx)
         #expect(guest.backends[0].sent.count == 1)
         #expect(guest.interrupt.events.isEmpty)
+    }
+}
+
+/// Transmit rounds served later (QEMU's bottom half): a notification sends a bounded burst and
+/// hands the queue back to the VMM, which serves it again after its other events.
+@Suite struct VirtioNetTransmitRoundTests {
+    @Test("with serveTransmitLater, a notification sends at most a burst and hands the queue back; the next call sends the rest")
+    func aBurstThenTheRest() throws {
+        let guest = try NetGuest()
+        try guest.activate(features: NetGuest.linuxFeatures | VirtioFeature.eventIndex)
+        let scheduled = Mutex<[Int]>([])
+        guest.net.serveTransmitLater(burst: 4) { queue in scheduled.withLock { $0.append(queue) } }
+        let packets = (1...6).map { netPacket(frameBytes: 100, seed: UInt8($0)) }
+        for packet in packets { try guest.postTransmit([packet]) }
+        try guest.net.processQueue(tx)
+        #expect(guest.backends[0].sent == Array(packets[0..<4]))
+        #expect(try guest.takeUsed(tx).count == 4, "the burst's chains are returned before the queue is handed back")
+        #expect(scheduled.withLock { $0 } == [tx])
+        // Notifications stayed off: avail_event still asks for the first chain's notification.
+        #expect(try guest.memory.read(UInt16.self, at: guest.availEvent(tx)) == 0)
+        try guest.net.processQueue(tx)
+        #expect(guest.backends[0].sent == packets)
+        #expect(try guest.takeUsed(tx).count == 2)
+        #expect(scheduled.withLock { $0 } == [tx], "the queue stayed empty: nothing more to schedule")
+        #expect(try guest.memory.read(UInt16.self, at: guest.availEvent(tx)) == 6, "re-armed at the driver's index")
+        #expect(guest.net.counters.txFrames == 6)
+    }
+
+    @Test("without serveTransmitLater a notification sends the whole queue")
+    func wholeQueueByDefault() throws {
+        let guest = try NetGuest()
+        try guest.activate(features: NetGuest.linuxFeatures | VirtioFeature.eventIndex)
+        for seed in 1...12 { try guest.postTransmit([netPacket(frameBytes: 60, seed: UInt8(seed))]) }
+        try guest.net.processQueue(tx)
+        #expect(guest.backends[0].sent.count == 12)
+        #expect(try guest.takeUsed(tx).count == 12)
     }
 }

@@ -31,6 +31,10 @@ extension VMBuilder {
                                         receiveRateLimiter: receiveLimiter, transmitRateLimiter: transmitLimiter)
         let device = try VirtioNet(backends: backends, options: options)
         let (attachment, address) = try attachVirtio(device, id: id, context: context, bars: &bars, slot: config.pciDeviceID, behindIOMMU: config.iommu)
+        // A transmit queue the guest refilled during a round is served again after the other
+        // events waiting (the TAP's acknowledgements first): its kick eventfd is signalled.
+        let kicks = try (0..<backends.count).map { try attachment.kickEvent(queue: VirtioNet.transmitQueueIndex(pair: $0)) }
+        device.serveTransmitLater { queue in try? kicks[queue / 2].signal() }
         if let receiveLimiter, let transmitLimiter, !receiveLimiter.isUnlimited {
             let transport = attachment.transport, pairs = backends.count
             try RateLimiterWakeUp.install(receiveLimiter, events: context.events) {

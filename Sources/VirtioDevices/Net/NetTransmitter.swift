@@ -18,23 +18,31 @@ enum NetTransmitter {
     /// With a `limiter`, each packet costs one operation and its frame bytes; a packet it
     /// refuses stays in the ring and the queue stops until the limiter's wake-up.
     ///
+    /// With a `burst`, the call yields as QEMU's transmit bottom half does: it returns `true`
+    /// (serve the queue again soon: the driver will not notify for what is waiting) after
+    /// `burst` packets, or when chains keep coming after it re-armed notifications and sent
+    /// once more; without one it sends until the queue stays empty.
+    ///
     /// - Throws: ``VirtioDeviceError/queue(index:_:)`` when the driver broke the ring
     ///   rules, ``VirtioDeviceError/backend(_:)`` when the backend failed; `traffic`
     ///   holds what was done before.
+    @discardableResult
     static func transmit(_ queue: inout SplitQueue, queueIndex: Int, to backend: any NetBackend, memory: GuestMemory,
-                         limiter: RateLimiter? = nil, interrupt: (any VirtioInterrupt)? = nil,
-                         traffic: inout NetTraffic) throws(VirtioDeviceError) {
+                         limiter: RateLimiter? = nil, interrupt: (any VirtioInterrupt)? = nil, burst: Int? = nil,
+                         traffic: inout NetTraffic) throws(VirtioDeviceError) -> Bool {
         // The chains sent go back staged and are published (per chain with `interrupt`, else
         // with one used-index store per batch) before re-arming notifications and on every way out.
         defer { try? queue.publishUsed(in: memory) }
         // One list of host buffers for the whole batch, refilled for each packet.
         var buffers: [UnsafeRawBufferPointer] = []
         buffers.reserveCapacity(8)
+        var sent = 0, drains = 0
         repeat {
+            drains += 1
             while let chain = try step(queueIndex, { () throws(QueueError) in try queue.popDescriptorChain(in: memory) }) {
                 if let limiter, !limiter.consume(bytes: UInt64(max(0, chain.readableLength - VirtioNetABI.headerSize))) {
                     queue.undoPop()
-                    return
+                    return false
                 }
                 try send(chain, queueIndex: queueIndex, to: backend, memory: memory, buffers: &buffers, traffic: &traffic)
                 try step(queueIndex) { () throws(QueueError) in try queue.stageUsed(head: chain.head, length: 0, in: memory) }
@@ -48,9 +56,15 @@ enum NetTransmitter {
                 if let interrupt, queue.eventIndex, try step(queueIndex, { () throws(QueueError) in try queue.needsNotification(in: memory) }) {
                     interrupt.signalQueue(queueIndex)
                 }
+                sent += 1
+                // A full burst: more are probably coming; the caller serves the queue again
+                // after the other events waiting (notifications stay off meanwhile).
+                if let burst, sent >= burst { return true }
             }
             try step(queueIndex) { () throws(QueueError) in try queue.publishUsed(in: memory) }
-        } while try step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) })
+            guard try step(queueIndex, { () throws(QueueError) in try queue.enableNotification(in: memory) }) else { return false }
+        } while burst == nil || drains < 2
+        return true
     }
 
     /// Hands one chain's packet to the backend, or counts it dropped. `buffers` is the

@@ -41,6 +41,9 @@ import VirtioQueue
 public final class VirtioNet: VirtioDevice {
     /// Cloud Hypervisor's default queue size.
     public static let defaultQueueSize: UInt16 = 256
+    /// The packets one transmit notification sends at most before yielding to the VMM's other
+    /// events, with ``serveTransmitLater(burst:with:)`` (QEMU's `tx_burst` default).
+    public static let transmitBurst = 256
 
     /// How the device presents itself.
     public struct Options: Sendable {
@@ -160,6 +163,8 @@ public final class VirtioNet: VirtioDevice {
     public let options: Options
     let pairs: [Pair]
     let control = Mutex<SplitQueue?>(nil)
+    /// Where a transmit queue refilled during a batch is handed back (see ``serveTransmitLater(with:)``).
+    private let transmitLater = Mutex<(burst: Int, schedule: @Sendable (Int) -> Void)?>(nil)
     let core: Mutex<Core>
 
     /// Creates the device with one queue pair per backend.
@@ -386,19 +391,33 @@ public final class VirtioNet: VirtioDevice {
         return error
     }
 
+    /// Makes each transmit notification send a bounded round, as QEMU's transmit bottom half
+    /// does: after `burst` packets (QEMU's `tx_burst` default, 256), or when the driver keeps adding chains once notifications are
+    /// re-armed and the device sent once more, the queue's index goes to `schedule`, and the
+    /// VMM serves it again (``VirtioPCIDevice/notifyQueue(_:)``) after the other events waiting:
+    /// the host's acknowledgements read from the backend meanwhile reach the guest between two
+    /// rounds instead of after a long burst. Without it a notification sends until the queue
+    /// stays empty.
+    public func serveTransmitLater(burst: Int = VirtioNet.transmitBurst, with schedule: @escaping @Sendable (_ queue: Int) -> Void) {
+        transmitLater.withLock { $0 = (max(1, burst), schedule) }
+    }
+
     /// Runs the transmit queue of `pair`.
     private func serveTransmit(pair: Int, session running: Session) throws(VirtioDeviceError) {
         let index = Self.transmitQueueIndex(pair: pair)
         let backend = pairs[pair].backend
         var traffic = NetTraffic()
+        let later = transmitLater.withLock { $0 }
+        var pending = false
         let error: VirtioDeviceError? = pairs[pair].transmitter.withLock { queue in
             // No queue: a reset raced with the notification.
             guard queue != nil else { return .notActivated }
             guard queue!.isReady else { return .queueNotEnabled(index: index) }
             var error: VirtioDeviceError?
             do throws(VirtioDeviceError) {
-                try NetTransmitter.transmit(&queue!, queueIndex: index, to: backend, memory: running.memory,
-                                            limiter: options.transmitRateLimiter, interrupt: running.interrupt, traffic: &traffic)
+                pending = try NetTransmitter.transmit(&queue!, queueIndex: index, to: backend, memory: running.memory,
+                                                      limiter: options.transmitRateLimiter, interrupt: running.interrupt,
+                                                      burst: later?.burst, traffic: &traffic)
             } catch let failure {
                 error = failure
             }
@@ -415,6 +434,7 @@ public final class VirtioNet: VirtioDevice {
             }
         }
         if let error { throw error }
+        if pending { later?.schedule(index) }
     }
 
     /// Gives `offloads` to every backend.
