@@ -199,8 +199,8 @@ public struct VMConfig: Codable, Equatable, Sendable {
         landlockRules = try c.optional(.landlockRules)
     }
 
-    /// A wrapper that writes a console configuration as Cloud Hypervisor's SerialConfig.
-    /// Cloud Hypervisor's SerialConfig: `mode`, `file` and `socket` only.
+    /// A console configuration read and written as Cloud Hypervisor's SerialConfig (`mode`,
+    /// `file` and `socket` only).
     private struct SerialView: Codable {
         let config: ConsoleConfig
         init(config: ConsoleConfig) { self.config = config }

@@ -163,7 +163,7 @@ public final class VirtioNet: VirtioDevice {
     public let options: Options
     let pairs: [Pair]
     let control = Mutex<SplitQueue?>(nil)
-    /// Where a transmit queue refilled during a batch is handed back (see ``serveTransmitLater(with:)``).
+    /// Where a transmit queue refilled during a batch is handed back (see ``serveTransmitLater(burst:with:)``).
     private let transmitLater = Mutex<(burst: Int, schedule: @Sendable (Int) -> Void)?>(nil)
     let core: Mutex<Core>
 
@@ -392,12 +392,12 @@ public final class VirtioNet: VirtioDevice {
     }
 
     /// Makes each transmit notification send a bounded round, as QEMU's transmit bottom half
-    /// does: after `burst` packets (QEMU's `tx_burst` default, 256), or when the driver keeps adding chains once notifications are
-    /// re-armed and the device sent once more, the queue's index goes to `schedule`, and the
-    /// VMM serves it again (``VirtioPCIDevice/notifyQueue(_:)``) after the other events waiting:
-    /// the host's acknowledgements read from the backend meanwhile reach the guest between two
-    /// rounds instead of after a long burst. Without it a notification sends until the queue
-    /// stays empty.
+    /// does: after `burst` packets (QEMU's `tx_burst` default, 256), or when the driver keeps
+    /// adding chains once notifications are re-armed and the device sent once more, the
+    /// queue's index goes to `schedule`, and the VMM serves it again
+    /// (``VirtioPCIDevice/notifyQueue(_:)``) after the other events waiting: the host's
+    /// acknowledgements read from the backend meanwhile reach the guest between two rounds
+    /// instead of after a long burst. Without it a notification sends until the queue stays empty.
     public func serveTransmitLater(burst: Int = VirtioNet.transmitBurst, with schedule: @escaping @Sendable (_ queue: Int) -> Void) {
         transmitLater.withLock { $0 = (max(1, burst), schedule) }
     }
